@@ -1,0 +1,1 @@
+//! `ipc_pipe`: work in progress, see the workspace README.

@@ -1,0 +1,1 @@
+//! `ipc_pool`: work in progress, see the workspace README.

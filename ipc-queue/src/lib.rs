@@ -1,0 +1,1 @@
+//! `ipc_queue`: work in progress, see the workspace README.

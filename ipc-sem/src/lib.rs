@@ -1,0 +1,1 @@
+//! `ipc_sem`: work in progress, see the workspace README.

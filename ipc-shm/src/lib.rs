@@ -1,0 +1,1 @@
+//! `ipc_shm`: work in progress, see the workspace README.
