@@ -1,0 +1,137 @@
+//! [`AtomicValue`]: a lock-free atomic shared between processes.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, AtomicUsize};
+
+use crate::error::{Error, Result};
+use crate::header::Layout;
+use crate::segment::{Segment, DEFAULT_OPEN_TIMEOUT};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The atomic types an [`AtomicValue`] can hold: those whose every bit pattern is a valid
+/// value and whose all-zero pattern is zero/`false`. Sealed.
+pub trait SharedAtomic: sealed::Sealed + Send + Sync + 'static {
+    /// The plain value type (`u64` for `AtomicU64`).
+    type Value: Copy;
+    /// Stores `v` (used once, before the segment is shared).
+    fn init(&self, v: Self::Value);
+}
+
+macro_rules! shared_atomic {
+    ($($a:ty => $v:ty),*) => {$(
+        impl sealed::Sealed for $a {}
+        impl SharedAtomic for $a {
+            type Value = $v;
+            fn init(&self, v: $v) {
+                self.store(v, std::sync::atomic::Ordering::Release);
+            }
+        }
+    )*};
+}
+shared_atomic!(AtomicU32 => u32, AtomicU64 => u64, AtomicI32 => i32, AtomicI64 => i64,
+    AtomicUsize => usize, AtomicBool => bool);
+
+/// An atomic integer (or flag) in shared memory: the lock-free way to count across
+/// processes. It dereferences to the atomic, so `fetch_add`, `load`, `store`,
+/// `compare_exchange` and the rest work as on a local one.
+///
+/// `AtomicBool` is included although a peer could write a byte other than 0 or 1: the segment
+/// is only ever written through the atomic API by this crate, and any peer that writes raw
+/// bytes is outside the contract (use `AtomicU32` for flags shared with untrusted programs).
+///
+/// ```
+/// use ipc_shm::AtomicValue;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// let hits = AtomicValue::<AtomicU64>::new(0)?;
+/// hits.fetch_add(2, Ordering::SeqCst);
+/// assert_eq!(hits.load(Ordering::SeqCst), 2);
+/// # Ok::<(), ipc_shm::Error>(())
+/// ```
+pub struct AtomicValue<A: SharedAtomic> {
+    seg: Segment,
+    _a: std::marker::PhantomData<A>,
+}
+
+impl<A: SharedAtomic> fmt::Debug for AtomicValue<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AtomicValue")
+            .field("name", &self.seg.name())
+            .finish_non_exhaustive()
+    }
+}
+
+const KIND: &str = "ipc_shm::AtomicValue";
+
+impl<A: SharedAtomic> AtomicValue<A> {
+    fn create(name: Option<&str>, init: A::Value) -> Result<Self> {
+        let layout = Layout::of::<A>(KIND, 1);
+        let seg = Segment::create(&layout, std::mem::size_of::<A>(), name, |seg| {
+            // SAFETY: the payload is 128-byte aligned and holds size_of::<A>() bytes; the
+            // atomic types allowed by `SharedAtomic` are valid when zeroed.
+            #[allow(unsafe_code)]
+            let a = unsafe { &*seg.payload().as_ptr().cast::<A>() };
+            a.init(init);
+            Ok(())
+        })?;
+        Ok(AtomicValue {
+            seg,
+            _a: std::marker::PhantomData,
+        })
+    }
+
+    /// An inherited atomic holding `init`.
+    ///
+    /// # Errors
+    /// `Io`.
+    pub fn new(init: A::Value) -> Result<Self> {
+        Self::create(None, init)
+    }
+
+    /// A named atomic holding `init` (0600, `O_EXCL`; removed when this handle drops).
+    ///
+    /// # Errors
+    /// `InvalidName`, `AlreadyExists`, `Io`.
+    pub fn create_named(name: &str, init: A::Value) -> Result<Self> {
+        Self::create(Some(name), init)
+    }
+
+    /// Opens a named atomic of the same type.
+    ///
+    /// # Errors
+    /// `NotFound`, `NotOwner`, `NotReady`, `LayoutMismatch`.
+    pub fn open_named(name: &str) -> Result<Self> {
+        let layout = Layout::of::<A>(KIND, 1);
+        let seg = Segment::open_named(name, &layout, DEFAULT_OPEN_TIMEOUT, |_| {
+            Ok(std::mem::size_of::<A>())
+        })?;
+        if seg.payload_len() < std::mem::size_of::<A>() {
+            return Err(Error::Corrupted("atomic segment too small"));
+        }
+        Ok(AtomicValue {
+            seg,
+            _a: std::marker::PhantomData,
+        })
+    }
+
+    /// The segment's name, or `None` for an inherited atomic.
+    pub fn name(&self) -> Option<&str> {
+        self.seg.name()
+    }
+}
+
+impl<A: SharedAtomic> Deref for AtomicValue<A> {
+    type Target = A;
+    fn deref(&self) -> &A {
+        // SAFETY: the payload holds an `A` (size checked at create/open), 128-byte aligned,
+        // initialised; atomics tolerate concurrent access from other processes.
+        #[allow(unsafe_code)]
+        unsafe {
+            &*self.seg.payload().as_ptr().cast::<A>()
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The crate's error type and the lock error that hands a guard back.
+
+use std::fmt;
+use std::io;
+
+/// Errors of `ipc-shm`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed; the errno is kept.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error (with its errno).
+        #[source]
+        source: io::Error,
+    },
+    /// A segment name was empty, too long, or contained `/` or NUL past its leading slash.
+    #[error("invalid shared memory name {0:?}: {1}")]
+    InvalidName(String, &'static str),
+    /// A size of zero, or one too large to map or to describe.
+    #[error("invalid size {0}: {1}")]
+    InvalidSize(u64, &'static str),
+    /// `create_named` found the name already taken (`EEXIST`).
+    #[error("shared memory name {0:?} already exists")]
+    AlreadyExists(String),
+    /// `open_named` found no segment of that name (`ENOENT`).
+    #[error("no shared memory named {0:?}")]
+    NotFound(String),
+    /// The segment belongs to another user; it is not trusted.
+    #[error("shared memory {name:?} is owned by uid {owner}, not by this user ({me})")]
+    NotOwner {
+        /// The segment's name.
+        name: String,
+        /// Its owner's uid.
+        owner: u32,
+        /// This process's effective uid.
+        me: u32,
+    },
+    /// The segment's header does not describe the object being opened.
+    #[error("layout mismatch in {field}: expected {expected}, found {found}")]
+    LayoutMismatch {
+        /// The header field that differs (`magic`, `abi version`, `kind`, `element size`, ...).
+        field: &'static str,
+        /// What this side expects.
+        expected: u64,
+        /// What the segment holds.
+        found: u64,
+    },
+    /// The creator has not finished initialising the segment in time (or died while doing so).
+    #[error("shared memory {0:?} was not initialised in time")]
+    NotReady(String),
+    /// A byte range outside the segment.
+    #[error("range {offset}..{offset}+{len} is outside the segment of {size} bytes")]
+    OutOfBounds {
+        /// Start of the range.
+        offset: usize,
+        /// Its length.
+        len: usize,
+        /// The segment's size.
+        size: usize,
+    },
+    /// An element index outside the array.
+    #[error("index {index} is out of bounds for length {len}")]
+    IndexOutOfBounds {
+        /// The index asked for.
+        index: usize,
+        /// The array's length.
+        len: usize,
+    },
+    /// A slice whose length differs from the array's.
+    #[error("length mismatch: the array holds {expected} elements, the slice {found}")]
+    LengthMismatch {
+        /// The array's length.
+        expected: usize,
+        /// The slice's length.
+        found: usize,
+    },
+    /// The holder of the lock died while holding it. The lock is now poisoned: later lockers
+    /// get [`Error::Poisoned`] unless the recovering locker calls `mark_consistent` (only
+    /// possible through `lock()`, which hands the guard back in [`LockError::OwnerDied`]).
+    #[error("the previous lock holder died while holding it")]
+    OwnerDied,
+    /// A holder died and the next one did not mark the protected data consistent.
+    #[error("the lock is poisoned: a holder died and the data was not marked consistent")]
+    Poisoned,
+    /// The deadline passed first.
+    #[error("timed out")]
+    Timeout,
+    /// A `try_` call found the lock held.
+    #[error("the lock is held by another thread or process")]
+    WouldBlock,
+    /// The calling thread already holds this (non-re-entrant) lock.
+    #[error("the calling thread already holds this lock")]
+    Deadlock,
+    /// An unlock by a thread that does not hold the lock.
+    #[error("the calling thread does not hold this lock")]
+    NotHeld,
+    /// Shared state holds a value no correct peer writes.
+    #[error("shared state is corrupted: {0}")]
+    Corrupted(&'static str),
+}
+
+impl Error {
+    /// Wraps an OS error, turning `EEXIST`/`ENOENT` into their own variants.
+    pub(crate) fn io(op: &'static str, source: io::Error) -> Self {
+        Error::Io { op, source }
+    }
+
+    /// The errno of an [`Error::Io`], if any.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// The result type of `ipc-shm`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a lock attempt did not simply succeed; `G` is the guard type handed back on
+/// [`LockError::OwnerDied`].
+///
+/// Like a robust `pthread_mutex_t`: after a holder dies, the next locker holds the lock but
+/// gets `OwnerDied(guard)`. It inspects (and repairs) the protected data, then calls
+/// `mark_consistent()` on the guard; dropping the guard without doing so leaves the lock
+/// poisoned for everyone (`Poisoned`).
+pub enum LockError<G> {
+    /// The lock is held by the caller now, but its previous holder died while holding it.
+    OwnerDied(G),
+    /// A holder died earlier and nobody marked the data consistent.
+    Poisoned,
+    /// The deadline passed first.
+    Timeout,
+    /// `try_lock` found the lock held.
+    WouldBlock,
+    /// The calling thread already holds this lock.
+    Deadlock,
+    /// The lock word holds a value no correct peer writes.
+    Corrupted,
+}
+
+impl<G> LockError<G> {
+    /// The guard of an [`LockError::OwnerDied`], if that is what this is.
+    pub fn into_guard(self) -> Option<G> {
+        match self {
+            LockError::OwnerDied(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// Maps the guard type.
+    pub fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
+        match self {
+            LockError::OwnerDied(g) => LockError::OwnerDied(f(g)),
+            LockError::Poisoned => LockError::Poisoned,
+            LockError::Timeout => LockError::Timeout,
+            LockError::WouldBlock => LockError::WouldBlock,
+            LockError::Deadlock => LockError::Deadlock,
+            LockError::Corrupted => LockError::Corrupted,
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            LockError::OwnerDied(_) => "the previous lock holder died while holding it",
+            LockError::Poisoned => {
+                "the lock is poisoned: a holder died and the data was not marked consistent"
+            }
+            LockError::Timeout => "timed out",
+            LockError::WouldBlock => "the lock is held by another thread or process",
+            LockError::Deadlock => "the calling thread already holds this lock",
+            LockError::Corrupted => "the lock word is corrupted",
+        }
+    }
+}
+
+impl<G> fmt::Debug for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            LockError::OwnerDied(_) => "OwnerDied(..)",
+            LockError::Poisoned => "Poisoned",
+            LockError::Timeout => "Timeout",
+            LockError::WouldBlock => "WouldBlock",
+            LockError::Deadlock => "Deadlock",
+            LockError::Corrupted => "Corrupted",
+        };
+        f.write_str(name)
+    }
+}
+
+impl<G> fmt::Display for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+impl<G> std::error::Error for LockError<G> {}
+
+impl<G> From<LockError<G>> for Error {
+    /// Converting drops an `OwnerDied` guard without marking it consistent, which poisons the
+    /// lock: the conservative choice for code that only propagates errors.
+    fn from(e: LockError<G>) -> Self {
+        match e {
+            LockError::OwnerDied(_) => Error::OwnerDied,
+            LockError::Poisoned => Error::Poisoned,
+            LockError::Timeout => Error::Timeout,
+            LockError::WouldBlock => Error::WouldBlock,
+            LockError::Deadlock => Error::Deadlock,
+            LockError::Corrupted => Error::Corrupted("lock word"),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The storage shared by [`crate::Value`] and [`crate::Array`]: a segment whose payload is a
+//! [`RawLock`] followed by `len` elements of `T`.
+//!
+//! ```text
+//! payload + 0            RawLock (16 bytes), then padding
+//! payload + DATA_OFFSET  [T; len]   (DATA_OFFSET = max(64, align_of::<T>()))
+//! ```
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use crate::error::{Error, LockError, Result};
+use crate::header::Layout;
+use crate::segment::{Segment, DEFAULT_OPEN_TIMEOUT};
+use crate::sync::{Deadline, RawLock};
+
+pub(crate) struct LockedSlice<T: Pod> {
+    seg: Segment,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: Pod> std::fmt::Debug for LockedSlice<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockedSlice")
+            .field("segment", &self.seg)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+const fn data_offset<T>() -> usize {
+    let a = std::mem::align_of::<T>();
+    if a > 64 {
+        a
+    } else {
+        64
+    }
+}
+
+fn payload_len<T>(len: usize) -> Result<usize> {
+    std::mem::size_of::<T>()
+        .checked_mul(len)
+        .and_then(|b| b.checked_add(data_offset::<T>()))
+        .ok_or(Error::InvalidSize(len as u64, "too many elements"))
+}
+
+impl<T: Pod> LockedSlice<T> {
+    pub(crate) fn create(
+        kind: &'static str,
+        len: usize,
+        name: Option<&str>,
+        init: Option<&[T]>,
+    ) -> Result<Self> {
+        let layout = Layout::of::<T>(kind, 1).with_capacity(len as u64);
+        let bytes = payload_len::<T>(len)?;
+        let seg = Segment::create(&layout, bytes, name, |seg| {
+            if let Some(init) = init {
+                let dst = seg.payload().as_ptr().wrapping_add(data_offset::<T>());
+                // SAFETY: the payload has room for `len` elements at `data_offset` (computed by
+                // `payload_len`), is aligned for T (payload is 128-aligned, offset a multiple
+                // of align_of T), and nobody else sees it before READY.
+                #[allow(unsafe_code)]
+                unsafe {
+                    std::ptr::copy_nonoverlapping(init.as_ptr(), dst.cast::<T>(), len);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(LockedSlice {
+            seg,
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    pub(crate) fn open(kind: &'static str, name: &str, len: Option<usize>) -> Result<Self> {
+        let layout = Layout::of::<T>(kind, 1).with_capacity(len.unwrap_or(0) as u64);
+        let mut found = 0usize;
+        let seg = Segment::open_named(name, &layout, DEFAULT_OPEN_TIMEOUT, |l| {
+            found = usize::try_from(l.capacity)
+                .map_err(|_| Error::InvalidSize(l.capacity, "capacity"))?;
+            payload_len::<T>(found)
+        })?;
+        Ok(LockedSlice {
+            seg,
+            len: found,
+            _t: PhantomData,
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    pub(crate) fn segment_mut(&mut self) -> &mut Segment {
+        &mut self.seg
+    }
+
+    pub(crate) fn raw_lock(&self) -> &RawLock {
+        // SAFETY: the payload starts with 16 bytes reserved for the lock, 128-byte aligned;
+        // `RawLock` is atomics only, valid for every bit pattern, all-zero = free.
+        #[allow(unsafe_code)]
+        unsafe {
+            &*self.seg.payload().as_ptr().cast::<RawLock>()
+        }
+    }
+
+    /// The first element. Dereferencing requires holding the lock.
+    pub(crate) fn data(&self) -> *mut T {
+        self.seg
+            .payload()
+            .as_ptr()
+            .wrapping_add(data_offset::<T>())
+            .cast::<T>()
+    }
+
+    pub(crate) fn lock_until(&self, deadline: Deadline) -> Result<(), LockError<()>> {
+        self.raw_lock().lock(deadline)
+    }
+
+    pub(crate) fn try_lock(&self) -> Result<(), LockError<()>> {
+        self.raw_lock().try_lock()
+    }
+
+    pub(crate) fn lock_timeout(&self, timeout: Duration) -> Result<(), LockError<()>> {
+        self.lock_until(Deadline::after(timeout))
+    }
+
+    pub(crate) fn unlock(&self) {
+        // The guard that calls this holds the lock on this thread (guards are !Send).
+        let _ = self.raw_lock().unlock();
+    }
+
+    /// Runs `f` on the elements with the lock held; an `OwnerDied` take-over is reported as
+    /// `Err(OwnerDied)` after `f` is *not* run, leaving the lock poisoned.
+    pub(crate) fn with_locked<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        match self.lock_until(Deadline::never()) {
+            Ok(()) => {}
+            Err(LockError::OwnerDied(())) => {
+                self.unlock();
+                return Err(Error::OwnerDied);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // SAFETY: the lock is held by this thread, so no correct peer touches the elements
+        // until `unlock`; the pointer covers `len` initialised (Pod) elements.
+        #[allow(unsafe_code)]
+        let slice = unsafe { std::slice::from_raw_parts_mut(self.data(), self.len) };
+        let r = f(slice);
+        self.unlock();
+        Ok(r)
+    }
+}

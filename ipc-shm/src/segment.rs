@@ -1,0 +1,390 @@
+//! Mappings of shared memory files, and the header-validated [`Segment`] every typed object
+//! lives in.
+//!
+//! A mapping is always `MAP_SHARED` over a file descriptor: a `memfd` for inherited objects
+//! (no name, nothing can leak) or a `shm_open` file for named ones. Never an anonymous
+//! `MAP_PRIVATE` mapping, whose writes a forked child would keep to itself.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use memmap2::MmapRaw;
+
+use crate::error::{Error, Result};
+use crate::header::{HeaderFields, Layout, HEADER_LEN, STATE_INIT, STATE_READY};
+use crate::name;
+use crate::sys::{self, Liveness};
+
+/// The longest an opener waits, by default, for a creator to finish initialising.
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A shared mapping of a whole memory file, with the file's name if it has one.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    map: MmapRaw,
+    fd: OwnedFd,
+    name: Option<String>,
+    /// The pid of the process that created the name, if this handle did: only that process
+    /// unlinks it (a forked child's copy of the handle never does).
+    unlink_in: Option<u32>,
+}
+
+impl Mapping {
+    /// A new anonymous memory file of `len` zero bytes, mapped shared.
+    pub(crate) fn anonymous(len: usize) -> Result<Mapping> {
+        check_len(len)?;
+        let fd = sys::memfd("ipc-shm", len).map_err(|e| Error::io("memfd_create", e))?;
+        let map = sys::map_shared(fd.as_fd(), len).map_err(|e| Error::io("mmap", e))?;
+        Ok(Mapping {
+            map,
+            fd,
+            name: None,
+            unlink_in: None,
+        })
+    }
+
+    /// A new named memory file of `len` zero bytes (0600, `O_EXCL`), mapped shared; this
+    /// handle unlinks the name on drop. `name` is normalised by the caller.
+    pub(crate) fn create_named(name: &str, len: usize) -> Result<Mapping> {
+        check_len(len)?;
+        let fd = sys::shm_create(name).map_err(|e| match e.raw_os_error() {
+            Some(libc::EEXIST) => Error::AlreadyExists(name.to_owned()),
+            _ => Error::io("shm_open", e),
+        })?;
+        // From here on the name exists: build the handle first so any failure unlinks it.
+        let unlink = NameGuard(name);
+        sys::set_len(fd.as_fd(), len).map_err(|e| Error::io("ftruncate", e))?;
+        let map = sys::map_shared(fd.as_fd(), len).map_err(|e| Error::io("mmap", e))?;
+        std::mem::forget(unlink);
+        Ok(Mapping {
+            map,
+            fd,
+            name: Some(name.to_owned()),
+            unlink_in: Some(sys::process_id()),
+        })
+    }
+
+    /// Opens an existing named memory file owned by this user, waiting until `deadline` for
+    /// it to reach at least `min_len` bytes, and maps all of it.
+    pub(crate) fn open_named(
+        name: &str,
+        min_len: usize,
+        deadline: crate::sync::Deadline,
+    ) -> Result<Mapping> {
+        let fd = sys::shm_open_existing(name, true).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => Error::NotFound(name.to_owned()),
+            _ => Error::io("shm_open", e),
+        })?;
+        loop {
+            let facts = sys::file_facts(fd.as_fd()).map_err(|e| Error::io("fstat", e))?;
+            let me = sys::effective_uid();
+            if facts.owner_uid != me {
+                return Err(Error::NotOwner {
+                    name: name.to_owned(),
+                    owner: facts.owner_uid,
+                    me,
+                });
+            }
+            if facts.len >= min_len as u64 && facts.len > 0 {
+                let len = usize::try_from(facts.len)
+                    .map_err(|_| Error::InvalidSize(facts.len, "too large to map"))?;
+                let map = sys::map_shared(fd.as_fd(), len).map_err(|e| Error::io("mmap", e))?;
+                return Ok(Mapping {
+                    map,
+                    fd,
+                    name: Some(name.to_owned()),
+                    unlink_in: None,
+                });
+            }
+            // The creator has not set the length yet.
+            if deadline.is_expired() {
+                return Err(Error::NotReady(name.to_owned()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        // A successful mmap never returns null.
+        NonNull::new(self.map.as_mut_ptr()).unwrap_or(NonNull::dangling())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub(crate) fn is_creator(&self) -> bool {
+        self.unlink_in.is_some()
+    }
+
+    /// Removes the name now (creator only; idempotent). The memory stays mapped for every
+    /// process that has it.
+    pub(crate) fn unlink(&mut self) -> Result<()> {
+        match (self.unlink_in.take(), &self.name) {
+            (Some(pid), Some(name)) if pid == sys::process_id() => match sys::shm_unlink(name) {
+                Ok(()) => Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                Err(e) => Err(Error::io("shm_unlink", e)),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        let _ = self.unlink();
+    }
+}
+
+/// Unlinks a just-created name if creation fails half-way.
+struct NameGuard<'a>(&'a str);
+
+impl Drop for NameGuard<'_> {
+    fn drop(&mut self) {
+        let _ = sys::shm_unlink(self.0);
+    }
+}
+
+fn check_len(len: usize) -> Result<()> {
+    if len == 0 {
+        return Err(Error::InvalidSize(0, "size must be at least 1 byte"));
+    }
+    if isize::try_from(len).is_err() {
+        return Err(Error::InvalidSize(len as u64, "too large to map"));
+    }
+    Ok(())
+}
+
+/// A shared segment that starts with a validated [header](crate::header): the storage of every
+/// typed object in the workspace (`Value`, `Array`, semaphores, locks, queues).
+///
+/// Made by [`Segment::create`] (inherited through `fork` when `name` is `None`, else a named
+/// `shm_open` segment) or [`Segment::open_named`], which checks owner, size and layout before
+/// returning. The payload starts 128-byte aligned at [`Segment::payload`].
+///
+/// `Segment` hands out raw pointers only: the object built on it decides how its payload is
+/// shared, and documents why each access is sound.
+#[derive(Debug)]
+pub struct Segment {
+    mapping: Mapping,
+    layout: Layout,
+    payload_len: usize,
+}
+
+// SAFETY: a `Segment` owns a file descriptor and a shared mapping; neither is tied to a
+// thread. The payload is accessed only through raw pointers whose users synchronise.
+#[allow(unsafe_code)]
+unsafe impl Send for Segment {}
+// SAFETY: as above; `&Segment` only exposes immutable facts and raw pointers.
+#[allow(unsafe_code)]
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Creates a segment with `payload_len` zeroed payload bytes for `layout`, runs `init` on
+    /// it (before any opener may look at the payload), then publishes it as READY.
+    ///
+    /// `name`: `None` for an inherited (memfd) segment; `Some(name)` for a named one created
+    /// 0600 with `O_EXCL`, unlinked when this handle drops (or by [`Segment::unlink`]).
+    ///
+    /// # Errors
+    /// `InvalidName`, `InvalidSize` (zero or too large), `AlreadyExists`, `Io`, or whatever
+    /// `init` returns.
+    pub fn create(
+        layout: &Layout,
+        payload_len: usize,
+        name: Option<&str>,
+        init: impl FnOnce(&Segment) -> Result<()>,
+    ) -> Result<Segment> {
+        if layout.element_align > HEADER_LEN {
+            return Err(Error::InvalidSize(
+                layout.element_align as u64,
+                "alignment above 128 bytes",
+            ));
+        }
+        if payload_len == 0 {
+            return Err(Error::InvalidSize(0, "payload must be at least 1 byte"));
+        }
+        let total = HEADER_LEN
+            .checked_add(payload_len)
+            .ok_or(Error::InvalidSize(payload_len as u64, "too large to map"))?;
+        let mapping = match name {
+            None => Mapping::anonymous(total)?,
+            Some(n) => Mapping::create_named(&name::normalize(n)?, total)?,
+        };
+        let pid = sys::process_id();
+        let start = match sys::liveness(pid) {
+            Liveness::Alive { start_time } => start_time,
+            Liveness::Dead => 0,
+        };
+        let fields = HeaderFields::new(layout, payload_len, pid, start)?;
+        let seg = Segment {
+            mapping,
+            layout: *layout,
+            payload_len,
+        };
+        seg.state().store(STATE_INIT, Ordering::Relaxed);
+        // SAFETY: the mapping is at least HEADER_LEN bytes, page-aligned, and no other process
+        // reads the header's fields before `state` says READY (openers wait for it). The state
+        // word itself is written below through its atomic.
+        #[allow(unsafe_code)]
+        unsafe {
+            let base = seg.mapping.ptr().as_ptr();
+            let before_state = bytemuck::bytes_of(&fields);
+            // Copy everything but the state word (bytes 12..16).
+            std::ptr::copy_nonoverlapping(before_state.as_ptr(), base, 12);
+            std::ptr::copy_nonoverlapping(
+                before_state.as_ptr().add(16),
+                base.add(16),
+                HEADER_LEN - 16,
+            );
+        }
+        init(&seg)?;
+        // SYNC POINT: Release publishes the header and the initialised payload; openers load
+        // the state with Acquire in `open_named`.
+        seg.state().store(STATE_READY, Ordering::Release);
+        Ok(seg)
+    }
+
+    /// Opens the named segment `name`, checking owner, size and every header field against
+    /// `expected` (`capacity`/`slot_size` of 0 accept the segment's own), and waiting up to
+    /// `timeout` for its creator to finish initialising. `payload_len_for` computes, from the
+    /// segment's layout, how many payload bytes it must have.
+    ///
+    /// # Errors
+    /// `InvalidName`, `NotFound`, `NotOwner`, `NotReady`, `LayoutMismatch`, `Io`.
+    pub fn open_named(
+        name: &str,
+        expected: &Layout,
+        timeout: Duration,
+        payload_len_for: impl FnOnce(&Layout) -> Result<usize>,
+    ) -> Result<Segment> {
+        let name = name::normalize(name)?;
+        let deadline = crate::sync::Deadline::after(timeout);
+        let mapping = Mapping::open_named(&name, HEADER_LEN, deadline)?;
+        let seg_state = |m: &Mapping| -> &AtomicU32 {
+            // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned, so offset 12
+            // is an aligned u32 inside it; atomics are valid for any bit pattern.
+            #[allow(unsafe_code)]
+            unsafe {
+                &*m.ptr().as_ptr().add(12).cast::<AtomicU32>()
+            }
+        };
+        // SYNC POINT: Acquire pairs with the creator's Release store of READY.
+        while seg_state(&mapping).load(Ordering::Acquire) != STATE_READY {
+            if deadline.is_expired() {
+                return Err(Error::NotReady(name));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // SAFETY: the mapping holds at least HEADER_LEN bytes; `HeaderFields` is Pod, so any
+        // bytes a peer wrote are a valid value; the copy is volatile because a peer may write
+        // concurrently, and from here on only this private copy is used.
+        #[allow(unsafe_code)]
+        let fields: HeaderFields =
+            unsafe { std::ptr::read_volatile(mapping.ptr().as_ptr().cast::<HeaderFields>()) };
+        fields.validate(expected, mapping.len() as u64)?;
+        let layout = fields.layout(expected);
+        let need = payload_len_for(&layout)?;
+        if need as u64 != fields.payload_len {
+            return Err(Error::LayoutMismatch {
+                field: "payload size",
+                expected: need as u64,
+                found: fields.payload_len,
+            });
+        }
+        Ok(Segment {
+            mapping,
+            layout,
+            payload_len: need,
+        })
+    }
+
+    fn state(&self) -> &AtomicU32 {
+        // SAFETY: offset 12 of a page-aligned mapping of at least HEADER_LEN bytes is an
+        // aligned u32; atomics are valid for every bit pattern.
+        #[allow(unsafe_code)]
+        unsafe {
+            &*self.mapping.ptr().as_ptr().add(12).cast::<AtomicU32>()
+        }
+    }
+
+    /// The first payload byte, 128-byte aligned; [`Segment::payload_len`] bytes follow.
+    pub fn payload(&self) -> NonNull<u8> {
+        // SAFETY: the mapping is HEADER_LEN + payload_len bytes long, so the payload start is
+        // inside it (payload_len >= 1).
+        #[allow(unsafe_code)]
+        unsafe {
+            self.mapping.ptr().add(HEADER_LEN)
+        }
+    }
+
+    /// The payload length in bytes (a private copy, validated at open).
+    pub fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+
+    /// The layout this segment holds (with the capacity and slot size read at open).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The segment's name (`/name`), or `None` for an inherited one.
+    pub fn name(&self) -> Option<&str> {
+        self.mapping.name()
+    }
+
+    /// Whether this handle created the name (and so removes it on drop).
+    pub fn is_creator(&self) -> bool {
+        self.mapping.is_creator()
+    }
+
+    /// Removes the name now, if this handle created it; handles that are open keep working.
+    ///
+    /// # Errors
+    /// `Io` if `shm_unlink` fails for a reason other than the name being gone already.
+    pub fn unlink(&mut self) -> Result<()> {
+        self.mapping.unlink()
+    }
+}
+
+impl AsRawFd for Segment {
+    fn as_raw_fd(&self) -> RawFd {
+        self.mapping.fd().as_raw_fd()
+    }
+}
+
+impl AsFd for Segment {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.mapping.fd()
+    }
+}
+
+pub(crate) use Mapping as RawMapping;
+
+/// Maps a named segment read-only just to read its header (for `sweep`).
+pub(crate) fn read_header_of(name: &str) -> io::Result<Option<HeaderFields>> {
+    let fd = sys::shm_open_existing(name, false)?;
+    let facts = sys::file_facts(fd.as_fd())?;
+    if facts.owner_uid != sys::effective_uid() || facts.len < HEADER_LEN as u64 {
+        return Ok(None);
+    }
+    let map = sys::map_shared_read_only(fd.as_fd(), HEADER_LEN)?;
+    // SAFETY: the mapping is HEADER_LEN readable bytes; `HeaderFields` is Pod; the copy is
+    // volatile because its owner may write concurrently.
+    #[allow(unsafe_code)]
+    let fields: HeaderFields =
+        unsafe { std::ptr::read_volatile(map.as_ptr().cast::<HeaderFields>()) };
+    Ok(Some(fields))
+}

@@ -1,0 +1,183 @@
+//! [`SharedMemory`]: a raw segment with no header, Python's `shared_memory.SharedMemory`.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::name;
+use crate::segment::RawMapping;
+use crate::sync::Deadline;
+
+/// A block of raw bytes shared between processes, with no header: the counterpart of Python's
+/// `multiprocessing.shared_memory.SharedMemory`, and interoperable with it.
+///
+/// - [`SharedMemory::new`]: an anonymous `memfd` segment, shared with children forked after
+///   it is made (nothing has a name, so nothing can leak).
+/// - [`SharedMemory::create_named`] / [`SharedMemory::create`]: a named POSIX segment
+///   (`/dev/shm`), created `0600` with `O_EXCL`, that unrelated processes, Python's included,
+///   can open by name. The creating handle removes the name on drop; openers never do.
+/// - [`SharedMemory::open_named`]: attaches to a named segment owned by this user, whoever
+///   made it (its size is the file's size).
+///
+/// The bytes are not synchronised: [`read_at`](SharedMemory::read_at) and
+/// [`write_at`](SharedMemory::write_at) copy with volatile accesses and may observe a peer's
+/// concurrent write half-done. Use [`crate::Array`] or a lock when that matters.
+///
+/// ```
+/// use ipc_shm::SharedMemory;
+///
+/// let shm = SharedMemory::create(4096)?; // named, random `/ipc-<16 hex>`
+/// shm.write_at(0, b"hello")?;
+/// let other = SharedMemory::open_named(shm.name().unwrap())?;
+/// let mut buf = [0u8; 5];
+/// other.read_at(0, &mut buf)?;
+/// assert_eq!(&buf, b"hello");
+/// # Ok::<(), ipc_shm::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SharedMemory {
+    mapping: RawMapping,
+}
+
+// SAFETY: the handle owns an fd and a shared mapping, neither tied to a thread; its methods
+// only copy bytes in and out with volatile accesses.
+#[allow(unsafe_code)]
+unsafe impl Send for SharedMemory {}
+// SAFETY: as above: `&SharedMemory` only reads immutable facts or copies bytes.
+#[allow(unsafe_code)]
+unsafe impl Sync for SharedMemory {}
+
+impl SharedMemory {
+    /// An anonymous segment of `size` zero bytes, inherited by children forked later.
+    ///
+    /// # Errors
+    /// `InvalidSize` for 0; `Io` if `memfd_create`, `ftruncate` or `mmap` fail.
+    pub fn new(size: usize) -> Result<SharedMemory> {
+        Ok(SharedMemory {
+            mapping: RawMapping::anonymous(size)?,
+        })
+    }
+
+    /// A named segment of `size` zero bytes (`name` or `/name`; mode 0600, `O_EXCL`).
+    ///
+    /// # Errors
+    /// `InvalidName`, `InvalidSize`, `AlreadyExists`, `Io`.
+    pub fn create_named(name: &str, size: usize) -> Result<SharedMemory> {
+        let name = name::normalize(name)?;
+        Ok(SharedMemory {
+            mapping: RawMapping::create_named(&name, size)?,
+        })
+    }
+
+    /// A named segment with a fresh unpredictable name `/ipc-<16 hex digits>`.
+    ///
+    /// # Errors
+    /// As [`SharedMemory::create_named`].
+    pub fn create(size: usize) -> Result<SharedMemory> {
+        Self::create_named(&name::generate()?, size)
+    }
+
+    /// Opens the named segment `name` (`name` or `/name`) if this user owns it; maps all of it.
+    ///
+    /// # Errors
+    /// `InvalidName`, `NotFound`, `NotOwner`, `NotReady` (still empty after 2 s), `Io`.
+    pub fn open_named(name: &str) -> Result<SharedMemory> {
+        let name = name::normalize(name)?;
+        let deadline = Deadline::after(Duration::from_secs(2));
+        Ok(SharedMemory {
+            mapping: RawMapping::open_named(&name, 1, deadline)?,
+        })
+    }
+
+    /// The name as `shm_open` knows it (`/name`), or `None` for an anonymous segment.
+    /// Python's `SharedMemory(name=...)` takes it with or without the slash.
+    pub fn name(&self) -> Option<&str> {
+        self.mapping.name()
+    }
+
+    /// The size in bytes.
+    pub fn len(&self) -> usize {
+        self.mapping.len()
+    }
+
+    /// Always `false`: a segment has at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.mapping.len() == 0
+    }
+
+    /// Whether this handle created the name and will remove it on drop.
+    pub fn is_creator(&self) -> bool {
+        self.mapping.is_creator()
+    }
+
+    /// Removes the name now (creator only; a no-op for openers and anonymous segments).
+    /// Mappings already open keep working.
+    ///
+    /// # Errors
+    /// `Io` if `shm_unlink` fails for a reason other than the name being gone.
+    pub fn unlink(&mut self) -> Result<()> {
+        self.mapping.unlink()
+    }
+
+    /// The first byte. Reads and writes through it race with other processes: synchronise.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.mapping.ptr().as_ptr()
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(Error::OutOfBounds {
+                offset,
+                len,
+                size: self.len(),
+            }),
+        }
+    }
+
+    /// Copies `buf.len()` bytes from `offset` into `buf`.
+    ///
+    /// # Errors
+    /// `OutOfBounds` if the range does not fit.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check(offset, buf.len())?;
+        let src = self.as_ptr();
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: offset + i < len, checked above; volatile because a peer may write.
+            #[allow(unsafe_code)]
+            unsafe {
+                *b = std::ptr::read_volatile(src.add(offset + i));
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into the segment at `offset`.
+    ///
+    /// # Errors
+    /// `OutOfBounds` if the range does not fit.
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check(offset, data.len())?;
+        let dst = self.as_ptr();
+        for (i, &b) in data.iter().enumerate() {
+            // SAFETY: offset + i < len, checked above; volatile because a peer may read.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::ptr::write_volatile(dst.add(offset + i), b);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AsRawFd for SharedMemory {
+    fn as_raw_fd(&self) -> RawFd {
+        self.mapping.fd().as_raw_fd()
+    }
+}
+
+impl AsFd for SharedMemory {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.mapping.fd()
+    }
+}

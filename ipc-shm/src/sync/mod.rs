@@ -1,0 +1,21 @@
+//! The building blocks that live inside a shared segment: a futex word with deadline waits,
+//! monotonic deadlines, and an owner-stamped lock that notices a dead holder.
+//!
+//! `ipc-sem` and `ipc-queue` build their protocols from these instead of writing their own.
+//! Every type here is valid for any bit pattern a peer may write, and the all-zero pattern is
+//! the initial state, so a freshly truncated segment needs no initialisation.
+//!
+//! Under `--cfg loom` the atomics are loom's and the futex is a model (see [`Futex`]), so the
+//! protocols built on this module can be model-checked with threads standing in for
+//! processes.
+
+mod deadline;
+mod futex;
+pub(crate) mod loom;
+mod owner;
+mod raw_lock;
+
+pub use deadline::Deadline;
+pub use futex::{wait_low_half, wake_low_half, Futex, WaitOutcome};
+pub use owner::{current_thread_id, is_gone};
+pub use raw_lock::{NotHeld, RawLock};

@@ -1,0 +1,451 @@
+//! An owner-stamped mutex word for shared memory that notices when its holder dies.
+//!
+//! Layout (16 bytes, `repr(C)`):
+//! - `word: AtomicU64`: 0 when free; else the holder's thread id (bits 0..30), a `WAITERS`
+//!   flag (bit 31) and, in the high 32 bits, the low 32 bits of the holder's start time. One
+//!   compare-and-swap takes the lock and records who took it, so nobody ever sees a holder
+//!   without its stamp. Sleepers wait on the low half ([`wait_low_half`]).
+//! - `state: AtomicU32`: `CONSISTENT`, `OWNER_DIED` (held by a locker that took over from a
+//!   dead holder and has not yet called `mark_consistent`), or `NOT_RECOVERABLE` (poisoned).
+//!
+//! The protocol is Drepper's three-state futex mutex ("Futexes Are Tricky", mutex 3) with the
+//! holder's identity in place of the "locked" value, plus death detection: a parked waiter
+//! wakes at least every 50 ms, and if the recorded holder is gone (no such thread, a zombie, or
+//! an id reused by a thread with another start time) it takes the lock over by
+//! compare-and-swap from exactly the word it inspected. Only one waiter can win that swap.
+
+use super::deadline::Deadline;
+use super::futex::{wait_low_half, wake_low_half, WaitOutcome};
+use super::loom::{spin, AtomicU32, AtomicU64, Ordering};
+use super::owner;
+use crate::error::LockError;
+
+const TID_MASK: u64 = 0x7FFF_FFFF;
+const WAITERS: u64 = 1 << 31;
+const LOW_HALF: u64 = 0xFFFF_FFFF;
+
+const CONSISTENT: u32 = 0;
+const OWNER_DIED: u32 = 1;
+const NOT_RECOVERABLE: u32 = 2;
+
+/// How many times `lock` re-reads a held word before parking.
+#[cfg(not(loom))]
+const SPINS: u32 = 100;
+#[cfg(loom)]
+const SPINS: u32 = 1;
+
+/// The longest a parked waiter sleeps before checking whether the holder still lives.
+#[cfg(not(loom))]
+const DEATH_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// `unlock` by a thread that does not hold the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the calling thread does not hold this lock")]
+pub struct NotHeld;
+
+/// A process-shared mutex word that reports a dead holder instead of blocking forever.
+///
+/// `RawLock` has no guard and protects nothing by itself: it is the core that `Value`,
+/// `Array` and `ipc_sem::Lock` wrap. Every bit pattern is a valid `RawLock` (a peer that
+/// scribbles over it produces an error or a take-over, never undefined behaviour), and the
+/// all-zero pattern is a free, consistent lock, so a freshly truncated segment needs no
+/// initialisation.
+///
+/// ```
+/// use ipc_shm::sync::{Deadline, RawLock};
+///
+/// let lock = RawLock::new();
+/// lock.lock(Deadline::never()).unwrap();
+/// assert!(lock.is_locked());
+/// assert!(lock.try_lock().is_err()); // the same thread: `Deadlock`
+/// lock.unlock().unwrap();
+/// ```
+#[repr(C)]
+#[derive(Debug)]
+pub struct RawLock {
+    word: AtomicU64,
+    state: AtomicU32,
+    _reserved: AtomicU32,
+}
+
+impl Default for RawLock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RawLock {
+    /// A free, consistent lock (the all-zero pattern).
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        RawLock {
+            word: AtomicU64::new(0),
+            state: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
+        }
+    }
+
+    /// A free, consistent lock (the all-zero pattern).
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        RawLock {
+            word: AtomicU64::new(0),
+            state: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
+        }
+    }
+
+    fn my_word() -> u64 {
+        let (tid, start) = owner::current();
+        (u64::from(tid) & TID_MASK) | ((start & LOW_HALF) << 32)
+    }
+
+    /// Takes the lock if it is free, without waiting.
+    ///
+    /// # Errors
+    /// `WouldBlock` if a live holder has it; `Deadlock` if the calling thread has it;
+    /// `OwnerDied(())` if its holder was dead (the caller now holds it); `Poisoned`;
+    /// `Corrupted`.
+    pub fn try_lock(&self) -> Result<(), LockError<()>> {
+        let me = Self::my_word();
+        match self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => self.acquired(),
+            Err(seen) if seen & TID_MASK == me & TID_MASK => Err(LockError::Deadlock),
+            Err(seen) => match self.take_over_if_dead(seen, me) {
+                Some(r) => r,
+                None => Err(LockError::WouldBlock),
+            },
+        }
+    }
+
+    /// Takes the lock, waiting until `deadline`.
+    ///
+    /// Spins briefly, then sleeps on the futex; a sleeper re-checks the holder's liveness at
+    /// least every 50 ms, so a holder killed by `SIGKILL` is noticed within that time.
+    ///
+    /// # Errors
+    /// `Timeout` once `deadline` passes; `OwnerDied(())` when the caller took the lock over
+    /// from a dead holder (it holds the lock); `Poisoned` if an earlier take-over was never
+    /// marked consistent; `Deadlock` if the calling thread already holds it; `Corrupted`.
+    pub fn lock(&self, deadline: Deadline) -> Result<(), LockError<()>> {
+        let me = Self::my_word();
+        if self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return self.acquired();
+        }
+        for _ in 0..SPINS {
+            spin();
+            if self.word.load(Ordering::Relaxed) == 0
+                && self
+                    .word
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return self.acquired();
+            }
+        }
+        self.lock_contended(me, deadline)
+    }
+
+    fn lock_contended(&self, me: u64, deadline: Deadline) -> Result<(), LockError<()>> {
+        if self.state.load(Ordering::Relaxed) == NOT_RECOVERABLE {
+            return Err(LockError::Poisoned);
+        }
+        loop {
+            let seen = self.word.load(Ordering::Relaxed);
+            if seen == 0 {
+                // Others may sleep: take it with WAITERS set so our unlock wakes them.
+                // SYNC POINT: Acquire pairs with the Release swap in `unlock`.
+                if self
+                    .word
+                    .compare_exchange(0, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return self.acquired();
+                }
+                continue;
+            }
+            if seen & TID_MASK == me & TID_MASK {
+                return Err(LockError::Deadlock);
+            }
+            if seen & WAITERS == 0
+                && self
+                    .word
+                    .compare_exchange(seen, seen | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let expected = seen | WAITERS;
+            let slice = Self::slice(deadline);
+            // The futex compares the low half: holder id and WAITERS.
+            if wait_low_half(&self.word, (expected & LOW_HALF) as u32, slice)
+                == WaitOutcome::TimedOut
+            {
+                if deadline.is_expired() {
+                    return Err(LockError::Timeout);
+                }
+                if let Some(r) = self.take_over_if_dead(expected, me | WAITERS) {
+                    return r;
+                }
+            }
+        }
+    }
+
+    #[cfg(not(loom))]
+    fn slice(deadline: Deadline) -> Deadline {
+        deadline.min(Deadline::after(DEATH_CHECK))
+    }
+
+    #[cfg(loom)]
+    fn slice(deadline: Deadline) -> Deadline {
+        deadline
+    }
+
+    /// If the holder recorded in `seen` is gone, swaps `seen` for `me` and reports the
+    /// take-over. `None`: the holder lives, or the word changed meanwhile.
+    fn take_over_if_dead(&self, seen: u64, me: u64) -> Option<Result<(), LockError<()>>> {
+        let holder = u32::try_from(seen & TID_MASK).unwrap_or(0);
+        let stamp = seen >> 32;
+        if !owner::is_dead(holder, stamp) {
+            return None;
+        }
+        // Keep the WAITERS flag: others may sleep on the dead holder's word.
+        let new = me | (seen & WAITERS);
+        // SYNC POINT: Acquire pairs with whatever Release the dead holder managed; its
+        // writes to the protected data may be torn, which is what OWNER_DIED reports.
+        self.word
+            .compare_exchange(seen, new, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        let _ = self.state.compare_exchange(
+            CONSISTENT,
+            OWNER_DIED,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        Some(self.acquired())
+    }
+
+    /// Called with the lock just taken: reports the recorded state.
+    fn acquired(&self) -> Result<(), LockError<()>> {
+        // Relaxed suffices: `state` is only written by holders, before their Release unlock.
+        match self.state.load(Ordering::Relaxed) {
+            CONSISTENT => Ok(()),
+            OWNER_DIED => Err(LockError::OwnerDied(())),
+            NOT_RECOVERABLE => {
+                self.release();
+                Err(LockError::Poisoned)
+            }
+            _ => {
+                self.release();
+                Err(LockError::Corrupted)
+            }
+        }
+    }
+
+    /// Releases the lock held by the calling thread and wakes one sleeper if any.
+    ///
+    /// If the caller took the lock over from a dead holder and did not call
+    /// [`RawLock::mark_consistent`], the lock becomes poisoned.
+    ///
+    /// # Errors
+    /// [`NotHeld`] if the calling thread is not the holder (nothing changes).
+    pub fn unlock(&self) -> Result<(), NotHeld> {
+        if !self.is_held_by_current_thread() {
+            return Err(NotHeld);
+        }
+        if self.state.load(Ordering::Relaxed) == OWNER_DIED {
+            self.state.store(NOT_RECOVERABLE, Ordering::Relaxed);
+        }
+        self.release();
+        Ok(())
+    }
+
+    fn release(&self) {
+        // SYNC POINT: Release pairs with the Acquire compare-and-swap of the next holder.
+        let prev = self.word.swap(0, Ordering::Release);
+        if prev & WAITERS != 0 {
+            wake_low_half(&self.word, 1);
+        }
+    }
+
+    /// Declares the data consistent after an `OwnerDied` take-over, so that the lock is not
+    /// poisoned when released. Only the holder may call it (others get [`NotHeld`]).
+    pub fn mark_consistent(&self) -> Result<(), NotHeld> {
+        if !self.is_held_by_current_thread() {
+            return Err(NotHeld);
+        }
+        let _ = self.state.compare_exchange(
+            OWNER_DIED,
+            CONSISTENT,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// Whether somebody holds the lock (a snapshot).
+    pub fn is_locked(&self) -> bool {
+        self.word.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether the lock is poisoned (a holder died and nobody marked the data consistent).
+    pub fn is_poisoned(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == NOT_RECOVERABLE
+    }
+
+    /// The thread id recorded as holder, if held (a snapshot).
+    pub fn holder(&self) -> Option<u32> {
+        let w = self.word.load(Ordering::Relaxed) & TID_MASK;
+        (w != 0).then(|| u32::try_from(w).unwrap_or(0))
+    }
+
+    /// Whether the calling thread holds the lock.
+    pub fn is_held_by_current_thread(&self) -> bool {
+        let me = u64::from(owner::current().0) & TID_MASK;
+        self.word.load(Ordering::Relaxed) & TID_MASK == me
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn exclusion_between_threads() {
+        let lock = Arc::new(RawLock::new());
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (lock, counter) = (Arc::clone(&lock), Arc::clone(&counter));
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        lock.lock(Deadline::never()).unwrap();
+                        // A non-atomic read-modify-write: lost updates show a broken lock.
+                        let v = counter.load(Ordering::Relaxed);
+                        counter.store(v + 1, Ordering::Relaxed);
+                        lock.unlock().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(counter.load(Ordering::Relaxed), 80_000);
+        assert!(!lock.is_locked());
+    }
+
+    #[test]
+    fn timeout_and_not_held() {
+        let lock = Arc::new(RawLock::new());
+        lock.lock(Deadline::never()).unwrap();
+        let l2 = Arc::clone(&lock);
+        std::thread::spawn(move || {
+            assert!(matches!(l2.try_lock(), Err(LockError::WouldBlock)));
+            assert_eq!(l2.unlock(), Err(NotHeld));
+            let start = Instant::now();
+            let r = l2.lock(Deadline::after(Duration::from_millis(120)));
+            assert!(matches!(r, Err(LockError::Timeout)));
+            assert!(start.elapsed() >= Duration::from_millis(120));
+        })
+        .join()
+        .unwrap();
+        assert!(matches!(
+            lock.lock(Deadline::never()),
+            Err(LockError::Deadlock)
+        ));
+        lock.unlock().unwrap();
+        assert_eq!(lock.unlock(), Err(NotHeld));
+    }
+
+    #[test]
+    fn dead_thread_holder_is_taken_over_then_poisons_unless_marked() {
+        let lock = Arc::new(RawLock::new());
+        let l2 = Arc::clone(&lock);
+        // A thread that exits holding the lock is as gone as a killed process.
+        std::thread::spawn(move || l2.lock(Deadline::never()).unwrap())
+            .join()
+            .unwrap();
+        assert!(matches!(
+            lock.lock(Deadline::after(Duration::from_secs(5))),
+            Err(LockError::OwnerDied(()))
+        ));
+        lock.mark_consistent().unwrap();
+        lock.unlock().unwrap();
+        lock.lock(Deadline::never()).unwrap();
+        lock.unlock().unwrap();
+
+        let l3 = Arc::clone(&lock);
+        std::thread::spawn(move || l3.lock(Deadline::never()).unwrap())
+            .join()
+            .unwrap();
+        assert!(matches!(lock.try_lock(), Err(LockError::OwnerDied(()))));
+        lock.unlock().unwrap(); // not marked: poisoned
+        assert!(lock.is_poisoned());
+        assert!(matches!(
+            lock.lock(Deadline::never()),
+            Err(LockError::Poisoned)
+        ));
+        assert!(matches!(lock.try_lock(), Err(LockError::Poisoned)));
+        assert!(!lock.is_locked());
+    }
+
+    #[test]
+    fn garbage_state_is_reported_not_trusted() {
+        let lock = RawLock::new();
+        lock.state.store(77, Ordering::Relaxed);
+        assert!(matches!(lock.try_lock(), Err(LockError::Corrupted)));
+        assert!(!lock.is_locked());
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+
+    struct Shared {
+        lock: RawLock,
+        value: UnsafeCell<u32>,
+    }
+    // SAFETY: `value` is only touched while `lock` is held (the property under test).
+    unsafe impl Sync for Shared {}
+
+    #[test]
+    fn mutual_exclusion_and_no_lost_wakeup() {
+        loom::model(|| {
+            let s = Arc::new(Shared {
+                lock: RawLock::new(),
+                value: UnsafeCell::new(0),
+            });
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let s = Arc::clone(&s);
+                    loom::thread::spawn(move || {
+                        s.lock.lock(Deadline::never()).unwrap();
+                        // SAFETY: the lock is held.
+                        s.value.with_mut(|v| unsafe { *v += 1 });
+                        s.lock.unlock().unwrap();
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            s.lock.lock(Deadline::never()).unwrap();
+            // SAFETY: the lock is held and the other threads are done.
+            assert_eq!(s.value.with(|v| unsafe { *v }), 2);
+            s.lock.unlock().unwrap();
+        });
+    }
+}

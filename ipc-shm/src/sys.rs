@@ -1,0 +1,284 @@
+//! Every raw operating-system call of `ipc-shm`, and nothing else.
+//!
+//! The rest of the crate sees `OwnedFd`, `io::Result` and plain values; errno is read only here.
+//! Futex waits take absolute `CLOCK_MONOTONIC` deadlines (`FUTEX_WAIT_BITSET`), so a caller
+//! that loops after `EINTR` or a spurious wake-up waits on the same deadline and never drifts.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::Once;
+
+use memmap2::{MmapOptions, MmapRaw};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::memfd::{memfd_create as nix_memfd_create, MFdFlags};
+use nix::sys::mman::{shm_open, shm_unlink as nix_shm_unlink};
+use nix::sys::stat::{fstat, Mode};
+
+/// Creates an anonymous memory file (`memfd_create(MFD_CLOEXEC)`) of `len` zero bytes.
+pub(crate) fn memfd(debug_name: &str, len: usize) -> io::Result<OwnedFd> {
+    let name =
+        CString::new(debug_name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let fd = nix_memfd_create(name.as_c_str(), MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
+    set_len(fd_ref(&fd), len)?;
+    Ok(fd)
+}
+
+/// Creates a new named POSIX segment: `O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC`, mode 0600.
+/// `name` starts with `/`. The segment is empty; the caller sets its length.
+pub(crate) fn shm_create(name: &str) -> io::Result<OwnedFd> {
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    shm_open(name, flags, Mode::S_IRUSR | Mode::S_IWUSR).map_err(io::Error::from)
+}
+
+/// Opens an existing named segment read-write (or read-only).
+pub(crate) fn shm_open_existing(name: &str, writable: bool) -> io::Result<OwnedFd> {
+    let access = if writable {
+        OFlag::O_RDWR
+    } else {
+        OFlag::O_RDONLY
+    };
+    shm_open(name, access | OFlag::O_CLOEXEC, Mode::empty()).map_err(io::Error::from)
+}
+
+/// Removes a segment name (`shm_unlink`).
+pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
+    nix_shm_unlink(name).map_err(io::Error::from)
+}
+
+/// Sets the length of a memory file (`ftruncate`); new bytes read as zero.
+pub(crate) fn set_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    nix::unistd::ftruncate(fd, len).map_err(io::Error::from)
+}
+
+/// What `fstat` says about a segment that matters before trusting it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FileFacts {
+    pub(crate) owner_uid: u32,
+    pub(crate) len: u64,
+}
+
+/// `fstat` on a segment descriptor.
+pub(crate) fn file_facts(fd: BorrowedFd<'_>) -> io::Result<FileFacts> {
+    let st = fstat(fd).map_err(io::Error::from)?;
+    Ok(FileFacts {
+        owner_uid: st.st_uid,
+        len: u64::try_from(st.st_size).unwrap_or(0),
+    })
+}
+
+/// The effective user id of this process.
+pub(crate) fn effective_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Maps `len` bytes of `fd` shared (`MAP_SHARED`, read-write): writes are seen by every process
+/// that maps the same file, including children after `fork`.
+pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<MmapRaw> {
+    MmapOptions::new().len(len).map_raw(fd.as_raw_fd())
+}
+
+/// Maps `len` bytes of `fd` shared and read-only (used by `sweep` to read headers).
+pub(crate) fn map_shared_read_only(fd: BorrowedFd<'_>, len: usize) -> io::Result<MmapRaw> {
+    MmapOptions::new()
+        .len(len)
+        .map_raw_read_only(fd.as_raw_fd())
+}
+
+/// Borrows an owned descriptor.
+pub(crate) fn fd_ref(fd: &OwnedFd) -> BorrowedFd<'_> {
+    std::os::fd::AsFd::as_fd(fd)
+}
+
+/// Fills `buf` with bytes from the operating system's random source.
+pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    getrandom::fill(buf).map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Nanoseconds on `CLOCK_MONOTONIC`.
+pub(crate) fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux, so
+    // the call cannot fail and writes `ts` in full.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// The outcome of one futex wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FutexWait {
+    /// Woken by `FUTEX_WAKE`, or by a signal (`EINTR`), or spuriously: re-check and re-wait.
+    Woken,
+    /// The word did not hold the expected value when the kernel looked (`EAGAIN`).
+    ValueChanged,
+    /// The absolute deadline passed (`ETIMEDOUT`).
+    TimedOut,
+}
+
+/// `FUTEX_WAIT_BITSET` on a process-shared word (no `FUTEX_PRIVATE_FLAG`), with an absolute
+/// `CLOCK_MONOTONIC` deadline in nanoseconds (`None`: no deadline).
+///
+/// # Safety
+/// - `addr` points to a 4-byte-aligned `u32` in memory that stays mapped for the duration of
+///   the call (the kernel reads it atomically; Rust never gets a reference from it here).
+pub(crate) unsafe fn futex_wait(
+    addr: *const u32,
+    expected: u32,
+    deadline_ns: Option<u64>,
+) -> FutexWait {
+    let ts = deadline_ns.map(|ns| libc::timespec {
+        tv_sec: libc::time_t::try_from(ns / 1_000_000_000).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::try_from(ns % 1_000_000_000).unwrap_or(0),
+    });
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
+    // SAFETY: the caller guarantees `addr` is a mapped, aligned futex word; `ts_ptr` is null or
+    // points to a timespec that outlives the call; the other arguments are plain integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            addr,
+            libc::FUTEX_WAIT_BITSET,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            libc::FUTEX_BITSET_MATCH_ANY,
+        )
+    };
+    if r == 0 {
+        return FutexWait::Woken;
+    }
+    match Errno::last() {
+        Errno::EAGAIN => FutexWait::ValueChanged,
+        Errno::ETIMEDOUT => FutexWait::TimedOut,
+        // EINTR: a signal handler ran; the caller re-checks and re-waits on the same deadline.
+        _ => FutexWait::Woken,
+    }
+}
+
+/// `FUTEX_WAKE` of up to `n` waiters on a process-shared word; returns how many were woken.
+///
+/// # Safety
+/// - `addr` points to a 4-byte-aligned `u32` in mapped memory.
+pub(crate) unsafe fn futex_wake(addr: *const u32, n: u32) -> usize {
+    let n = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the caller guarantees `addr` is a mapped, aligned futex word; FUTEX_WAKE only
+    // uses the address as a key and never dereferences it in a way that could fault us.
+    let r = unsafe { libc::syscall(libc::SYS_futex, addr, libc::FUTEX_WAKE, n) };
+    usize::try_from(r).unwrap_or(0)
+}
+
+/// The calling thread's id (`gettid`), unique among live threads of the pid namespace.
+pub(crate) fn thread_id() -> u32 {
+    u32::try_from(nix::unistd::gettid().as_raw()).unwrap_or(0)
+}
+
+/// The calling process's id.
+pub(crate) fn process_id() -> u32 {
+    std::process::id()
+}
+
+/// Liveness of a process or thread, read from `/proc/<id>/stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// Running, sleeping or stopped, started at this many clock ticks after boot.
+    Alive { start_time: u64 },
+    /// No such id, or it is a zombie (it has exited and waits to be reaped).
+    Dead,
+}
+
+/// Reads the state and start time of process or thread `id` (`/proc/<id>/stat`; thread ids
+/// resolve there too). Errors other than "no such entry" count as alive with start time 0, so a
+/// transient failure never declares a live owner dead.
+pub(crate) fn liveness(id: u32) -> Liveness {
+    if id == 0 {
+        return Liveness::Dead;
+    }
+    let mut buf = [0u8; 1024];
+    let path = format!("/proc/{id}/stat");
+    let n = match File::open(Path::new(&path)).and_then(|mut f| f.read(&mut buf)) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Liveness::Dead,
+        // ESRCH while reading: the task went away between open and read.
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Liveness::Dead,
+        Err(_) => return Liveness::Alive { start_time: 0 },
+    };
+    parse_stat(&buf[..n]).unwrap_or(Liveness::Alive { start_time: 0 })
+}
+
+/// Parses the state (field 3) and start time (field 22) out of a `/proc/<id>/stat` line.
+/// The command name (field 2) may contain spaces and parentheses, so parsing starts after the
+/// last `)`.
+fn parse_stat(line: &[u8]) -> Option<Liveness> {
+    let close = line.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(line.get(close + 1..)?).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" || state == "x" {
+        return Some(Liveness::Dead);
+    }
+    // After the state come fields 4..; the start time is field 22, i.e. 18 more fields on.
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some(Liveness::Alive { start_time })
+}
+
+static ATFORK: Once = Once::new();
+
+/// Registers `child` to run in the child after every `fork()` made through libc (nix, std and
+/// this workspace all fork that way). Registered once per process.
+pub(crate) fn on_fork_in_child(child: unsafe extern "C" fn()) {
+    ATFORK.call_once(|| {
+        // SAFETY: `child` is a plain function with no captured state; pthread_atfork only
+        // stores the pointer. Registration failing (ENOMEM) leaves caches unreset, which the
+        // caller tolerates by re-validating ids (see `sync::owner`).
+        unsafe { libc::pthread_atfork(None, None, Some(child)) };
+    });
+}
+
+/// Lists the names in `/dev/shm` (POSIX shared memory) that start with `prefix`.
+pub(crate) fn list_shm_names(prefix: &str) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/dev/shm")? {
+        let entry = entry?;
+        if let Some(name) = entry.file_name().to_str() {
+            if name.starts_with(prefix) {
+                out.push(format!("/{name}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_awkward_command_names() {
+        let line =
+            b"1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(
+            parse_stat(line),
+            Some(Liveness::Alive { start_time: 98765 })
+        );
+        let zombie = b"1234 (x) Z 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 0 0";
+        assert_eq!(parse_stat(zombie), Some(Liveness::Dead));
+        assert_eq!(parse_stat(b"garbage"), None);
+    }
+
+    #[test]
+    fn own_process_is_alive_with_a_start_time() {
+        match liveness(process_id()) {
+            Liveness::Alive { start_time } => assert!(start_time > 0),
+            Liveness::Dead => panic!("this process reads as dead"),
+        }
+        assert_eq!(liveness(0), Liveness::Dead);
+    }
+}

@@ -1,0 +1,220 @@
+//! [`Value`]: one `T` in shared memory behind a process-shared lock.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use crate::error::{LockError, Result};
+use crate::locked::LockedSlice;
+use crate::sync::Deadline;
+
+const KIND: &str = "ipc_shm::Value";
+
+/// One `T` shared between processes behind a lock that survives its holder's death: Python's
+/// `multiprocessing.Value(typecode, lock=True)`.
+///
+/// Every access holds the lock. [`Value::update`] is the way to read-modify-write: there is
+/// no `+=` that looks atomic and is not (Python's `v.value += 1` loses updates between
+/// processes; `update(|v| *v += 1)` does not). For a lock-free counter use
+/// [`crate::AtomicValue`].
+///
+/// If a process dies holding the lock, the next `get`/`set`/`update` returns
+/// [`Error::OwnerDied`](crate::Error::OwnerDied) and the lock is poisoned; [`Value::lock`]
+/// instead hands the guard back in [`LockError::OwnerDied`] so the caller can repair the value
+/// and [`ValueGuard::mark_consistent`].
+///
+/// ```
+/// use ipc_shm::Value;
+///
+/// let counter = Value::new(0u64)?;
+/// // Shared with children forked from here on.
+/// counter.update(|v| *v += 1)?;
+/// *counter.lock().map_err(ipc_shm::Error::from)? += 1;
+/// assert_eq!(counter.get()?, 2);
+/// # Ok::<(), ipc_shm::Error>(())
+/// ```
+pub struct Value<T: Pod> {
+    inner: LockedSlice<T>,
+}
+
+impl<T: Pod> fmt::Debug for Value<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Value")
+            .field("name", &self.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Pod> Value<T> {
+    /// A value holding `init`, in an anonymous segment that children forked later share.
+    ///
+    /// # Errors
+    /// `Io` if the segment cannot be made.
+    pub fn new(init: T) -> Result<Value<T>> {
+        Ok(Value {
+            inner: LockedSlice::create(KIND, 1, None, Some(&[init]))?,
+        })
+    }
+
+    /// A value holding `init` in a new named segment (0600, `O_EXCL`); this handle removes the
+    /// name when dropped.
+    ///
+    /// # Errors
+    /// `InvalidName`, `AlreadyExists`, `Io`.
+    pub fn create_named(name: &str, init: T) -> Result<Value<T>> {
+        Ok(Value {
+            inner: LockedSlice::create(KIND, 1, Some(name), Some(&[init]))?,
+        })
+    }
+
+    /// Opens a named value made by [`Value::create_named`] with the same `T`.
+    ///
+    /// # Errors
+    /// `NotFound`, `NotOwner`, `NotReady`, `LayoutMismatch` (another kind or element type).
+    pub fn open_named(name: &str) -> Result<Value<T>> {
+        Ok(Value {
+            inner: LockedSlice::open(KIND, name, Some(1))?,
+        })
+    }
+
+    /// A copy of the value.
+    ///
+    /// # Errors
+    /// `OwnerDied` (the lock is then poisoned), `Poisoned`, `Deadlock`.
+    pub fn get(&self) -> Result<T> {
+        self.inner.with_locked(|s| s[0])
+    }
+
+    /// Replaces the value.
+    ///
+    /// # Errors
+    /// As [`Value::get`].
+    pub fn set(&self, value: T) -> Result<()> {
+        self.inner.with_locked(|s| s[0] = value)
+    }
+
+    /// Runs `f` on the value with the lock held and returns what `f` returns.
+    ///
+    /// # Errors
+    /// As [`Value::get`].
+    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
+        self.inner.with_locked(|s| f(&mut s[0]))
+    }
+
+    /// Locks the value, waiting as long as it takes, and returns a guard that dereferences to
+    /// it. The guard releases the lock when dropped.
+    ///
+    /// # Errors
+    /// `OwnerDied(guard)` when the previous holder died (the caller holds the lock);
+    /// `Poisoned`; `Deadlock` if this thread holds it already.
+    ///
+    /// # Peer death
+    /// A holder killed while the caller waits is noticed within about 50 ms.
+    pub fn lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
+        self.guard(self.inner.lock_until(Deadline::never()))
+    }
+
+    /// [`Value::lock`] without waiting: `WouldBlock` if a live holder has it.
+    ///
+    /// # Errors
+    /// As [`Value::lock`], plus `WouldBlock`.
+    pub fn try_lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
+        self.guard(self.inner.try_lock())
+    }
+
+    /// [`Value::lock`] waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Value::lock`], plus `Timeout`.
+    pub fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
+        self.guard(self.inner.lock_timeout(timeout))
+    }
+
+    fn guard(
+        &self,
+        r: Result<(), LockError<()>>,
+    ) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
+        let make = || ValueGuard {
+            value: self,
+            _not_send: PhantomData,
+        };
+        match r {
+            Ok(()) => Ok(make()),
+            Err(e) => Err(e.map(|()| make())),
+        }
+    }
+
+    /// The segment's name, or `None` for an inherited value.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.segment().name()
+    }
+
+    /// Removes the name now (creator only).
+    ///
+    /// # Errors
+    /// `Io` if `shm_unlink` fails.
+    pub fn unlink(&mut self) -> Result<()> {
+        self.inner.segment_mut().unlink()
+    }
+}
+
+/// Exclusive access to a [`Value`] across processes; unlocks on drop.
+///
+/// Not `Send`: the lock records the thread that holds it.
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<ipc_shm::ValueGuard<'static, u64>>();
+/// ```
+pub struct ValueGuard<'a, T: Pod> {
+    value: &'a Value<T>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<T: Pod> ValueGuard<'_, T> {
+    /// Declares the value consistent after an `OwnerDied` take-over, so that releasing the lock
+    /// does not poison it.
+    pub fn mark_consistent(&self) {
+        let _ = self.value.inner.raw_lock().mark_consistent();
+    }
+}
+
+impl<T: Pod> Deref for ValueGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while this thread holds the lock, so no correct peer
+        // writes the element; it is initialised Pod data inside the mapping.
+        #[allow(unsafe_code)]
+        unsafe {
+            &*self.value.inner.data()
+        }
+    }
+}
+
+impl<T: Pod> DerefMut for ValueGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference in this process.
+        #[allow(unsafe_code)]
+        unsafe {
+            &mut *self.value.inner.data()
+        }
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: Pod> Drop for ValueGuard<'_, T> {
+    fn drop(&mut self) {
+        self.value.inner.unlock();
+    }
+}
