@@ -17,5 +17,5 @@ mod raw_lock;
 
 pub use deadline::Deadline;
 pub use futex::{wait_low_half, wake_low_half, Futex, WaitOutcome};
-pub use owner::{current_thread_id, is_gone};
+pub use owner::{current_thread_id, is_gone, OwnerStamp};
 pub use raw_lock::{NotHeld, RawLock};

@@ -93,3 +93,54 @@ pub fn current_thread_id() -> u32 {
 pub fn is_gone(id: u32) -> bool {
     is_dead(id, 0)
 }
+
+/// A thread's identity as recorded in shared memory, in one 64-bit word: the thread id in
+/// bits 0..31 (bit 31 is left free for a flag) and the low 32 bits of the thread's start time
+/// in the high half. Zero means "nobody".
+///
+/// One atomic store records both, so a reader never sees an id without its stamp; a recycled
+/// id shows up as a start-time mismatch. [`RawLock`](super::RawLock) stores this in its lock
+/// word; `ipc-queue` stamps claimed slots with it.
+///
+/// ```
+/// use ipc_shm::sync::OwnerStamp;
+/// let me = OwnerStamp::current();
+/// assert!(!me.is_dead());
+/// assert_eq!(OwnerStamp::from_bits(me.to_bits()), me);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OwnerStamp(u64);
+
+impl OwnerStamp {
+    /// Bits 0..31: the thread id.
+    pub const ID_MASK: u64 = 0x7FFF_FFFF;
+
+    /// The calling thread's stamp (cached per thread; correct in a forked child).
+    #[inline]
+    pub fn current() -> OwnerStamp {
+        let (tid, start) = current();
+        OwnerStamp((u64::from(tid) & Self::ID_MASK) | ((start & 0xFFFF_FFFF) << 32))
+    }
+
+    /// A stamp read back from shared memory (untrusted: any value is accepted; a garbage
+    /// stamp names a thread that is most likely dead).
+    pub const fn from_bits(bits: u64) -> OwnerStamp {
+        OwnerStamp(bits)
+    }
+
+    /// The 64-bit encoding.
+    pub const fn to_bits(self) -> u64 {
+        self.0
+    }
+
+    /// The thread id (the process id for a main thread).
+    pub const fn thread_id(self) -> u32 {
+        (self.0 & Self::ID_MASK) as u32
+    }
+
+    /// Whether the stamped thread is certainly gone: no such thread, a zombie, or its id now
+    /// belongs to a thread started at another time. Reads `/proc`: call it on slow paths only.
+    pub fn is_dead(self) -> bool {
+        is_dead(self.thread_id(), self.0 >> 32)
+    }
+}

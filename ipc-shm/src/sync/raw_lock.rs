@@ -17,10 +17,10 @@
 use super::deadline::Deadline;
 use super::futex::{wait_low_half, wake_low_half, WaitOutcome};
 use super::loom::{spin, AtomicU32, AtomicU64, Ordering};
-use super::owner;
+use super::owner::{self, OwnerStamp};
 use crate::error::LockError;
 
-const TID_MASK: u64 = 0x7FFF_FFFF;
+const TID_MASK: u64 = OwnerStamp::ID_MASK;
 const WAITERS: u64 = 1 << 31;
 const LOW_HALF: u64 = 0xFFFF_FFFF;
 
@@ -96,8 +96,7 @@ impl RawLock {
     }
 
     fn my_word() -> u64 {
-        let (tid, start) = owner::current();
-        (u64::from(tid) & TID_MASK) | ((start & LOW_HALF) << 32)
+        OwnerStamp::current().to_bits()
     }
 
     /// Takes the lock if it is free, without waiting.
@@ -211,9 +210,7 @@ impl RawLock {
     /// If the holder recorded in `seen` is gone, swaps `seen` for `me` and reports the
     /// take-over. `None`: the holder lives, or the word changed meanwhile.
     fn take_over_if_dead(&self, seen: u64, me: u64) -> Option<Result<(), LockError<()>>> {
-        let holder = u32::try_from(seen & TID_MASK).unwrap_or(0);
-        let stamp = seen >> 32;
-        if !owner::is_dead(holder, stamp) {
+        if !OwnerStamp::from_bits(seen & !WAITERS).is_dead() {
             return None;
         }
         // Keep the WAITERS flag: others may sleep on the dead holder's word.
