@@ -1,0 +1,490 @@
+//! Every raw OS call of the crate: socketpair, pipe2, `F_SETPIPE_SZ`, fstat,
+//! `sendmsg`/`recvmsg` (with `SCM_RIGHTS`, `MSG_NOSIGNAL`, `MSG_CMSG_CLOEXEC`),
+//! `writev`/`readv` for pipes under a `SIGPIPE` guard, and `ppoll` with EINTR
+//! retried against a `CLOCK_MONOTONIC` deadline ([`Instant`] is that clock on
+//! Linux). nix where it fits; raw `libc` for the hot paths, because they read
+//! into uninitialised spare capacity of a `Vec` and nix's wrappers take
+//! initialised `IoSliceMut`s.
+//!
+//! Nothing outside this module sees errno.
+
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+use std::time::Instant;
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::socket::{socketpair as nix_socketpair, AddressFamily, SockFlag, SockType};
+
+/// `socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)`.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix_socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)
+}
+
+/// `pipe2(O_CLOEXEC)`: `(read end, write end)`.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+/// `fcntl(F_SETPIPE_SZ)`: returns the size granted.
+pub(crate) fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
+    let size = i32::try_from(size).unwrap_or(i32::MAX);
+    let got = fcntl(fd, FcntlArg::F_SETPIPE_SZ(size)).map_err(io::Error::from)?;
+    Ok(usize::try_from(got).unwrap_or(0))
+}
+
+/// Whether `fd` is a socket (`fstat`, `S_IFSOCK`). A failing `fstat` says no,
+/// which only costs the pipe path's `SIGPIPE` guard on writes.
+pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
+    match nix::sys::stat::fstat(fd) {
+        Ok(st) => (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK,
+        Err(_) => false,
+    }
+}
+
+// ---------------------------------------------------------------- poll
+
+/// `ppoll` on `fds` until one is ready or `deadline` passes (`None`: no
+/// deadline). EINTR re-waits for the time left, so the total never drifts
+/// and never ends early. Returns the number of ready entries (0: timed out).
+pub(crate) fn poll(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize> {
+    loop {
+        let ts;
+        let tsp = match deadline {
+            None => ptr::null(),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                ts = libc::timespec {
+                    tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
+                    tv_nsec: left.subsec_nanos() as libc::c_long,
+                };
+                &ts as *const libc::timespec
+            }
+        };
+        // SAFETY: `fds` is a valid, exclusively borrowed array of `pollfd` of the
+        // given length; `tsp` is null or points to `ts`, alive for the call; a
+        // null sigmask leaves the mask alone.
+        let r = unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                tsp,
+                ptr::null(),
+            )
+        };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+        if let Some(d) = deadline {
+            if Instant::now() >= d {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+/// Waits until `fd` reports any of `events` (or an error/hang-up) or the
+/// deadline passes. `Ok(false)`: timed out.
+pub(crate) fn poll_one(
+    fd: BorrowedFd<'_>,
+    events: libc::c_short,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    let mut p = [libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    }];
+    Ok(poll(&mut p, deadline)? > 0)
+}
+
+pub(crate) use libc::{POLLIN, POLLOUT};
+
+// ---------------------------------------------------------------- receive
+
+/// Ancillary-data buffer able to hold `SCM_RIGHTS` with [`MAX_FDS`] descriptors,
+/// aligned for `cmsghdr`.
+///
+/// [`MAX_FDS`]: crate::frame::MAX_FDS
+pub(crate) struct CmsgBuf(Box<[u64]>);
+
+impl CmsgBuf {
+    pub(crate) fn new() -> CmsgBuf {
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space = unsafe {
+            libc::CMSG_SPACE((crate::frame::MAX_FDS * mem::size_of::<RawFd>()) as libc::c_uint)
+        } as usize;
+        CmsgBuf(vec![0u64; space.div_ceil(8)].into_boxed_slice())
+    }
+}
+
+/// What one read returned.
+#[derive(Default)]
+pub(crate) struct Received {
+    /// Bytes read in all (0: end of stream).
+    pub(crate) n: usize,
+    /// How many of them went to the caller's `Vec` (the rest to the buffer).
+    pub(crate) direct: usize,
+    /// Descriptors that arrived with these bytes (`SCM_RIGHTS`), close-on-exec.
+    pub(crate) fds: Vec<OwnedFd>,
+    /// The kernel dropped ancillary data (`MSG_CTRUNC`).
+    pub(crate) truncated: bool,
+}
+
+/// One read: first into the spare capacity of `out.0` (at most `out.1`
+/// bytes; its length is extended by what arrives), then into `buf`. Sockets
+/// use `recvmsg(MSG_CMSG_CLOEXEC)` with `cmsg` when given, collecting passed
+/// descriptors; anything else uses `readv`. EINTR is retried; `WouldBlock`
+/// (an `O_NONBLOCK` fd) goes back to the caller, which polls.
+pub(crate) fn read2(
+    fd: BorrowedFd<'_>,
+    socket: bool,
+    mut out: Option<(&mut Vec<u8>, usize)>,
+    buf: &mut [u8],
+    cmsg: Option<&mut CmsgBuf>,
+) -> io::Result<Received> {
+    let first: &mut [MaybeUninit<u8>] = match out.as_mut() {
+        Some((v, max)) => {
+            let spare = v.spare_capacity_mut();
+            let n = (*max).min(spare.len());
+            &mut spare[..n]
+        }
+        None => &mut [],
+    };
+    let first_len = first.len();
+    let mut iov = [
+        libc::iovec {
+            iov_base: first.as_mut_ptr().cast(),
+            iov_len: first_len,
+        },
+        libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        },
+    ];
+    let mut got = if socket {
+        recvmsg(fd, &mut iov, cmsg)?
+    } else {
+        loop {
+            // SAFETY: both iovecs describe writable memory exclusively borrowed
+            // for this call (spare capacity of `out`, and `buf`); the kernel
+            // writes at most their lengths and never reads them, so
+            // uninitialised bytes are fine.
+            let r = unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), 2) };
+            if r >= 0 {
+                break Received {
+                    n: r as usize,
+                    ..Received::default()
+                };
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    };
+    got.direct = got.n.min(first_len);
+    if let Some((v, _)) = out {
+        let len = v.len() + got.direct;
+        // SAFETY: the kernel initialised the first `direct` bytes of the spare
+        // capacity (the first iovec is filled before the second), and
+        // `direct <= first_len <= spare capacity`.
+        unsafe { v.set_len(len) };
+    }
+    Ok(got)
+}
+
+fn recvmsg(
+    fd: BorrowedFd<'_>,
+    iov: &mut [libc::iovec; 2],
+    cmsg: Option<&mut CmsgBuf>,
+) -> io::Result<Received> {
+    let (ctrl_ptr, ctrl_len) = match cmsg {
+        Some(c) => (c.0.as_mut_ptr().cast::<libc::c_void>(), c.0.len() * 8),
+        None => (ptr::null_mut(), 0),
+    };
+    loop {
+        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = 2;
+        msg.msg_control = ctrl_ptr;
+        msg.msg_controllen = ctrl_len as _;
+        // SAFETY: `msg` points to the caller's iovecs (writable memory borrowed
+        // for this call) and to the control buffer owned by `cmsg` (or none);
+        // the kernel writes within the given lengths.
+        let r = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut out = Received {
+            n: r as usize,
+            truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+            ..Received::default()
+        };
+        if !ctrl_ptr.is_null() && msg.msg_controllen > 0 {
+            // SAFETY: the kernel filled `msg_controllen` bytes of our control
+            // buffer with well-formed cmsg headers; FIRSTHDR/NXTHDR stay within.
+            let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+            while !c.is_null() {
+                // SAFETY: `c` is a cmsghdr inside the control buffer (see above).
+                let h = unsafe { ptr::read_unaligned(c) };
+                if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+                    // SAFETY: CMSG_LEN(0) is a size computation.
+                    let hdr_len = unsafe { libc::CMSG_LEN(0) } as usize;
+                    let count =
+                        (h.cmsg_len as usize).saturating_sub(hdr_len) / mem::size_of::<RawFd>();
+                    // SAFETY: CMSG_DATA points at the payload of `c`, which holds
+                    // `count` descriptors.
+                    let data = unsafe { libc::CMSG_DATA(c) }.cast::<RawFd>();
+                    for i in 0..count {
+                        // SAFETY: `i < count`, within the payload (see above);
+                        // unaligned read as cmsg data may be unaligned.
+                        let raw = unsafe { ptr::read_unaligned(data.add(i)) };
+                        // SAFETY: the kernel just installed `raw` in our fd table for
+                        // this message; nobody else owns it, we take it exactly once.
+                        out.fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+                    }
+                }
+                // SAFETY: as for CMSG_FIRSTHDR.
+                c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
+            }
+        }
+        return Ok(out);
+    }
+}
+
+// ---------------------------------------------------------------- send
+
+/// Blocks `SIGPIPE` in the calling thread for the duration of a pipe write and
+/// swallows the `SIGPIPE` that a write to a closed pipe raises, so the process is
+/// not killed even when the host left `SIGPIPE` at its default action. The same
+/// technique as libgit2 and libcurl use on platforms without `MSG_NOSIGNAL`
+/// for pipes. (A `SIGPIPE` sent by `kill` to the whole process in exactly that
+/// window could be swallowed too; that is the documented price.)
+struct SigpipeGuard {
+    old: libc::sigset_t,
+    /// SIGPIPE was already blocked and pending before our write: not ours.
+    keep_pending: bool,
+    /// SIGPIPE was already blocked by the caller.
+    was_blocked: bool,
+}
+
+fn sigpipe_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        set
+    }
+}
+
+impl SigpipeGuard {
+    fn new() -> SigpipeGuard {
+        let set = sigpipe_set();
+        // SAFETY: zeroed sigset_t is a valid out-parameter.
+        let mut old: libc::sigset_t = unsafe { mem::zeroed() };
+        // SAFETY: valid pointers to initialised/out sigsets; SIG_BLOCK only adds.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
+        // SAFETY: `old` was filled by pthread_sigmask.
+        let was_blocked = unsafe { libc::sigismember(&old, libc::SIGPIPE) } == 1;
+        let mut keep_pending = false;
+        if was_blocked {
+            // SAFETY: zeroed out-parameter for sigpending.
+            let mut pending: libc::sigset_t = unsafe { mem::zeroed() };
+            // SAFETY: valid out-pointer; sigismember reads the filled set.
+            keep_pending = unsafe {
+                libc::sigpending(&mut pending) == 0
+                    && libc::sigismember(&pending, libc::SIGPIPE) == 1
+            };
+        }
+        SigpipeGuard {
+            old,
+            keep_pending,
+            was_blocked,
+        }
+    }
+
+    /// Restores the mask, first consuming the `SIGPIPE` our write raised.
+    fn finish(self, raised: bool) {
+        if raised && !self.keep_pending {
+            let set = sigpipe_set();
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            loop {
+                // SAFETY: valid set and timeout; a null siginfo is allowed.
+                let r = unsafe { libc::sigtimedwait(&set, ptr::null_mut(), &zero) };
+                if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+        }
+        if !self.was_blocked {
+            // SAFETY: restores the mask saved in `new`.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, ptr::null_mut()) };
+        }
+    }
+}
+
+fn iov(b: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: b.as_ptr().cast_mut().cast(),
+        iov_len: b.len(),
+    }
+}
+
+/// One `sendmsg(MSG_NOSIGNAL)` (sockets) or `writev` (others) of `a` then `b`,
+/// with optional descriptors attached (sockets only). EINTR retried.
+fn write_once(
+    fd: BorrowedFd<'_>,
+    socket: bool,
+    a: &[u8],
+    b: &[u8],
+    fds: &[RawFd],
+) -> io::Result<usize> {
+    let iovs = [iov(a), iov(b)];
+    let cnt = if b.is_empty() { 1 } else { 2 };
+    let mut cmsg = if fds.is_empty() {
+        None
+    } else {
+        Some(CmsgBuf::new())
+    };
+    loop {
+        let r = if socket {
+            // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+            let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+            msg.msg_iov = iovs.as_ptr().cast_mut();
+            msg.msg_iovlen = cnt as _;
+            if let Some(c) = cmsg.as_mut() {
+                let payload = mem::size_of_val(fds);
+                // SAFETY: size computations.
+                let (space, len) = unsafe {
+                    (
+                        libc::CMSG_SPACE(payload as libc::c_uint) as usize,
+                        libc::CMSG_LEN(payload as libc::c_uint) as usize,
+                    )
+                };
+                msg.msg_control = c.0.as_mut_ptr().cast();
+                msg.msg_controllen = space as _;
+                // SAFETY: the buffer holds CMSG_SPACE(MAX_FDS fds) >= `space`
+                // bytes, aligned for cmsghdr; `fds.len() <= MAX_FDS` (checked by
+                // the caller), so header and data fit.
+                unsafe {
+                    let h = libc::CMSG_FIRSTHDR(&msg);
+                    (*h).cmsg_level = libc::SOL_SOCKET;
+                    (*h).cmsg_type = libc::SCM_RIGHTS;
+                    (*h).cmsg_len = len as _;
+                    ptr::copy_nonoverlapping(
+                        fds.as_ptr().cast::<u8>(),
+                        libc::CMSG_DATA(h),
+                        payload,
+                    );
+                }
+            }
+            // SAFETY: `msg` points to iovecs over live borrowed slices (the kernel
+            // only reads them) and to the control buffer built above.
+            unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) }
+        } else {
+            // SAFETY: iovecs over live borrowed slices; the kernel only reads.
+            unsafe { libc::writev(fd.as_raw_fd(), iovs.as_ptr(), cnt) }
+        };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Writes all of `a` then `b` (header then payload, no copy into a temporary
+/// buffer), descriptors attached to the first write. Partial writes are
+/// continued; an `O_NONBLOCK` fd is waited on with `poll`. Never raises
+/// `SIGPIPE`: sockets use `MSG_NOSIGNAL`, pipes the [`SigpipeGuard`].
+///
+/// On failure returns the error and how many bytes had been written.
+pub(crate) fn write_all2(
+    fd: BorrowedFd<'_>,
+    socket: bool,
+    a: &[u8],
+    b: &[u8],
+    fds: &[RawFd],
+) -> Result<(), (io::Error, usize)> {
+    let guard = if socket {
+        None
+    } else {
+        Some(SigpipeGuard::new())
+    };
+    let total = a.len() + b.len();
+    let mut done = 0;
+    let mut fds = fds;
+    let res = loop {
+        let (x, y) = if done < a.len() {
+            (&a[done..], b)
+        } else {
+            (&b[done - a.len()..], &[][..])
+        };
+        match write_once(fd, socket, x, y, fds) {
+            Ok(n) => {
+                if n > 0 {
+                    fds = &[];
+                }
+                done += n;
+                if done >= total {
+                    break Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = poll_one(fd, POLLOUT, None) {
+                    break Err(e);
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    if let Some(g) = guard {
+        let raised = matches!(&res, Err(e) if e.raw_os_error() == Some(libc::EPIPE));
+        g.finish(raised);
+    }
+    res.map_err(|e| (e, done))
+}
+
+// ---------------------------------------------------------------- FromRawFd
+// The `unsafe fn` of `FromRawFd` lives here, the one module allowed `unsafe`.
+
+macro_rules! from_raw_fd {
+    ($($ty:ty),*) => {$(
+        impl FromRawFd for $ty {
+            /// Takes ownership of `fd`, as `From<OwnedFd>` does.
+            ///
+            /// # Safety
+            /// - `fd` must be an open descriptor owned by the caller, which
+            ///   gives up that ownership (it is closed when the handle drops).
+            unsafe fn from_raw_fd(fd: RawFd) -> Self {
+                // SAFETY: the caller hands over an open fd it owns (see above).
+                <$ty>::from(unsafe { OwnedFd::from_raw_fd(fd) })
+            }
+        }
+    )*};
+}
+
+from_raw_fd!(crate::Connection, crate::Receiver, crate::Sender);
