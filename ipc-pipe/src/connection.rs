@@ -167,7 +167,7 @@ impl Reader {
                             truncated: r.truncated,
                         });
                     }
-                    if r.n == 0 {
+                    if r.n == 0 && self.state == RxState::Open {
                         self.state = RxState::Eof;
                     }
                     return Ok((r.n, r.direct));
@@ -296,6 +296,9 @@ impl Reader {
         deadline: Option<Instant>,
         want: Want,
     ) -> Result<(Frame, Vec<OwnedFd>)> {
+        if self.state == RxState::Poisoned {
+            return Err(Error::Poisoned);
+        }
         let frame = self.ensure_header(fd, deadline)?;
         match (frame, want) {
             (Frame::Fds(_), _) if !self.socket => {
