@@ -14,7 +14,7 @@ use std::time::Duration;
 use memmap2::MmapRaw;
 
 use crate::error::{Error, Result};
-use crate::header::{HeaderFields, Layout, HEADER_LEN, STATE_INIT, STATE_READY};
+use crate::header::{HeaderFields, Layout, HEADER_LEN, MAGIC, STATE_INIT, STATE_READY};
 use crate::name;
 use crate::sys::{self, Liveness};
 
@@ -281,10 +281,35 @@ impl Segment {
                 &*m.ptr().as_ptr().add(12).cast::<AtomicU32>()
             }
         };
+        let magic = |m: &Mapping| -> u64 {
+            // SAFETY: offset 0 of a mapping of at least HEADER_LEN bytes; any u64 is valid;
+            // volatile because the creator may be writing it.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::ptr::read_volatile(m.ptr().as_ptr().cast::<u64>())
+            }
+        };
         // SYNC POINT: Acquire pairs with the creator's Release store of READY.
         while seg_state(&mapping).load(Ordering::Acquire) != STATE_READY {
+            let found = magic(&mapping);
+            // Not ours at all (a raw segment, another program's file): say so now; a zero
+            // magic may still be a creator that has not written its header yet.
+            if found != 0 && found != MAGIC {
+                return Err(Error::LayoutMismatch {
+                    field: "magic",
+                    expected: MAGIC,
+                    found,
+                });
+            }
             if deadline.is_expired() {
-                return Err(Error::NotReady(name));
+                return Err(match found {
+                    MAGIC => Error::NotReady(name),
+                    _ => Error::LayoutMismatch {
+                        field: "magic",
+                        expected: MAGIC,
+                        found,
+                    },
+                });
             }
             std::thread::sleep(Duration::from_millis(1));
         }
