@@ -1,0 +1,91 @@
+//! Writing to a closed peer never raises SIGPIPE, even in a host that left
+//! SIGPIPE at its default action (which kills). The signal disposition is
+//! changed only inside forked children, but this stays its own binary.
+
+mod common;
+
+use std::mem;
+
+use common::{fork, s, Exit};
+use ipc_pipe::{duplex, simplex, Error};
+
+fn sigpipe_pending() -> bool {
+    // SAFETY: sigpending fills a zeroed set we own; sigismember reads it.
+    unsafe {
+        let mut set: libc::sigset_t = mem::zeroed();
+        libc::sigpending(&mut set);
+        libc::sigismember(&set, libc::SIGPIPE) == 1
+    }
+}
+
+fn set_default_sigpipe() {
+    // SAFETY: resets SIGPIPE to SIG_DFL in this (child) process.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+fn block_sigpipe(block: bool) {
+    // SAFETY: builds a one-signal set and changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+fn writes_to_closed_peers() -> Result<(), String> {
+    let (rx, mut tx) = simplex().map_err(s)?;
+    drop(rx);
+    for _ in 0..3 {
+        match tx.send_bytes(b"nobody reads") {
+            Err(Error::Disconnected) => {}
+            other => return Err(format!("pipe: expected Disconnected, got {other:?}")),
+        }
+    }
+    match tx.send(&vec![0u8; 1 << 20]) {
+        Err(Error::Disconnected) => {}
+        other => return Err(format!("pipe big: expected Disconnected, got {other:?}")),
+    }
+    let (a, mut b) = duplex().map_err(s)?;
+    drop(a);
+    match b.send_bytes(b"nobody reads") {
+        Err(Error::Disconnected) => {}
+        other => return Err(format!("socket: expected Disconnected, got {other:?}")),
+    }
+    Ok(())
+}
+
+#[test]
+fn sigpipe_not_raised_with_default_disposition() {
+    let mut child = fork(|| {
+        set_default_sigpipe();
+        writes_to_closed_peers()?;
+        if sigpipe_pending() {
+            return Err("a SIGPIPE was left pending".into());
+        }
+        Ok(())
+    });
+    // Killed by SIGPIPE would be Exit::Signal(SIGPIPE).
+    assert_eq!(child.wait(), Exit::Code(0));
+}
+
+#[test]
+fn sigpipe_not_left_pending_when_caller_blocks_it() {
+    let mut child = fork(|| {
+        set_default_sigpipe();
+        block_sigpipe(true);
+        writes_to_closed_peers()?;
+        if sigpipe_pending() {
+            return Err("a SIGPIPE was left pending".into());
+        }
+        // Unblocking must not deliver anything either.
+        block_sigpipe(false);
+        Ok(())
+    });
+    assert_eq!(child.wait(), Exit::Code(0));
+}
