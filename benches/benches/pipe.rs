@@ -1,11 +1,10 @@
 //! Criterion benches for the `pipe` workloads (`C*` groups of WORKLOADS.md): ours beside
 //! the references, one group per workload id. Run with `cargo bench -p benches --bench pipe`.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::Criterion;
 
-fn groups(c: &mut Criterion) {
-    benches::crit::groups(c, &["C"]);
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    benches::crit::groups(&mut c, &["C"]);
+    c.final_summary();
 }
-
-criterion_group!(benches, groups);
-criterion_main!(benches);
