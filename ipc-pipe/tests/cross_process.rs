@@ -457,3 +457,53 @@ fn wait_on_pidfd_and_connection() {
     // The child's exit closed its end: EOF makes the connection ready too.
     assert_eq!(wait(&[&parent, &pidfd], None).unwrap(), vec![0, 1]);
 }
+
+/// The kernel drops descriptors it cannot install (RLIMIT_NOFILE) and sets
+/// MSG_CTRUNC: `recv_fds` reports it, keeps none, and the connection goes on.
+#[test]
+fn truncated_fd_message_is_an_error_and_connection_survives() {
+    let (mut parent, mut child_end) = duplex().unwrap();
+    let parent_fd = parent.as_raw_fd();
+    let mut child = fork(move || {
+        close_in_child(parent_fd);
+        let open = std::fs::read_dir("/proc/self/fd").map_err(s)?.count() as u64;
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/dup/close/setrlimit on valid arguments; this child
+        // only. The limit becomes the lowest free fd number: no new fd fits.
+        let saved = unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return Err("getrlimit".into());
+            }
+            let saved = lim;
+            let lowest = libc::dup(child_end.as_raw_fd());
+            libc::close(lowest);
+            lim.rlim_cur = lowest as u64;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err("setrlimit".into());
+            }
+            saved
+        };
+        child_end.send(&"ready").map_err(s)?;
+        match child_end.recv_fds() {
+            Err(Error::Io(_)) => {}
+            other => return Err(format!("expected Io (MSG_CTRUNC), got {other:?}")),
+        }
+        // SAFETY: restores the saved limit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) };
+        let after = std::fs::read_dir("/proc/self/fd").map_err(s)?.count() as u64;
+        if after > open {
+            return Err(format!("fds leaked: {open} -> {after}"));
+        }
+        let n: u32 = child_end.recv().map_err(s)?;
+        child_end.send(&(n + 1)).map_err(s)
+    });
+    assert_eq!(parent.recv::<String>().unwrap(), "ready");
+    let f = memfd_with(b"x");
+    parent.send_fds(&vec![f.as_fd(); 20]).unwrap();
+    parent.send(&1u32).unwrap();
+    assert_eq!(parent.recv::<u32>().unwrap(), 2);
+    child.join_ok();
+}
