@@ -1,21 +1,138 @@
 //! Our shared-memory rows (`ipc-shm`): V1, V2, V3.
-//!
-//! Until `ipc_shm::Value` / `AtomicValue` / `Array` land, every row reports
-//! `skipped: not built yet`.
 
-use crate::{Outcome, Run};
+use std::sync::atomic::{AtomicU64, Ordering::*};
+
+use ipc_shm::{Array, AtomicValue, Value};
+
+use crate::harness::{run_pair, run_procs, split_at, RoleOut};
+use crate::refs_queue::with_backoff;
+use crate::refs_shm::BLOCK;
+use crate::{Measure, Outcome, Run};
+
+fn shm_err(e: impl std::fmt::Debug) -> String {
+    format!("ipc-shm: {e:?}")
+}
+
+/// Runs 2 procs × n/2 increments through `inc`, then checks the final counter with `read`.
+fn counter2(
+    r: &Run,
+    inc: &dyn Fn(u64) -> Result<(), String>,
+    read: &dyn Fn() -> Result<u64, String>,
+) -> Outcome {
+    let half = r.n / 2;
+    let run = || -> Result<Measure, String> {
+        let g = run_procs(2, r.pin, &split_at(1), |g| {
+            g.start();
+            inc(half)?;
+            Ok(RoleOut {
+                sum: 0,
+                count: half,
+            })
+        })?;
+        let fin = read()?;
+        if fin != 2 * half {
+            return Err(format!("counter ended at {fin}, want {}", 2 * half));
+        }
+        Ok(Measure::new(2 * half, g.elapsed).with_cpu(g.cpu))
+    };
+    run().into()
+}
 
 /// V1: `Value::<u64>::new(0)`; 2 procs × n/2 `update(|x| *x += 1)`; final = n.
-pub fn v1(_r: &Run) -> Outcome {
-    Outcome::not_built()
+pub fn v1(r: &Run) -> Outcome {
+    let v = match Value::<u64>::new(0) {
+        Ok(v) => v,
+        Err(e) => return Outcome::Failed(shm_err(e)),
+    };
+    counter2(
+        r,
+        &|k| {
+            for _ in 0..k {
+                v.update(|x| *x += 1).map_err(shm_err)?;
+            }
+            Ok(())
+        },
+        &|| v.get().map_err(shm_err),
+    )
 }
 
 /// V2: `AtomicValue<AtomicU64>`; 2 procs × n/2 `fetch_add(1, SeqCst)`.
-pub fn v2(_r: &Run) -> Outcome {
-    Outcome::not_built()
+pub fn v2(r: &Run) -> Outcome {
+    let a = match AtomicValue::<AtomicU64>::new(0) {
+        Ok(a) => a,
+        Err(e) => return Outcome::Failed(shm_err(e)),
+    };
+    counter2(
+        r,
+        &|k| {
+            for _ in 0..k {
+                a.fetch_add(1, SeqCst);
+            }
+            Ok(())
+        },
+        &|| Ok(a.load(SeqCst)),
+    )
 }
 
-/// V3: L5b on two `Array::<f64>::new(8 Mi)` slots under their locks.
-pub fn v3(_r: &Run) -> Outcome {
-    Outcome::not_built()
+/// Sum of an 8 Mi-element f64 block filled with `v`, as wrapping u64 words.
+fn f64_block_sum(v: f64) -> u64 {
+    v.to_bits().wrapping_mul((BLOCK / 8) as u64)
+}
+
+/// V3: L5b on two `Array::<f64>::new(8 Mi)` slots written by the parent; the writer
+/// `lock().fill(..)`s, the reader sums the locked slice as u64 words (checked).
+pub fn v3(r: &Run) -> Outcome {
+    let run = || -> Result<Measure, String> {
+        let words = BLOCK / 8;
+        let slots = [
+            Array::<f64>::new(words).map_err(shm_err)?,
+            Array::<f64>::new(words).map_err(shm_err)?,
+        ];
+        for s in &slots {
+            s.lock().map_err(shm_err)?.fill(0.0);
+        }
+        let published = [
+            AtomicValue::<AtomicU64>::new(0).map_err(shm_err)?,
+            AtomicValue::<AtomicU64>::new(0).map_err(shm_err)?,
+        ];
+        let consumed = [
+            AtomicValue::<AtomicU64>::new(0).map_err(shm_err)?,
+            AtomicValue::<AtomicU64>::new(0).map_err(shm_err)?,
+        ];
+        let n = r.n;
+        run_pair(n, r.pin, |g, writer| {
+            if !writer {
+                // Untimed: read one element per 4 KiB page of both slots.
+                for s in &slots {
+                    let guard = s.lock().map_err(shm_err)?;
+                    let mut acc = 0u64;
+                    for i in (0..guard.len()).step_by(512) {
+                        acc = acc.wrapping_add(guard[i].to_bits());
+                    }
+                    std::hint::black_box(acc);
+                }
+            }
+            g.start();
+            for k in 0..n {
+                let s = (k % 2) as usize;
+                let round = k / 2;
+                if writer {
+                    with_backoff(|| (consumed[s].load(Acquire) == round).then_some(()));
+                    slots[s].lock().map_err(shm_err)?.fill((k & 0xFF) as f64);
+                    published[s].store(round + 1, Release);
+                } else {
+                    with_backoff(|| (published[s].load(Acquire) == round + 1).then_some(()));
+                    let guard = slots[s].lock().map_err(shm_err)?;
+                    let sum = crate::refs_shm::sum_words(bytemuck::cast_slice::<f64, u64>(&guard));
+                    drop(guard);
+                    if sum != f64_block_sum((k & 0xFF) as f64) {
+                        return Err(format!("block {k}: sum {sum:#x} wrong"));
+                    }
+                    consumed[s].store(round + 1, Release);
+                }
+            }
+            Ok(RoleOut::NONE)
+        })
+    };
+    run().into()
 }
