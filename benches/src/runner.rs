@@ -619,7 +619,21 @@ mod tests {
         assert_eq!(p6e.samples.len(), 3);
         assert!(p6e.median().unwrap() > 0.0);
         let v2 = res.targets.iter().find(|t| t.target.ours == "V2").unwrap();
-        assert_eq!(v2.verdict, "skipped: not built yet");
+        assert_eq!(v2.reference, "P6e");
+        let ratios: Vec<f64> = v2.pairs.iter().map(|p| p.ratio).collect();
+        assert_eq!(v2.ratio, median(&ratios));
+        if v2.pairs.is_empty() {
+            assert!(v2.verdict.starts_with("skipped: "), "{}", v2.verdict);
+        } else {
+            assert!(v2.verdict == "pass" || v2.verdict == "FAIL", "{}", v2.verdict);
+            for p in &v2.pairs {
+                assert!(p.class.is_some(), "two-process rows pair within a class");
+                assert!((p.ratio - p.ours / p.reference).abs() < 1e-9);
+            }
+        }
+        // Single-process rows pair every round, whatever the class.
+        let s1 = res.targets.iter().find(|t| t.target.ours == "S1").unwrap();
+        assert!(s1.pairs.iter().all(|p| p.class.is_none()));
         assert_eq!(
             res.row("P7b").unwrap().status,
             Status::Skipped("not selected (--only)".into())
