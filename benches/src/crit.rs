@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 
-use crate::registry::{self, Kind, UnitKind};
+use crate::registry::{self, Kind, RefSel, UnitKind};
 use crate::{Outcome, Run};
 
 fn slug(s: &str) -> String {

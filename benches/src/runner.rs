@@ -625,7 +625,11 @@ mod tests {
         if v2.pairs.is_empty() {
             assert!(v2.verdict.starts_with("skipped: "), "{}", v2.verdict);
         } else {
-            assert!(v2.verdict == "pass" || v2.verdict == "FAIL", "{}", v2.verdict);
+            assert!(
+                v2.verdict == "pass" || v2.verdict == "FAIL",
+                "{}",
+                v2.verdict
+            );
             for p in &v2.pairs {
                 assert!(p.class.is_some(), "two-process rows pair within a class");
                 assert!((p.ratio - p.ours / p.reference).abs() < 1e-9);
