@@ -36,11 +36,23 @@ pub fn groups(c: &mut Criterion, prefixes: &[&str]) {
         }
     }
     for g in names {
-        let rows: Vec<_> = reg
+        // The group's own rows, then the references its targets name from other groups.
+        let mut rows: Vec<_> = reg
             .rows
             .iter()
             .filter(|r| r.group == g && r.kind != Kind::Python)
             .collect();
+        for t in &reg.targets {
+            let RefSel::Row(id) = &t.reference else {
+                continue;
+            };
+            let ours_here = reg.row(&t.ours).is_some_and(|o| o.group == g);
+            if let (true, Some(r)) = (ours_here, reg.row(id)) {
+                if r.kind != Kind::Python && !rows.iter().any(|x| x.id == r.id) {
+                    rows.push(r);
+                }
+            }
+        }
         let mut group = c.benchmark_group(g.as_str());
         group.sample_size(10);
         group.warm_up_time(Duration::from_secs(1));
