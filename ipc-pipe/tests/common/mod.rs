@@ -1,185 +1,125 @@
-//! Shared support for ipc-pipe's cross-process tests: fork a child with a
-//! watchdog (a hang becomes a failure, never a stuck CI), reap it always (no
-//! zombies), count open fds, make unique socket paths.
+//! ipc-pipe's additions to the workspace test kit (`ipc-testkit`, which does the
+//! forking, `_exit`, `PR_SET_PDEATHSIG`, reaping and leak checks).
+//!
+//! What stays here:
+//! - [`fork`] adapts the kit's `fork` to closures returning `Result<(), String>`
+//!   (the error goes to stderr with a raw `write`, then exit code 1) and arms a
+//!   background watchdog. The kit's watchdog lives in `Child::wait`, so it cannot
+//!   help while the test thread is blocked on the connection before it waits;
+//!   this one SIGKILLs the child after [`WATCHDOG`] whatever the parent is
+//!   doing, which turns a hung exchange into `Disconnected` and a failed test.
+//! - [`unique_socket_path`] and [`close_in_child`]: pipe-specific.
 #![allow(dead_code)]
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-/// Default time a child may take before the watchdog kills it.
+pub use ipc_testkit::Exit;
+
+/// Time a child may take before the watchdog kills it.
 pub const WATCHDOG: Duration = Duration::from_secs(20);
 
-/// How a child ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// `_exit(code)`.
-    Code(i32),
-    /// Killed by this signal.
-    Signal(i32),
-}
-
-/// A forked child, reaped on drop (SIGKILLed first if still running).
+/// A child forked with [`fork`]: the kit's `Child` plus the background watchdog.
+/// Dropping it stops the watchdog, then the kit kills and reaps the child.
 pub struct Child {
-    pid: libc::pid_t,
-    reaped: bool,
-    fired: Arc<AtomicBool>,
-    cancel: Option<mpsc::Sender<()>>,
+    // Field order is drop order: the watchdog stops before the child is reaped,
+    // so it can never signal a reused pid.
+    dog: Option<(mpsc::Sender<()>, JoinHandle<bool>)>,
+    inner: Option<ipc_testkit::Child>,
 }
 
 fn write_stderr(msg: &str) {
-    // SAFETY: writes a valid buffer to fd 2; no locks involved (safe after fork).
+    // SAFETY: writes a valid buffer to fd 2; takes no lock (safe after fork).
     unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
 }
 
-/// Forks; the child runs `f` and leaves with `libc::_exit`: 0 if `f` returned
-/// `Ok`, 1 (message on stderr) if `Err`, 101 if it panicked. It never returns
-/// into the test harness. A watchdog thread SIGKILLs it after `WATCHDOG`.
+/// Forks (through `ipc_testkit::fork`); the child runs `f` and `_exit`s with 0
+/// if it returned `Ok`, 1 (message on stderr) if `Err`, 101 if it panicked.
 pub fn fork<F: FnOnce() -> Result<(), String>>(f: F) -> Child {
-    fork_with_watchdog(WATCHDOG, f)
-}
-
-/// [`fork`] with a custom watchdog deadline.
-pub fn fork_with_watchdog<F: FnOnce() -> Result<(), String>>(limit: Duration, f: F) -> Child {
-    // SAFETY: the child only runs `f` (which uses the crate under test and
-    // async-signal-tolerant calls) and then `_exit`s; it never returns.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        let code = match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(Ok(())) => 0,
-            Ok(Err(msg)) => {
-                write_stderr(&format!("child failed: {msg}\n"));
-                1
-            }
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                write_stderr(&format!("child panicked: {msg}\n"));
-                101
-            }
-        };
-        // SAFETY: leaves the child at once: no destructors, no atexit handlers.
-        unsafe { libc::_exit(code) };
-    }
-    let fired = Arc::new(AtomicBool::new(false));
-    let (cancel, rx) = mpsc::channel::<()>();
-    let flag = fired.clone();
-    thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
-            flag.store(true, Ordering::SeqCst);
-            // SAFETY: kill(2) on our unreaped child's pid (it cannot be reused
-            // before we reap it).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+    let inner = ipc_testkit::fork(move || match f() {
+        Ok(()) => 0,
+        Err(msg) => {
+            write_stderr(&format!("child failed: {msg}\n"));
+            1
         }
     });
+    let pid = inner.pid();
+    let (cancel, rx) = mpsc::channel::<()>();
+    let dog = thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
+            // SAFETY: kill(2) on our child; it is not reaped before this thread
+            // is joined (see `Child::stop_dog`), so the pid is still ours.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return true;
+        }
+        false
+    });
     Child {
-        pid,
-        reaped: false,
-        fired,
-        cancel: Some(cancel),
+        dog: Some((cancel, dog)),
+        inner: Some(inner),
     }
 }
 
 impl Child {
+    fn kit(&self) -> &ipc_testkit::Child {
+        self.inner.as_ref().expect("child already waited for")
+    }
+
     /// The child's pid.
     pub fn pid(&self) -> libc::pid_t {
-        self.pid
+        self.kit().pid()
     }
 
     /// Sends `sig` to the child.
     pub fn signal(&self, sig: libc::c_int) {
-        assert!(!self.reaped);
-        // SAFETY: our child, not yet reaped.
-        unsafe { libc::kill(self.pid, sig) };
+        self.kit().signal(sig);
     }
 
-    /// Waits for the child to end (the watchdog bounds it) and reaps it.
-    /// Panics if the watchdog had to kill it.
-    pub fn wait(&mut self) -> Exit {
-        assert!(!self.reaped);
-        let mut status = 0;
-        loop {
-            // SAFETY: waitpid on our own child with a valid status pointer.
-            let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
-            if r == self.pid {
-                break;
+    /// Stops the background watchdog; true if it had fired.
+    fn stop_dog(&mut self) -> bool {
+        match self.dog.take() {
+            Some((cancel, dog)) => {
+                drop(cancel);
+                dog.join().unwrap_or(true)
             }
-            assert_eq!(
-                std::io::Error::last_os_error().raw_os_error(),
-                Some(libc::EINTR),
-                "waitpid failed"
-            );
+            None => false,
         }
-        self.reaped = true;
-        self.cancel.take();
+    }
+
+    /// Waits for the child to end (bounded by the kit's watchdog) and reaps it.
+    /// Panics if either watchdog had to kill it.
+    pub fn wait(&mut self) -> Exit {
+        let fired = self.stop_dog();
+        let pid = self.pid();
+        let inner = self.inner.take().expect("child already waited for");
+        let exit = inner.wait(WATCHDOG);
         assert!(
-            !self.fired.load(Ordering::SeqCst),
-            "watchdog killed child {} after {WATCHDOG:?}: it hung",
-            self.pid
+            !fired,
+            "watchdog killed child {pid} after {WATCHDOG:?}: it hung"
         );
-        if libc::WIFEXITED(status) {
-            Exit::Code(libc::WEXITSTATUS(status))
-        } else {
-            Exit::Signal(libc::WTERMSIG(status))
-        }
+        exit
     }
 
     /// Waits and asserts the child exited with 0.
     pub fn join_ok(&mut self) {
-        assert_eq!(
-            self.wait(),
-            Exit::Code(0),
-            "child {} did not succeed",
-            self.pid
-        );
+        let pid = self.pid();
+        assert_eq!(self.wait(), Exit::Code(0), "child {pid} did not succeed");
     }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if !self.reaped {
-            // SAFETY: our child, not yet reaped; kill then reap it so no zombie
-            // or orphan outlives the test.
-            unsafe {
-                libc::kill(self.pid, libc::SIGKILL);
-                let mut status = 0;
-                while libc::waitpid(self.pid, &mut status, 0) < 0
-                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-                {
-                }
-            }
-        }
+        self.stop_dog();
+        // `inner` drops next: the kit kills and reaps a child still running.
     }
 }
 
-/// Open fds of this process (`/proc/self/fd`, not counting the directory
-/// handle used to list it).
-pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("read /proc/self/fd")
-        .count()
-        - 1
-}
-
-/// A fresh Unix socket path in the temp dir, unique per process and call.
+/// A fresh Unix socket path in the temp dir, with the kit's random name.
 pub fn unique_socket_path(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let mut r = [0u8; 8];
-    getrandom::fill(&mut r).expect("getrandom");
-    std::env::temp_dir().join(format!(
-        "ipc-pipe-test-{tag}-{}-{}-{:016x}.sock",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        u64::from_ne_bytes(r)
-    ))
+    let name = ipc_testkit::unique_name(&format!("pipe-{tag}"));
+    std::env::temp_dir().join(format!("{}.sock", name.trim_start_matches('/')))
 }
 
 /// Turns any error into the child's `Err(String)`.
