@@ -456,49 +456,75 @@ impl Writer {
         Ok(())
     }
 
+    /// The one send path: a whole frame, or nothing of it, or a poisoned
+    /// writer. See [`send_methods`] for the contract it implements.
     fn write(
         &mut self,
         fd: BorrowedFd<'_>,
         hdr: &[u8],
         payload: &[u8],
         fds: &[RawFd],
+        deadline: Option<Instant>,
     ) -> Result<()> {
-        sys::write_all2(fd, self.socket, hdr, payload, fds).map_err(|(e, done)| {
-            let err = Error::from_io(e);
+        sys::write_all2(fd, self.socket, hdr, payload, fds, deadline).map_err(|(fail, done)| {
+            let err = match fail {
+                // Nothing of the frame left: the stream is intact, try again later.
+                sys::WriteFail::Timeout if done == 0 => return Error::Timeout,
+                // Cut off mid-frame: reported as `Poisoned` below.
+                sys::WriteFail::Timeout => Error::Poisoned,
+                sys::WriteFail::Io(e) => Error::from_io(e),
+            };
             if done > 0 {
                 // Part of a frame is on the wire: the stream cannot continue.
-                self.state = if matches!(err, Error::Disconnected) {
-                    TxState::Disconnected
+                if matches!(err, Error::Disconnected) {
+                    self.state = TxState::Disconnected;
                 } else {
-                    TxState::Poisoned
-                };
+                    self.state = TxState::Poisoned;
+                    if self.socket {
+                        // Let the peer see end of stream after the whole frames
+                        // instead of waiting for a rest that never comes. Best
+                        // effort: the error reported is the poisoning.
+                        let _ = sys::shutdown_write(fd);
+                    }
+                }
             }
             err
         })
     }
 
-    pub(crate) fn send_bytes(&mut self, fd: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
+    pub(crate) fn send_bytes(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        payload: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         self.check(payload.len())?;
         let hdr = Header::bytes(payload.len());
-        self.write(fd, hdr.as_slice(), payload, &[])
+        self.write(fd, hdr.as_slice(), payload, &[], deadline)
     }
 
     pub(crate) fn send<T: Serialize + ?Sized>(
         &mut self,
         fd: BorrowedFd<'_>,
         value: &T,
+        deadline: Option<Instant>,
     ) -> Result<()> {
         let mut buf = mem::take(&mut self.scratch);
         buf.clear();
         let buf = postcard::to_extend(value, buf).map_err(Error::Encode)?;
-        let res = self.send_bytes(fd, &buf);
+        let res = self.send_bytes(fd, &buf, deadline);
         if buf.capacity() <= SCRATCH_KEEP {
             self.scratch = buf;
         }
         res
     }
 
-    pub(crate) fn send_fds(&mut self, fd: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> Result<()> {
+    pub(crate) fn send_fds(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        fds: &[BorrowedFd<'_>],
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         if fds.is_empty() || fds.len() > MAX_FDS {
             return Err(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -520,7 +546,7 @@ impl Writer {
             *r = f.as_raw_fd();
         }
         let hdr = Header::fds(fds.len());
-        self.write(fd, hdr.as_slice(), &[], &raw[..fds.len()])
+        self.write(fd, hdr.as_slice(), &[], &raw[..fds.len()], deadline)
     }
 }
 
@@ -662,11 +688,23 @@ macro_rules! recv_methods {
     };
 }
 
-/// Send methods, generated once for `Connection` and `Sender`.
+/// Send methods, generated once for `Connection` and `Sender` so both
+/// delegate to the same [`Writer`] with identical docs.
+///
+/// Contract of every send (blocking, `try_` and `_timeout` alike): a message
+/// goes out whole, or none of it does (the caller still has its value and the
+/// stream is intact), or the writer is poisoned. A bounded send waits for room
+/// (`poll(POLLOUT)` against a monotonic deadline) before its first byte; once
+/// a frame has started it must finish by the same deadline, else the send
+/// returns [`Error::Poisoned`] and the connection is unusable for sending
+/// (a socket's write side is shut down so the peer sees end of stream after
+/// the last whole message). Nothing is ever kept back in process memory:
+/// `Ok(())` means the whole frame is in the kernel's buffer.
 macro_rules! send_methods {
     () => {
         /// Encodes `value` with `postcard` and sends it as one message. The
-        /// encoding buffer is reused between calls.
+        /// encoding buffer is reused between calls. Blocks while the peer's
+        /// buffer is full.
         ///
         /// # Errors
         /// [`Error::Encode`] if `value` cannot be encoded (nothing sent);
@@ -675,7 +713,37 @@ macro_rules! send_methods {
         /// # Peer death
         /// As [`send_bytes`](Self::send_bytes).
         pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-            self.tx.send(self.fd.as_fd(), value)
+            self.tx.send(self.fd.as_fd(), value, None)
+        }
+
+        /// [`send`](Self::send) waiting at most `timeout` for the peer to make
+        /// room.
+        ///
+        /// # Errors
+        /// [`Error::Encode`] if `value` cannot be encoded; otherwise as
+        /// [`send_bytes_timeout`](Self::send_bytes_timeout).
+        ///
+        /// # Peer death
+        /// As [`send_bytes`](Self::send_bytes).
+        pub fn send_timeout<T: Serialize + ?Sized>(
+            &mut self,
+            value: &T,
+            timeout: Duration,
+        ) -> Result<()> {
+            self.tx
+                .send(self.fd.as_fd(), value, deadline_after(timeout))
+        }
+
+        /// [`send`](Self::send) without blocking.
+        ///
+        /// # Errors
+        /// [`Error::Encode`] if `value` cannot be encoded; otherwise as
+        /// [`try_send_bytes`](Self::try_send_bytes).
+        ///
+        /// # Peer death
+        /// As [`send_bytes`](Self::send_bytes).
+        pub fn try_send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+            self.tx.send(self.fd.as_fd(), value, Some(Instant::now()))
         }
 
         /// Sends `bytes` as one message: header and payload in one vectored
@@ -685,15 +753,57 @@ macro_rules! send_methods {
         /// # Errors
         /// [`Error::TooLarge`] if longer than `max_message_size` (nothing sent);
         /// [`Error::Disconnected`] if the peer's end is closed;
-        /// [`Error::Poisoned`] after a write that failed half-way.
+        /// [`Error::Poisoned`] after a send that failed half-way.
         ///
         /// # Peer death
         /// `Disconnected`, never `SIGPIPE`: sockets are written with
         /// `MSG_NOSIGNAL`; pipe writes block `SIGPIPE` in the calling thread
         /// for the write and consume the one a closed pipe raises, so this
-        /// holds even in a host that never ignored `SIGPIPE`.
+        /// holds even in a host that never ignored `SIGPIPE`. A peer that is
+        /// alive but never reads blocks this call; use
+        /// [`send_bytes_timeout`](Self::send_bytes_timeout) to bound it.
         pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-            self.tx.send_bytes(self.fd.as_fd(), bytes)
+            self.tx.send_bytes(self.fd.as_fd(), bytes, None)
+        }
+
+        /// [`send_bytes`](Self::send_bytes) waiting at most `timeout` (against
+        /// the monotonic clock, EINTR retried) for the peer to make room.
+        ///
+        /// # Errors
+        /// [`Error::Timeout`] if the peer made no room for the first byte in
+        /// time: nothing of the message was written, the stream is intact and
+        /// the send can be retried. [`Error::Poisoned`] if the message had
+        /// started but could not be finished in time: the peer may hold its
+        /// first part, so this direction is unusable from now on (a socket's
+        /// write side is shut down; the peer receives every earlier message,
+        /// then [`Error::Disconnected`]). Otherwise as `send_bytes`.
+        ///
+        /// # Peer death
+        /// As [`send_bytes`](Self::send_bytes); a peer that exits or is killed
+        /// while this call waits makes it return `Disconnected` at once.
+        pub fn send_bytes_timeout(&mut self, bytes: &[u8], timeout: Duration) -> Result<()> {
+            self.tx
+                .send_bytes(self.fd.as_fd(), bytes, deadline_after(timeout))
+        }
+
+        /// [`send_bytes`](Self::send_bytes) without blocking: the message goes
+        /// out if the peer's buffer has room now.
+        ///
+        /// # Errors
+        /// [`Error::Timeout`] when the buffer is full (nothing written, stream
+        /// intact, retry later). [`Error::Poisoned`] when only the first part
+        /// of the message fitted, as for
+        /// [`send_bytes_timeout`](Self::send_bytes_timeout). On Linux a message
+        /// of up to `PIPE_BUF` (4 KiB) on a pipe, or about 32 KiB on a Unix
+        /// socket, is taken whole or not at all, so only longer messages risk
+        /// this; bound those with `send_bytes_timeout` instead. Otherwise as
+        /// `send_bytes`.
+        ///
+        /// # Peer death
+        /// As [`send_bytes`](Self::send_bytes).
+        pub fn try_send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+            self.tx
+                .send_bytes(self.fd.as_fd(), bytes, Some(Instant::now()))
         }
     };
 }
@@ -784,8 +894,29 @@ impl Connection {
     /// `Io(InvalidInput)` for 0 or more than 253 fds; `Io(Unsupported)` if the
     /// connection is not a Unix socket (TCP); else as
     /// [`send_bytes`](Self::send_bytes).
+    ///
+    /// # Peer death
+    /// As [`send_bytes`](Self::send_bytes).
     pub fn send_fds(&mut self, fds: &[BorrowedFd<'_>]) -> Result<()> {
-        self.tx.send_fds(self.fd.as_fd(), fds)
+        self.tx.send_fds(self.fd.as_fd(), fds, None)
+    }
+
+    /// [`send_fds`](Self::send_fds) waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// As `send_fds`; a full buffer is [`Error::Timeout`] with nothing sent
+    /// (the fd message is a single 12-byte write, so it is never cut).
+    pub fn send_fds_timeout(&mut self, fds: &[BorrowedFd<'_>], timeout: Duration) -> Result<()> {
+        self.tx
+            .send_fds(self.fd.as_fd(), fds, deadline_after(timeout))
+    }
+
+    /// [`send_fds`](Self::send_fds) without blocking.
+    ///
+    /// # Errors
+    /// As [`send_fds_timeout`](Self::send_fds_timeout).
+    pub fn try_send_fds(&mut self, fds: &[BorrowedFd<'_>]) -> Result<()> {
+        self.tx.send_fds(self.fd.as_fd(), fds, Some(Instant::now()))
     }
 
     /// Receives the descriptors of a [`send_fds`](Self::send_fds) message,

@@ -30,14 +30,17 @@ pub enum Error {
     /// A value could not be encoded with `postcard` (nothing was sent).
     #[error("message could not be encoded: {0}")]
     Encode(#[source] postcard::Error),
-    /// The deadline passed before a complete message arrived. A partly received
-    /// message is kept and the next receive continues it.
+    /// The deadline passed: before a complete message arrived (a partly
+    /// received message is kept and the next receive continues it), or before
+    /// the peer made room for a send to start (nothing was sent; `try_` forms
+    /// report a full buffer this way).
     #[error("operation timed out")]
     Timeout,
-    /// An earlier framing error (malformed or oversized header, peer gone in the
-    /// middle of a frame, failed write in the middle of a frame) broke the byte
-    /// stream; this direction of the connection is unusable.
-    #[error("connection poisoned by an earlier framing error")]
+    /// A framing error (malformed or oversized header, peer gone in the middle
+    /// of a frame, a write that failed or ran out of time in the middle of a
+    /// frame) broke the byte stream; this direction of the connection is
+    /// unusable. Returned by the call that broke it and by every later one.
+    #[error("connection poisoned: a framing error broke the byte stream")]
     Poisoned,
     /// The HMAC challenge-response of `Listener`/`Client` failed (wrong key or a
     /// peer that does not speak the protocol). The connection was closed.

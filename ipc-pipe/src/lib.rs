@@ -21,6 +21,12 @@
 //! or is killed shows up as [`Error::Disconnected`] after the messages it
 //! completed, never as a hang or a `SIGPIPE`.
 //!
+//! Every blocking call, send or receive, also has a `try_` and a `_timeout`
+//! form. A bounded send either writes the whole message or nothing of it
+//! (`Err(Timeout)`, the caller keeps its value), or, when a message that had
+//! started cannot finish by the deadline, poisons the sending direction rather
+//! than leave the peer a cut frame: see [`Connection::send_bytes_timeout`].
+//!
 //! Sending costs one `sendmsg`/`writev` per message (header and payload
 //! together, no copy of the payload); receiving reads ahead into a small buffer
 //! so one `recvmsg` usually brings whole messages, and large payloads are read

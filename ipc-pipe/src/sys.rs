@@ -12,6 +12,7 @@ use std::io;
 use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -351,14 +352,24 @@ fn iov(b: &[u8]) -> libc::iovec {
     }
 }
 
+/// Set once a kernel refuses `RWF_NOWAIT` on a non-socket fd (before Linux
+/// 5.x pipes did not take it); later non-blocking writes then flip
+/// `O_NONBLOCK` around the write instead.
+static NOWAIT_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
 /// One `sendmsg(MSG_NOSIGNAL)` (sockets) or `writev` (others) of `a` then `b`,
 /// with optional descriptors attached (sockets only). EINTR retried.
+///
+/// With `nowait` the write never blocks, whatever the fd's `O_NONBLOCK`:
+/// `MSG_DONTWAIT` on sockets, `pwritev2(RWF_NOWAIT)` on pipes. It then writes
+/// what fits now (possibly part) or fails with `WouldBlock`.
 fn write_once(
     fd: BorrowedFd<'_>,
     socket: bool,
     a: &[u8],
     b: &[u8],
     fds: &[RawFd],
+    nowait: bool,
 ) -> io::Result<usize> {
     let iovs = [iov(a), iov(b)];
     let cnt = if b.is_empty() { 1 } else { 2 };
@@ -399,9 +410,22 @@ fn write_once(
                     );
                 }
             }
+            let flags = libc::MSG_NOSIGNAL | if nowait { libc::MSG_DONTWAIT } else { 0 };
             // SAFETY: `msg` points to iovecs over live borrowed slices (the kernel
             // only reads them) and to the control buffer built above.
-            unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) }
+            unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) }
+        } else if nowait && !NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
+            // SAFETY: iovecs over live borrowed slices; the kernel only reads.
+            // Offset -1 writes at the current position, as `writev`.
+            let r =
+                unsafe { libc::pwritev2(fd.as_raw_fd(), iovs.as_ptr(), cnt, -1, libc::RWF_NOWAIT) };
+            if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP) {
+                NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed);
+                continue;
+            }
+            r
+        } else if nowait {
+            writev_nonblock(fd, &iovs[..cnt as usize])
         } else {
             // SAFETY: iovecs over live borrowed slices; the kernel only reads.
             unsafe { libc::writev(fd.as_raw_fd(), iovs.as_ptr(), cnt) }
@@ -416,19 +440,62 @@ fn write_once(
     }
 }
 
+/// `writev` with `O_NONBLOCK` set on the file description for the call and
+/// restored after: the fallback for kernels whose pipes refuse `RWF_NOWAIT`.
+/// Returns the raw result; errno is left as the write set it.
+fn writev_nonblock(fd: BorrowedFd<'_>, iovs: &[libc::iovec]) -> isize {
+    let raw = fd.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we borrow; no memory involved.
+    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    let set = flags >= 0 && flags & libc::O_NONBLOCK == 0;
+    if set {
+        // SAFETY: as above.
+        unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    }
+    // SAFETY: iovecs over live borrowed slices; the kernel only reads.
+    let r = unsafe { libc::writev(raw, iovs.as_ptr(), iovs.len() as libc::c_int) };
+    if set {
+        let e = io::Error::last_os_error();
+        // SAFETY: as above; restores the flags read before.
+        unsafe { libc::fcntl(raw, libc::F_SETFL, flags) };
+        if r < 0 {
+            // Keep the write's errno for the caller.
+            // SAFETY: `__errno_location` is this thread's errno slot.
+            unsafe { *libc::__errno_location() = e.raw_os_error().unwrap_or(0) };
+        }
+    }
+    r
+}
+
+/// Why [`write_all2`] stopped.
+#[derive(Debug)]
+pub(crate) enum WriteFail {
+    /// The deadline passed while the fd had no room.
+    Timeout,
+    /// The OS refused the write.
+    Io(io::Error),
+}
+
 /// Writes all of `a` then `b` (header then payload, no copy into a temporary
-/// buffer), descriptors attached to the first write. Partial writes are
-/// continued; an `O_NONBLOCK` fd is waited on with `poll`. Never raises
-/// `SIGPIPE`: sockets use `MSG_NOSIGNAL`, pipes the [`SigpipeGuard`].
+/// buffer), descriptors attached to the first write. Never raises `SIGPIPE`:
+/// sockets use `MSG_NOSIGNAL`, pipes the [`SigpipeGuard`].
 ///
-/// On failure returns the error and how many bytes had been written.
+/// `deadline == None` blocks as long as the peer has no room (plain blocking
+/// writes; an `O_NONBLOCK` fd is waited on with `poll`). With a deadline each
+/// write is non-blocking and, while the fd is full, `poll(POLLOUT)` waits
+/// against it; once it passes the call stops with [`WriteFail::Timeout`].
+/// Partial writes are continued either way.
+///
+/// On failure returns why and how many bytes had been written: 0 means none
+/// of this frame reached the fd.
 pub(crate) fn write_all2(
     fd: BorrowedFd<'_>,
     socket: bool,
     a: &[u8],
     b: &[u8],
     fds: &[RawFd],
-) -> Result<(), (io::Error, usize)> {
+    deadline: Option<Instant>,
+) -> Result<(), (WriteFail, usize)> {
     let guard = if socket {
         None
     } else {
@@ -443,7 +510,7 @@ pub(crate) fn write_all2(
         } else {
             (&b[done - a.len()..], &[][..])
         };
-        match write_once(fd, socket, x, y, fds) {
+        match write_once(fd, socket, x, y, fds, deadline.is_some()) {
             Ok(n) => {
                 if n > 0 {
                     fds = &[];
@@ -454,18 +521,26 @@ pub(crate) fn write_all2(
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(e) = poll_one(fd, POLLOUT, None) {
-                    break Err(e);
+                match poll_one(fd, POLLOUT, deadline) {
+                    Ok(true) => {}
+                    Ok(false) => break Err(WriteFail::Timeout),
+                    Err(e) => break Err(WriteFail::Io(e)),
                 }
             }
-            Err(e) => break Err(e),
+            Err(e) => break Err(WriteFail::Io(e)),
         }
     };
     if let Some(g) = guard {
-        let raised = matches!(&res, Err(e) if e.raw_os_error() == Some(libc::EPIPE));
+        let raised = matches!(&res, Err(WriteFail::Io(e)) if e.raw_os_error() == Some(libc::EPIPE));
         g.finish(raised);
     }
     res.map_err(|e| (e, done))
+}
+
+/// `shutdown(SHUT_WR)`: the peer reads what was sent, then end of stream.
+pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Write)
+        .map_err(io::Error::from)
 }
 
 // ---------------------------------------------------------------- FromRawFd
@@ -488,3 +563,51 @@ macro_rules! from_raw_fd {
 }
 
 from_raw_fd!(crate::Connection, crate::Receiver, crate::Sender);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn o_nonblock(fd: BorrowedFd<'_>) -> bool {
+        // SAFETY: F_GETFL on a descriptor we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) & libc::O_NONBLOCK != 0 }
+    }
+
+    /// Fills a pipe with deadline-bounded writes until `Timeout`; nothing is
+    /// cut and the fd's flags are as before.
+    fn fill_pipe() {
+        let (r, w) = pipe().unwrap();
+        let chunk = [3u8; 1000];
+        let mut written = 0;
+        loop {
+            match write_all2(w.as_fd(), false, &chunk, &[], &[], Some(Instant::now())) {
+                Ok(()) => written += chunk.len(),
+                Err((WriteFail::Timeout, 0)) => break,
+                Err((e, done)) => panic!("{e:?} after {done} bytes"),
+            }
+            assert!(written < 64 << 20, "pipe never filled");
+        }
+        assert!(!o_nonblock(w.as_fd()));
+        let mut n = 0;
+        assert!(ioctl_fionread(r.as_fd(), &mut n));
+        assert_eq!(n, written);
+    }
+
+    fn ioctl_fionread(fd: BorrowedFd<'_>, n: &mut usize) -> bool {
+        let mut v: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through the valid pointer.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut v) };
+        *n = v as usize;
+        r == 0
+    }
+
+    #[test]
+    fn bounded_pipe_writes_with_and_without_rwf_nowait() {
+        fill_pipe();
+        // The fallback for kernels without RWF_NOWAIT on pipes.
+        NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed);
+        fill_pipe();
+        NOWAIT_UNSUPPORTED.store(false, Ordering::Relaxed);
+    }
+}

@@ -47,6 +47,19 @@ fn writes_to_closed_peers() -> Result<(), String> {
             other => return Err(format!("pipe: expected Disconnected, got {other:?}")),
         }
     }
+    // The bounded forms write with RWF_NOWAIT / MSG_DONTWAIT: same guarantee.
+    match tx.try_send_bytes(b"nobody reads") {
+        Err(Error::Disconnected) => {}
+        other => return Err(format!("pipe try_: expected Disconnected, got {other:?}")),
+    }
+    match tx.send_bytes_timeout(b"nobody reads", std::time::Duration::from_secs(5)) {
+        Err(Error::Disconnected) => {}
+        other => {
+            return Err(format!(
+                "pipe _timeout: expected Disconnected, got {other:?}"
+            ))
+        }
+    }
     match tx.send(&vec![0u8; 1 << 20]) {
         Err(Error::Disconnected) => {}
         other => return Err(format!("pipe big: expected Disconnected, got {other:?}")),
@@ -56,6 +69,10 @@ fn writes_to_closed_peers() -> Result<(), String> {
     match b.send_bytes(b"nobody reads") {
         Err(Error::Disconnected) => {}
         other => return Err(format!("socket: expected Disconnected, got {other:?}")),
+    }
+    match b.try_send(&1u8) {
+        Err(Error::Disconnected) => {}
+        other => return Err(format!("socket try_: expected Disconnected, got {other:?}")),
     }
     Ok(())
 }
