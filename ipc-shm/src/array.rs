@@ -1,14 +1,13 @@
 //! [`Array`]: `len` elements of `T` in shared memory behind one process-shared lock.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use bytemuck::Pod;
 
 use crate::error::{Error, LockError, Result};
-use crate::locked::LockedSlice;
+use crate::locked::{Held, LockedSlice};
 use crate::sync::Deadline;
 
 const KIND: &str = "ipc_shm::Array";
@@ -179,7 +178,7 @@ impl<T: Pod> Array<T> {
     /// # Peer death
     /// A holder killed while the caller waits is noticed within about 50 ms.
     pub fn lock(&self) -> GuardResult<'_, T> {
-        self.guard(self.inner.lock_until(Deadline::never()))
+        wrap(self.inner.lock_until(Deadline::never()))
     }
 
     /// [`Array::lock`] without waiting.
@@ -187,7 +186,7 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// As [`Array::lock`], plus `WouldBlock`.
     pub fn try_lock(&self) -> GuardResult<'_, T> {
-        self.guard(self.inner.try_lock())
+        wrap(self.inner.try_lock())
     }
 
     /// [`Array::lock`] waiting at most `timeout`.
@@ -195,18 +194,7 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// As [`Array::lock`], plus `Timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> GuardResult<'_, T> {
-        self.guard(self.inner.lock_timeout(timeout))
-    }
-
-    fn guard(&self, r: Result<(), LockError<()>>) -> GuardResult<'_, T> {
-        let make = || ArrayGuard {
-            array: self,
-            _not_send: PhantomData,
-        };
-        match r {
-            Ok(()) => Ok(make()),
-            Err(e) => Err(e.map(|()| make())),
-        }
+        wrap(self.inner.lock_timeout(timeout))
     }
 
     /// The segment's name, or `None` for an inherited array.
@@ -223,6 +211,11 @@ impl<T: Pod> Array<T> {
     }
 }
 
+fn wrap<'a, T: Pod>(r: Result<Held<'a, T>, LockError<Held<'a, T>>>) -> GuardResult<'a, T> {
+    r.map(|held| ArrayGuard { held })
+        .map_err(|e| e.map(|held| ArrayGuard { held }))
+}
+
 /// Exclusive access to an [`Array`] across processes; dereferences to `[T]`; unlocks on drop.
 ///
 /// Not `Send`: the lock records the thread that holds it.
@@ -232,41 +225,25 @@ impl<T: Pod> Array<T> {
 /// assert_send::<ipc_shm::ArrayGuard<'static, u8>>();
 /// ```
 pub struct ArrayGuard<'a, T: Pod> {
-    array: &'a Array<T>,
-    _not_send: PhantomData<*const ()>,
+    held: Held<'a, T>,
 }
 
 impl<T: Pod> ArrayGuard<'_, T> {
     /// Declares the data consistent after an `OwnerDied` take-over.
     pub fn mark_consistent(&self) {
-        let _ = self.array.inner.raw_lock().mark_consistent();
+        self.held.mark_consistent();
     }
 }
 
 impl<T: Pod> Deref for ArrayGuard<'_, T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        // SAFETY: the guard exists only while this thread holds the lock; the pointer covers
-        // `len` initialised Pod elements inside the mapping.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::slice::from_raw_parts(self.array.inner.data(), self.array.len())
-        }
+        self.held.as_slice()
     }
 }
 
 impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        // SAFETY: as in `deref`; `&mut self` makes this the only reference in this process.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::slice::from_raw_parts_mut(self.array.inner.data(), self.array.len())
-        }
-    }
-}
-
-impl<T: Pod> Drop for ArrayGuard<'_, T> {
-    fn drop(&mut self) {
-        self.array.inner.unlock();
+        self.held.as_mut_slice()
     }
 }

@@ -121,40 +121,82 @@ impl<T: Pod> LockedSlice<T> {
             .cast::<T>()
     }
 
-    pub(crate) fn lock_until(&self, deadline: Deadline) -> Result<(), LockError<()>> {
-        self.raw_lock().lock(deadline)
+    fn held(&self, r: Result<(), LockError<()>>) -> Result<Held<'_, T>, LockError<Held<'_, T>>> {
+        let make = || Held {
+            slice: self,
+            _not_send: PhantomData,
+        };
+        match r {
+            Ok(()) => Ok(make()),
+            Err(e) => Err(e.map(|()| make())),
+        }
     }
 
-    pub(crate) fn try_lock(&self) -> Result<(), LockError<()>> {
-        self.raw_lock().try_lock()
+    /// Locks, waiting until `deadline`; the `Held` token unlocks on drop.
+    pub(crate) fn lock_until(
+        &self,
+        deadline: Deadline,
+    ) -> Result<Held<'_, T>, LockError<Held<'_, T>>> {
+        self.held(self.raw_lock().lock(deadline))
     }
 
-    pub(crate) fn lock_timeout(&self, timeout: Duration) -> Result<(), LockError<()>> {
+    pub(crate) fn try_lock(&self) -> Result<Held<'_, T>, LockError<Held<'_, T>>> {
+        self.held(self.raw_lock().try_lock())
+    }
+
+    pub(crate) fn lock_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<Held<'_, T>, LockError<Held<'_, T>>> {
         self.lock_until(Deadline::after(timeout))
     }
 
-    pub(crate) fn unlock(&self) {
-        // The guard that calls this holds the lock on this thread (guards are !Send).
-        let _ = self.raw_lock().unlock();
-    }
-
     /// Runs `f` on the elements with the lock held; an `OwnerDied` take-over is reported as
-    /// `Err(OwnerDied)` after `f` is *not* run, leaving the lock poisoned.
+    /// `Err(OwnerDied)` without running `f`, leaving the lock poisoned.
     pub(crate) fn with_locked<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
         match self.lock_until(Deadline::never()) {
-            Ok(()) => {}
-            Err(LockError::OwnerDied(())) => {
-                self.unlock();
-                return Err(Error::OwnerDied);
-            }
-            Err(e) => return Err(e.into()),
+            Ok(mut held) => Ok(f(held.as_mut_slice())),
+            // Dropping the token without `mark_consistent` poisons the lock.
+            Err(LockError::OwnerDied(_held)) => Err(Error::OwnerDied),
+            Err(e) => Err(e.into()),
         }
-        // SAFETY: the lock is held by this thread, so no correct peer touches the elements
-        // until `unlock`; the pointer covers `len` initialised (Pod) elements.
+    }
+}
+
+/// Proof that this thread holds a [`LockedSlice`]'s lock; unlocks on drop. Not `Send`: the
+/// lock records the holding thread. `ValueGuard` and `ArrayGuard` wrap it.
+pub(crate) struct Held<'a, T: Pod> {
+    slice: &'a LockedSlice<T>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<T: Pod> Held<'_, T> {
+    pub(crate) fn as_slice(&self) -> &[T] {
+        // SAFETY: `Held` exists only while this thread holds the lock, so no correct peer
+        // touches the elements; the pointer covers `len` initialised Pod elements.
         #[allow(unsafe_code)]
-        let slice = unsafe { std::slice::from_raw_parts_mut(self.data(), self.len) };
-        let r = f(slice);
-        self.unlock();
-        Ok(r)
+        unsafe {
+            std::slice::from_raw_parts(self.slice.data(), self.slice.len)
+        }
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as in `as_slice`; `&mut self` makes this the only reference in this process.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts_mut(self.slice.data(), self.slice.len)
+        }
+    }
+
+    pub(crate) fn mark_consistent(&self) {
+        // Cannot fail: this thread holds the lock.
+        let _ = self.slice.raw_lock().mark_consistent();
+    }
+}
+
+impl<T: Pod> Drop for Held<'_, T> {
+    fn drop(&mut self) {
+        // Cannot fail: this thread holds the lock (`Held` is not `Send`).
+        let _ = self.slice.raw_lock().unlock();
     }
 }

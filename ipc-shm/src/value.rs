@@ -1,14 +1,13 @@
 //! [`Value`]: one `T` in shared memory behind a process-shared lock.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use bytemuck::Pod;
 
 use crate::error::{LockError, Result};
-use crate::locked::LockedSlice;
+use crate::locked::{Held, LockedSlice};
 use crate::sync::Deadline;
 
 const KIND: &str = "ipc_shm::Value";
@@ -113,41 +112,24 @@ impl<T: Pod> Value<T> {
     ///
     /// # Peer death
     /// A holder killed while the caller waits is noticed within about 50 ms.
-    pub fn lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        self.guard(self.inner.lock_until(Deadline::never()))
+    pub fn lock(&self) -> GuardResult<'_, T> {
+        wrap(self.inner.lock_until(Deadline::never()))
     }
 
     /// [`Value::lock`] without waiting: `WouldBlock` if a live holder has it.
     ///
     /// # Errors
     /// As [`Value::lock`], plus `WouldBlock`.
-    pub fn try_lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        self.guard(self.inner.try_lock())
+    pub fn try_lock(&self) -> GuardResult<'_, T> {
+        wrap(self.inner.try_lock())
     }
 
     /// [`Value::lock`] waiting at most `timeout`.
     ///
     /// # Errors
     /// As [`Value::lock`], plus `Timeout`.
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        self.guard(self.inner.lock_timeout(timeout))
-    }
-
-    fn guard(
-        &self,
-        r: Result<(), LockError<()>>,
-    ) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        let make = || ValueGuard {
-            value: self,
-            _not_send: PhantomData,
-        };
-        match r {
-            Ok(()) => Ok(make()),
-            Err(e) => Err(e.map(|()| make())),
-        }
+    pub fn lock_timeout(&self, timeout: Duration) -> GuardResult<'_, T> {
+        wrap(self.inner.lock_timeout(timeout))
     }
 
     /// The segment's name, or `None` for an inherited value.
@@ -164,6 +146,13 @@ impl<T: Pod> Value<T> {
     }
 }
 
+type GuardResult<'a, T> = Result<ValueGuard<'a, T>, LockError<ValueGuard<'a, T>>>;
+
+fn wrap<'a, T: Pod>(r: Result<Held<'a, T>, LockError<Held<'a, T>>>) -> GuardResult<'a, T> {
+    r.map(|held| ValueGuard { held })
+        .map_err(|e| e.map(|held| ValueGuard { held }))
+}
+
 /// Exclusive access to a [`Value`] across processes; unlocks on drop.
 ///
 /// Not `Send`: the lock records the thread that holds it.
@@ -173,48 +162,32 @@ impl<T: Pod> Value<T> {
 /// assert_send::<ipc_shm::ValueGuard<'static, u64>>();
 /// ```
 pub struct ValueGuard<'a, T: Pod> {
-    value: &'a Value<T>,
-    _not_send: PhantomData<*const ()>,
+    held: Held<'a, T>,
 }
 
 impl<T: Pod> ValueGuard<'_, T> {
     /// Declares the value consistent after an `OwnerDied` take-over, so that releasing the lock
     /// does not poison it.
     pub fn mark_consistent(&self) {
-        let _ = self.value.inner.raw_lock().mark_consistent();
+        self.held.mark_consistent();
     }
 }
 
 impl<T: Pod> Deref for ValueGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the guard exists only while this thread holds the lock, so no correct peer
-        // writes the element; it is initialised Pod data inside the mapping.
-        #[allow(unsafe_code)]
-        unsafe {
-            &*self.value.inner.data()
-        }
+        &self.held.as_slice()[0]
     }
 }
 
 impl<T: Pod> DerefMut for ValueGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`; `&mut self` makes this the only reference in this process.
-        #[allow(unsafe_code)]
-        unsafe {
-            &mut *self.value.inner.data()
-        }
+        &mut self.held.as_mut_slice()[0]
     }
 }
 
 impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl<T: Pod> Drop for ValueGuard<'_, T> {
-    fn drop(&mut self) {
-        self.value.inner.unlock();
     }
 }
