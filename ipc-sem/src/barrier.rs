@@ -1,0 +1,432 @@
+//! [`Barrier`]: `n` processes (or threads) meet, and learn when one of them died.
+//!
+//! ```text
+//! payload + 0    RawLock  (held for a few instructions by arrivals, reset, abort, breaks)
+//!        + 16    word: AtomicU64  low half (the futex): generation << 1 | BROKEN
+//!                                 high half: how many have arrived in this generation
+//!        + 24    ends: [AtomicU32; 16]  ends[g % 16] = g << 1 | broken: how generation g ended
+//!        + 128   slots: [AtomicU64; parties]  OwnerStamp of the arrival at each index
+//! ```
+//!
+//! An arrival takes the lock, records its stamp in `slots[count]`, bumps `count` (or, as the
+//! last one, records the end of the generation and starts the next), and lets the lock go.
+//! Waiters sleep on the low half, which changes when the generation ends or breaks. Every
+//! 50 ms a sleeping waiter checks that the participant which arrived right after it (in
+//! arrival order, cyclically) still lives; a chain of dead participants always has a live one
+//! just before it, so one death among the arrived is found within about 50 ms. A participant
+//! killed inside the lock is reported by the lock itself (`OwnerDied`). A waiter whose
+//! generation ended reads `ends` to tell completion from a reset.
+
+use std::fmt;
+use std::time::Duration;
+
+use ipc_shm::sync::{wait_low_half, wake_low_half, Deadline, OwnerStamp, RawLock, WaitOutcome};
+
+use crate::error::{Error, LockError, Result};
+use crate::loom::{AtomicU32, AtomicU64, Ordering};
+use crate::shm::{Shared, SharedState};
+
+/// The most participants a barrier takes.
+pub const MAX_PARTIES: u32 = 4096;
+
+const BROKEN: u64 = 1;
+const GEN_MASK: u64 = 0x7FFF_FFFF;
+const LOW: u64 = 0xFFFF_FFFF;
+const ENDS: usize = 16;
+
+/// How often a sleeping waiter checks that the next arrived participant lives.
+const DEATH_CHECK: Duration = Duration::from_millis(50);
+
+#[repr(C)]
+struct BarrierState {
+    lock: RawLock,
+    word: AtomicU64,
+    ends: [AtomicU32; ENDS],
+}
+
+#[allow(unsafe_code)]
+// SAFETY: `repr(C)` atomics only (`RawLock` included), valid for every bit pattern, all-zero
+// = generation 0, nobody arrived, not broken, lock free; alignment 8.
+unsafe impl SharedState for BarrierState {
+    const KIND: &'static str = "ipc_sem::Barrier";
+    const VERSION: u32 = 1;
+}
+
+fn gen_of(word: u64) -> u64 {
+    (word >> 1) & GEN_MASK
+}
+fn count_of(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+fn make(gen: u64, count: u32) -> u64 {
+    ((gen & GEN_MASK) << 1) | (u64::from(count) << 32)
+}
+
+/// What [`Barrier::wait`] returns to each participant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BarrierWaitResult {
+    leader: bool,
+}
+
+impl BarrierWaitResult {
+    /// Whether this participant arrived last: exactly one per generation is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.leader
+    }
+}
+
+/// A barrier for a fixed number of participants across processes: Python's
+/// `multiprocessing.Barrier`, which also notices dead participants.
+///
+/// [`Barrier::wait`] blocks until `parties` participants have called it, then releases them
+/// all; one of them (the last to arrive) is the leader. The barrier is then ready for the
+/// next round. It **breaks** when a waiter times out, on [`Barrier::abort`], on
+/// [`Barrier::reset`] with waiters, or when a participant that has arrived dies: every waiter
+/// then gets [`Error::BrokenBarrier`], and so does every later `wait` until
+/// [`Barrier::reset`].
+///
+/// ```
+/// use ipc_sem::Barrier;
+///
+/// let barrier = Barrier::new(1)?;
+/// assert!(barrier.wait()?.is_leader()); // one party: every wait completes at once
+/// barrier.abort();
+/// assert!(barrier.wait().is_err());
+/// barrier.reset()?;
+/// assert!(barrier.wait()?.is_leader());
+/// # Ok::<(), ipc_sem::Error>(())
+/// ```
+pub struct Barrier {
+    shared: Shared<BarrierState>,
+    parties: u32,
+}
+
+fn check_parties(n: u64) -> Result<usize> {
+    if n == 0 || n > u64::from(MAX_PARTIES) {
+        return Err(Error::InvalidArgument("barrier parties must be 1..=4096"));
+    }
+    usize::try_from(n).map_err(|_| Error::InvalidArgument("barrier parties"))
+}
+
+impl Barrier {
+    /// A barrier for `parties` participants in an anonymous segment that processes forked
+    /// afterwards share.
+    ///
+    /// # Errors
+    /// `InvalidArgument` unless `1 <= parties <= MAX_PARTIES`; `Shm` if the segment cannot be
+    /// made.
+    pub fn new(parties: u32) -> Result<Barrier> {
+        Self::create(None, parties)
+    }
+
+    /// A barrier in a new named segment (mode 0600, `O_EXCL`); this handle removes the name
+    /// when dropped.
+    ///
+    /// # Errors
+    /// As [`Barrier::new`], plus `Shm(InvalidName)`, `Shm(AlreadyExists)`.
+    pub fn create_named(name: &str, parties: u32) -> Result<Barrier> {
+        Self::create(Some(name), parties)
+    }
+
+    fn create(name: Option<&str>, parties: u32) -> Result<Barrier> {
+        let slots = check_parties(u64::from(parties))?;
+        Ok(Barrier {
+            shared: Shared::create(name, u64::from(parties), slots, |_| {})?,
+            parties,
+        })
+    }
+
+    /// Opens a barrier made by [`Barrier::create_named`]; the party count comes from the
+    /// validated header.
+    ///
+    /// # Errors
+    /// `Shm(NotFound)`, `Shm(NotOwner)`, `Shm(NotReady)`, `Shm(LayoutMismatch)` for another
+    /// kind of object, `InvalidArgument` for a party count no creator writes.
+    pub fn open_named(name: &str) -> Result<Barrier> {
+        let shared = Shared::<BarrierState>::open(name, check_parties)?;
+        let parties =
+            u32::try_from(shared.capacity()).map_err(|_| Error::Corrupted("barrier parties"))?;
+        Ok(Barrier { shared, parties })
+    }
+
+    fn state(&self) -> &BarrierState {
+        self.shared.state()
+    }
+
+    fn slots(&self) -> &[AtomicU64] {
+        self.shared.tail()
+    }
+
+    /// Runs `f` on the word with the internal lock held; `f` returns the new word (if any),
+    /// whether to wake every sleeper, and the result. A participant that died holding the
+    /// lock breaks the barrier.
+    fn locked<R>(
+        &self,
+        deadline: Deadline,
+        f: impl FnOnce(u64) -> (Option<u64>, Result<R>),
+    ) -> Result<R> {
+        let s = self.state();
+        match s.lock.lock(deadline) {
+            Ok(()) => {}
+            Err(LockError::OwnerDied(())) => {
+                // A participant died mid-transition. Every transition is a single store of
+                // `word` (after the slot or `ends` entry it covers), so the state is
+                // consistent; the barrier breaks because a participant is gone.
+                let _ = s.lock.mark_consistent();
+                let w = s.word.load(Ordering::Relaxed);
+                s.word.store(w | BROKEN, Ordering::Release);
+                let _ = s.lock.unlock();
+                wake_low_half(&s.word, u32::MAX);
+                return Err(Error::BrokenBarrier);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let w = s.word.load(Ordering::Relaxed);
+        let (new, r) = f(w);
+        if let Some(new) = new {
+            // SYNC POINT: Release pairs with the Acquire loads of sleeping waiters: the slot
+            // and `ends` entry written before this store are visible with it.
+            s.word.store(new, Ordering::Release);
+        }
+        let _ = s.lock.unlock();
+        if new.is_some_and(|n| n & LOW != w & LOW) {
+            wake_low_half(&s.word, u32::MAX);
+        }
+        r
+    }
+
+    /// Waits until all parties have arrived.
+    ///
+    /// # Errors
+    /// `BrokenBarrier` if the barrier is or becomes broken (abort, reset, a waiter's timeout,
+    /// a dead participant); `Corrupted` if the shared count exceeds the party count.
+    ///
+    /// # Peer death
+    /// A participant that dies after arriving (or while arriving) breaks the barrier within
+    /// about 50 ms, and every waiter gets `BrokenBarrier`. A participant that dies *before*
+    /// arriving cannot be told from a late one: use [`Barrier::wait_timeout`] when that can
+    /// happen.
+    pub fn wait(&self) -> Result<BarrierWaitResult> {
+        self.wait_until(Deadline::never())
+    }
+
+    /// [`Barrier::wait`] for at most `timeout`; if the others do not all arrive in time, the
+    /// barrier breaks and every waiter, this one included, gets `BrokenBarrier` (as Python).
+    ///
+    /// # Errors
+    /// As [`Barrier::wait`]; `Timeout` only if the internal lock could not be taken in time
+    /// (a participant stopped, not dead, inside it).
+    ///
+    /// # Peer death
+    /// As [`Barrier::wait`].
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult> {
+        self.wait_until(Deadline::after(timeout))
+    }
+
+    /// Completes the barrier if this call is the last arrival; otherwise does not arrive and
+    /// returns `WouldBlock`. Never blocks (beyond the internal lock's few instructions).
+    ///
+    /// # Errors
+    /// `WouldBlock` if other parties are still missing; `BrokenBarrier`; `Corrupted`.
+    pub fn try_wait(&self) -> Result<BarrierWaitResult> {
+        let n = self.parties;
+        self.locked(Deadline::never(), |w| {
+            if w & BROKEN != 0 {
+                return (None, Err(Error::BrokenBarrier));
+            }
+            match count_of(w).checked_add(1) {
+                Some(c) if c == n => (
+                    Some(self.complete(w)),
+                    Ok(BarrierWaitResult { leader: true }),
+                ),
+                Some(c) if c < n => (None, Err(Error::WouldBlock)),
+                _ => (Some(w | BROKEN), Err(Error::Corrupted("barrier count"))),
+            }
+        })
+    }
+
+    /// Records that the generation in `w` completed and returns the word of the next one.
+    fn complete(&self, w: u64) -> u64 {
+        let gen = gen_of(w);
+        self.state().ends[(gen as usize) % ENDS].store((gen << 1) as u32, Ordering::Relaxed);
+        make(gen + 1, 0)
+    }
+
+    fn wait_until(&self, deadline: Deadline) -> Result<BarrierWaitResult> {
+        let n = self.parties;
+        let me = OwnerStamp::current().to_bits();
+        let arrival = self.locked(deadline, |w| {
+            if w & BROKEN != 0 {
+                return (None, Err(Error::BrokenBarrier));
+            }
+            let count = count_of(w);
+            match count.checked_add(1) {
+                Some(c) if c == n => (Some(self.complete(w)), Ok(None)),
+                Some(c) if c < n => {
+                    let Some(slot) = self.slots().get(count as usize) else {
+                        return (Some(w | BROKEN), Err(Error::Corrupted("barrier count")));
+                    };
+                    slot.store(me, Ordering::Relaxed);
+                    (Some(make(gen_of(w), c)), Ok(Some((gen_of(w), count))))
+                }
+                _ => (Some(w | BROKEN), Err(Error::Corrupted("barrier count"))),
+            }
+        })?;
+        let Some((gen, index)) = arrival else {
+            return Ok(BarrierWaitResult { leader: true });
+        };
+        self.sleep(gen, index, deadline)
+    }
+
+    /// Sleeps as the arrival at `index` of generation `gen` until the generation ends.
+    fn sleep(&self, gen: u64, index: u32, deadline: Deadline) -> Result<BarrierWaitResult> {
+        let s = self.state();
+        let expected = (make(gen, 0) & LOW) as u32;
+        loop {
+            // SYNC POINT: Acquire pairs with the Release store in `locked`.
+            let w = s.word.load(Ordering::Acquire);
+            if gen_of(w) != gen {
+                return self.ended(gen);
+            }
+            if w & BROKEN != 0 {
+                return Err(Error::BrokenBarrier);
+            }
+            if deadline.is_expired() {
+                self.break_if(gen, None)?;
+                continue; // re-read: the generation may have completed just before
+            }
+            let slice = deadline.min(Deadline::after(DEATH_CHECK));
+            if wait_low_half(&s.word, expected, slice) == WaitOutcome::TimedOut {
+                self.check_next(gen, index)?;
+            }
+        }
+    }
+
+    /// How generation `gen` ended, for a waiter that saw the next one start.
+    fn ended(&self, gen: u64) -> Result<BarrierWaitResult> {
+        // SYNC POINT: the entry was stored before the word that started the next generation,
+        // which the caller loaded with Acquire.
+        let e = u64::from(self.state().ends[(gen as usize) % ENDS].load(Ordering::Relaxed));
+        if (e >> 1) & GEN_MASK == gen && e & BROKEN != 0 {
+            Err(Error::BrokenBarrier)
+        } else {
+            // Completed (or, after 16 further generations, no longer known: assume completed).
+            Ok(BarrierWaitResult { leader: false })
+        }
+    }
+
+    /// Checks that the participant after `index` (cyclically among those arrived) lives;
+    /// breaks the barrier if it died.
+    fn check_next(&self, gen: u64, index: u32) -> Result<()> {
+        let w = self.state().word.load(Ordering::Acquire);
+        let count = count_of(w);
+        if gen_of(w) != gen || w & BROKEN != 0 || count <= 1 || index >= count {
+            return Ok(());
+        }
+        let next = (index + 1) % count;
+        let Some(slot) = self.slots().get(next as usize) else {
+            return Ok(());
+        };
+        let stamp = slot.load(Ordering::Relaxed);
+        if OwnerStamp::from_bits(stamp).is_dead() {
+            self.break_if(gen, Some((next, stamp)))?;
+        }
+        Ok(())
+    }
+
+    /// Breaks generation `gen` if it is still running (and, with `dead`, if that slot still
+    /// holds that stamp).
+    fn break_if(&self, gen: u64, dead: Option<(u32, u64)>) -> Result<()> {
+        let r = self.locked(Deadline::never(), |w| {
+            let same = gen_of(w) == gen && w & BROKEN == 0;
+            let still = dead.map_or(true, |(i, stamp)| {
+                i < count_of(w)
+                    && self
+                        .slots()
+                        .get(i as usize)
+                        .is_some_and(|s| s.load(Ordering::Relaxed) == stamp)
+            });
+            if same && still {
+                (Some(w | BROKEN), Ok(()))
+            } else {
+                (None, Ok(()))
+            }
+        });
+        match r {
+            Err(Error::BrokenBarrier) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Breaks the barrier: every waiter, and every `wait` until [`Barrier::reset`], gets
+    /// `BrokenBarrier`.
+    pub fn abort(&self) {
+        let _ = self.locked(Deadline::never(), |w| {
+            (Some(w | BROKEN), Ok::<(), Error>(()))
+        });
+    }
+
+    /// Returns the barrier to its empty state. Participants waiting now get
+    /// `BrokenBarrier` (as in Python); a broken barrier becomes usable again.
+    ///
+    /// # Errors
+    /// `Poisoned`/`Corrupted` if the internal lock is unusable.
+    pub fn reset(&self) -> Result<()> {
+        match self.reset_once() {
+            // A participant had died inside the lock, which broke the barrier: reset that.
+            Err(Error::BrokenBarrier) => self.reset_once(),
+            r => r,
+        }
+    }
+
+    fn reset_once(&self) -> Result<()> {
+        self.locked(Deadline::never(), |w| {
+            if count_of(w) == 0 && w & BROKEN == 0 {
+                return (None, Ok(()));
+            }
+            let gen = gen_of(w);
+            self.state().ends[(gen as usize) % ENDS]
+                .store(((gen << 1) | BROKEN) as u32, Ordering::Relaxed);
+            (Some(make(gen + 1, 0)), Ok(()))
+        })
+    }
+
+    /// How many participants the barrier waits for.
+    pub fn parties(&self) -> u32 {
+        self.parties
+    }
+
+    /// How many participants are waiting now (a snapshot).
+    pub fn n_waiting(&self) -> u32 {
+        count_of(self.state().word.load(Ordering::Relaxed)).min(self.parties)
+    }
+
+    /// Whether the barrier is broken (a snapshot).
+    pub fn is_broken(&self) -> bool {
+        self.state().word.load(Ordering::Relaxed) & BROKEN != 0
+    }
+
+    /// The segment's name, or `None` for an inherited barrier.
+    pub fn name(&self) -> Option<&str> {
+        self.shared.name()
+    }
+
+    /// Removes the name now if this handle created it; open handles keep working.
+    ///
+    /// # Errors
+    /// `Shm(Io)` if `shm_unlink` fails for a reason other than the name being gone.
+    pub fn unlink(&mut self) -> Result<()> {
+        self.shared.unlink()
+    }
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier")
+            .field("name", &self.name())
+            .field("parties", &self.parties)
+            .field("waiting", &self.n_waiting())
+            .field("broken", &self.is_broken())
+            .finish()
+    }
+}

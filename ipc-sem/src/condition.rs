@@ -1,0 +1,322 @@
+//! [`Condition`]: a condition variable shared between processes, with its own [`Lock`]-style
+//! lock, on a futex sequence counter.
+//!
+//! A waiter registers (`waiters + 1`) and reads the sequence number while it holds the lock,
+//! unlocks, and sleeps while the sequence number is unchanged. `notify` bumps the sequence
+//! number and wakes one sleeper (`notify_all`: all), and makes the `FUTEX_WAKE` call only if
+//! the waiter count says someone may sleep. The notifier never waits for sleepers, so a
+//! sleeper that dies cannot block it; a dead sleeper only leaves the count high, which costs
+//! later notifies one system call each. Registration and the notifier's check are both
+//! `SeqCst`, so a notifier that does not hold the lock cannot miss a waiter either.
+//!
+//! [`Lock`]: crate::Lock
+
+use std::fmt;
+use std::time::Duration;
+
+use ipc_shm::sync::{Deadline, Futex, RawLock, WaitOutcome};
+
+use crate::error::{LockError, Result};
+use crate::lock::{guard_result, release_raw, LockGuard, LockResult};
+use crate::loom::{AtomicU32, Ordering};
+use crate::shm::{Shared, SharedState};
+
+#[repr(C)]
+struct ConditionState {
+    lock: RawLock,
+    seq: AtomicU32,
+    waiters: AtomicU32,
+}
+
+#[allow(unsafe_code)]
+// SAFETY: `repr(C)` atomics only (`RawLock` included), valid for every bit pattern, all-zero
+// = unlocked, sequence 0, no waiters; alignment 8.
+unsafe impl SharedState for ConditionState {
+    const KIND: &'static str = "ipc_sem::Condition";
+    const VERSION: u32 = 1;
+}
+
+/// A condition variable shared between processes, with the lock it is used with: Python's
+/// `multiprocessing.Condition`.
+///
+/// Lock it with [`Condition::lock`] (a [`LockGuard`], with the same owner-death reporting as
+/// [`Lock`](crate::Lock)), then [`Condition::wait`] gives the lock up, sleeps until a
+/// [`Condition::notify`] / [`Condition::notify_all`], and takes the lock back. As with every
+/// condition variable, check the predicate in a loop, or use [`Condition::wait_while`].
+///
+/// The data the predicate reads lives in shared memory of its own (an `ipc_shm::Value`, an
+/// `AtomicValue`, ...), written only while holding this condition's lock.
+///
+/// ```
+/// use ipc_sem::Condition;
+/// use std::time::Duration;
+///
+/// let cond = Condition::new()?;
+/// let guard = cond.lock().map_err(ipc_sem::Error::from)?;
+/// // Nobody notifies: the wait times out and hands the lock back.
+/// let (guard, notified) = cond
+///     .wait_timeout(guard, Duration::from_millis(5))
+///     .map_err(ipc_sem::Error::from)?;
+/// assert!(!notified);
+/// drop(guard);
+/// cond.notify_all(); // nobody waits: no system call
+/// # Ok::<(), ipc_sem::Error>(())
+/// ```
+pub struct Condition {
+    shared: Shared<ConditionState>,
+}
+
+/// The result of [`Condition::wait_timeout`]: the guard, and whether the wait ended before
+/// the timeout.
+pub type WaitTimeoutResult<'a> =
+    std::result::Result<(LockGuard<'a>, bool), LockError<LockGuard<'a>>>;
+
+impl Condition {
+    /// A condition (and its lock, unlocked) in an anonymous segment that processes forked
+    /// afterwards share.
+    ///
+    /// # Errors
+    /// `Shm` if the segment cannot be made.
+    pub fn new() -> Result<Condition> {
+        Ok(Condition {
+            shared: Shared::create(None, 0, 0, |_| {})?,
+        })
+    }
+
+    /// A condition in a new named segment (mode 0600, `O_EXCL`); this handle removes the name
+    /// when dropped.
+    ///
+    /// # Errors
+    /// `Shm(InvalidName)`, `Shm(AlreadyExists)`, `Shm(Io)`.
+    pub fn create_named(name: &str) -> Result<Condition> {
+        Ok(Condition {
+            shared: Shared::create(Some(name), 0, 0, |_| {})?,
+        })
+    }
+
+    /// Opens a condition made by [`Condition::create_named`].
+    ///
+    /// # Errors
+    /// `Shm(NotFound)`, `Shm(NotOwner)`, `Shm(NotReady)`, `Shm(LayoutMismatch)` for another
+    /// kind of object.
+    pub fn open_named(name: &str) -> Result<Condition> {
+        Ok(Condition {
+            shared: Shared::open(name, |_| Ok(0))?,
+        })
+    }
+
+    fn state(&self) -> &ConditionState {
+        self.shared.state()
+    }
+
+    /// Takes the condition's lock, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// As [`Lock::lock`](crate::Lock::lock): `OwnerDied(guard)`, `Poisoned`, `Deadlock`,
+    /// `Corrupted`.
+    ///
+    /// # Peer death
+    /// A holder that dies is noticed within about 50 ms (`OwnerDied(guard)`).
+    pub fn lock(&self) -> LockResult<'_> {
+        let raw = &self.state().lock;
+        guard_result(raw, raw.lock(Deadline::never()))
+    }
+
+    /// Takes the condition's lock if it is free now.
+    ///
+    /// # Errors
+    /// As [`Condition::lock`], plus `WouldBlock`.
+    pub fn try_lock(&self) -> LockResult<'_> {
+        let raw = &self.state().lock;
+        guard_result(raw, raw.try_lock())
+    }
+
+    /// Takes the condition's lock, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`Condition::lock`], plus `Timeout`.
+    ///
+    /// # Peer death
+    /// As [`Condition::lock`].
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_> {
+        let raw = &self.state().lock;
+        guard_result(raw, raw.lock(Deadline::after(timeout)))
+    }
+
+    /// Releases the condition's lock held without a guard (after [`LockGuard::leak`]).
+    ///
+    /// # Errors
+    /// `NotHeld` if the calling thread does not hold it.
+    pub fn release(&self) -> Result<()> {
+        release_raw(&self.state().lock)
+    }
+
+    /// Gives up the lock, sleeps until notified, and takes the lock back.
+    ///
+    /// Returns after a notify (possibly one meant for another waiter, as condition variables
+    /// may); signals and spurious futex wake-ups do not end the wait.
+    ///
+    /// # Errors
+    /// Re-taking the lock may report `OwnerDied(guard)` (a holder died meanwhile; the caller
+    /// holds the lock), `Poisoned` or `Corrupted`.
+    ///
+    /// # Panics
+    /// If `guard` holds another lock than this condition's.
+    ///
+    /// # Peer death
+    /// If the process expected to notify dies, the wait lasts forever: use
+    /// [`Condition::wait_timeout`] then. A lock holder that dies is noticed within about 50
+    /// ms while the lock is taken back.
+    pub fn wait<'a>(&'a self, guard: LockGuard<'a>) -> LockResult<'a> {
+        self.wait_until(guard, Deadline::never()).map(|(g, _)| g)
+    }
+
+    /// [`Condition::wait`] for at most `timeout`: `(guard, true)` if notified, `(guard,
+    /// false)` on timeout. The lock is taken back in both cases, which may add to the wait.
+    ///
+    /// # Errors
+    /// As [`Condition::wait`].
+    ///
+    /// # Panics
+    /// If `guard` holds another lock than this condition's.
+    ///
+    /// # Peer death
+    /// As [`Condition::wait`]; the timeout bounds the sleep.
+    pub fn wait_timeout<'a>(
+        &'a self,
+        guard: LockGuard<'a>,
+        timeout: Duration,
+    ) -> WaitTimeoutResult<'a> {
+        self.wait_until(guard, Deadline::after(timeout))
+    }
+
+    /// Waits while `condition()` is true, re-checking it with the lock held after each wake-up.
+    ///
+    /// # Errors
+    /// As [`Condition::wait`].
+    ///
+    /// # Panics
+    /// If `guard` holds another lock than this condition's.
+    ///
+    /// # Peer death
+    /// As [`Condition::wait`].
+    pub fn wait_while<'a>(
+        &'a self,
+        mut guard: LockGuard<'a>,
+        mut condition: impl FnMut() -> bool,
+    ) -> LockResult<'a> {
+        while condition() {
+            guard = self.wait(guard)?;
+        }
+        Ok(guard)
+    }
+
+    /// [`Condition::wait_while`] for at most `timeout` in total: `(guard, true)` once
+    /// `condition()` is false, `(guard, false)` if it was still true at the deadline.
+    ///
+    /// # Errors
+    /// As [`Condition::wait`].
+    ///
+    /// # Panics
+    /// If `guard` holds another lock than this condition's.
+    ///
+    /// # Peer death
+    /// As [`Condition::wait`]; the timeout bounds the sleep.
+    pub fn wait_while_timeout<'a>(
+        &'a self,
+        mut guard: LockGuard<'a>,
+        timeout: Duration,
+        mut condition: impl FnMut() -> bool,
+    ) -> WaitTimeoutResult<'a> {
+        let deadline = Deadline::after(timeout);
+        loop {
+            if !condition() {
+                return Ok((guard, true));
+            }
+            if deadline.is_expired() {
+                return Ok((guard, false));
+            }
+            guard = self.wait_until(guard, deadline)?.0;
+        }
+    }
+
+    fn wait_until<'a>(&'a self, guard: LockGuard<'a>, deadline: Deadline) -> WaitTimeoutResult<'a> {
+        let s = self.state();
+        assert!(
+            std::ptr::eq(guard.raw, &s.lock),
+            "Condition::wait called with a guard of another lock"
+        );
+        // Register and read the sequence number while holding the lock.
+        // SYNC POINT: SeqCst pairs with the SeqCst bump and check in `notify_n`.
+        let _ = s
+            .waiters
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_add(1));
+        let seq = s.seq.load(Ordering::SeqCst);
+        drop(guard);
+        let futex = Futex::from_atomic(&s.seq);
+        let notified = loop {
+            let outcome = futex.wait(seq, deadline);
+            if s.seq.load(Ordering::Acquire) != seq {
+                break true;
+            }
+            if outcome == WaitOutcome::TimedOut && deadline.is_expired() {
+                break false;
+            }
+        };
+        let _ = s
+            .waiters
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| w.checked_sub(1));
+        let raw = &s.lock;
+        match guard_result(raw, raw.lock(Deadline::never())) {
+            Ok(g) => Ok((g, notified)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn notify_n(&self, n: u32) {
+        let s = self.state();
+        // SYNC POINT: SeqCst pairs with the registration in `wait_until`: either this load
+        // sees the waiter, or the waiter reads the bumped sequence number and does not sleep.
+        s.seq.fetch_add(1, Ordering::SeqCst);
+        if s.waiters.load(Ordering::SeqCst) > 0 {
+            Futex::from_atomic(&s.seq).wake(n);
+        }
+    }
+
+    /// Wakes one waiter, if any. Usually called with the lock held, but need not be.
+    pub fn notify(&self) {
+        self.notify_n(1);
+    }
+
+    /// Wakes every waiter.
+    pub fn notify_all(&self) {
+        self.notify_n(u32::MAX);
+    }
+
+    /// Whether the lock is poisoned: a holder died and nobody marked the data consistent.
+    pub fn is_poisoned(&self) -> bool {
+        self.state().lock.is_poisoned()
+    }
+
+    /// The segment's name, or `None` for an inherited condition.
+    pub fn name(&self) -> Option<&str> {
+        self.shared.name()
+    }
+
+    /// Removes the name now if this handle created it; open handles keep working.
+    ///
+    /// # Errors
+    /// `Shm(Io)` if `shm_unlink` fails for a reason other than the name being gone.
+    pub fn unlink(&mut self) -> Result<()> {
+        self.shared.unlink()
+    }
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Condition")
+            .field("name", &self.name())
+            .field("locked", &self.state().lock.is_locked())
+            .finish()
+    }
+}

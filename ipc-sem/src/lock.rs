@@ -1,0 +1,244 @@
+//! [`Lock`]: a process-shared mutex over `ipc_shm::sync::RawLock` that reports a dead holder.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use ipc_shm::sync::{Deadline, RawLock};
+
+use crate::error::{Error, LockError, Result};
+use crate::shm::{Shared, SharedState};
+
+/// The shared state of a [`Lock`]: one `RawLock`.
+#[repr(C)]
+struct LockState {
+    raw: RawLock,
+}
+
+#[allow(unsafe_code)]
+// SAFETY: `RawLock` is `repr(C)` atomics only, valid for every bit pattern, all-zero = free
+// and consistent; alignment 8.
+unsafe impl SharedState for LockState {
+    const KIND: &'static str = "ipc_sem::Lock";
+    const VERSION: u32 = 1;
+}
+
+/// The result of a lock call: a guard, or why not (with the guard on `OwnerDied`).
+pub type LockResult<'a> = std::result::Result<LockGuard<'a>, LockError<LockGuard<'a>>>;
+
+/// Turns a `RawLock` outcome into a guard result (shared with `Condition`).
+pub(crate) fn guard_result(
+    raw: &RawLock,
+    r: std::result::Result<(), LockError<()>>,
+) -> LockResult<'_> {
+    let make = || LockGuard {
+        raw,
+        _not_send: PhantomData,
+    };
+    match r {
+        Ok(()) => Ok(make()),
+        Err(e) => Err(e.map(|()| make())),
+    }
+}
+
+/// Releases `raw` for the calling thread: `NotHeld` if it does not hold it.
+pub(crate) fn release_raw(raw: &RawLock) -> Result<()> {
+    raw.unlock().map_err(|_| Error::NotHeld)
+}
+
+/// A mutex shared between processes whose holder may die: Python's `multiprocessing.Lock`,
+/// without its failure mode.
+///
+/// The lock word records the holder's thread id and start time in one compare-and-swap. If
+/// the holder dies while holding it (killed, crashed, exited), the next locker takes the lock
+/// over and gets `Err(LockError::OwnerDied(guard))`: it holds the lock and decides whether the
+/// protected data is consistent. [`LockGuard::mark_consistent`] says it is; dropping the
+/// guard without that poisons the lock, and every later locker gets
+/// [`LockError::Poisoned`]. In Python the lock would stay held forever.
+///
+/// Uncontended `lock` + unlock are one compare-and-swap and one swap; waiters spin briefly,
+/// then sleep on the futex, and re-check the holder's liveness every 50 ms.
+///
+/// ```
+/// use ipc_sem::{Lock, LockError};
+///
+/// let lock = Lock::new()?;
+/// match lock.lock() {
+///     Ok(_guard) => { /* exclusive across processes until the guard drops */ }
+///     Err(LockError::OwnerDied(guard)) => {
+///         // The previous holder died: repair the shared data, then
+///         guard.mark_consistent();
+///     }
+///     Err(e) => return Err(e.into()),
+/// }
+/// assert!(!lock.is_locked());
+/// # Ok::<(), ipc_sem::Error>(())
+/// ```
+pub struct Lock {
+    shared: Shared<LockState>,
+}
+
+impl Lock {
+    /// A free lock in an anonymous segment that processes forked afterwards share.
+    ///
+    /// # Errors
+    /// `Shm` if the segment cannot be made.
+    pub fn new() -> Result<Lock> {
+        Ok(Lock {
+            shared: Shared::create(None, 0, 0, |_| {})?,
+        })
+    }
+
+    /// A free lock in a new named segment (mode 0600, `O_EXCL`); this handle removes the name
+    /// when dropped.
+    ///
+    /// # Errors
+    /// `Shm(InvalidName)`, `Shm(AlreadyExists)`, `Shm(Io)`.
+    pub fn create_named(name: &str) -> Result<Lock> {
+        Ok(Lock {
+            shared: Shared::create(Some(name), 0, 0, |_| {})?,
+        })
+    }
+
+    /// Opens a lock made by [`Lock::create_named`].
+    ///
+    /// # Errors
+    /// `Shm(NotFound)`, `Shm(NotOwner)`, `Shm(NotReady)`, `Shm(LayoutMismatch)` if the name
+    /// holds another kind of object.
+    pub fn open_named(name: &str) -> Result<Lock> {
+        Ok(Lock {
+            shared: Shared::open(name, |_| Ok(0))?,
+        })
+    }
+
+    fn raw(&self) -> &RawLock {
+        &self.shared.state().raw
+    }
+
+    /// Takes the lock, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// - `OwnerDied(guard)`: the previous holder died holding it; the caller now holds it.
+    ///   Call [`LockGuard::mark_consistent`] before dropping the guard, or the lock is
+    ///   poisoned.
+    /// - `Poisoned`: an earlier take-over was never marked consistent.
+    /// - `Deadlock`: the calling thread already holds it.
+    /// - `Corrupted`: the shared state holds a value no correct peer writes.
+    ///
+    /// # Peer death
+    /// A holder that dies while the caller waits is noticed within about 50 ms (parked
+    /// waiters re-check its liveness), and the caller gets `OwnerDied(guard)`.
+    pub fn lock(&self) -> LockResult<'_> {
+        guard_result(self.raw(), self.raw().lock(Deadline::never()))
+    }
+
+    /// Takes the lock if it is free now; never blocks.
+    ///
+    /// # Errors
+    /// As [`Lock::lock`], plus `WouldBlock` if a live holder has it. A dead holder is taken
+    /// over at once (`OwnerDied(guard)`).
+    pub fn try_lock(&self) -> LockResult<'_> {
+        guard_result(self.raw(), self.raw().try_lock())
+    }
+
+    /// Takes the lock, waiting at most `timeout` (an absolute monotonic deadline).
+    ///
+    /// # Errors
+    /// As [`Lock::lock`], plus `Timeout`.
+    ///
+    /// # Peer death
+    /// As [`Lock::lock`].
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_> {
+        guard_result(self.raw(), self.raw().lock(Deadline::after(timeout)))
+    }
+
+    /// Releases a lock that the calling thread holds without a guard (after
+    /// [`LockGuard::leak`]), like Python's `Lock.release()`.
+    ///
+    /// # Errors
+    /// `NotHeld` if the calling thread does not hold the lock (nothing changes).
+    pub fn release(&self) -> Result<()> {
+        release_raw(self.raw())
+    }
+
+    /// Whether somebody holds the lock (a snapshot).
+    pub fn is_locked(&self) -> bool {
+        self.raw().is_locked()
+    }
+
+    /// Whether the calling thread holds the lock.
+    pub fn is_held_by_current_thread(&self) -> bool {
+        self.raw().is_held_by_current_thread()
+    }
+
+    /// Whether the lock is poisoned: a holder died and nobody marked the data consistent.
+    pub fn is_poisoned(&self) -> bool {
+        self.raw().is_poisoned()
+    }
+
+    /// The segment's name, or `None` for an inherited lock.
+    pub fn name(&self) -> Option<&str> {
+        self.shared.name()
+    }
+
+    /// Removes the name now if this handle created it; open handles keep working.
+    ///
+    /// # Errors
+    /// `Shm(Io)` if `shm_unlink` fails for a reason other than the name being gone.
+    pub fn unlink(&mut self) -> Result<()> {
+        self.shared.unlink()
+    }
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock")
+            .field("name", &self.name())
+            .field("holder", &self.raw().holder())
+            .field("poisoned", &self.is_poisoned())
+            .finish()
+    }
+}
+
+/// Holds a [`Lock`] (or a [`Condition`](crate::Condition)'s lock) across processes; unlocks
+/// when dropped.
+///
+/// Not `Send`: the lock records the thread that holds it, and only that thread may unlock.
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<ipc_sem::LockGuard<'static>>();
+/// ```
+#[must_use = "dropping the guard unlocks at once"]
+pub struct LockGuard<'a> {
+    pub(crate) raw: &'a RawLock,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl LockGuard<'_> {
+    /// Declares the protected data consistent after an `OwnerDied` take-over, so that
+    /// dropping the guard does not poison the lock. Harmless otherwise.
+    pub fn mark_consistent(&self) {
+        // The guard proves this thread holds the lock, so `NotHeld` cannot happen.
+        let _ = self.raw.mark_consistent();
+    }
+
+    /// Keeps the lock held without a guard; release it later from this thread with
+    /// [`Lock::release`].
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard").finish_non_exhaustive()
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        // The guard exists only while this thread holds the lock (it is not `Send`).
+        let _ = self.raw.unlock();
+    }
+}

@@ -1,0 +1,264 @@
+//! [`RLock`]: a re-entrant process-shared lock, owned by one (process, thread) at a time.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use ipc_shm::sync::{Deadline, RawLock};
+
+use crate::error::{Error, LockError, Result};
+use crate::loom::{AtomicU32, Ordering};
+use crate::shm::{Shared, SharedState};
+
+/// The shared state: the owner's `RawLock` and the recursion depth, which only the owner
+/// writes.
+#[repr(C)]
+struct RLockState {
+    raw: RawLock,
+    depth: AtomicU32,
+    _reserved: AtomicU32,
+}
+
+#[allow(unsafe_code)]
+// SAFETY: `repr(C)` atomics only (`RawLock` included), valid for every bit pattern, all-zero
+// = free with depth 0; alignment 8.
+unsafe impl SharedState for RLockState {
+    const KIND: &'static str = "ipc_sem::RLock";
+    const VERSION: u32 = 1;
+}
+
+/// The result of an `RLock` lock call.
+pub type RLockResult<'a> = std::result::Result<RLockGuard<'a>, LockError<RLockGuard<'a>>>;
+
+/// A re-entrant lock shared between processes: Python's `multiprocessing.RLock`.
+///
+/// The owner (one thread of one process) may lock it again without blocking; each lock needs
+/// its own release, and the lock is free when the count returns to zero. A thread that does
+/// not own it cannot release it ([`Error::NotOwner`]). Built on the same owner-stamped word as
+/// [`Lock`](crate::Lock), so an owner that dies is detected: the next locker gets
+/// `OwnerDied(guard)` with a recursion count of one.
+///
+/// ```
+/// use ipc_sem::RLock;
+///
+/// let lock = RLock::new()?;
+/// let outer = lock.lock().map_err(ipc_sem::Error::from)?;
+/// let inner = lock.lock().map_err(ipc_sem::Error::from)?; // same thread: no deadlock
+/// assert_eq!(lock.depth(), 2);
+/// drop(inner);
+/// drop(outer);
+/// assert!(!lock.is_locked());
+/// # Ok::<(), ipc_sem::Error>(())
+/// ```
+pub struct RLock {
+    shared: Shared<RLockState>,
+}
+
+impl RLock {
+    /// A free re-entrant lock in an anonymous segment that processes forked afterwards share.
+    ///
+    /// # Errors
+    /// `Shm` if the segment cannot be made.
+    pub fn new() -> Result<RLock> {
+        Ok(RLock {
+            shared: Shared::create(None, 0, 0, |_| {})?,
+        })
+    }
+
+    /// A free re-entrant lock in a new named segment (mode 0600, `O_EXCL`); this handle
+    /// removes the name when dropped.
+    ///
+    /// # Errors
+    /// `Shm(InvalidName)`, `Shm(AlreadyExists)`, `Shm(Io)`.
+    pub fn create_named(name: &str) -> Result<RLock> {
+        Ok(RLock {
+            shared: Shared::create(Some(name), 0, 0, |_| {})?,
+        })
+    }
+
+    /// Opens a re-entrant lock made by [`RLock::create_named`].
+    ///
+    /// # Errors
+    /// `Shm(NotFound)`, `Shm(NotOwner)`, `Shm(NotReady)`, `Shm(LayoutMismatch)` for another
+    /// kind of object.
+    pub fn open_named(name: &str) -> Result<RLock> {
+        Ok(RLock {
+            shared: Shared::open(name, |_| Ok(0))?,
+        })
+    }
+
+    fn state(&self) -> &RLockState {
+        self.shared.state()
+    }
+
+    fn guard(&self) -> RLockGuard<'_> {
+        RLockGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
+    }
+
+    fn acquire(&self, deadline: Option<Deadline>) -> RLockResult<'_> {
+        let s = self.state();
+        if s.raw.is_held_by_current_thread() {
+            // Only the owner writes `depth`, so a plain read-modify-write is race-free; the
+            // value is untrusted, so overflow is reported, not wrapped.
+            let d = s.depth.load(Ordering::Relaxed);
+            let Some(next) = d.checked_add(1) else {
+                return Err(LockError::Corrupted);
+            };
+            s.depth.store(next.max(2), Ordering::Relaxed);
+            return Ok(self.guard());
+        }
+        let r = match deadline {
+            Some(d) => s.raw.lock(d),
+            None => s.raw.try_lock(),
+        };
+        match r {
+            Ok(()) => {
+                s.depth.store(1, Ordering::Relaxed);
+                Ok(self.guard())
+            }
+            Err(e) => {
+                if matches!(e, LockError::OwnerDied(())) {
+                    s.depth.store(1, Ordering::Relaxed);
+                }
+                Err(e.map(|()| self.guard()))
+            }
+        }
+    }
+
+    /// Takes the lock (or, for its owner, takes it once more), waiting as long as it takes.
+    ///
+    /// # Errors
+    /// `OwnerDied(guard)` if the previous owner died holding it (the caller owns it now with
+    /// depth 1; [`RLockGuard::mark_consistent`] or the lock is poisoned); `Poisoned`;
+    /// `Corrupted` if the shared depth would overflow.
+    ///
+    /// # Peer death
+    /// An owner that dies while the caller waits is noticed within about 50 ms.
+    pub fn lock(&self) -> RLockResult<'_> {
+        self.acquire(Some(Deadline::never()))
+    }
+
+    /// [`RLock::lock`] without waiting.
+    ///
+    /// # Errors
+    /// As [`RLock::lock`], plus `WouldBlock` if another live thread owns it.
+    pub fn try_lock(&self) -> RLockResult<'_> {
+        self.acquire(None)
+    }
+
+    /// [`RLock::lock`] waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`RLock::lock`], plus `Timeout`.
+    ///
+    /// # Peer death
+    /// As [`RLock::lock`].
+    pub fn lock_timeout(&self, timeout: Duration) -> RLockResult<'_> {
+        self.acquire(Some(Deadline::after(timeout)))
+    }
+
+    /// Releases one level of ownership held without a guard (after [`RLockGuard::leak`]),
+    /// like Python's `RLock.release()`; the lock is free when the depth reaches zero.
+    ///
+    /// # Errors
+    /// `NotOwner` if the calling thread does not own the lock (nothing changes).
+    pub fn release(&self) -> Result<()> {
+        let s = self.state();
+        if !s.raw.is_held_by_current_thread() {
+            return Err(Error::NotOwner);
+        }
+        let d = s.depth.load(Ordering::Relaxed);
+        if d > 1 {
+            s.depth.store(d - 1, Ordering::Relaxed);
+            return Ok(());
+        }
+        s.depth.store(0, Ordering::Relaxed);
+        s.raw.unlock().map_err(|_| Error::NotOwner)
+    }
+
+    /// Whether somebody owns the lock (a snapshot).
+    pub fn is_locked(&self) -> bool {
+        self.state().raw.is_locked()
+    }
+
+    /// Whether the calling thread owns the lock.
+    pub fn is_owned_by_current_thread(&self) -> bool {
+        self.state().raw.is_held_by_current_thread()
+    }
+
+    /// How many times the calling thread holds the lock (0 if it does not own it).
+    pub fn depth(&self) -> u32 {
+        let s = self.state();
+        if s.raw.is_held_by_current_thread() {
+            s.depth.load(Ordering::Relaxed).max(1)
+        } else {
+            0
+        }
+    }
+
+    /// Whether the lock is poisoned: an owner died and nobody marked the data consistent.
+    pub fn is_poisoned(&self) -> bool {
+        self.state().raw.is_poisoned()
+    }
+
+    /// The segment's name, or `None` for an inherited lock.
+    pub fn name(&self) -> Option<&str> {
+        self.shared.name()
+    }
+
+    /// Removes the name now if this handle created it; open handles keep working.
+    ///
+    /// # Errors
+    /// `Shm(Io)` if `shm_unlink` fails for a reason other than the name being gone.
+    pub fn unlink(&mut self) -> Result<()> {
+        self.shared.unlink()
+    }
+}
+
+impl fmt::Debug for RLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RLock")
+            .field("name", &self.name())
+            .field("owner", &self.state().raw.holder())
+            .finish()
+    }
+}
+
+/// One level of ownership of an [`RLock`]; released when dropped. Not `Send`.
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<ipc_sem::RLockGuard<'static>>();
+/// ```
+#[must_use = "dropping the guard releases one level at once"]
+pub struct RLockGuard<'a> {
+    lock: &'a RLock,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl RLockGuard<'_> {
+    /// Declares the protected data consistent after an `OwnerDied` take-over.
+    pub fn mark_consistent(&self) {
+        let _ = self.lock.state().raw.mark_consistent();
+    }
+
+    /// Keeps this level held without a guard; release it later with [`RLock::release`].
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl fmt::Debug for RLockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RLockGuard").finish_non_exhaustive()
+    }
+}
+
+impl Drop for RLockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock.release();
+    }
+}
