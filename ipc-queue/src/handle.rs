@@ -1,0 +1,277 @@
+//! The part both queue types share: the segment, the ring, and the blocking loops, with the
+//! mapping from ring outcomes to errors. `PodQueue` and `Queue` differ only in how a value is
+//! written into and read out of a slot.
+
+use std::time::Duration;
+
+use ipc_shm::sync::Deadline;
+use ipc_shm::{Layout, Segment, DEFAULT_OPEN_TIMEOUT};
+
+use crate::error::{Error, Result};
+use crate::ring::{
+    DeathWatch, Me, OsLiveness, ShmRing, SlotReader, SlotWriter, Stop, MAX_CAPACITY, SLOT_HEADER,
+};
+
+/// The largest slot, header included (1 GiB).
+pub(crate) const MAX_SLOT: usize = 1 << 30;
+
+/// Slot size for a payload of `payload` bytes: header plus payload, rounded up to 8.
+pub(crate) fn slot_size_for(payload: usize) -> Option<usize> {
+    let s = payload.checked_add(SLOT_HEADER + 7)? & !7;
+    (s <= MAX_SLOT).then_some(s)
+}
+
+/// A mapped ring and its per-handle death-check state.
+pub(crate) struct Handle {
+    ring: ShmRing,
+    watch: DeathWatch,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("name", &self.ring.segment().name())
+            .field("capacity", &self.ring.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_geometry(cap: u64, slot: u64, min_slot: usize) -> Result<(usize, usize), &'static str> {
+    let cap = usize::try_from(cap).map_err(|_| "capacity too large")?;
+    let slot = usize::try_from(slot).map_err(|_| "slot size too large")?;
+    if cap == 0 || cap > MAX_CAPACITY {
+        return Err("capacity must be between 1 and 2^30");
+    }
+    if slot < min_slot || slot > MAX_SLOT || slot % 8 != 0 {
+        return Err("slot size out of range");
+    }
+    ShmRing::payload_len(cap, slot).ok_or("capacity times slot size overflows")?;
+    Ok((cap, slot))
+}
+
+impl Handle {
+    /// Creates a ring for `layout` (its capacity and slot size), inherited or named.
+    pub(crate) fn create(layout: Layout, name: Option<&str>, min_slot: usize) -> Result<Handle> {
+        let (cap, slot) = check_geometry(layout.capacity, layout.slot_size, min_slot)
+            .map_err(Error::InvalidConfig)?;
+        let len = ShmRing::payload_len(cap, slot)
+            .ok_or(Error::InvalidConfig("capacity times slot size overflows"))?;
+        let seg = Segment::create(&layout, len, name, |seg| {
+            if ShmRing::init_segment(seg, cap, slot) {
+                Ok(())
+            } else {
+                Err(ipc_shm::Error::InvalidSize(len as u64, "ring geometry"))
+            }
+        })?;
+        Self::wrap(seg, cap, slot)
+    }
+
+    /// Opens the named ring `name`, checking kind, element type and (when nonzero in
+    /// `expected`) capacity and slot size.
+    pub(crate) fn open(expected: Layout, name: &str, min_slot: usize) -> Result<Handle> {
+        let seg = Segment::open_named(name, &expected, DEFAULT_OPEN_TIMEOUT, |l| {
+            let (cap, slot) = check_geometry(l.capacity, l.slot_size, min_slot).map_err(|why| {
+                ipc_shm::Error::LayoutMismatch {
+                    field: why,
+                    expected: 0,
+                    found: l.capacity,
+                }
+            })?;
+            ShmRing::payload_len(cap, slot).ok_or(ipc_shm::Error::InvalidSize(l.capacity, "ring"))
+        })?;
+        let (cap, slot) = (
+            seg.layout().capacity as usize,
+            seg.layout().slot_size as usize,
+        );
+        Self::wrap(seg, cap, slot)
+    }
+
+    fn wrap(seg: Segment, cap: usize, slot: usize) -> Result<Handle> {
+        let ring = ShmRing::new(seg, cap, slot).ok_or(Error::Corrupted("ring geometry"))?;
+        Ok(Handle {
+            ring,
+            watch: DeathWatch::new(),
+        })
+    }
+
+    /// Bytes of payload per slot.
+    pub(crate) fn slot_payload(&self) -> usize {
+        self.ring.segment().layout().slot_size as usize - SLOT_HEADER
+    }
+
+    /// Puts with `write`, waiting until `deadline`.
+    #[inline]
+    pub(crate) fn put<R, E>(
+        &self,
+        deadline: Deadline,
+        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
+    ) -> Result<Result<R, E>, Stop> {
+        self.ring
+            .ring()
+            .put_until(Me::current(), deadline, &self.watch, &OsLiveness, write)
+    }
+
+    /// Gets with `read`, waiting until `deadline`.
+    #[inline]
+    pub(crate) fn get<R>(
+        &self,
+        deadline: Deadline,
+        read: &mut impl FnMut(SlotReader<'_>) -> R,
+    ) -> Result<R, Stop> {
+        self.ring
+            .ring()
+            .get_until(Me::current(), deadline, &self.watch, &OsLiveness, read)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ring.ring().len()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    pub(crate) fn close(&self) {
+        self.ring.ring().close();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.ring.ring().is_closed()
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.ring.ring().dropped()
+    }
+
+    pub(crate) fn task_done(&self) -> Result<()> {
+        self.ring
+            .ring()
+            .task_done()
+            .map_err(|_| Error::TaskDoneTooManyTimes)
+    }
+
+    pub(crate) fn join(&self, timeout: Option<Duration>) -> Result<()> {
+        let ring = self.ring.ring();
+        let before = ring.dropped();
+        match ring.join_until(Deadline::from_timeout(timeout), &OsLiveness) {
+            Ok(()) => {
+                let dropped = ring.dropped().saturating_sub(before);
+                if dropped > 0 {
+                    Err(Error::PeerDied { dropped })
+                } else {
+                    Ok(())
+                }
+            }
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.ring.segment().name()
+    }
+
+    pub(crate) fn unlink(&mut self) -> Result<()> {
+        Ok(self.ring.segment_mut().unlink()?)
+    }
+}
+
+/// The error a get ends with, for its flavour (`try_`, `_timeout` or blocking).
+pub(crate) fn get_error(stop: Stop, on_deadline: Error) -> Error {
+    match stop {
+        Stop::Deadline => on_deadline,
+        Stop::Closed => Error::Closed,
+        Stop::Corrupted => Error::Corrupted("impossible slot state or position"),
+    }
+}
+
+/// The methods both queue types forward to their [`Handle`] unchanged (field `h`).
+macro_rules! shared_methods {
+    ($ty:ident) => {
+        impl<T> $ty<T> {
+            /// Approximately how many messages are queued (like Python's `qsize`).
+            pub fn len(&self) -> usize {
+                self.h.len()
+            }
+
+            /// Whether the queue looked empty (approximate).
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+
+            /// Whether the queue looked full (approximate).
+            pub fn is_full(&self) -> bool {
+                self.len() >= self.capacity()
+            }
+
+            /// The number of slots.
+            pub fn capacity(&self) -> usize {
+                self.h.capacity()
+            }
+
+            /// Closes the queue for every process: later puts fail with `Closed`, gets drain
+            /// what is queued and then fail with `Closed`, and every blocked caller wakes.
+            pub fn close(&self) {
+                self.h.close();
+            }
+
+            /// Whether the queue has been closed.
+            pub fn is_closed(&self) -> bool {
+                self.h.is_closed()
+            }
+
+            /// Messages lost because the consumer holding them was killed mid-get.
+            pub fn dropped_by_dead_peers(&self) -> u64 {
+                self.h.dropped()
+            }
+
+            /// Marks one message taken by a get as processed (`JoinableQueue.task_done`).
+            ///
+            /// # Errors
+            /// [`Error::TaskDoneTooManyTimes`](crate::Error::TaskDoneTooManyTimes) if called
+            /// more often than messages were put.
+            pub fn task_done(&self) -> crate::Result<()> {
+                self.h.task_done()
+            }
+
+            /// Waits until every message put has been marked done (`JoinableQueue.join`).
+            ///
+            /// # Errors
+            /// [`Error::PeerDied`](crate::Error::PeerDied) when all tasks are accounted for
+            /// but some were lost with consumers killed while this call waited.
+            ///
+            /// # Peer death
+            /// Messages held by dead consumers count as done (they are reclaimed while
+            /// waiting). A consumer that dies after a successful get but before `task_done`
+            /// leaves its task unfinished forever, as in Python: use `join_timeout`.
+            pub fn join(&self) -> crate::Result<()> {
+                self.h.join(None)
+            }
+
+            /// `join`, waiting at most `timeout`.
+            ///
+            /// # Errors
+            /// [`Error::Timeout`](crate::Error::Timeout),
+            /// [`Error::PeerDied`](crate::Error::PeerDied).
+            ///
+            /// # Peer death
+            /// As `join`.
+            pub fn join_timeout(&self, timeout: std::time::Duration) -> crate::Result<()> {
+                self.h.join(Some(timeout))
+            }
+
+            /// The segment name of a named queue.
+            pub fn name(&self) -> Option<&str> {
+                self.h.name()
+            }
+
+            /// Removes the name now (creator only); open handles keep working.
+            ///
+            /// # Errors
+            /// [`Error::Shm`](crate::Error::Shm) if `shm_unlink` fails.
+            pub fn unlink(&mut self) -> crate::Result<()> {
+                self.h.unlink()
+            }
+        }
+    };
+}
+pub(crate) use shared_methods;

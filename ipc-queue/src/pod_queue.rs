@@ -1,0 +1,265 @@
+//! [`PodQueue`]: plain-data messages copied straight into the ring, no codec.
+
+use std::borrow::Borrow;
+use std::convert::Infallible;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use bytemuck::Pod;
+use ipc_shm::sync::Deadline;
+use ipc_shm::Layout;
+
+use crate::error::{Error, PutError, PutFail, PutTimeoutError, Result, TryPutError};
+use crate::handle::{get_error, slot_size_for, Handle};
+use crate::ring::{SlotReader, SlotWriter, Stop, SLOT_HEADER};
+
+const KIND: &str = "ipc_queue::PodQueue";
+const KIND_VERSION: u32 = 1;
+
+/// A bounded multi-producer multi-consumer queue of plain-data values in shared memory.
+///
+/// Each slot holds one `T` (`bytemuck::Pod`: any bit pattern is a valid value, so a peer
+/// cannot make us read an invalid one). A put or get is one compare-and-swap on the slot, a
+/// copy and one counter update: no system call and no allocation unless it has to wait.
+/// Waiting spins briefly, yields, then sleeps on a futex until woken or the deadline.
+///
+/// Shared by `fork` ([`PodQueue::new`]) or by name ([`PodQueueBuilder::named`] +
+/// [`PodQueue::open_named`]). A participant killed in the middle of a put or get does not
+/// wedge the queue: its slot is reclaimed once it is seen dead (see the crate docs).
+///
+/// ```
+/// use ipc_queue::PodQueue;
+///
+/// let q = PodQueue::<u64>::new(4)?;
+/// q.put(1u64)?;
+/// q.try_put(2u64).unwrap();
+/// assert_eq!(q.len(), 2);
+/// assert_eq!(q.get()?, 1);
+/// assert_eq!(q.try_get()?, 2);
+/// assert!(matches!(q.try_get(), Err(ipc_queue::Error::Empty)));
+/// # Ok::<(), ipc_queue::Error>(())
+/// ```
+pub struct PodQueue<T> {
+    h: Handle,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> fmt::Debug for PodQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PodQueue")
+            .field("element", &std::any::type_name::<T>())
+            .field("queue", &self.h)
+            .finish()
+    }
+}
+
+/// Configures and creates a [`PodQueue`] (from [`PodQueue::builder`]).
+#[derive(Debug)]
+pub struct PodQueueBuilder<T> {
+    capacity: usize,
+    name: Option<String>,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Pod> PodQueueBuilder<T> {
+    /// The number of slots (default 1024; 1 to 2^30).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Makes the queue a named segment that unrelated processes open with
+    /// [`PodQueue::open_named`]; created `0600` with `O_EXCL`, removed when this handle drops.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    fn layout(&self) -> Result<Layout> {
+        let slot = slot_size_for(std::mem::size_of::<T>())
+            .ok_or(Error::InvalidConfig("element too large"))?;
+        Ok(Layout::of::<T>(KIND, KIND_VERSION)
+            .with_capacity(self.capacity as u64)
+            .with_slot_size(slot as u64))
+    }
+
+    /// Creates the queue.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a capacity out of range; [`Error::Shm`] if the segment
+    /// cannot be created (`AlreadyExists` for a taken name).
+    pub fn create(self) -> Result<PodQueue<T>> {
+        let layout = self.layout()?;
+        let h = Handle::create(layout, self.name.as_deref(), SLOT_HEADER)?;
+        Ok(PodQueue { h, _t: PhantomData })
+    }
+
+    /// Opens the named queue set with [`named`](Self::named), checking that it has exactly
+    /// this capacity (and element type).
+    ///
+    /// # Errors
+    /// As [`PodQueue::open_named`]; `LayoutMismatch` also for another capacity.
+    pub fn open(self) -> Result<PodQueue<T>> {
+        let name = self
+            .name
+            .as_deref()
+            .ok_or(Error::InvalidConfig("open needs a name"))?;
+        let h = Handle::open(self.layout()?, name, SLOT_HEADER)?;
+        Ok(PodQueue { h, _t: PhantomData })
+    }
+}
+
+fn writer<T: Pod>(v: &T) -> impl FnMut(SlotWriter<'_>) -> Result<(), Infallible> + '_ {
+    move |mut w| {
+        let bytes = bytemuck::bytes_of(v);
+        w.bytes()[..bytes.len()].copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+fn reader<T: Pod>(r: SlotReader<'_>) -> Option<T> {
+    r.read_pod::<T>(0)
+}
+
+fn put_fail(stop: Stop) -> PutFail {
+    match stop {
+        Stop::Deadline => PutFail::Full,
+        Stop::Closed => PutFail::Closed,
+        Stop::Corrupted => PutFail::Failed(Error::Corrupted("impossible slot state or position")),
+    }
+}
+
+impl<T: Pod> PodQueue<T> {
+    /// A queue of `capacity` slots, shared with processes forked after this call.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a capacity of 0 or above 2^30; [`Error::Shm`] if the
+    /// memory cannot be allocated.
+    pub fn new(capacity: usize) -> Result<Self> {
+        Self::builder().capacity(capacity).create()
+    }
+
+    /// A builder: capacity, name.
+    pub fn builder() -> PodQueueBuilder<T> {
+        PodQueueBuilder {
+            capacity: 1024,
+            name: None,
+            _t: PhantomData,
+        }
+    }
+
+    /// Opens the named queue `name` created by another process, with whatever capacity it
+    /// has.
+    ///
+    /// # Errors
+    /// [`Error::Shm`]: `NotFound`, `NotOwner`, `NotReady`, or `LayoutMismatch` if the segment
+    /// is not a `PodQueue<T>` (another kind, element type or size).
+    pub fn open_named(name: &str) -> Result<Self> {
+        let slot = slot_size_for(std::mem::size_of::<T>())
+            .ok_or(Error::InvalidConfig("element too large"))?;
+        let expected = Layout::of::<T>(KIND, KIND_VERSION).with_slot_size(slot as u64);
+        let h = Handle::open(expected, name, slot)?;
+        Ok(PodQueue { h, _t: PhantomData })
+    }
+
+    fn put_until<B: Borrow<T>>(&self, value: &B, deadline: Deadline) -> Result<(), PutFail> {
+        match self.h.put(deadline, &mut writer(value.borrow())) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(never)) => match never {},
+            Err(stop) => Err(put_fail(stop)),
+        }
+    }
+
+    /// Puts `value` (a `T` or a `&T`), waiting as long as the queue is full.
+    ///
+    /// # Errors
+    /// [`PutError::Closed`] once the queue is closed; `Failed(_, Corrupted)` if the shared
+    /// state is corrupted. The value comes back in both.
+    ///
+    /// # Peer death
+    /// A consumer killed while holding a slot blocks nothing: once it is seen dead (checked
+    /// every few milliseconds while waiting) its slot is freed and the message it held is
+    /// counted in [`dropped_by_dead_peers`](Self::dropped_by_dead_peers).
+    pub fn put<B: Borrow<T>>(&self, value: B) -> Result<(), PutError<B>> {
+        self.put_until(&value, Deadline::never())
+            .map_err(|f| f.put(value))
+    }
+
+    /// Puts `value` if a slot is free now.
+    ///
+    /// # Errors
+    /// [`TryPutError::Full`], [`TryPutError::Closed`], or `Failed(_, Corrupted)`; the value
+    /// comes back.
+    ///
+    /// # Peer death
+    /// A slot held by a dead consumer is reclaimed by a later call once its owner has been
+    /// seen stuck for a few milliseconds; until then this returns `Full`.
+    pub fn try_put<B: Borrow<T>>(&self, value: B) -> Result<(), TryPutError<B>> {
+        self.put_until(&value, Deadline::expired())
+            .map_err(|f| f.try_put(value))
+    }
+
+    /// Puts `value`, waiting at most `timeout` for a free slot.
+    ///
+    /// # Errors
+    /// [`PutTimeoutError::Timeout`], [`PutTimeoutError::Closed`] (a blocked call wakes when
+    /// the queue is closed), or `Failed(_, Corrupted)`; the value comes back.
+    ///
+    /// # Peer death
+    /// As [`put`](Self::put); a dead consumer never makes this wait past `timeout`.
+    pub fn put_timeout<B: Borrow<T>>(
+        &self,
+        value: B,
+        timeout: Duration,
+    ) -> Result<(), PutTimeoutError<B>> {
+        self.put_until(&value, Deadline::after(timeout))
+            .map_err(|f| f.put_timeout(value))
+    }
+
+    fn get_until(&self, deadline: Deadline, on_deadline: Error) -> Result<T> {
+        match self.h.get(deadline, &mut reader::<T>) {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(Error::Corrupted("slot smaller than the element")),
+            Err(stop) => Err(get_error(stop, on_deadline)),
+        }
+    }
+
+    /// Takes the oldest message, waiting as long as the queue is empty.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the queue is closed and drained; [`Error::Corrupted`].
+    ///
+    /// # Peer death
+    /// A producer killed between claiming a slot and publishing it leaves a slot that is
+    /// skipped once it is seen dead (checked every few milliseconds while waiting); later
+    /// messages flow on. A killed peer never makes this hang.
+    pub fn get(&self) -> Result<T> {
+        self.get_until(Deadline::never(), Error::Timeout)
+    }
+
+    /// Takes the oldest message if there is one now.
+    ///
+    /// # Errors
+    /// [`Error::Empty`], [`Error::Closed`] (closed and drained), [`Error::Corrupted`].
+    ///
+    /// # Peer death
+    /// A slot claimed by a dead producer reads as empty until a call has seen it stuck for a
+    /// few milliseconds; then it is skipped.
+    pub fn try_get(&self) -> Result<T> {
+        self.get_until(Deadline::expired(), Error::Empty)
+    }
+
+    /// Takes the oldest message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], [`Error::Closed`] (also wakes a blocked call), [`Error::Corrupted`].
+    ///
+    /// # Peer death
+    /// As [`get`](Self::get); a dead producer never makes this wait past `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_until(Deadline::after(timeout), Error::Timeout)
+    }
+}
+
+crate::handle::shared_methods!(PodQueue);

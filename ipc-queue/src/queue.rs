@@ -1,0 +1,341 @@
+//! [`Queue`]: any `serde` type, postcard-encoded straight into inline slots.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use ipc_shm::sync::Deadline;
+use ipc_shm::Layout;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, PutError, PutFail, PutTimeoutError, Result, TryPutError};
+use crate::handle::{get_error, slot_size_for, Handle};
+use crate::ring::{SlotReader, SlotWriter, Stop, SLOT_HEADER};
+
+const KIND: &str = "ipc_queue::Queue";
+const KIND_VERSION: u32 = 1;
+/// Bytes of the length word before each encoded message.
+const LEN_WORD: usize = 4;
+/// The default `max_message_size`.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256;
+/// Messages up to this size are copied out of the slot onto the stack (no allocation).
+const INLINE: usize = 256;
+
+/// A bounded multi-producer multi-consumer queue of `serde` values in shared memory, the
+/// counterpart of Python's `multiprocessing.Queue`.
+///
+/// Each slot holds a length word and up to `max_message_size` bytes (default 256) of
+/// [postcard](https://docs.rs/postcard) encoding, written straight into the claimed slot.
+/// A message that does not fit is refused with `TooLarge`, the value handed back, and the
+/// queue stays usable. A get copies the bytes out of the slot, releases it, and decodes the
+/// copy, so nothing a peer may write is decoded in place; messages up to 256 bytes are
+/// copied to the stack (no allocation besides what `T` itself needs).
+///
+/// Everything else (sharing modes, blocking, peer death, `close`, `join`) is as
+/// [`PodQueue`](crate::PodQueue): both run the same ring.
+///
+/// ```
+/// use ipc_queue::Queue;
+///
+/// let q = Queue::<(String, u32)>::builder().capacity(8).max_message_size(64).create()?;
+/// q.put(&("job".to_string(), 7))?;
+/// assert_eq!(q.get()?, ("job".to_string(), 7));
+/// let big = ("x".repeat(100), 0);
+/// let err = q.try_put(&big).unwrap_err();
+/// assert!(matches!(err, ipc_queue::TryPutError::TooLarge { .. }));
+/// assert_eq!(err.into_inner(), &big);
+/// # Ok::<(), ipc_queue::Error>(())
+/// ```
+pub struct Queue<T> {
+    h: Handle,
+    max: usize,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("element", &std::any::type_name::<T>())
+            .field("max_message_size", &self.max)
+            .field("queue", &self.h)
+            .finish()
+    }
+}
+
+/// Configures and creates a [`Queue`] (from [`Queue::builder`]).
+#[derive(Debug)]
+pub struct QueueBuilder<T> {
+    capacity: usize,
+    max_message_size: usize,
+    name: Option<String>,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
+    /// The number of slots (default 1024; 1 to 2^30).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// The largest encoded message a slot holds, in bytes (default 256). Slots are this plus
+    /// a 4-byte length word, rounded up to 8 bytes, so the real limit may be a few bytes more
+    /// ([`Queue::max_message_size`] tells).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Makes the queue a named segment that unrelated processes open with
+    /// [`Queue::open_named`]; created `0600` with `O_EXCL`, removed when this handle drops.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    fn layout(&self) -> Result<Layout> {
+        let slot = self
+            .max_message_size
+            .checked_add(LEN_WORD)
+            .and_then(slot_size_for)
+            .ok_or(Error::InvalidConfig("max_message_size too large"))?;
+        Ok(Layout::of::<T>(KIND, KIND_VERSION)
+            .with_capacity(self.capacity as u64)
+            .with_slot_size(slot as u64))
+    }
+
+    /// Creates the queue.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a capacity or message size out of range; [`Error::Shm`]
+    /// if the segment cannot be created (`AlreadyExists` for a taken name).
+    pub fn create(self) -> Result<Queue<T>> {
+        let h = Handle::create(self.layout()?, self.name.as_deref(), SLOT_HEADER + LEN_WORD)?;
+        Ok(Queue::wrap(h))
+    }
+
+    /// Opens the named queue set with [`named`](Self::named), checking that it has exactly
+    /// this capacity and message size (and element type).
+    ///
+    /// # Errors
+    /// As [`Queue::open_named`]; `LayoutMismatch` also for another capacity or slot size.
+    pub fn open(self) -> Result<Queue<T>> {
+        let name = self
+            .name
+            .as_deref()
+            .ok_or(Error::InvalidConfig("open needs a name"))?;
+        let h = Handle::open(self.layout()?, name, SLOT_HEADER + LEN_WORD)?;
+        Ok(Queue::wrap(h))
+    }
+}
+
+/// The bytes of one message copied out of its slot.
+#[allow(clippy::large_enum_variant)] // a stack temporary: inline is the point
+enum Copied {
+    Inline([u8; INLINE], usize),
+    Heap(Vec<u8>),
+}
+
+impl Copied {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Copied::Inline(b, n) => &b[..*n],
+            Copied::Heap(v) => v,
+        }
+    }
+}
+
+fn encode_into<T: Serialize + ?Sized>(v: &T, mut w: SlotWriter<'_>) -> Result<(), Error> {
+    let buf = w.bytes();
+    let (len_word, body) = buf.split_at_mut(LEN_WORD);
+    let used = postcard::to_slice(v, body).map_err(Error::Encode)?.len();
+    let len = u32::try_from(used).map_err(|_| Error::Corrupted("message length"))?;
+    len_word.copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+fn copy_out(r: SlotReader<'_>) -> Result<Copied, Error> {
+    let len = r
+        .read_pod::<u32>(0)
+        .ok_or(Error::Corrupted("slot smaller than its length word"))? as usize;
+    if len > r.len() - LEN_WORD {
+        return Err(Error::Corrupted("message length larger than the slot"));
+    }
+    if len <= INLINE {
+        let mut b = [0u8; INLINE];
+        r.copy_out(LEN_WORD, &mut b[..len]);
+        Ok(Copied::Inline(b, len))
+    } else {
+        let mut v = vec![0u8; len];
+        r.copy_out(LEN_WORD, &mut v);
+        Ok(Copied::Heap(v))
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    fn wrap(h: Handle) -> Queue<T> {
+        let max = h.slot_payload() - LEN_WORD;
+        Queue {
+            h,
+            max,
+            _t: PhantomData,
+        }
+    }
+
+    /// A queue of `capacity` slots of the default message size, shared with processes forked
+    /// after this call.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a capacity of 0 or above 2^30; [`Error::Shm`] if the
+    /// memory cannot be allocated.
+    pub fn new(capacity: usize) -> Result<Self> {
+        Self::builder().capacity(capacity).create()
+    }
+
+    /// A builder: capacity, message size, name.
+    pub fn builder() -> QueueBuilder<T> {
+        QueueBuilder {
+            capacity: 1024,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            name: None,
+            _t: PhantomData,
+        }
+    }
+
+    /// Opens the named queue `name` created by another process, with whatever capacity and
+    /// message size it has.
+    ///
+    /// # Errors
+    /// [`Error::Shm`]: `NotFound`, `NotOwner`, `NotReady`, or `LayoutMismatch` if the segment
+    /// is not a `Queue<T>`.
+    pub fn open_named(name: &str) -> Result<Self> {
+        let expected = Layout::of::<T>(KIND, KIND_VERSION);
+        Ok(Queue::wrap(Handle::open(
+            expected,
+            name,
+            SLOT_HEADER + LEN_WORD,
+        )?))
+    }
+
+    /// The largest encoded message a slot holds.
+    pub fn max_message_size(&self) -> usize {
+        self.max
+    }
+
+    fn put_until(&self, value: &T, deadline: Deadline) -> Result<(), PutFail> {
+        // Size first (no allocation, no copy): a message that cannot fit fails at once, even
+        // on a full queue, and never takes a slot.
+        let len = postcard::serialize_with_flavor::<T, _, usize>(
+            value,
+            postcard::ser_flavors::Size::default(),
+        )
+        .map_err(|e| PutFail::Failed(Error::Encode(e)))?;
+        if len > self.max {
+            return Err(PutFail::TooLarge { len, max: self.max });
+        }
+        match self
+            .h
+            .put(deadline, &mut |w: SlotWriter<'_>| encode_into(value, w))
+        {
+            Ok(Ok(())) => Ok(()),
+            // The slot became a tombstone that consumers skip.
+            Ok(Err(e)) => Err(PutFail::Failed(e)),
+            Err(Stop::Deadline) => Err(PutFail::Full),
+            Err(Stop::Closed) => Err(PutFail::Closed),
+            Err(Stop::Corrupted) => Err(PutFail::Failed(Error::Corrupted(
+                "impossible slot state or position",
+            ))),
+        }
+    }
+
+    /// Puts `value` (a `T` or a `&T`), waiting as long as the queue is full.
+    ///
+    /// # Errors
+    /// [`PutError::TooLarge`] if its encoding exceeds
+    /// [`max_message_size`](Self::max_message_size) (checked before waiting);
+    /// [`PutError::Closed`]; `Failed(_, Encode | Corrupted)`. The value comes back.
+    ///
+    /// # Peer death
+    /// As [`PodQueue::put`](crate::PodQueue::put).
+    pub fn put<B: Borrow<T>>(&self, value: B) -> Result<(), PutError<B>> {
+        self.put_until(value.borrow(), Deadline::never())
+            .map_err(|f| f.put(value))
+    }
+
+    /// Puts `value` if a slot is free now.
+    ///
+    /// # Errors
+    /// [`TryPutError::Full`], [`TryPutError::Closed`], [`TryPutError::TooLarge`],
+    /// `Failed(_, Encode | Corrupted)`; the value comes back.
+    ///
+    /// # Peer death
+    /// As [`PodQueue::try_put`](crate::PodQueue::try_put).
+    pub fn try_put<B: Borrow<T>>(&self, value: B) -> Result<(), TryPutError<B>> {
+        self.put_until(value.borrow(), Deadline::expired())
+            .map_err(|f| f.try_put(value))
+    }
+
+    /// Puts `value`, waiting at most `timeout` for a free slot.
+    ///
+    /// # Errors
+    /// [`PutTimeoutError::Timeout`], [`PutTimeoutError::Closed`],
+    /// [`PutTimeoutError::TooLarge`], `Failed(_, Encode | Corrupted)`; the value comes back.
+    ///
+    /// # Peer death
+    /// As [`PodQueue::put_timeout`](crate::PodQueue::put_timeout).
+    pub fn put_timeout<B: Borrow<T>>(
+        &self,
+        value: B,
+        timeout: Duration,
+    ) -> Result<(), PutTimeoutError<B>> {
+        self.put_until(value.borrow(), Deadline::after(timeout))
+            .map_err(|f| f.put_timeout(value))
+    }
+
+    fn get_until(&self, deadline: Deadline, on_deadline: Error) -> Result<T> {
+        let copied = self
+            .h
+            .get(deadline, &mut copy_out)
+            .map_err(|stop| get_error(stop, on_deadline))??;
+        postcard::from_bytes(copied.bytes()).map_err(Error::Decode)
+    }
+
+    /// Takes the oldest message, waiting as long as the queue is empty.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once closed and drained; [`Error::Decode`] if the bytes are not a
+    /// `T`; [`Error::Corrupted`] for a length word larger than the slot. In both of the
+    /// latter the message is consumed and the queue stays usable.
+    ///
+    /// # Peer death
+    /// As [`PodQueue::get`](crate::PodQueue::get).
+    pub fn get(&self) -> Result<T> {
+        self.get_until(Deadline::never(), Error::Timeout)
+    }
+
+    /// Takes the oldest message if there is one now.
+    ///
+    /// # Errors
+    /// [`Error::Empty`], and as [`get`](Self::get).
+    ///
+    /// # Peer death
+    /// As [`PodQueue::try_get`](crate::PodQueue::try_get).
+    pub fn try_get(&self) -> Result<T> {
+        self.get_until(Deadline::expired(), Error::Empty)
+    }
+
+    /// Takes the oldest message, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], and as [`get`](Self::get).
+    ///
+    /// # Peer death
+    /// As [`PodQueue::get_timeout`](crate::PodQueue::get_timeout).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_until(Deadline::after(timeout), Error::Timeout)
+    }
+}
+
+crate::handle::shared_methods!(Queue);

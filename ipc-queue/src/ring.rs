@@ -1,0 +1,1435 @@
+//! The lock-free core: a bounded multi-producer multi-consumer ring whose claims survive a
+//! killed participant.
+//!
+//! Source: Dmitry Vyukov, "Bounded MPMC queue" (1024cores.net), the per-slot sequence scheme
+//! that crossbeam's `ArrayQueue` also uses, with crossbeam's lap/index position encoding (so
+//! any capacity works without a division). Changes made here, and why:
+//!
+//! - **The claim is made on the slot, and it names the claimer.** Vyukov claims a position by
+//!   compare-and-swap on the shared enqueue (dequeue) counter, then owns the slot; a process
+//!   killed between that CAS and its publication leaves a slot nobody can attribute, and the
+//!   queue wedges. Here the one CAS per operation goes on the slot's state word and writes the
+//!   claimer's thread id into it, so a claimed slot is never anonymous. The shared positions
+//!   become *hints*, stored (not CASed) after a claim; a participant that starts from a stale
+//!   hint walks forward over slots already taken in this lap (each step re-reads the hint).
+//! - **Owner stamps.** Before its CAS a claimer stores its full [`OwnerStamp`] (thread id and
+//!   start time) in the slot's stamp word; the CAS (Release) publishes it. A waiter that sees a
+//!   slot stay claimed checks the stamp (`OwnerStamp::is_dead`, on slow paths only) and, if the
+//!   owner is gone, reclaims the slot by a CAS from exactly the state it inspected: a dead
+//!   writer's slot becomes a tombstone that consumers skip, a dead reader's slot is freed and
+//!   its message counted as dropped. A live owner is never reclaimed, however slow.
+//! - **Eventcounts.** Every publication adds to the `puts` word and every release to the
+//!   `gets` word (read-modify-write, so the store-load ordering against a sleeper's
+//!   registration needs no extra fence); a sleeper sets the `WAITERS` bit, re-checks, and
+//!   futex-waits on the low half. The notifier wakes only when that bit was set. The same words
+//!   count messages for `len()` and `join()`.
+//!
+//! Layout after the segment header (every value read here is untrusted):
+//! ```text
+//!   0  enq hint (u64)   puts eventcount (u64)      producer line, 128 bytes
+//! 128  deq hint (u64)   gets eventcount (u64)      consumer line, 128 bytes
+//! 256  done eventcount, dropped, tombstones (u64)  rare line, 128 bytes
+//! 384  slot 0: state (u64), stamp (u64), payload (slot_size - 16 bytes); slot 1; ...
+//! ```
+//! Slot state: `seq << 24 | owner`, `seq` a 40-bit position, `owner` 0 (idle), a thread id
+//! (claimed) or `TOMB`. For the position `p` of slot `i`:
+//! `FREE(p) = p|0`, `WRITING(p) = p|tid`, `FULL(p) = p+1|0`, `READING(p) = p+1|tid`,
+//! `TOMBSTONE(p) = p+1|TOMB`; consuming sets `FREE(p + one_lap)`.
+//!
+//! Positions wrap at 2^40: a participant would have to stall for 2^39 operations between two
+//! of its instructions for a comparison to go wrong. Thread ids fit in 22 bits because Linux
+//! caps `pid_max` at 2^22.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use ipc_shm::sync::{wait_low_half, wake_low_half, Deadline, OwnerStamp, WaitOutcome};
+
+use crate::fault;
+use crate::loom::{spin, yield_now, AtomicU64, Ordering};
+
+const POS_BITS: u32 = 40;
+const POS_MASK: u64 = (1 << POS_BITS) - 1;
+const OWNER_BITS: u32 = 24;
+const OWNER_MASK: u64 = (1 << OWNER_BITS) - 1;
+const TID_MASK: u64 = (1 << 22) - 1;
+const TOMB: u64 = 1 << 23;
+
+/// Eventcount word: bit 0 someone sleeps, bit 1 closed, count from bit 2.
+const WAITERS: u64 = 1;
+const CLOSED: u64 = 2;
+const ONE: u64 = 4;
+
+/// The largest capacity a ring accepts.
+pub(crate) const MAX_CAPACITY: usize = 1 << 30;
+/// Bytes of slot header (state and stamp words) before the payload.
+pub(crate) const SLOT_HEADER: usize = 16;
+/// Bytes of control block before slot 0.
+pub(crate) const CONTROL_LEN: usize = 384;
+/// The most steps one attempt takes before it reports contention (a hostile peer flipping
+/// states cannot keep a call looping).
+const MAX_STEPS: u32 = 1 << 16;
+
+/// How long a blocked caller lets a claimed slot sit before checking whether its owner lives.
+#[cfg(not(loom))]
+const STUCK_CHECK: Duration = Duration::from_millis(10);
+/// The longest a blocked caller sleeps before re-checking for dead peers.
+#[cfg(not(loom))]
+const SLICE: Duration = Duration::from_millis(50);
+
+#[inline]
+fn seq(s: u64) -> u64 {
+    s >> OWNER_BITS
+}
+
+#[inline]
+fn owner(s: u64) -> u64 {
+    s & OWNER_MASK
+}
+
+#[inline]
+fn pack(seq: u64, owner: u64) -> u64 {
+    ((seq & POS_MASK) << OWNER_BITS) | owner
+}
+
+/// `a - b` as a signed distance on the 40-bit position circle.
+#[inline]
+fn diff(a: u64, b: u64) -> i64 {
+    ((a.wrapping_sub(b) & POS_MASK) << OWNER_BITS) as i64 >> OWNER_BITS
+}
+
+/// Whether an owner field names a claimer (not idle, not a tombstone).
+#[inline]
+fn is_claimed(o: u64) -> bool {
+    o != 0 && o != TOMB
+}
+
+/// The control block: position hints and eventcounts, each side on its own 128-byte pair of
+/// cache lines.
+#[repr(C)]
+pub(crate) struct Control {
+    enq: AtomicU64,
+    puts: AtomicU64,
+    _pad0: [u8; 112],
+    deq: AtomicU64,
+    gets: AtomicU64,
+    _pad1: [u8; 112],
+    done: AtomicU64,
+    dropped: AtomicU64,
+    tombstones: AtomicU64,
+    _pad2: [u8; 104],
+}
+
+#[cfg(not(loom))]
+const _: () = {
+    assert!(std::mem::size_of::<Control>() == CONTROL_LEN);
+    assert!(std::mem::offset_of!(Control, deq) == 128);
+    assert!(std::mem::offset_of!(Control, done) == 256);
+};
+
+impl Control {
+    /// A zeroed control block (heap use: loom models).
+    #[cfg(loom)]
+    pub(crate) fn new() -> Control {
+        Control {
+            enq: AtomicU64::new(0),
+            puts: AtomicU64::new(0),
+            _pad0: [0; 112],
+            deq: AtomicU64::new(0),
+            gets: AtomicU64::new(0),
+            _pad1: [0; 112],
+            done: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            tombstones: AtomicU64::new(0),
+            _pad2: [0; 104],
+        }
+    }
+}
+
+/// A slot index checked against the capacity (only [`Ring::index`] makes one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Idx(usize);
+
+/// Exclusive write access to a claimed slot's payload.
+pub(crate) struct SlotWriter<'a> {
+    ptr: *mut u8,
+    len: usize,
+    _slot: PhantomData<&'a mut [u8]>,
+}
+
+impl SlotWriter<'_> {
+    /// The payload bytes.
+    pub(crate) fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: the slot is claimed (WRITING with our thread id): by the protocol no other
+        // participant reads or writes its payload until we publish, and `ptr..ptr+len` lies
+        // inside the slot (see `Slots::write`).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+/// Read access to a claimed slot's payload; reads copy out.
+pub(crate) struct SlotReader<'a> {
+    ptr: *const u8,
+    len: usize,
+    _slot: PhantomData<&'a [u8]>,
+}
+
+impl SlotReader<'_> {
+    /// The payload length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies a `T` out of the payload at `offset`, or `None` if it does not fit.
+    pub(crate) fn read_pod<T: bytemuck::Pod>(&self, offset: usize) -> Option<T> {
+        let end = offset.checked_add(std::mem::size_of::<T>())?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: `offset..end` is inside the payload (checked above); the slot is claimed
+        // (READING with our id), so no correct peer writes it; `T: Pod` accepts any bytes and
+        // the read is unaligned-safe.
+        Some(unsafe { self.ptr.add(offset).cast::<T>().read_unaligned() })
+    }
+
+    /// Copies `dst.len()` payload bytes from `offset` into `dst`; false if out of range.
+    pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) -> bool {
+        match offset.checked_add(dst.len()) {
+            Some(end) if end <= self.len => {
+                // SAFETY: the range is inside the payload (checked); the slot is claimed by
+                // us; `dst` is a distinct local buffer.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        self.ptr.add(offset),
+                        dst.as_mut_ptr(),
+                        dst.len(),
+                    );
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Where the slots live: shared memory, or the heap in loom models.
+pub(crate) trait Slots {
+    /// The state word of slot `i`.
+    fn state(&self, i: Idx) -> &AtomicU64;
+    /// The stamp word of slot `i`.
+    fn stamp(&self, i: Idx) -> &AtomicU64;
+    /// Runs `f` on the payload of slot `i`, which the caller has claimed for writing.
+    fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R;
+    /// Runs `f` on the payload of slot `i`, which the caller has claimed for reading.
+    fn read<R>(&self, i: Idx, f: impl FnOnce(SlotReader<'_>) -> R) -> R;
+}
+
+/// Slots in a shared mapping: `cap` slots of `slot_size` bytes from `base`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ShmSlots {
+    base: NonNull<u8>,
+    slot_size: usize,
+}
+
+impl ShmSlots {
+    fn at(&self, i: Idx) -> *mut u8 {
+        // SAFETY: `Idx` is below the capacity, and the mapping holds `capacity` slots of
+        // `slot_size` bytes from `base` (checked in `ShmRing::new`), so the offset stays inside.
+        unsafe { self.base.as_ptr().add(i.0 * self.slot_size) }
+    }
+}
+
+impl Slots for ShmSlots {
+    fn state(&self, i: Idx) -> &AtomicU64 {
+        // SAFETY: the slot starts 8-aligned (base is 128-aligned, slot_size a multiple of 8)
+        // inside the mapping, which outlives `&self`; an `AtomicU64` is valid for any bits.
+        unsafe { &*self.at(i).cast::<AtomicU64>() }
+    }
+
+    fn stamp(&self, i: Idx) -> &AtomicU64 {
+        // SAFETY: as `state`, 8 bytes further on (slot_size >= SLOT_HEADER).
+        unsafe { &*self.at(i).add(8).cast::<AtomicU64>() }
+    }
+
+    fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R {
+        f(SlotWriter {
+            // SAFETY: the payload starts SLOT_HEADER bytes into the slot, inside the mapping.
+            ptr: unsafe { self.at(i).add(SLOT_HEADER) },
+            len: self.slot_size - SLOT_HEADER,
+            _slot: PhantomData,
+        })
+    }
+
+    fn read<R>(&self, i: Idx, f: impl FnOnce(SlotReader<'_>) -> R) -> R {
+        f(SlotReader {
+            // SAFETY: as in `write`.
+            ptr: unsafe { self.at(i).add(SLOT_HEADER) }.cast_const(),
+            len: self.slot_size - SLOT_HEADER,
+            _slot: PhantomData,
+        })
+    }
+}
+
+/// Who is calling: the thread id written into claimed states and the full stamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Me {
+    tid: u64,
+    stamp: u64,
+}
+
+impl Me {
+    /// The calling thread.
+    #[inline]
+    pub(crate) fn current() -> Me {
+        let st = OwnerStamp::current();
+        Me::new(st.thread_id(), st.to_bits())
+    }
+
+    /// A participant with thread id `tid` (nonzero, below 2^22) and stamp bits `stamp`.
+    pub(crate) fn new(tid: u32, stamp: u64) -> Me {
+        let tid = u64::from(tid) & TID_MASK;
+        Me {
+            tid: if tid == 0 { TID_MASK } else { tid },
+            stamp,
+        }
+    }
+}
+
+/// Decides whether the owner recorded in a slot is gone.
+pub(crate) trait Liveness {
+    /// Whether thread `tid`, with the stamp word `stamp` read from its slot, is certainly
+    /// dead.
+    fn is_dead(&self, tid: u64, stamp: u64) -> bool;
+}
+
+/// The operating system's view (`/proc`), through [`OwnerStamp`].
+pub(crate) struct OsLiveness;
+
+impl Liveness for OsLiveness {
+    fn is_dead(&self, tid: u64, stamp: u64) -> bool {
+        let st = OwnerStamp::from_bits(stamp);
+        if u64::from(st.thread_id()) == tid {
+            st.is_dead()
+        } else {
+            // The stamp word belongs to somebody else (a racing claimer overwrote it): judge
+            // by the id alone.
+            u32::try_from(tid).map_or(true, ipc_shm::sync::is_gone)
+        }
+    }
+}
+
+/// A slot that stopped an attempt: the first one not ready for the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Blocker {
+    idx: Idx,
+    state: u64,
+}
+
+impl Blocker {
+    /// Whether a participant has the slot claimed (so it may be stuck).
+    pub(crate) fn is_claimed(&self) -> bool {
+        is_claimed(owner(self.state))
+    }
+}
+
+/// What one attempt did.
+#[derive(Debug)]
+pub(crate) enum Attempt<R> {
+    /// The operation happened; the closure's result.
+    Done(R),
+    /// Full (put) or empty (get); `None` when the attempt gave up under contention.
+    Blocked(Option<Blocker>),
+    /// The queue is closed (put only; gets report closed when empty).
+    Closed,
+    /// Shared state no correct peer writes.
+    Corrupted,
+}
+
+/// The result of a claim step.
+#[derive(Debug)]
+enum Claimed {
+    /// We own slot `Idx` at position `u64`.
+    Slot(Idx, u64),
+    Blocked(Option<Blocker>),
+    Closed,
+    Corrupted,
+}
+
+/// What reclaiming a blocker did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reclaim {
+    /// The owner lives, the slot moved on, or it was not claimed.
+    Nothing,
+    /// The dead owner's slot was reclaimed.
+    Reclaimed,
+    /// The slot's state is impossible.
+    Corrupted,
+}
+
+/// Which eventcount to wait on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// A slot was published (consumers wait).
+    NotEmpty,
+    /// A slot was released (producers wait).
+    NotFull,
+    /// A task was marked done (joiners wait).
+    Done,
+}
+
+/// Too many `task_done` calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TooManyDone;
+
+/// The ring protocol over a control block and slots.
+pub(crate) struct Ring<'a, S> {
+    ctl: &'a Control,
+    slots: &'a S,
+    cap: u64,
+    one_lap: u64,
+}
+
+impl<'a, S: Slots> Ring<'a, S> {
+    /// A ring of `cap` slots (1..=MAX_CAPACITY).
+    pub(crate) fn new(ctl: &'a Control, slots: &'a S, cap: usize) -> Ring<'a, S> {
+        let cap = cap.clamp(1, MAX_CAPACITY) as u64;
+        Ring {
+            ctl,
+            slots,
+            cap,
+            one_lap: (cap + 1).next_power_of_two(),
+        }
+    }
+
+    /// Writes the initial state: every slot free for lap 0, counters zero.
+    pub(crate) fn init(&self) {
+        for i in 0..self.cap {
+            let idx = Idx(i as usize);
+            self.slots.state(idx).store(pack(i, 0), Ordering::Relaxed);
+            self.slots.stamp(idx).store(0, Ordering::Relaxed);
+        }
+        for w in [
+            &self.ctl.enq,
+            &self.ctl.puts,
+            &self.ctl.deq,
+            &self.ctl.gets,
+            &self.ctl.done,
+            &self.ctl.dropped,
+            &self.ctl.tombstones,
+        ] {
+            w.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The slot of position `p`, if its index is in range (positions come from shared memory).
+    #[inline]
+    fn index(&self, p: u64) -> Option<Idx> {
+        let i = p & (self.one_lap - 1);
+        (i < self.cap).then_some(Idx(i as usize))
+    }
+
+    /// The position after `p`.
+    #[inline]
+    fn next(&self, p: u64) -> u64 {
+        if (p & (self.one_lap - 1)) + 1 < self.cap {
+            p + 1
+        } else {
+            ((p & !(self.one_lap - 1)).wrapping_add(self.one_lap)) & POS_MASK
+        }
+    }
+
+    fn word(&self, e: Event) -> &AtomicU64 {
+        match e {
+            Event::NotEmpty => &self.ctl.puts,
+            Event::NotFull => &self.ctl.gets,
+            Event::Done => &self.ctl.done,
+        }
+    }
+
+    /// Counts one event on `e` and wakes its sleepers if there are any.
+    #[inline]
+    fn notify(&self, e: Event) {
+        let w = self.word(e);
+        // SYNC POINT: this RMW (SeqCst, so Release) follows our slot store; a sleeper's
+        // `prepare` RMW (Acquire) either reads it, and then sees our slot, or precedes it in
+        // the word's modification order, and then we see WAITERS.
+        let prev = w.fetch_add(ONE, Ordering::SeqCst);
+        if prev & WAITERS != 0 {
+            w.fetch_and(!WAITERS, Ordering::Relaxed);
+            wake_low_half(w, u32::MAX);
+        }
+    }
+
+    /// Registers the caller as a sleeper on `e`; returns the key to pass to [`Ring::wait`].
+    /// The caller must re-check its condition between the two.
+    pub(crate) fn prepare(&self, e: Event) -> u64 {
+        // SYNC POINT: pairs with the RMW in `notify` (see there).
+        self.word(e).fetch_or(WAITERS, Ordering::SeqCst) | WAITERS
+    }
+
+    /// Sleeps on `e` while it still holds `key`, until woken or `deadline`.
+    pub(crate) fn wait(&self, e: Event, key: u64, deadline: Deadline) -> WaitOutcome {
+        // The futex compares the low 32 bits: flags and the low count bits.
+        wait_low_half(self.word(e), key as u32, deadline)
+    }
+
+    /// Claims the next free position for writing (one CAS on the slot, which names us).
+    fn claim_put(&self, me: Me) -> Claimed {
+        if self.ctl.puts.load(Ordering::Relaxed) & CLOSED != 0 {
+            return Claimed::Closed;
+        }
+        let mut p = self.ctl.enq.load(Ordering::Relaxed) & POS_MASK;
+        for _ in 0..MAX_STEPS {
+            let Some(i) = self.index(p) else {
+                return Claimed::Corrupted;
+            };
+            let state = self.slots.state(i);
+            // SYNC POINT: Acquire pairs with the Release store that freed the slot (a
+            // consumer's release or a reclaim), so our writes follow its reads.
+            let s = state.load(Ordering::Acquire);
+            let d = diff(seq(s), p);
+            if d == 0 {
+                if owner(s) != 0 {
+                    // Another producer writes this position: it is taken.
+                    p = self.next(p);
+                    continue;
+                }
+                self.slots.stamp(i).store(me.stamp, Ordering::Relaxed);
+                // SYNC POINT: AcqRel: Acquire as the load above; Release publishes our stamp
+                // to whoever later inspects the claimed state (a reclaimer's Acquire load).
+                if state
+                    .compare_exchange_weak(s, pack(p, me.tid), Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.ctl.enq.store(self.next(p), Ordering::Relaxed);
+                    return Claimed::Slot(i, p);
+                }
+            } else if d > 0 {
+                // Taken in this lap already: follow the hint if it is ahead, else step.
+                let h = self.ctl.enq.load(Ordering::Relaxed) & POS_MASK;
+                p = if diff(h, p) > 0 { h } else { self.next(p) };
+            } else {
+                // The slot still holds the previous lap (full, being read, a tombstone, or
+                // being written by a producer that may be dead): full at p.
+                if d != -(self.one_lap as i64) && d != 1 - self.one_lap as i64 {
+                    return Claimed::Corrupted;
+                }
+                return Claimed::Blocked(Some(Blocker { idx: i, state: s }));
+            }
+        }
+        Claimed::Blocked(None)
+    }
+
+    /// Publishes the slot claimed at `p`: the message, or a tombstone if `ok` is false.
+    fn publish(&self, i: Idx, p: u64, ok: bool) {
+        let owner = if ok { 0 } else { TOMB };
+        // SYNC POINT: Release publishes the payload; pairs with the consumer's Acquire load of
+        // the state.
+        self.slots
+            .state(i)
+            .store(pack(p + 1, owner), Ordering::Release);
+        self.notify(Event::NotEmpty);
+        if !ok {
+            // After `puts`: a reader of both loads `tombstones` first (see `messages`).
+            self.ctl.tombstones.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// One attempt to claim a slot, write it with `write` and publish it. A `write` that
+    /// fails publishes a tombstone instead (consumers skip it) and its error is returned.
+    pub(crate) fn try_put<R, E>(
+        &self,
+        me: Me,
+        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
+    ) -> Attempt<Result<R, E>> {
+        match self.claim_put(me) {
+            Claimed::Slot(i, p) => {
+                fault::point(fault::Site::Put);
+                let r = self.slots.write(i, write);
+                self.publish(i, p, r.is_ok());
+                Attempt::Done(r)
+            }
+            Claimed::Blocked(b) => Attempt::Blocked(b),
+            Claimed::Closed => Attempt::Closed,
+            Claimed::Corrupted => Attempt::Corrupted,
+        }
+    }
+
+    /// Claims the next full position for reading, skipping (and freeing) tombstones.
+    fn claim_get(&self, me: Me) -> Claimed {
+        let mut p = self.ctl.deq.load(Ordering::Relaxed) & POS_MASK;
+        for _ in 0..MAX_STEPS {
+            let Some(i) = self.index(p) else {
+                return Claimed::Corrupted;
+            };
+            let state = self.slots.state(i);
+            // SYNC POINT: Acquire pairs with the producer's Release publish.
+            let s = state.load(Ordering::Acquire);
+            let full = p + 1;
+            let d = diff(seq(s), full);
+            if d == 0 {
+                let o = owner(s);
+                if o == 0 {
+                    self.slots.stamp(i).store(me.stamp, Ordering::Relaxed);
+                    // SYNC POINT: AcqRel as in `claim_put`.
+                    if state
+                        .compare_exchange_weak(
+                            s,
+                            pack(full, me.tid),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        self.ctl.deq.store(self.next(p), Ordering::Relaxed);
+                        return Claimed::Slot(i, p);
+                    }
+                } else if o == TOMB {
+                    if state
+                        .compare_exchange_weak(
+                            s,
+                            pack(p + self.one_lap, 0),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        self.ctl.deq.store(self.next(p), Ordering::Relaxed);
+                        self.notify(Event::NotFull);
+                        p = self.next(p);
+                    }
+                } else {
+                    // Another consumer reads this position.
+                    p = self.next(p);
+                }
+            } else if d > 0 {
+                let h = self.ctl.deq.load(Ordering::Relaxed) & POS_MASK;
+                p = if diff(h, p) > 0 { h } else { self.next(p) };
+            } else {
+                // Not yet published at p: free, or being written.
+                if d != -1 {
+                    return Claimed::Corrupted;
+                }
+                return Claimed::Blocked(Some(Blocker { idx: i, state: s }));
+            }
+        }
+        Claimed::Blocked(None)
+    }
+
+    /// Releases the slot read at `p` for the next lap.
+    fn release(&self, i: Idx, p: u64) {
+        // SYNC POINT: Release orders our payload reads before the next lap's producer writes
+        // (its Acquire load of the state).
+        self.slots
+            .state(i)
+            .store(pack(p + self.one_lap, 0), Ordering::Release);
+        self.notify(Event::NotFull);
+    }
+
+    /// One attempt to claim a full slot, read it with `read` and release it.
+    pub(crate) fn try_get<R>(
+        &self,
+        me: Me,
+        read: &mut impl FnMut(SlotReader<'_>) -> R,
+    ) -> Attempt<R> {
+        match self.claim_get(me) {
+            Claimed::Slot(i, p) => {
+                fault::point(fault::Site::Get);
+                let r = self.slots.read(i, read);
+                self.release(i, p);
+                Attempt::Done(r)
+            }
+            Claimed::Blocked(b) => Attempt::Blocked(b),
+            Claimed::Closed => Attempt::Closed,
+            Claimed::Corrupted => Attempt::Corrupted,
+        }
+    }
+
+    /// If `b`'s owner is dead, reclaims its slot: a writer's becomes a tombstone, a reader's
+    /// is freed and its message counted as dropped. The CAS goes from exactly the inspected
+    /// state, so a slot that moved on meanwhile is left alone.
+    pub(crate) fn reclaim(&self, b: Blocker, live: &impl Liveness) -> Reclaim {
+        let o = owner(b.state);
+        if !is_claimed(o) {
+            return Reclaim::Nothing;
+        }
+        let stamp = self.slots.stamp(b.idx).load(Ordering::Relaxed);
+        if !live.is_dead(o & TID_MASK, stamp) {
+            return Reclaim::Nothing;
+        }
+        let sq = seq(b.state);
+        let at = sq & (self.one_lap - 1);
+        let state = self.slots.state(b.idx);
+        if at == b.idx.0 as u64 {
+            // WRITING(sq): publish a tombstone.
+            // SYNC POINT: AcqRel; the consumer that skips it Acquires.
+            if state
+                .compare_exchange(
+                    b.state,
+                    pack(sq + 1, TOMB),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                return Reclaim::Nothing;
+            }
+            self.notify(Event::NotEmpty);
+            self.ctl.tombstones.fetch_add(1, Ordering::Release);
+            Reclaim::Reclaimed
+        } else if at == b.idx.0 as u64 + 1 {
+            // READING(sq - 1): free the slot for the next lap; the message is lost.
+            let free = pack((sq - 1).wrapping_add(self.one_lap), 0);
+            if state
+                .compare_exchange(b.state, free, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                return Reclaim::Nothing;
+            }
+            self.ctl.dropped.fetch_add(1, Ordering::Relaxed);
+            self.notify(Event::Done);
+            self.notify(Event::NotFull);
+            Reclaim::Reclaimed
+        } else {
+            Reclaim::Corrupted
+        }
+    }
+
+    /// Reclaims every slot whose claimer is dead (for `join`, which waits on all of them).
+    pub(crate) fn reclaim_all(&self, live: &impl Liveness) -> usize {
+        let mut n = 0;
+        for i in 0..self.cap {
+            let idx = Idx(i as usize);
+            let s = self.slots.state(idx).load(Ordering::Acquire);
+            if is_claimed(owner(s))
+                && self.reclaim(Blocker { idx, state: s }, live) == Reclaim::Reclaimed
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Closes the ring and wakes every sleeper.
+    pub(crate) fn close(&self) {
+        for e in [Event::NotEmpty, Event::NotFull, Event::Done] {
+            let w = self.word(e);
+            w.fetch_or(CLOSED, Ordering::SeqCst);
+            wake_low_half(w, u32::MAX);
+        }
+    }
+
+    /// Whether [`Ring::close`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.ctl.puts.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// Messages put so far (publications minus tombstones).
+    pub(crate) fn messages(&self) -> u64 {
+        // Tombstones first: each is counted in `puts` before `tombstones`.
+        let tombs = self.ctl.tombstones.load(Ordering::Acquire);
+        let puts = self.ctl.puts.load(Ordering::Acquire) >> 2;
+        puts.saturating_sub(tombs)
+    }
+
+    /// Approximate number of messages in the ring.
+    pub(crate) fn len(&self) -> usize {
+        let gets = self.ctl.gets.load(Ordering::Acquire) >> 2;
+        let puts = self.ctl.puts.load(Ordering::Acquire) >> 2;
+        usize::try_from(puts.saturating_sub(gets).min(self.cap)).unwrap_or(0)
+    }
+
+    /// Messages a dead consumer took with it.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.ctl.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Tasks put but neither marked done nor dropped.
+    pub(crate) fn unfinished(&self) -> u64 {
+        let done = self.ctl.done.load(Ordering::Acquire) >> 2;
+        self.messages().saturating_sub(done)
+    }
+
+    /// Marks one task done (`JoinableQueue.task_done`).
+    pub(crate) fn task_done(&self) -> Result<(), TooManyDone> {
+        let w = &self.ctl.done;
+        let mut cur = w.load(Ordering::Relaxed);
+        loop {
+            if (cur >> 2) >= self.messages() {
+                return Err(TooManyDone);
+            }
+            // SYNC POINT: Release pairs with a joiner's Acquire load in `unfinished`.
+            match w.compare_exchange_weak(cur, cur + ONE, Ordering::SeqCst, Ordering::Relaxed) {
+                Ok(prev) => {
+                    if prev & WAITERS != 0 {
+                        w.fetch_and(!WAITERS, Ordering::Relaxed);
+                        wake_low_half(w, u32::MAX);
+                    }
+                    return Ok(());
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+/// Spin, then yield, then tell the caller to park (crossbeam-utils' `Backoff` policy).
+pub(crate) struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    #[cfg(not(loom))]
+    const SPIN_LIMIT: u32 = 6;
+    #[cfg(not(loom))]
+    const YIELD_LIMIT: u32 = 10;
+    #[cfg(loom)]
+    const SPIN_LIMIT: u32 = 0;
+    #[cfg(loom)]
+    const YIELD_LIMIT: u32 = 1;
+
+    pub(crate) fn new() -> Backoff {
+        Backoff { step: 0 }
+    }
+
+    /// One wait step.
+    pub(crate) fn snooze(&mut self) {
+        if self.step <= Self::SPIN_LIMIT {
+            for _ in 0..1u32 << self.step {
+                spin();
+            }
+        } else {
+            yield_now();
+        }
+        self.step += 1;
+    }
+
+    /// Whether spinning is over and the caller should park.
+    pub(crate) fn is_completed(&self) -> bool {
+        self.step > Self::YIELD_LIMIT
+    }
+}
+
+/// Rate-limits death checks per handle and holds the clock they use.
+pub(crate) struct DeathWatch {
+    #[cfg(not(loom))]
+    base: std::time::Instant,
+    #[cfg(not(loom))]
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl DeathWatch {
+    pub(crate) fn new() -> DeathWatch {
+        DeathWatch {
+            #[cfg(not(loom))]
+            base: std::time::Instant::now(),
+            #[cfg(not(loom))]
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a blocked caller should check its blocker's owner now (at most once per
+    /// `STUCK_CHECK` per handle; the first check waits that long too, so a live owner in
+    /// the middle of a copy is not inspected).
+    #[cfg(not(loom))]
+    fn due(&self, b: &Blocker) -> bool {
+        use std::sync::atomic::Ordering as O;
+        if !b.is_claimed() {
+            return false;
+        }
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let step = STUCK_CHECK.as_nanos() as u64;
+        let last = self.last.load(O::Relaxed);
+        if last == 0 {
+            // First sighting: start the clock.
+            let _ = self
+                .last
+                .compare_exchange(0, now.max(1), O::Relaxed, O::Relaxed);
+            return false;
+        }
+        now.saturating_sub(last) >= step
+            && self
+                .last
+                .compare_exchange(last, now.max(1), O::Relaxed, O::Relaxed)
+                .is_ok()
+    }
+
+    #[cfg(loom)]
+    fn due(&self, b: &Blocker) -> bool {
+        b.is_claimed()
+    }
+
+    /// How long a blocked caller sleeps at most before looking again.
+    #[cfg(not(loom))]
+    fn slice(&self, b: Option<&Blocker>, deadline: Deadline) -> Deadline {
+        let d = if b.is_some_and(Blocker::is_claimed) {
+            STUCK_CHECK
+        } else {
+            SLICE
+        };
+        deadline.min(Deadline::after(d))
+    }
+
+    #[cfg(loom)]
+    fn slice(&self, _b: Option<&Blocker>, deadline: Deadline) -> Deadline {
+        deadline
+    }
+}
+
+/// How a blocking operation ended without its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The deadline passed (immediately, for `try_` calls).
+    Deadline,
+    /// The queue is closed (and, for gets, drained).
+    Closed,
+    /// Impossible shared state.
+    Corrupted,
+}
+
+impl<S: Slots> Ring<'_, S> {
+    fn recover(
+        &self,
+        b: Option<Blocker>,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+    ) -> Result<bool, Stop> {
+        match b {
+            Some(b) if watch.due(&b) => match self.reclaim(b, live) {
+                Reclaim::Nothing => Ok(false),
+                Reclaim::Reclaimed => Ok(true),
+                Reclaim::Corrupted => Err(Stop::Corrupted),
+            },
+            _ => Ok(false),
+        }
+    }
+
+    /// Puts with `write`, waiting until `deadline` for room (spin, yield, then futex), and
+    /// reclaiming slots of dead consumers that block it.
+    pub(crate) fn put_until<R, E>(
+        &self,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
+    ) -> Result<Result<R, E>, Stop> {
+        let mut backoff = Backoff::new();
+        loop {
+            let b = match self.try_put(me, write) {
+                Attempt::Done(r) => return Ok(r),
+                Attempt::Closed => return Err(Stop::Closed),
+                Attempt::Corrupted => return Err(Stop::Corrupted),
+                Attempt::Blocked(b) => b,
+            };
+            if self.recover(b, watch, live)? {
+                continue;
+            }
+            if deadline.is_expired() {
+                return Err(Stop::Deadline);
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            let key = self.prepare(Event::NotFull);
+            let b = match self.try_put(me, write) {
+                Attempt::Done(r) => return Ok(r),
+                Attempt::Closed => return Err(Stop::Closed),
+                Attempt::Corrupted => return Err(Stop::Corrupted),
+                Attempt::Blocked(b) => b,
+            };
+            if key & CLOSED == 0 {
+                self.wait(Event::NotFull, key, watch.slice(b.as_ref(), deadline));
+            }
+        }
+    }
+
+    /// Gets with `read`, waiting until `deadline` for a message, skipping slots of dead
+    /// producers. A closed ring returns what it holds, then `Stop::Closed`.
+    pub(crate) fn get_until<R>(
+        &self,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        read: &mut impl FnMut(SlotReader<'_>) -> R,
+    ) -> Result<R, Stop> {
+        let mut backoff = Backoff::new();
+        loop {
+            let b = match self.try_get(me, read) {
+                Attempt::Done(r) => return Ok(r),
+                Attempt::Corrupted => return Err(Stop::Corrupted),
+                Attempt::Closed => None,
+                Attempt::Blocked(b) => b,
+            };
+            if self.recover(b, watch, live)? {
+                continue;
+            }
+            if self.is_closed() {
+                // Drained: anything published before the close was seen by the attempt above
+                // (Acquire on the closed flag orders this after it).
+                return match self.try_get(me, read) {
+                    Attempt::Done(r) => Ok(r),
+                    Attempt::Corrupted => Err(Stop::Corrupted),
+                    _ => Err(Stop::Closed),
+                };
+            }
+            if deadline.is_expired() {
+                return Err(Stop::Deadline);
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            let key = self.prepare(Event::NotEmpty);
+            let b = match self.try_get(me, read) {
+                Attempt::Done(r) => return Ok(r),
+                Attempt::Corrupted => return Err(Stop::Corrupted),
+                Attempt::Closed => None,
+                Attempt::Blocked(b) => b,
+            };
+            if key & CLOSED == 0 {
+                self.wait(Event::NotEmpty, key, watch.slice(b.as_ref(), deadline));
+            }
+        }
+    }
+
+    /// Waits until every task put has been marked done (or dropped with a dead consumer).
+    pub(crate) fn join_until(&self, deadline: Deadline, live: &impl Liveness) -> Result<(), Stop> {
+        loop {
+            if self.unfinished() == 0 {
+                return Ok(());
+            }
+            let key = self.prepare(Event::Done);
+            if self.unfinished() == 0 {
+                return Ok(());
+            }
+            if deadline.is_expired() {
+                return Err(Stop::Deadline);
+            }
+            #[cfg(not(loom))]
+            let slice = deadline.min(Deadline::after(SLICE));
+            #[cfg(loom)]
+            let slice = deadline;
+            if self.wait(Event::Done, key, slice) == WaitOutcome::TimedOut {
+                self.reclaim_all(live);
+            }
+        }
+    }
+}
+
+/// A ring in a shared segment: the storage owner plus the checked geometry.
+pub(crate) struct ShmRing {
+    seg: ipc_shm::Segment,
+    ctl: NonNull<Control>,
+    slots: ShmSlots,
+    cap: usize,
+}
+
+// SAFETY: the ring owns its segment (an fd and a shared mapping, `Send`/`Sync`), and every
+// access to the mapping goes through atomics or through slots claimed by the protocol.
+unsafe impl Send for ShmRing {}
+// SAFETY: as above: `&ShmRing` only reaches shared memory through the ring protocol, which is
+// made for concurrent use by threads of many processes.
+unsafe impl Sync for ShmRing {}
+
+impl ShmRing {
+    /// Bytes of segment payload for `cap` slots of `slot_size` bytes, if representable.
+    pub(crate) fn payload_len(cap: usize, slot_size: usize) -> Option<usize> {
+        cap.checked_mul(slot_size)?.checked_add(CONTROL_LEN)
+    }
+
+    /// Wraps a segment whose payload holds a ring of `cap` slots of `slot_size` bytes.
+    pub(crate) fn new(seg: ipc_shm::Segment, cap: usize, slot_size: usize) -> Option<ShmRing> {
+        if cap == 0 || cap > MAX_CAPACITY || slot_size < SLOT_HEADER || slot_size % 8 != 0 {
+            return None;
+        }
+        if seg.payload_len() < Self::payload_len(cap, slot_size)? {
+            return None;
+        }
+        let base = seg.payload();
+        // SAFETY: the payload holds CONTROL_LEN + cap * slot_size bytes (checked above), so
+        // the slots start inside it.
+        let slots_base = unsafe { base.add(CONTROL_LEN) };
+        Some(ShmRing {
+            ctl: base.cast::<Control>(),
+            slots: ShmSlots {
+                base: slots_base,
+                slot_size,
+            },
+            cap,
+            seg,
+        })
+    }
+
+    /// Writes the initial ring state into a fresh segment (the creator, before READY).
+    pub(crate) fn init_segment(seg: &ipc_shm::Segment, cap: usize, slot_size: usize) -> bool {
+        let ok = cap > 0
+            && cap <= MAX_CAPACITY
+            && slot_size >= SLOT_HEADER
+            && slot_size % 8 == 0
+            && Self::payload_len(cap, slot_size).is_some_and(|n| n <= seg.payload_len());
+        if !ok {
+            return false;
+        }
+        let base = seg.payload();
+        let slots = ShmSlots {
+            // SAFETY: as in `new`: the payload holds the control block and `cap` slots.
+            base: unsafe { base.add(CONTROL_LEN) },
+            slot_size,
+        };
+        // SAFETY: the payload starts 128-byte aligned with CONTROL_LEN bytes for the control
+        // block (atomics only, valid for any bits); `seg` outlives this call.
+        let ctl = unsafe { base.cast::<Control>().as_ref() };
+        Ring::new(ctl, &slots, cap).init();
+        true
+    }
+
+    /// The protocol over this segment.
+    pub(crate) fn ring(&self) -> Ring<'_, ShmSlots> {
+        // SAFETY: the payload starts 128-byte aligned with CONTROL_LEN bytes of control block,
+        // all atomics (valid for any bits), alive as long as `self`.
+        let ctl = unsafe { self.ctl.as_ref() };
+        Ring::new(ctl, &self.slots, self.cap)
+    }
+
+    /// The segment (name, fd).
+    pub(crate) fn segment(&self) -> &ipc_shm::Segment {
+        &self.seg
+    }
+
+    /// The segment, mutably (unlink).
+    pub(crate) fn segment_mut(&mut self) -> &mut ipc_shm::Segment {
+        &mut self.seg
+    }
+
+    /// The capacity.
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! Models of the protocol with threads standing in for processes.
+    use super::*;
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Arc;
+
+    struct HeapSlot {
+        state: AtomicU64,
+        stamp: AtomicU64,
+        data: UnsafeCell<[u8; 8]>,
+    }
+
+    struct HeapSlots(Vec<HeapSlot>);
+
+    impl Slots for HeapSlots {
+        fn state(&self, i: Idx) -> &AtomicU64 {
+            &self.0[i.0].state
+        }
+        fn stamp(&self, i: Idx) -> &AtomicU64 {
+            &self.0[i.0].stamp
+        }
+        fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R {
+            self.0[i.0].data.with_mut(|p| {
+                f(SlotWriter {
+                    ptr: p.cast::<u8>(),
+                    len: 8,
+                    _slot: PhantomData,
+                })
+            })
+        }
+        fn read<R>(&self, i: Idx, f: impl FnOnce(SlotReader<'_>) -> R) -> R {
+            self.0[i.0].data.with(|p| {
+                f(SlotReader {
+                    ptr: p.cast::<u8>(),
+                    len: 8,
+                    _slot: PhantomData,
+                })
+            })
+        }
+    }
+
+    /// Participants 1..=4; a participant "dies" by setting its flag and stopping.
+    struct Deaths([AtomicBool; 5]);
+
+    impl Liveness for Deaths {
+        fn is_dead(&self, tid: u64, _stamp: u64) -> bool {
+            self.0
+                .get(tid as usize)
+                .is_some_and(|d| d.load(Ordering::SeqCst))
+        }
+    }
+
+    struct Model {
+        ctl: Control,
+        slots: HeapSlots,
+        cap: usize,
+        deaths: Deaths,
+    }
+
+    impl Model {
+        fn new(cap: usize) -> Arc<Model> {
+            let m = Model {
+                ctl: Control::new(),
+                slots: HeapSlots(
+                    (0..cap)
+                        .map(|_| HeapSlot {
+                            state: AtomicU64::new(0),
+                            stamp: AtomicU64::new(0),
+                            data: UnsafeCell::new([0; 8]),
+                        })
+                        .collect(),
+                ),
+                cap,
+                deaths: Deaths(std::array::from_fn(|_| AtomicBool::new(false))),
+            };
+            m.ring().init();
+            Arc::new(m)
+        }
+        fn ring(&self) -> Ring<'_, HeapSlots> {
+            Ring::new(&self.ctl, &self.slots, self.cap)
+        }
+    }
+
+    fn me(n: u32) -> Me {
+        Me::new(n, u64::from(n))
+    }
+
+    fn put(r: &Ring<'_, HeapSlots>, who: Me, v: u64) -> bool {
+        matches!(
+            r.try_put(who, &mut |mut w: SlotWriter<'_>| {
+                w.bytes().copy_from_slice(&v.to_le_bytes());
+                Ok::<(), ()>(())
+            }),
+            Attempt::Done(Ok(()))
+        )
+    }
+
+    fn get(r: &Ring<'_, HeapSlots>, who: Me) -> Option<u64> {
+        match r.try_get(who, &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0)) {
+            Attempt::Done(v) => v,
+            _ => None,
+        }
+    }
+
+    /// 2 producers and 1 consumer on capacities 1 and 2: every value delivered once, each
+    /// producer's values in order.
+    #[test]
+    fn two_producers_one_consumer() {
+        for cap in [1, 2] {
+            loom::model(move || {
+                let m = Model::new(cap);
+                let ps: Vec<_> = (0..2u64)
+                    .map(|k| {
+                        let m = Arc::clone(&m);
+                        loom::thread::spawn(move || {
+                            let r = m.ring();
+                            let mut sent = 0;
+                            for v in [k * 10 + 1, k * 10 + 2] {
+                                if put(&r, me(k as u32 + 1), v) {
+                                    sent += 1;
+                                } else {
+                                    break;
+                                }
+                            }
+                            sent
+                        })
+                    })
+                    .collect();
+                let r = m.ring();
+                let mut got = Vec::new();
+                for _ in 0..3 {
+                    if let Some(v) = get(&r, me(3)) {
+                        got.push(v);
+                    }
+                }
+                let sent: u64 = ps.into_iter().map(|p| p.join().unwrap()).sum();
+                while let Some(v) = get(&r, me(3)) {
+                    got.push(v);
+                }
+                assert_eq!(got.len() as u64, sent);
+                for k in 0..2 {
+                    let mine: Vec<_> = got.iter().filter(|v| **v / 10 == k).collect();
+                    assert!(mine.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+                }
+                assert_eq!(r.len(), 0);
+            });
+        }
+    }
+
+    /// A consumer parked on the eventcount is always woken by a put (a lost wake-up would
+    /// deadlock the model).
+    #[test]
+    fn eventcount_loses_no_wakeup() {
+        loom::model(|| {
+            let m = Model::new(1);
+            let m2 = Arc::clone(&m);
+            let c = loom::thread::spawn(move || {
+                let r = m2.ring();
+                let w = DeathWatch::new();
+                r.get_until(
+                    me(2),
+                    Deadline::never(),
+                    &w,
+                    &m2.deaths,
+                    &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0),
+                )
+            });
+            assert!(put(&m.ring(), me(1), 7));
+            assert_eq!(c.join().unwrap(), Ok(Some(7)));
+        });
+    }
+
+    /// A producer parked on a full ring is woken by a get.
+    #[test]
+    fn not_full_loses_no_wakeup() {
+        loom::model(|| {
+            let m = Model::new(1);
+            assert!(put(&m.ring(), me(1), 1));
+            let m2 = Arc::clone(&m);
+            let p = loom::thread::spawn(move || {
+                let r = m2.ring();
+                let w = DeathWatch::new();
+                r.put_until(
+                    me(1),
+                    Deadline::never(),
+                    &w,
+                    &m2.deaths,
+                    &mut |mut wr: SlotWriter<'_>| {
+                        wr.bytes().copy_from_slice(&2u64.to_le_bytes());
+                        Ok::<(), ()>(())
+                    },
+                )
+            });
+            assert_eq!(get(&m.ring(), me(2)), Some(1));
+            assert_eq!(p.join().unwrap(), Ok(Ok(())));
+            assert_eq!(get(&m.ring(), me(2)), Some(2));
+        });
+    }
+
+    /// A producer that dies after its claim: the consumer reclaims the slot as a tombstone,
+    /// skips it, and still receives the other producer's message; nothing else is lost.
+    #[test]
+    fn dead_writer_is_skipped() {
+        loom::model(|| {
+            let m = Model::new(2);
+            let m2 = Arc::clone(&m);
+            let victim = loom::thread::spawn(move || {
+                let r = m2.ring();
+                // Claim, then "die" before publishing.
+                let _ = r.try_put(me(1), &mut |_w: SlotWriter<'_>| {
+                    m2.deaths.0[1].store(true, Ordering::SeqCst);
+                    Err::<(), ()>(())
+                });
+            });
+            let m3 = Arc::clone(&m);
+            let other = loom::thread::spawn(move || put(&m3.ring(), me(2), 5));
+            let r = m.ring();
+            let sent = other.join().unwrap();
+            victim.join().unwrap();
+            // The victim's closure "failed", which publishes a tombstone like a reclaim would;
+            // either way the consumer must get exactly the other message.
+            let mut got = Vec::new();
+            for _ in 0..4 {
+                if let Some(v) = get(&r, me(3)) {
+                    got.push(v);
+                }
+            }
+            assert_eq!(got, if sent { vec![5] } else { vec![] });
+        });
+    }
+
+    /// A writer stopped between claim and publish (it never runs again) is reclaimed by a
+    /// consumer that sees it dead, at any interleaving with a live producer.
+    #[test]
+    fn stopped_writer_is_reclaimed() {
+        loom::model(|| {
+            let m = Model::new(2);
+            let r = m.ring();
+            // Participant 1 claims position 0 and stops there.
+            let i = r.index(0).unwrap();
+            let s = m.slots.state(i).load(Ordering::SeqCst);
+            m.slots.stamp(i).store(1, Ordering::SeqCst);
+            m.slots
+                .state(i)
+                .compare_exchange(s, pack(0, 1), Ordering::AcqRel, Ordering::Relaxed)
+                .unwrap();
+            m.ctl.enq.store(1, Ordering::Relaxed);
+            let m2 = Arc::clone(&m);
+            let p = loom::thread::spawn(move || put(&m2.ring(), me(2), 9));
+            let m3 = Arc::clone(&m);
+            let c = loom::thread::spawn(move || {
+                let r = m3.ring();
+                m3.deaths.0[1].store(true, Ordering::SeqCst);
+                let mut got = None;
+                for _ in 0..3 {
+                    match r.try_get(me(3), &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0)) {
+                        Attempt::Done(v) => {
+                            got = v;
+                            break;
+                        }
+                        Attempt::Blocked(Some(b)) => {
+                            r.reclaim(b, &m3.deaths);
+                        }
+                        _ => {}
+                    }
+                }
+                got
+            });
+            let sent = p.join().unwrap();
+            let got = c.join().unwrap();
+            let r = m.ring();
+            let rest = get(&r, me(3));
+            assert!(sent);
+            assert_eq!(got.or(rest), Some(9));
+        });
+    }
+
+    /// A consumer stopped after its claim: a producer facing the full ring reclaims the slot,
+    /// counts the message dropped, and its own message goes through.
+    #[test]
+    fn stopped_reader_is_reclaimed_and_counted() {
+        loom::model(|| {
+            let m = Model::new(1);
+            assert!(put(&m.ring(), me(1), 1));
+            let m2 = Arc::clone(&m);
+            let victim = loom::thread::spawn(move || {
+                let r = m2.ring();
+                let _ = r.try_get(me(2), &mut |_rd: SlotReader<'_>| {
+                    m2.deaths.0[2].store(true, Ordering::SeqCst);
+                });
+            });
+            let m3 = Arc::clone(&m);
+            let p = loom::thread::spawn(move || {
+                let r = m3.ring();
+                for _ in 0..3 {
+                    match r.try_put(me(1), &mut |mut w: SlotWriter<'_>| {
+                        w.bytes().copy_from_slice(&2u64.to_le_bytes());
+                        Ok::<(), ()>(())
+                    }) {
+                        Attempt::Done(_) => return true,
+                        Attempt::Blocked(Some(b)) => {
+                            r.reclaim(b, &m3.deaths);
+                        }
+                        _ => {}
+                    }
+                }
+                false
+            });
+            victim.join().unwrap();
+            let sent = p.join().unwrap();
+            let r = m.ring();
+            if sent {
+                assert_eq!(get(&r, me(3)), Some(2));
+            }
+            // The victim took message 1 with it (it died holding it, or finished reading it).
+            assert!(r.dropped() <= 1);
+            assert_eq!(r.unfinished(), u64::from(sent) + 1 - r.dropped());
+        });
+    }
+}
