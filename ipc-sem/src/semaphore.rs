@@ -332,9 +332,17 @@ impl BoundedSemaphore {
     /// # Errors
     /// As [`BoundedSemaphore::new`], plus `Shm(InvalidName)` and `Shm(AlreadyExists)`.
     pub fn create_named(name: &str, value: u32) -> Result<BoundedSemaphore> {
-        check_bound(value)?;
+        Self::create_named_with_bound(name, value, value)
+    }
+
+    /// A named bounded semaphore holding `value` that can be released up to `bound`.
+    ///
+    /// # Errors
+    /// As [`BoundedSemaphore::with_bound`], plus `Shm(InvalidName)` and `Shm(AlreadyExists)`.
+    pub fn create_named_with_bound(name: &str, value: u32, bound: u32) -> Result<BoundedSemaphore> {
+        check_bound(bound)?;
         Ok(BoundedSemaphore {
-            inner: Inner::create(Some(name), value, value)?,
+            inner: Inner::create(Some(name), value, bound)?,
         })
     }
 
