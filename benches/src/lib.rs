@@ -20,6 +20,7 @@ pub mod os;
 pub mod ours_pipe;
 pub mod ours_pool;
 pub mod ours_queue;
+#[allow(unsafe_code)]
 pub mod ours_sem;
 pub mod ours_shm;
 pub mod probe;

@@ -1,36 +1,182 @@
-//! Our queue rows (`ipc-queue`): Q1, Q1t, Q2, Q3, Q4, Q5, Q6@s, Q7@MxN.
-//!
-//! Each row is one function. Until `ipc_queue::PodQueue` / `Queue` land, every row reports
-//! `skipped: not built yet` rather than a number.
+//! Our queue rows (`ipc-queue`): Q1, Q1t, Q2, Q3, Q4, Q5, Q6@s, Q7@MxN. Queues are made in the
+//! parent (capacity 1024) and used by the forked roles through their inherited handles.
 
-use crate::{Outcome, Run};
+use ipc_queue::{Error, PodQueue, Queue, TryPutError};
+
+use crate::checksum::{stamp, Acc, Plan};
+use crate::harness::{run_mxn, run_pair, Role, RoleOut};
+use crate::refs_queue::with_backoff;
+use crate::{Measure, Outcome, Run};
+
+fn q_err(e: impl std::fmt::Debug) -> String {
+    format!("ipc-queue: {e:?}")
+}
+
+/// M×N over one `PodQueue<u64>`; `try_` + Backoff when `spin_try`, else blocking.
+fn pod_mxn(r: &Run, m: usize, c: usize, spin_try: bool) -> Result<Measure, String> {
+    let q = PodQueue::<u64>::new(1024).map_err(q_err)?;
+    let plan = Plan::new(r.n, m, c);
+    run_mxn(plan, r.pin, |g, role| {
+        g.start();
+        match role {
+            Role::Producer(_) => {
+                for i in 0..plan.per {
+                    if spin_try {
+                        let mut err = None;
+                        with_backoff(|| match q.try_put(i) {
+                            Ok(()) => Some(()),
+                            Err(TryPutError::Full(_)) => None,
+                            Err(e) => {
+                                err = Some(q_err(e));
+                                Some(())
+                            }
+                        });
+                        if let Some(e) = err {
+                            return Err(e);
+                        }
+                    } else {
+                        q.put(i).map_err(q_err)?;
+                    }
+                }
+                Ok(RoleOut {
+                    sum: 0,
+                    count: plan.per,
+                })
+            }
+            Role::Consumer(_) => {
+                let mut acc = Acc::default();
+                for _ in 0..plan.per_consumer() {
+                    let v = if spin_try {
+                        with_backoff(|| match q.try_get() {
+                            Ok(v) => Some(Ok(v)),
+                            Err(Error::Empty) => None,
+                            Err(e) => Some(Err(q_err(e))),
+                        })?
+                    } else {
+                        q.get().map_err(q_err)?
+                    };
+                    acc.add(v);
+                }
+                Ok(acc.out())
+            }
+        }
+    })
+}
 
 /// Q1: `PodQueue::<u64>::new(1024)`, 1P→1C procs, blocking `put`/`get`.
-pub fn q1(_r: &Run) -> Outcome {
-    Outcome::not_built()
+pub fn q1(r: &Run) -> Outcome {
+    pod_mxn(r, 1, 1, false).into()
 }
 
 /// Q1t: Q1 with `try_put`/`try_get` + Backoff, as P7b.
-pub fn q1t(_r: &Run) -> Outcome {
-    Outcome::not_built()
+pub fn q1t(r: &Run) -> Outcome {
+    pod_mxn(r, 1, 1, true).into()
 }
 
 /// Q2 (2→2) and Q7@MxN: Q1 with `m` producer and `c` consumer procs.
-pub fn q_mxn(_r: &Run, _m: usize, _c: usize) -> Outcome {
-    Outcome::not_built()
+pub fn q_mxn(r: &Run, m: usize, c: usize) -> Outcome {
+    pod_mxn(r, m, c, false).into()
 }
 
 /// Q3: `Queue::<u64>` (serde + postcard), 1P→1C.
-pub fn q3(_r: &Run) -> Outcome {
-    Outcome::not_built()
+pub fn q3(r: &Run) -> Outcome {
+    let run = || -> Result<Measure, String> {
+        let q = Queue::<u64>::new(1024).map_err(q_err)?;
+        let plan = Plan::new(r.n, 1, 1);
+        run_mxn(plan, r.pin, |g, role| {
+            g.start();
+            match role {
+                Role::Producer(_) => {
+                    for i in 0..plan.per {
+                        q.put(i).map_err(q_err)?;
+                    }
+                    Ok(RoleOut {
+                        sum: 0,
+                        count: plan.per,
+                    })
+                }
+                Role::Consumer(_) => {
+                    let mut acc = Acc::default();
+                    for _ in 0..plan.per_consumer() {
+                        acc.add(q.get().map_err(q_err)?);
+                    }
+                    Ok(acc.out())
+                }
+            }
+        })
+    };
+    run().into()
 }
 
-/// Q4 (`size` 1024) and Q6@s: `Queue::<Vec<u8>>`, `max_message_size` = size + 64, `put(&msg)`.
-pub fn q_bytes(_r: &Run, _size: usize) -> Outcome {
-    Outcome::not_built()
+/// Q4 (`size` 1024) and Q6@s: `Queue::<Vec<u8>>`, `max_message_size` = size + 64, capacity
+/// ≤ 64 MiB / slot, `put(&msg)` of one prepared Vec; a size refused is `skipped: TooLarge`.
+pub fn q_bytes(r: &Run, size: usize) -> Outcome {
+    let slot = size + 64;
+    let cap = (1024usize).min((64usize << 20) / slot).max(1);
+    let q = match Queue::<Vec<u8>>::builder()
+        .capacity(cap)
+        .max_message_size(slot)
+        .create()
+    {
+        Ok(q) => q,
+        Err(Error::TooLarge { .. }) | Err(Error::InvalidConfig(_)) => {
+            return Outcome::Skipped("TooLarge".into())
+        }
+        Err(e) => return Outcome::Failed(q_err(e)),
+    };
+    let plan = Plan::new(r.n, 1, 1);
+    run_mxn(plan, r.pin, |g, role| {
+        let mut msg = vec![0x5au8; size];
+        g.start();
+        match role {
+            Role::Producer(_) => {
+                for i in 0..plan.per {
+                    stamp(&mut msg, i);
+                    q.put(&msg).map_err(q_err)?;
+                }
+                Ok(RoleOut {
+                    sum: 0,
+                    count: plan.per,
+                })
+            }
+            Role::Consumer(_) => {
+                let mut acc = Acc::default();
+                for _ in 0..plan.per_consumer() {
+                    let m = q.get().map_err(q_err)?;
+                    if m.len() != size {
+                        return Err(format!("length {} != {size}", m.len()));
+                    }
+                    acc.add_bytes(&m);
+                }
+                Ok(acc.out())
+            }
+        }
+    })
+    .into()
 }
 
-/// Q5: ping-pong over two `PodQueue<u64>`.
-pub fn q5(_r: &Run) -> Outcome {
-    Outcome::not_built()
+/// Q5: ping-pong over two `PodQueue<u64>`: A `q1.put(i)`, `q2.get()`; B `q1.get()`, `q2.put(v)`.
+pub fn q5(r: &Run) -> Outcome {
+    let run = || -> Result<Measure, String> {
+        let q1 = PodQueue::<u64>::new(1024).map_err(q_err)?;
+        let q2 = PodQueue::<u64>::new(1024).map_err(q_err)?;
+        let n = r.n;
+        run_pair(n, r.pin, |g, a| {
+            g.start();
+            for i in 0..n {
+                if a {
+                    q1.put(i).map_err(q_err)?;
+                    let v = q2.get().map_err(q_err)?;
+                    if v != i {
+                        return Err(format!("echo {v} != {i}"));
+                    }
+                } else {
+                    let v = q1.get().map_err(q_err)?;
+                    q2.put(v).map_err(q_err)?;
+                }
+            }
+            Ok(RoleOut::NONE)
+        })
+    };
+    run().into()
 }
