@@ -1,0 +1,56 @@
+//! The crate's error type.
+
+use std::io;
+
+/// What can go wrong with a [`Process`](crate::Process) or a [`Pool`](crate::Pool).
+///
+/// `Display` strings are lowercase without a final period; OS failures keep their errno in
+/// [`Error::Io`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The worker running this task died (killed, `abort`, out of memory, `_exit` from inside
+    /// the task) before returning its result. `exitcode` is Python's: the exit code, or minus
+    /// the signal number; `None` if the fork server could not report it in time.
+    #[error("worker {pid} died while running the task (exit code {exitcode:?})")]
+    WorkerDied {
+        /// The worker's pid.
+        pid: i32,
+        /// Its exit code, negative for a signal.
+        exitcode: Option<i32>,
+    },
+    /// The task panicked in the worker; the message is the panic payload. The worker survives.
+    #[error("task panicked: {0}")]
+    Panicked(String),
+    /// An argument or result could not be encoded with `postcard` (message from `postcard`).
+    #[error("could not encode: {0}")]
+    Encode(String),
+    /// An argument (in the worker) or a result (in the parent) could not be decoded.
+    #[error("could not decode: {0}")]
+    Decode(String),
+    /// The deadline passed; the operation can be retried (nothing was lost).
+    #[error("timed out")]
+    Timeout,
+    /// The pool was closed (`close`, `join` or drop) before this task could be submitted.
+    #[error("pool is closed")]
+    Closed,
+    /// `terminate()` stopped the pool before this task finished.
+    #[error("pool was terminated")]
+    Terminated,
+    /// The pool cannot run tasks any more: a worker died under
+    /// [`Policy::BreakPool`](crate::Policy::BreakPool), or the fork server is gone.
+    #[error("pool is broken: {0}")]
+    Broken(String),
+    /// This [`AsyncResult`](crate::AsyncResult) already handed out its value.
+    #[error("result already taken")]
+    Taken,
+    /// A message between the parent, the fork server and a worker failed.
+    #[error("pipe error: {0}")]
+    Pipe(#[from] ipc_pipe::Error),
+    /// Any other OS error, errno preserved.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

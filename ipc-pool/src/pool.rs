@@ -1,0 +1,1021 @@
+//! [`Pool`]: worker processes that run `fn(A) -> R` tasks (Python's `multiprocessing.Pool`,
+//! with `ProcessPoolExecutor`'s handling of dead workers, and better).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ipc_pipe::Connection;
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::dispatcher::{self, check_open, Collector, Done, Job, JobResult, Shared};
+use crate::fork_server::WorkerConfig;
+use crate::sys;
+use crate::task::{self, Callable};
+use crate::{Error, Result};
+
+/// Worker time a chunk of `map`/`imap` aims at once its items' cost is measured.
+const TARGET_CHUNK_NS: u64 = 10_000_000;
+/// Worker time below which a chunk is not made smaller (amortises the round trip).
+const MIN_CHUNK_NS: u64 = 500_000;
+/// Estimated work kept submitted ahead, per worker.
+const LOOKAHEAD_NS: u64 = 8_000_000;
+/// Chunks kept submitted ahead at most.
+const LOOKAHEAD_MAX: usize = 4096;
+/// Items per chunk at most.
+const CHUNK_MAX: usize = 1 << 20;
+/// How long dropping a pool waits for its tasks before terminating it.
+pub const DROP_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the pool does with the task(s) of a worker that dies while running them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Each task in flight on the dead worker fails with [`Error::WorkerDied`]; the worker is
+    /// replaced and the pool goes on (the default).
+    #[default]
+    FailTask,
+    /// Run such a task again on another worker, up to this many times, then fail it with
+    /// [`Error::WorkerDied`].
+    Retry(u32),
+    /// Fail the task with [`Error::WorkerDied`], and every other pending task with
+    /// [`Error::Broken`]; the pool refuses new work (as `ProcessPoolExecutor`'s
+    /// `BrokenProcessPool`).
+    BreakPool,
+}
+
+/// Configures a [`Pool`].
+#[derive(Clone, Debug, Default)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    initializer: Option<fn()>,
+    max_tasks_per_child: Option<u64>,
+    policy: Policy,
+}
+
+impl PoolBuilder {
+    /// Number of worker processes (default: `std::thread::available_parallelism()`).
+    #[must_use]
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// A function each worker runs once when it starts (Python's `initializer`). If it panics,
+    /// the worker exits and the pool breaks ([`Error::Broken`]) instead of respawning it
+    /// forever.
+    #[must_use]
+    pub fn initializer(mut self, f: fn()) -> Self {
+        self.initializer = Some(f);
+        self
+    }
+
+    /// A worker leaves after this many tasks and is replaced (Python's
+    /// `maxtasksperchild`). A task is one `apply`, or one chunk of a `map`.
+    #[must_use]
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.max_tasks_per_child = Some(n.max(1));
+        self
+    }
+
+    /// What happens to the task of a worker that dies (default [`Policy::FailTask`]).
+    #[must_use]
+    pub fn on_worker_death(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Forks the fork server and the workers, then starts the dispatcher thread.
+    ///
+    /// # Errors
+    /// `Io(InvalidInput)` for 0 processes; [`Error::Io`] or [`Error::Pipe`] if a fork, a
+    /// socket or the fork server fails.
+    pub fn build(self) -> Result<Pool> {
+        let processes = match self.processes {
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        if processes == 0 {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a pool needs at least one process",
+            )));
+        }
+        let config = WorkerConfig {
+            init: self.initializer.map_or(0, task::init_addr),
+            max_jobs: self.max_tasks_per_child.unwrap_or(u64::MAX),
+        };
+        let shared = dispatcher::start(processes, config, self.policy)?;
+        let sh = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("ipc-pool-dispatcher".into())
+            .spawn(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    dispatcher::run(&sh);
+                }));
+                if r.is_err() {
+                    // Never leave callers waiting on a dead dispatcher.
+                    let mut st = sh.state.lock();
+                    dispatcher::break_pool(&mut st, "dispatcher thread panicked".into());
+                    st.finished = true;
+                    drop(st);
+                    sh.finished_cv.notify_all();
+                }
+            })?;
+        Ok(Pool {
+            shared,
+            thread: Mutex::new(Some(thread)),
+            processes,
+        })
+    }
+}
+
+/// A pool of worker processes running `fn(A) -> R` tasks (Python's
+/// `multiprocessing.Pool`).
+///
+/// Tasks are plain function pointers (functions and non-capturing closures): workers are
+/// forks of this program, so the pointer names the same code there. Arguments and results
+/// travel as postcard bytes over one socket per worker. A worker that dies fails exactly the
+/// tasks it was running with [`Error::WorkerDied`] and is replaced; a panicking task is
+/// [`Error::Panicked`] and its worker lives on. Nothing hangs on a dead worker.
+///
+/// All methods take `&self`; a `Pool` can be shared between threads (`Send + Sync`).
+///
+/// # Example
+/// ```
+/// use ipc_pool::Pool;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// let pool = Pool::new(2)?;
+/// assert_eq!(pool.apply(square, 7)?, 49);
+/// assert_eq!(pool.map(square, 0..5)?, [0, 1, 4, 9, 16]);
+/// let doubled: Vec<u64> = pool.imap(|x: u64| x * 2, 0..3).collect::<Result<_, _>>()?;
+/// assert_eq!(doubled, [0, 2, 4]);
+/// pool.close();
+/// pool.join()?;
+/// # Ok::<(), ipc_pool::Error>(())
+/// ```
+pub struct Pool {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    processes: usize,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn encode_into<T: Serialize>(v: &T, buf: Vec<u8>) -> Result<Vec<u8>> {
+    postcard::to_extend(v, buf).map_err(|e| Error::Encode(e.to_string()))
+}
+
+fn decode_one<R: DeserializeOwned>(d: Done) -> Result<R> {
+    let mut v = Vec::with_capacity(1);
+    task::decode_results(&d.bytes, d.count, &mut v).map_err(Error::Decode)?;
+    v.pop()
+        .ok_or_else(|| Error::Decode("missing result".into()))
+}
+
+/// How `apply`'s direct exchange with a worker ended.
+enum Direct {
+    /// The worker answered (status, payload).
+    Answer(u8, Vec<u8>),
+    /// Something broke; the dispatcher takes over.
+    Fault,
+}
+
+impl Pool {
+    /// A pool of `processes` workers with the default settings.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// A builder for the other settings.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The number of workers the pool keeps.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// The pids of the live workers (they change as workers are replaced).
+    pub fn pids(&self) -> Vec<i32> {
+        let st = self.shared.state.lock();
+        st.workers
+            .iter()
+            .filter(|w| w.dead.is_none())
+            .map(|w| w.pid)
+            .collect()
+    }
+
+    fn new_job(
+        st: &mut dispatcher::State,
+        (tramp, func): (u64, u64),
+        count: u32,
+        payload: Vec<u8>,
+        sink: Arc<Collector>,
+        index: usize,
+        est_ns: u64,
+    ) -> Job {
+        let id = st.next_job;
+        st.next_job += 1;
+        let len = payload.len();
+        Job {
+            id,
+            tramp,
+            func,
+            count,
+            payload,
+            sink,
+            index,
+            retries: 0,
+            est_ns,
+            len,
+            frame: 0,
+        }
+    }
+
+    /// Runs `f(arg)` in a worker and waits for the result (Python's `apply`).
+    ///
+    /// When a worker is idle, the calling thread writes the task to it and waits for the
+    /// answer itself (one write, one read); otherwise the task is queued.
+    ///
+    /// # Errors
+    /// [`Error::Panicked`] if `f` panicked; [`Error::WorkerDied`] if the worker died running
+    /// it (under [`Policy::FailTask`]); [`Error::Encode`]/[`Error::Decode`] for an argument or
+    /// result postcard cannot carry; [`Error::Closed`], [`Error::Terminated`] or
+    /// [`Error::Broken`] if the pool takes no more work.
+    ///
+    /// # Peer death
+    /// A worker killed mid-task is seen through its pidfd within a bounded time; the call
+    /// returns `WorkerDied` (or runs the task again under [`Policy::Retry`]).
+    pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let tramp = task::trampoline_addr::<fn(A) -> R>();
+        let func = f.addr();
+        let payload = encode_into(&arg, Vec::new())?;
+        let coll = Collector::new();
+        let mut st = self.shared.state.lock();
+        check_open(&st)?;
+        let direct = if st.queue.is_empty() {
+            st.workers.iter().position(dispatcher::Worker::is_idle)
+        } else {
+            None
+        };
+        let Some(i) = direct else {
+            let job = Self::new_job(&mut st, (tramp, func), 1, payload, Arc::clone(&coll), 0, 0);
+            self.shared.submit(&mut st, job)?;
+            drop(st);
+            return wait_one(&coll);
+        };
+        let mut frame = Vec::with_capacity(task::JOB_HDR + payload.len());
+        let id = st.next_job;
+        task::put_job_header(&mut frame, id, tramp, func, 1, payload.len() as u64);
+        frame.extend_from_slice(&payload);
+        let keep = matches!(st.policy, Policy::Retry(_));
+        let job = Self::new_job(
+            &mut st,
+            (tramp, func),
+            1,
+            if keep { payload } else { Vec::new() },
+            Arc::clone(&coll),
+            0,
+            0,
+        );
+        let max_jobs = st.max_jobs;
+        st.outstanding += 1;
+        let w = &mut st.workers[i];
+        let wid = w.id;
+        let Some(conn) = w.conn.take() else {
+            unreachable!("is_idle checked the connection")
+        };
+        // The worker stays in the table while its connection is checked out (the dispatcher
+        // removes only workers whose connection it holds), so its pidfd number stays valid.
+        let pidfd = w.pidfd.as_raw_fd();
+        w.frames += 1;
+        let mut job = job;
+        job.frame = w.frames;
+        w.push(job, max_jobs);
+        drop(st);
+        let (conn, outcome) = direct_exchange(conn, &frame, pidfd, id);
+        let mut st = self.shared.state.lock();
+        let w = st.workers.iter_mut().find(|w| w.id == wid);
+        let Some(w) = w else {
+            unreachable!("a checked-out worker is never removed")
+        };
+        w.conn = Some(conn);
+        match outcome {
+            Direct::Answer(status, bytes) => {
+                if w.take(id).is_some() {
+                    w.completed += 1;
+                    st.outstanding -= 1;
+                }
+                let wake = {
+                    let w = st.workers.iter().find(|w| w.id == wid);
+                    w.is_some_and(|w| w.retiring || w.dead.is_some())
+                        || !st.queue.is_empty()
+                        || st.stopping
+                };
+                if wake {
+                    self.shared.wake(&mut st);
+                }
+                drop(st);
+                let msg = || String::from_utf8_lossy(&bytes).into_owned();
+                match status {
+                    task::ST_OK => decode_one(Done { count: 1, bytes }),
+                    task::ST_PANICKED => Err(Error::Panicked(msg())),
+                    task::ST_DECODE => Err(Error::Decode(msg())),
+                    _ => Err(Error::Encode(msg())),
+                }
+            }
+            Direct::Fault => {
+                // Make sure it is dead (it may only have spoken nonsense), then let the
+                // dispatcher resolve the job by its death.
+                let _ = sys::pidfd_signal(w.pidfd.as_fd(), libc::SIGKILL);
+                self.shared.wake(&mut st);
+                drop(st);
+                wait_one(&coll)
+            }
+        }
+    }
+
+    /// Queues `f(arg)` and returns at once (Python's `apply_async`).
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if `arg` cannot be encoded; [`Error::Closed`], [`Error::Terminated`]
+    /// or [`Error::Broken`] if the pool takes no more work. The task's own errors come from
+    /// [`AsyncResult::get`].
+    pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let tramp = task::trampoline_addr::<fn(A) -> R>();
+        let payload = encode_into(&arg, Vec::new())?;
+        let coll = Collector::new();
+        let mut st = self.shared.state.lock();
+        let job = Self::new_job(
+            &mut st,
+            (tramp, f.addr()),
+            1,
+            payload,
+            Arc::clone(&coll),
+            0,
+            0,
+        );
+        self.shared.submit(&mut st, job)?;
+        Ok(AsyncResult {
+            coll,
+            taken: false,
+            _r: PhantomData,
+        })
+    }
+
+    /// Applies `f` to every item, in parallel, and returns the results in input order
+    /// (Python's `map`). Chunking is adaptive: the first chunks are `len / (4 × workers)`
+    /// items (Python's default) when the length is known, then chunks are sized from the
+    /// measured cost per item to take about 10 ms of worker time, and shrink towards the end
+    /// so the workers finish together.
+    ///
+    /// # Errors
+    /// The first error in input order (a task's panic, a dead worker, an encoding failure,
+    /// a closed pool); tasks already submitted still run, their results are dropped.
+    ///
+    /// # Peer death
+    /// A worker's death fails the chunk it was running (under [`Policy::FailTask`]), so the
+    /// call returns `WorkerDied`.
+    pub fn map<A, R, I>(&self, f: fn(A) -> R, iter: I) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        Feed::<fn(A) -> R, I::IntoIter>::new(self, f, iter.into_iter(), None).collect_all()
+    }
+
+    /// [`map`](Self::map) with a fixed number of items per task (Python's `chunksize`).
+    ///
+    /// # Errors
+    /// As [`map`](Self::map).
+    pub fn map_chunked<A, R, I>(&self, f: fn(A) -> R, iter: I, chunksize: usize) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        Feed::<fn(A) -> R, I::IntoIter>::new(self, f, iter.into_iter(), Some(chunksize.max(1)))
+            .collect_all()
+    }
+
+    /// Applies `f(a, b)` to every pair (Python's `starmap`, for two-argument functions; pass
+    /// a tuple to [`map`](Self::map) for more).
+    ///
+    /// # Errors
+    /// As [`map`](Self::map).
+    pub fn starmap<A, B, R, I>(&self, f: fn(A, B) -> R, iter: I) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        B: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = (A, B)>,
+    {
+        Feed::<fn(A, B) -> R, I::IntoIter>::new(self, f, iter.into_iter(), None).collect_all()
+    }
+
+    /// A lazy, ordered iterator of `f(item)` (Python's `imap`). Items are pulled from `iter`
+    /// only as results are consumed, with a bounded look-ahead (a few chunks per worker), so
+    /// memory does not grow with the input and `iter` may be endless. Chunks start at one item
+    /// and grow with the measured cost, as in [`map`](Self::map).
+    ///
+    /// Each item is `Ok(result)`; a failed chunk yields one `Err` in place of its items and
+    /// the iteration goes on with the next chunk.
+    pub fn imap<A, R, I>(&self, f: fn(A) -> R, iter: I) -> IMap<'_, A, R, I::IntoIter>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        IMap {
+            feed: Feed::new(self, f, iter.into_iter(), None),
+            buf: VecDeque::new(),
+        }
+    }
+
+    /// [`imap`](Self::imap) with a fixed number of items per task.
+    pub fn imap_chunked<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        iter: I,
+        chunksize: usize,
+    ) -> IMap<'_, A, R, I::IntoIter>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        IMap {
+            feed: Feed::new(self, f, iter.into_iter(), Some(chunksize.max(1))),
+            buf: VecDeque::new(),
+        }
+    }
+
+    /// As [`imap`](Self::imap), but results come in completion order (Python's
+    /// `imap_unordered`).
+    pub fn imap_unordered<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        iter: I,
+    ) -> IMapUnordered<'_, A, R, I::IntoIter>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        IMapUnordered {
+            feed: Feed::new(self, f, iter.into_iter(), None),
+            buf: VecDeque::new(),
+        }
+    }
+
+    /// Refuses new tasks; those already submitted still run (Python's `close`).
+    pub fn close(&self) {
+        let mut st = self.shared.state.lock();
+        st.closed = true;
+    }
+
+    /// Closes the pool, waits for every submitted task, then stops the workers and the fork
+    /// server and reaps them (Python's `close(); join()`). Afterwards no child process of the
+    /// pool remains.
+    ///
+    /// # Errors
+    /// Never fails today; the `Result` leaves room for reporting a dispatcher failure.
+    pub fn join(&self) -> Result<()> {
+        self.begin_stop();
+        let mut st = self.shared.state.lock();
+        while !st.finished {
+            self.shared.finished_cv.wait(&mut st);
+        }
+        drop(st);
+        self.reap_thread();
+        Ok(())
+    }
+
+    /// [`join`](Self::join) waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if tasks still run after `timeout` (the pool is closed, and keeps
+    /// working; call `join` or `terminate` later).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.begin_stop();
+        let deadline = Instant::now().checked_add(timeout);
+        let mut st = self.shared.state.lock();
+        while !st.finished {
+            match deadline {
+                Some(d) => {
+                    if self.shared.finished_cv.wait_until(&mut st, d).timed_out() && !st.finished {
+                        return Err(Error::Timeout);
+                    }
+                }
+                None => self.shared.finished_cv.wait(&mut st),
+            }
+        }
+        drop(st);
+        self.reap_thread();
+        Ok(())
+    }
+
+    /// Kills the workers at once: every pending task fails with [`Error::Terminated`], and
+    /// the pool stops (Python's `terminate`). Call [`join`](Self::join) to wait until
+    /// everything is reaped.
+    pub fn terminate(&self) {
+        let mut st = self.shared.state.lock();
+        st.terminated = true;
+        st.closed = true;
+        st.stopping = true;
+        dispatcher::fail_all(&mut st, || Error::Terminated);
+        self.shared.wake(&mut st);
+    }
+
+    fn begin_stop(&self) {
+        let mut st = self.shared.state.lock();
+        st.closed = true;
+        st.stopping = true;
+        self.shared.wake(&mut st);
+    }
+
+    fn reap_thread(&self) {
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    /// Closes the pool and waits up to [`DROP_JOIN_TIMEOUT`] for its tasks; then terminates
+    /// it and waits for the workers to be reaped.
+    fn drop(&mut self) {
+        if self.join_timeout(DROP_JOIN_TIMEOUT).is_err() {
+            self.terminate();
+            let _ = self.join();
+        }
+    }
+}
+
+/// Writes `frame` to a checked-out worker and waits for its answer on the socket, watching
+/// its pidfd. Gives the connection back with the outcome.
+fn direct_exchange(
+    mut conn: Connection,
+    frame: &[u8],
+    pidfd: RawFd,
+    id: u64,
+) -> (Connection, Direct) {
+    if conn.send_bytes(frame).is_err() {
+        return (conn, Direct::Fault);
+    }
+    let mut buf = Vec::new();
+    loop {
+        let mut p = [sys::pollin(conn.as_raw_fd()), sys::pollin(pidfd)];
+        if sys::poll(&mut p, None).is_err() {
+            return (conn, Direct::Fault);
+        }
+        let got = if p[0].revents != 0 {
+            conn.recv_bytes_into(&mut buf).is_ok()
+        } else if p[1].revents != 0 {
+            // It died; an answer may still have made it.
+            matches!(conn.try_recv_bytes_into(&mut buf), Ok(Some(_)))
+        } else {
+            continue;
+        };
+        if !got {
+            return (conn, Direct::Fault);
+        }
+        let mut rest = &buf[..];
+        let out = match task::next_result(&mut rest) {
+            Ok(r) if r.id == id && r.count == 1 && rest.is_empty() => {
+                Direct::Answer(r.status, r.payload.to_vec())
+            }
+            _ => Direct::Fault,
+        };
+        return (conn, out);
+    }
+}
+
+fn wait_one<R: DeserializeOwned>(coll: &Collector) -> Result<R> {
+    let mut c = coll.inner.lock();
+    loop {
+        if let Some((_, r)) = c.ready.pop() {
+            return r.and_then(decode_one);
+        }
+        coll.cv.wait(&mut c);
+    }
+}
+
+// ------------------------------------------------------------ AsyncResult
+
+/// The pending result of [`Pool::apply_async`] (Python's `AsyncResult`).
+///
+/// The task runs whether or not this handle is kept; dropping it discards the result.
+pub struct AsyncResult<R> {
+    coll: Arc<Collector>,
+    taken: bool,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("taken", &self.taken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: DeserializeOwned> AsyncResult<R> {
+    /// Whether the result has arrived (or was taken).
+    pub fn ready(&self) -> bool {
+        self.taken || !self.coll.inner.lock().ready.is_empty()
+    }
+
+    /// Waits until the result has arrived.
+    pub fn wait(&self) {
+        let mut c = self.coll.inner.lock();
+        while !self.taken && c.ready.is_empty() {
+            self.coll.cv.wait(&mut c);
+        }
+    }
+
+    /// Waits at most `timeout` for the result; `true` if it has arrived.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut c = self.coll.inner.lock();
+        while !self.taken && c.ready.is_empty() {
+            match deadline {
+                Some(d) => {
+                    if self.coll.cv.wait_until(&mut c, d).timed_out() {
+                        return self.taken || !c.ready.is_empty();
+                    }
+                }
+                None => self.coll.cv.wait(&mut c),
+            }
+        }
+        true
+    }
+
+    /// Waits for the task and returns its result.
+    ///
+    /// # Errors
+    /// As [`Pool::apply`]; [`Error::Taken`] if the value was already taken by
+    /// [`get_timeout`](Self::get_timeout).
+    pub fn get(mut self) -> Result<R> {
+        if self.taken {
+            return Err(Error::Taken);
+        }
+        self.wait();
+        self.take()
+    }
+
+    /// Waits at most `timeout` for the result.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if it has not arrived (the handle stays usable); [`Error::Taken`]
+    /// after a successful call; else as [`Pool::apply`].
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
+        if self.taken {
+            return Err(Error::Taken);
+        }
+        if !self.wait_timeout(timeout) {
+            return Err(Error::Timeout);
+        }
+        self.take()
+    }
+
+    fn take(&mut self) -> Result<R> {
+        let r = self.coll.inner.lock().ready.pop();
+        match r {
+            Some((_, r)) => {
+                self.taken = true;
+                r.and_then(decode_one)
+            }
+            None => Err(Error::Timeout),
+        }
+    }
+}
+
+// -------------------------------------------------------------- feeding
+
+/// The engine of `map`, `imap` and friends: pulls items, cuts chunks, keeps a bounded number
+/// submitted, and hands completed chunks back.
+struct Feed<'p, F: Callable, I: Iterator<Item = F::In>> {
+    pool: &'p Pool,
+    coll: Arc<Collector>,
+    iter: Option<I>,
+    tramp: u64,
+    func: u64,
+    fixed: Option<usize>,
+    len: Option<usize>,
+    pulled: usize,
+    submitted: usize,
+    consumed: usize,
+    grow: usize,
+    error: Option<Error>,
+    pending: HashMap<usize, JobResult>,
+    _f: PhantomData<F>,
+}
+
+impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
+    fn new(pool: &'p Pool, f: F, iter: I, fixed: Option<usize>) -> Self {
+        let len = match iter.size_hint() {
+            (lo, Some(hi)) if lo == hi => Some(lo),
+            _ => None,
+        };
+        Feed {
+            pool,
+            coll: Collector::new(),
+            iter: Some(iter),
+            tramp: task::trampoline_addr::<F>(),
+            func: f.addr(),
+            fixed,
+            len,
+            pulled: 0,
+            submitted: 0,
+            consumed: 0,
+            grow: 1,
+            error: None,
+            pending: HashMap::new(),
+            _f: PhantomData,
+        }
+    }
+
+    /// Worker nanoseconds per item measured so far.
+    fn per_item(&self) -> Option<u64> {
+        let c = self.coll.inner.lock();
+        (c.items > 0).then(|| (c.nanos / c.items).max(1))
+    }
+
+    fn chunk_size(&mut self, per_item: Option<u64>) -> usize {
+        let w = self.pool.processes;
+        if let Some(n) = self.fixed {
+            return n;
+        }
+        let size = match (per_item, self.len) {
+            (None, Some(len)) => len.div_ceil(4 * w),
+            (None, None) => {
+                let s = self.grow;
+                self.grow = (s * 2).min(1024);
+                s
+            }
+            (Some(t), len) => {
+                let hi = usize::try_from(TARGET_CHUNK_NS / t)
+                    .unwrap_or(usize::MAX)
+                    .max(1);
+                let lo = usize::try_from(MIN_CHUNK_NS / t)
+                    .unwrap_or(usize::MAX)
+                    .max(1);
+                match len {
+                    Some(len) => {
+                        let remaining = len.saturating_sub(self.pulled);
+                        (remaining / (2 * w)).max(lo).min(hi)
+                    }
+                    None => hi,
+                }
+            }
+        };
+        size.clamp(1, CHUNK_MAX)
+    }
+
+    fn may_submit(&self, per_item: Option<u64>, chunk: usize) -> bool {
+        let ahead = self.submitted - self.consumed;
+        let w = self.pool.processes;
+        let limit = match per_item {
+            None => w,
+            Some(t) => {
+                let chunk_ns = t.saturating_mul(chunk as u64).max(1);
+                let by_time = (LOOKAHEAD_NS.saturating_mul(w as u64) / chunk_ns) as usize;
+                by_time.clamp(2 * w, LOOKAHEAD_MAX)
+            }
+        };
+        ahead < limit
+    }
+
+    /// Submits chunks while the look-ahead allows.
+    fn fill(&mut self) {
+        loop {
+            if self.iter.is_none() || self.error.is_some() {
+                return;
+            }
+            let per_item = self.per_item();
+            let size = self.chunk_size(per_item);
+            if !self.may_submit(per_item, size) {
+                return;
+            }
+            let Some(it) = self.iter.as_mut() else { return };
+            let mut payload = Vec::new();
+            let mut count: u32 = 0;
+            for a in it.by_ref().take(size) {
+                match encode_into(&a, std::mem::take(&mut payload)) {
+                    Ok(p) => payload = p,
+                    Err(e) => {
+                        self.error = Some(e);
+                        self.iter = None;
+                        return;
+                    }
+                }
+                count += 1;
+            }
+            self.pulled += count as usize;
+            if count == 0 {
+                self.iter = None;
+                return;
+            }
+            if (count as usize) < size {
+                self.iter = None;
+            }
+            let est = per_item.map_or(0, |t| t.saturating_mul(u64::from(count)));
+            let mut st = self.pool.shared.state.lock();
+            let job = Pool::new_job(
+                &mut st,
+                (self.tramp, self.func),
+                count,
+                payload,
+                Arc::clone(&self.coll),
+                self.submitted,
+                est,
+            );
+            if let Err(e) = self.pool.shared.submit(&mut st, job) {
+                self.error = Some(e);
+                self.iter = None;
+                return;
+            }
+            self.submitted += 1;
+        }
+    }
+
+    /// Moves arrived results into `pending`, waiting for at least one if `block`.
+    fn collect_ready(&mut self, block: bool) {
+        let mut c = self.coll.inner.lock();
+        while block && c.ready.is_empty() {
+            self.coll.cv.wait(&mut c);
+        }
+        for (i, r) in c.ready.drain(..) {
+            self.pending.insert(i, r);
+        }
+    }
+
+    /// The next chunk in order, or the submission error once everything before it is out.
+    fn next_ordered(&mut self) -> Option<JobResult> {
+        loop {
+            self.fill();
+            if let Some(r) = self.pending.remove(&self.consumed) {
+                self.consumed += 1;
+                return Some(r);
+            }
+            if self.consumed == self.submitted {
+                return self.error.take().map(Err);
+            }
+            self.collect_ready(true);
+        }
+    }
+
+    /// The next chunk to finish, in any order.
+    fn next_any(&mut self) -> Option<JobResult> {
+        loop {
+            self.fill();
+            if let Some(&k) = self.pending.keys().next() {
+                self.consumed += 1;
+                return self.pending.remove(&k);
+            }
+            if self.consumed == self.submitted {
+                return self.error.take().map(Err);
+            }
+            self.collect_ready(true);
+        }
+    }
+
+    fn collect_all(mut self) -> Result<Vec<F::Out>> {
+        let mut out = Vec::with_capacity(self.len.unwrap_or(0));
+        while let Some(r) = self.next_ordered() {
+            let d = r?;
+            task::decode_results(&d.bytes, d.count, &mut out).map_err(Error::Decode)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes a chunk into `buf`, or queues its error.
+fn unpack<R: DeserializeOwned>(r: JobResult, buf: &mut VecDeque<Result<R>>) {
+    match r {
+        Ok(d) => {
+            let mut v: Vec<R> = Vec::with_capacity(d.count as usize);
+            match task::decode_results(&d.bytes, d.count, &mut v) {
+                Ok(()) => buf.extend(v.into_iter().map(Ok)),
+                Err(e) => buf.push_back(Err(Error::Decode(e))),
+            }
+        }
+        Err(e) => buf.push_back(Err(e)),
+    }
+}
+
+/// The iterator of [`Pool::imap`]: results in input order, computed ahead within a bound.
+pub struct IMap<'p, A, R, I>
+where
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+    I: Iterator<Item = A>,
+{
+    feed: Feed<'p, fn(A) -> R, I>,
+    buf: VecDeque<Result<R>>,
+}
+
+impl<A, R, I> Iterator for IMap<'_, A, R, I>
+where
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+    I: Iterator<Item = A>,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.buf.pop_front() {
+                return Some(r);
+            }
+            unpack(self.feed.next_ordered()?, &mut self.buf);
+        }
+    }
+}
+
+impl<A, R, I> fmt::Debug for IMap<'_, A, R, I>
+where
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+    I: Iterator<Item = A>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IMap")
+            .field("submitted", &self.feed.submitted)
+            .field("consumed", &self.feed.consumed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The iterator of [`Pool::imap_unordered`]: results as they complete.
+pub struct IMapUnordered<'p, A, R, I>
+where
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+    I: Iterator<Item = A>,
+{
+    feed: Feed<'p, fn(A) -> R, I>,
+    buf: VecDeque<Result<R>>,
+}
+
+impl<A, R, I> Iterator for IMapUnordered<'_, A, R, I>
+where
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+    I: Iterator<Item = A>,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.buf.pop_front() {
+                return Some(r);
+            }
+            unpack(self.feed.next_any()?, &mut self.buf);
+        }
+    }
+}
+
+impl<A, R, I> fmt::Debug for IMapUnordered<'_, A, R, I>
+where
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+    I: Iterator<Item = A>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IMapUnordered")
+            .field("submitted", &self.feed.submitted)
+            .field("consumed", &self.feed.consumed)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,285 @@
+//! Every raw OS call of the crate: `fork`, `pidfd_open`, `pidfd_send_signal`, `waitid(P_PIDFD)`,
+//! `prctl(PR_SET_PDEATHSIG)`, `ppoll`, `eventfd`, `_exit`, and the `/proc/self/task` count.
+//!
+//! Children are only ever waited for by their own pidfd (`waitid(P_PIDFD)`), never by
+//! `waitpid(-1)` and never through a `SIGCHLD` handler, so this crate cannot steal another
+//! library's children. EINTR is retried here, against the caller's monotonic deadline.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+/// What `fork` returned in this process.
+pub(crate) enum Fork {
+    /// We are the child.
+    Child,
+    /// We are the parent of this pid.
+    Parent(libc::pid_t),
+}
+
+/// `fork(2)`.
+///
+/// # Safety
+/// - In the child, only async-signal-safe work may happen until the caller knows no other
+///   thread of the parent held a lock the child will need (see the crate docs on forking a
+///   multithreaded process); the child must leave with [`exit_now`], never by returning into
+///   code that expects to run once.
+pub(crate) unsafe fn fork() -> io::Result<Fork> {
+    // SAFETY: the caller upholds the child's rules above.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Fork::Child),
+        p => Ok(Fork::Parent(p)),
+    }
+}
+
+/// `_exit(code)`: ends the process at once, without destructors, atexit handlers or stdio
+/// flushing (the caller flushes what it must).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is always safe to call; it does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// Closes `fd` in a freshly forked child: the child's copy of an fd whose owning object
+/// belongs to a frame the child never returns to.
+pub(crate) fn close_fd(fd: RawFd) {
+    // SAFETY: closing an fd number never touches memory; the callers own that number in this
+    // process (see above) and never use it again.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// `getpid()`.
+pub(crate) fn getpid() -> libc::pid_t {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// `getppid()`.
+pub(crate) fn getppid() -> libc::pid_t {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// `prctl(PR_SET_PDEATHSIG, sig)`: the kernel sends `sig` to this process when the thread that
+/// forked it exits.
+pub(crate) fn set_parent_death_signal(sig: i32) -> io::Result<()> {
+    // SAFETY: plain prctl with integer arguments.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::c_ulong::try_from(sig).unwrap_or(0),
+        )
+    };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Resets `sig` to its default disposition (a fork inherits ignored signals).
+pub(crate) fn default_signal(sig: i32) {
+    // SAFETY: installs SIG_DFL; no handler code is involved.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+    }
+}
+
+/// Unblocks every signal in the calling thread (a forked child inherits the forking thread's
+/// mask, which a host program may have set).
+pub(crate) fn unblock_all_signals() {
+    // SAFETY: `set` is a valid sigset_t filled by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// `pidfd_open(pid, 0)`: a close-on-exec fd that becomes readable when `pid` exits.
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: raw syscall with integer arguments; returns a new fd or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(r).map_err(|_| io::Error::other("pidfd_open returned a bad fd"))?;
+    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `pidfd_send_signal(pidfd, sig)`: signals exactly the process of `pidfd` (no pid-reuse race).
+/// A process that already exited (`ESRCH`) is not an error.
+pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    // SAFETY: raw syscall; a null siginfo means "as kill(2)".
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// `SIGKILL`s our own unreaped child `pid` and reaps it with `waitid(P_PID, pid)`: the fallback
+/// when `pidfd_open` failed right after `fork` (the pid cannot be reused while unreaped).
+pub(crate) fn kill_and_reap_pid(pid: libc::pid_t) {
+    // SAFETY: `pid` is our own child that nobody else reaps; kill and waitid take plain
+    // integers and a valid siginfo pointer.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let id = libc::id_t::try_from(pid).unwrap_or(0);
+        while libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED) == -1
+            && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+        {}
+    }
+}
+
+/// How a child ended, from `waitid`: `Exited(code)` or `Signaled(sig)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl Status {
+    /// Python's `exitcode`: the exit code, or minus the signal number.
+    pub(crate) fn exitcode(self) -> i32 {
+        match self {
+            Status::Exited(c) => c,
+            Status::Signaled(s) => -s,
+        }
+    }
+
+    /// The raw wait status (`W_EXITCODE` / `W_TERMSIG` encoding) for `ExitStatusExt::from_raw`.
+    pub(crate) fn raw(self) -> i32 {
+        match self {
+            Status::Exited(c) => (c & 0xff) << 8,
+            Status::Signaled(s) => s & 0x7f,
+        }
+    }
+}
+
+/// `waitid(P_PIDFD, pidfd, WEXITED [| WNOHANG])` on our own child: reaps it and returns how it
+/// ended, or `None` if `nohang` and it is still running. EINTR is retried.
+pub(crate) fn waitid_pidfd(pidfd: BorrowedFd<'_>, nohang: bool) -> io::Result<Option<Status>> {
+    let flags = libc::WEXITED | if nohang { libc::WNOHANG } else { 0 };
+    let id = libc::id_t::try_from(pidfd.as_raw_fd()).map_err(|_| io::Error::other("bad pidfd"))?;
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer to a siginfo_t that lives across the call.
+        let r = unsafe { libc::waitid(libc::P_PIDFD, id, &mut info, flags) };
+        if r == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: waitid succeeded, so for WEXITED the child fields are filled (si_pid 0 means
+        // WNOHANG found nothing).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(match info.si_code {
+            libc::CLD_EXITED => Status::Exited(status),
+            _ => Status::Signaled(status),
+        }));
+    }
+}
+
+/// `ppoll` on `fds` until one is ready or `deadline` passes (`None`: no limit). Returns the
+/// number of ready fds (0 on timeout). EINTR re-waits for the remaining time.
+pub(crate) fn poll(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize> {
+    loop {
+        let ts = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                Some(libc::timespec {
+                    tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
+                    // Below 10^9: fits every c_long.
+                    tv_nsec: left.subsec_nanos() as libc::c_long,
+                })
+            }
+        };
+        let tsp = ts.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
+        let n = libc::nfds_t::try_from(fds.len()).map_err(|_| io::Error::other("too many fds"))?;
+        // SAFETY: `fds` is a valid slice of pollfd for the call; `tsp` is null or points to a
+        // timespec that outlives the call; a null sigmask keeps the current mask.
+        let r = unsafe { libc::ppoll(fds.as_mut_ptr(), n, tsp, std::ptr::null()) };
+        if r >= 0 {
+            return Ok(usize::try_from(r).unwrap_or(0));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// A `pollfd` asking for readability.
+pub(crate) fn pollin(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// An `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)`: the dispatcher's doorbell.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; returns a new fd or -1.
+    let r = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// Adds 1 to an eventfd (wakes its poller). A full counter (`EAGAIN`) is already readable.
+pub(crate) fn eventfd_ring(fd: BorrowedFd<'_>) {
+    let one: u64 = 1;
+    loop {
+        // SAFETY: writes 8 bytes from a valid u64.
+        let r = unsafe { libc::write(fd.as_raw_fd(), std::ptr::from_ref(&one).cast(), 8) };
+        if r == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return;
+    }
+}
+
+/// Resets an eventfd to zero (non-blocking read).
+pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
+    let mut v: u64 = 0;
+    // SAFETY: reads at most 8 bytes into a valid u64; EAGAIN (already zero) is fine.
+    unsafe {
+        libc::read(fd.as_raw_fd(), std::ptr::from_mut(&mut v).cast(), 8);
+    }
+}
+
+/// The number of threads of this process (entries of `/proc/self/task`), or `None` if `/proc`
+/// is not readable.
+pub(crate) fn thread_count() -> Option<usize> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()
+        .map(|d| d.filter(|e| e.is_ok()).count())
+}

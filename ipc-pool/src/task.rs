@@ -1,0 +1,361 @@
+//! The task core: how a `fn(A) -> R` crosses into a worker, and the wire format of jobs and
+//! results.
+//!
+//! A task is a plain function pointer. Workers are forked (never exec'd) from the parent's
+//! image, so the pointer's address means the same function there. The parent sends two
+//! addresses per job: the function's and that of a *trampoline*, `run::<F>`, monomorphised
+//! for the function's type, which decodes the arguments with postcard, calls the function
+//! under `catch_unwind` and encodes the results. Only the parent writes a worker's socket (a
+//! private `socketpair`), so the addresses a worker calls always come from the same image.
+//!
+//! Wire format (all integers little-endian), many records per frame:
+//! - job (parent to worker): `id u64, trampoline u64, func u64, count u32, len u64`, then
+//!   `len` bytes: `count` postcard-encoded arguments back to back. An empty frame means stop.
+//! - result (worker to parent): `id u64, status u8, count u32, nanos u64, len u64`, then `len`
+//!   bytes: `count` postcard-encoded results (status 0) or a UTF-8 message (panic, decode or
+//!   encode failure). `nanos` is the time the worker spent on the job (adaptive chunking).
+//!
+//! The parent treats result frames as untrusted: every length is checked against the frame
+//! and every id against the worker's in-flight table.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Size of a job record's header.
+pub(crate) const JOB_HDR: usize = 36;
+/// Size of a result record's header.
+pub(crate) const RES_HDR: usize = 29;
+
+pub(crate) const ST_OK: u8 = 0;
+pub(crate) const ST_PANICKED: u8 = 1;
+pub(crate) const ST_DECODE: u8 = 2;
+pub(crate) const ST_ENCODE: u8 = 3;
+
+/// The signature of every trampoline: `(func, count, input, out) -> status`; on failure `out`
+/// holds the message.
+pub(crate) type Trampoline = fn(u64, u32, &[u8], &mut Vec<u8>) -> u8;
+
+mod sealed {
+    pub trait Sealed {}
+    impl<A, R> Sealed for fn(A) -> R {}
+    impl<A, B, R> Sealed for fn(A, B) -> R {}
+}
+
+/// A function pointer type a worker can call: `fn(A) -> R` (map, apply) and `fn(A, B) -> R`
+/// (starmap). Implemented only for function pointer types, which is what makes the address
+/// round trip in [`Callable::from_addr`] sound.
+pub(crate) trait Callable: Copy + sealed::Sealed + 'static {
+    type In: Serialize + DeserializeOwned;
+    type Out: Serialize + DeserializeOwned;
+    fn call(self, x: Self::In) -> Self::Out;
+    fn addr(self) -> u64;
+    /// # Safety
+    /// `addr` must come from [`Callable::addr`] of the same type in a process with the same
+    /// executable image (this process or a fork of it).
+    unsafe fn from_addr(addr: u64) -> Self;
+}
+
+impl<A, R> Callable for fn(A) -> R
+where
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    type In = A;
+    type Out = R;
+    fn call(self, x: A) -> R {
+        self(x)
+    }
+    fn addr(self) -> u64 {
+        self as usize as u64
+    }
+    unsafe fn from_addr(addr: u64) -> Self {
+        let a = addr as usize;
+        // SAFETY: by the contract, `a` is the address of a `fn(A) -> R` of this image;
+        // function pointers and `usize` have the same size on every supported target.
+        unsafe { std::mem::transmute::<usize, fn(A) -> R>(a) }
+    }
+}
+
+impl<A, B, R> Callable for fn(A, B) -> R
+where
+    A: Serialize + DeserializeOwned + 'static,
+    B: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    type In = (A, B);
+    type Out = R;
+    fn call(self, (a, b): (A, B)) -> R {
+        self(a, b)
+    }
+    fn addr(self) -> u64 {
+        self as usize as u64
+    }
+    unsafe fn from_addr(addr: u64) -> Self {
+        let a = addr as usize;
+        // SAFETY: as for `fn(A) -> R`.
+        unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(a) }
+    }
+}
+
+/// The address of `F`'s trampoline, to send with a job.
+pub(crate) fn trampoline_addr<F: Callable>() -> u64 {
+    let t: Trampoline = run::<F>;
+    t as usize as u64
+}
+
+/// Calls the trampoline at `tramp` (worker side).
+///
+/// # Safety
+/// `tramp` must come from [`trampoline_addr`] in a process with this executable image, and
+/// `func` from the matching `Callable::addr`.
+pub(crate) unsafe fn call_trampoline(
+    tramp: u64,
+    func: u64,
+    count: u32,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> u8 {
+    // SAFETY: by the contract `tramp` is the address of a `Trampoline` of this image.
+    let t = unsafe { std::mem::transmute::<usize, Trampoline>(tramp as usize) };
+    t(func, count, input, out)
+}
+
+/// The address of an initializer, to pass to a fork server.
+pub(crate) fn init_addr(f: fn()) -> u64 {
+    f as usize as u64
+}
+
+/// The initializer at `addr`.
+///
+/// # Safety
+/// `addr` must come from [`init_addr`] in a process with this executable image.
+pub(crate) unsafe fn init_from_addr(addr: u64) -> fn() {
+    // SAFETY: by the contract `addr` is a `fn()` of this image.
+    unsafe { std::mem::transmute::<usize, fn()>(addr as usize) }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Worker side of one job: decode `count` arguments from `input`, call `F` on each, encode
+/// each result onto `out`. On failure `out` is replaced by the message.
+fn run<F: Callable>(func: u64, count: u32, input: &[u8], out: &mut Vec<u8>) -> u8 {
+    // SAFETY: the parent built this job with `F::addr` and `trampoline_addr::<F>` (the
+    // trampoline's own type fixes `F`), and the worker is a fork of the parent.
+    let f = unsafe { F::from_addr(func) };
+    let start = out.len();
+    let mut rest = input;
+    for _ in 0..count {
+        let a = match postcard::take_from_bytes::<F::In>(rest) {
+            Ok((a, r)) => {
+                rest = r;
+                a
+            }
+            Err(e) => return fail(out, start, ST_DECODE, &format!("argument: {e}")),
+        };
+        let r = match catch_unwind(AssertUnwindSafe(|| f.call(a))) {
+            Ok(r) => r,
+            Err(p) => return fail(out, start, ST_PANICKED, &panic_message(&*p)),
+        };
+        match postcard::to_extend(&r, std::mem::take(out)) {
+            Ok(v) => *out = v,
+            Err(e) => return fail(out, start, ST_ENCODE, &format!("result: {e}")),
+        }
+    }
+    if !rest.is_empty() {
+        return fail(out, start, ST_DECODE, "trailing bytes after the arguments");
+    }
+    ST_OK
+}
+
+fn fail(out: &mut Vec<u8>, start: usize, status: u8, msg: &str) -> u8 {
+    out.truncate(start);
+    out.extend_from_slice(msg.as_bytes());
+    status
+}
+
+// ------------------------------------------------------------- encoding
+
+/// Appends a job header to `out`.
+pub(crate) fn put_job_header(
+    out: &mut Vec<u8>,
+    id: u64,
+    tramp: u64,
+    func: u64,
+    count: u32,
+    len: u64,
+) {
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(&tramp.to_le_bytes());
+    out.extend_from_slice(&func.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
+}
+
+/// One parsed job record.
+pub(crate) struct JobRec<'a> {
+    pub id: u64,
+    pub tramp: u64,
+    pub func: u64,
+    pub count: u32,
+    pub payload: &'a [u8],
+}
+
+/// One parsed result record.
+pub(crate) struct ResRec<'a> {
+    pub id: u64,
+    pub status: u8,
+    pub count: u32,
+    pub nanos: u64,
+    pub payload: &'a [u8],
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+/// Splits the next job record off `buf`; `Err` on a malformed record.
+pub(crate) fn next_job<'a>(buf: &mut &'a [u8]) -> Result<JobRec<'a>, ()> {
+    let b = *buf;
+    if b.len() < JOB_HDR {
+        return Err(());
+    }
+    let len = usize::try_from(u64_at(b, 28)).map_err(|_| ())?;
+    let end = JOB_HDR.checked_add(len).ok_or(())?;
+    if end > b.len() {
+        return Err(());
+    }
+    *buf = &b[end..];
+    Ok(JobRec {
+        id: u64_at(b, 0),
+        tramp: u64_at(b, 8),
+        func: u64_at(b, 16),
+        count: u32_at(b, 24),
+        payload: &b[JOB_HDR..end],
+    })
+}
+
+/// Appends a result record (header, then the payload already in `payload`).
+pub(crate) fn put_result(
+    out: &mut Vec<u8>,
+    id: u64,
+    status: u8,
+    count: u32,
+    nanos: u64,
+    payload: &[u8],
+) {
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(status);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&nanos.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Splits the next result record off `buf`; `Err` on a malformed (untrusted) record.
+pub(crate) fn next_result<'a>(buf: &mut &'a [u8]) -> Result<ResRec<'a>, ()> {
+    let b = *buf;
+    if b.len() < RES_HDR {
+        return Err(());
+    }
+    let len = usize::try_from(u64_at(b, 21)).map_err(|_| ())?;
+    let end = RES_HDR.checked_add(len).ok_or(())?;
+    if end > b.len() {
+        return Err(());
+    }
+    *buf = &b[end..];
+    Ok(ResRec {
+        id: u64_at(b, 0),
+        status: b[8],
+        count: u32_at(b, 9),
+        nanos: u64_at(b, 13),
+        payload: &b[RES_HDR..end],
+    })
+}
+
+/// Decodes exactly `count` values of `R` from `bytes` into `out`.
+pub(crate) fn decode_results<R: DeserializeOwned>(
+    bytes: &[u8],
+    count: u32,
+    out: &mut Vec<R>,
+) -> Result<(), String> {
+    let mut rest = bytes;
+    out.reserve(count as usize);
+    for _ in 0..count {
+        let (r, tail) = postcard::take_from_bytes::<R>(rest).map_err(|e| e.to_string())?;
+        out.push(r);
+        rest = tail;
+    }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err("trailing bytes after the results".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sq(x: u64) -> u64 {
+        x * x
+    }
+
+    #[test]
+    fn trampoline_round_trip_in_process() {
+        let f: fn(u64) -> u64 = sq;
+        let mut input = Vec::new();
+        for x in [3u64, 4] {
+            input = postcard::to_extend(&x, input).unwrap();
+        }
+        let mut out = Vec::new();
+        // SAFETY: addresses from this very process.
+        let st = unsafe {
+            call_trampoline(
+                trampoline_addr::<fn(u64) -> u64>(),
+                f.addr(),
+                2,
+                &input,
+                &mut out,
+            )
+        };
+        assert_eq!(st, ST_OK);
+        let mut v: Vec<u64> = Vec::new();
+        decode_results(&out, 2, &mut v).unwrap();
+        assert_eq!(v, [9, 16]);
+    }
+
+    #[test]
+    fn records_parse_and_reject_bad_lengths() {
+        let mut b = Vec::new();
+        put_result(&mut b, 7, ST_OK, 1, 5, b"xy");
+        let mut s = &b[..];
+        let r = next_result(&mut s).unwrap();
+        assert_eq!((r.id, r.count, r.nanos, r.payload), (7, 1, 5, &b"xy"[..]));
+        assert!(s.is_empty());
+        let mut short = &b[..b.len() - 1];
+        assert!(next_result(&mut short).is_err());
+        let mut j = Vec::new();
+        put_job_header(&mut j, 1, 2, 3, 4, u64::MAX);
+        let mut s = &j[..];
+        assert!(next_job(&mut s).is_err());
+    }
+}

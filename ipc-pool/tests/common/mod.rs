@@ -1,0 +1,24 @@
+//! Shared test support: run a test body in a forked child under a watchdog.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::time::Duration;
+
+/// Runs `f` in a forked child (single-threaded, isolated from the other tests of the
+/// harness) and fails the test if it panics, or still runs after `secs` seconds (watchdog).
+/// Panic messages go straight to fd 2, past the harness's output capture.
+pub fn in_child(secs: u64, f: impl FnOnce()) {
+    let child = ipc_testkit::fork(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let _ = writeln!(std::io::stderr(), "[child {}] {info}", std::process::id());
+        }));
+        f();
+        0
+    });
+    child.wait_success(Duration::from_secs(secs));
+}
+
+/// The pids of this process's children.
+pub fn children() -> Vec<i32> {
+    ipc_testkit::child_pids().into_iter().collect()
+}
