@@ -1,0 +1,65 @@
+//! A lock whose holder is killed with SIGKILL: in Python the next `lock.acquire()` blocks
+//! forever; here the next locker is told, repairs the shared data and carries on.
+//!
+//! ```python
+//! lock = multiprocessing.Lock()
+//! p = Process(target=lambda: (lock.acquire(), time.sleep(60))); p.start(); p.kill()
+//! lock.acquire()   # hangs forever
+//! ```
+//!
+//! Run: `cargo run -p ipc-sem --example lock_survives_killed_holder`
+
+use std::time::{Duration, Instant};
+
+use ipc_sem::{Lock, LockError};
+use ipc_shm::RawValue;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let lock = Lock::new()?;
+    // Two counters the lock keeps equal; a holder killed between the two writes breaks that.
+    let pair = RawValue::new([0u64; 2])?;
+
+    // SAFETY: this program is single-threaded; the child only uses the shared objects and
+    // never returns (it is killed).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if pid == 0 {
+        let guard = lock.lock();
+        let [a, b] = pair.get();
+        pair.set([a + 1, b]); // half-way through an update...
+        std::mem::forget(guard);
+        loop {
+            std::thread::sleep(Duration::from_secs(1)); // ...and killed here
+        }
+    }
+    while pair.get()[0] == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: signalling and reaping our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    println!("holder {pid} killed while holding the lock");
+
+    let start = Instant::now();
+    match lock.lock_timeout(Duration::from_secs(5)) {
+        Err(LockError::OwnerDied(guard)) => {
+            let [a, b] = pair.get();
+            println!(
+                "OwnerDied after {:?}: pair is {a}/{b}, repairing",
+                start.elapsed()
+            );
+            pair.set([a.max(b), a.max(b)]);
+            guard.mark_consistent();
+        }
+        Ok(_) => println!("unexpected: the lock was free"),
+        Err(e) => return Err(ipc_sem::Error::from(e).into()),
+    }
+    let guard = lock.lock().map_err(ipc_sem::Error::from)?;
+    println!("lock usable again; pair is {:?}", pair.get());
+    drop(guard);
+    Ok(())
+}
