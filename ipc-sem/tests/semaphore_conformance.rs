@@ -279,6 +279,31 @@ fn over_release_is_an_error<S: SemUnderTest>(mode: Mode) {
     }
 }
 
+fn killed_waiter_does_not_break_it<S: SemUnderTest>(mode: Mode) {
+    let s = Setup::<S>::new(mode, "kw", 0, 2);
+    let waiting = ipc_shm::AtomicValue::<std::sync::atomic::AtomicU32>::new(0).unwrap();
+    let victim = fork(|| {
+        s.with_handle(|h| {
+            waiting.store(1, std::sync::atomic::Ordering::SeqCst);
+            h.acquire();
+            0
+        })
+    });
+    common::until(|| waiting.load(std::sync::atomic::Ordering::SeqCst) == 1);
+    std::thread::sleep(Duration::from_millis(20)); // let it park
+    victim.kill();
+    victim.wait(WATCHDOG);
+    // The dead sleeper took nothing; the semaphore works for the living.
+    s.sem.release().unwrap();
+    assert_eq!(s.sem.value(), 1);
+    let child = fork(|| s.with_handle(|h| i32::from(!h.acquire_timeout(Duration::from_secs(10)))));
+    child.wait_success(WATCHDOG);
+    assert_eq!(s.sem.value(), 0);
+    s.sem.release_n(2).unwrap();
+    assert!(s.sem.try_acquire() && s.sem.try_acquire() && !s.sem.try_acquire());
+    s.finish();
+}
+
 macro_rules! conformance {
     ($modname:ident, $ty:ty, $mode:expr) => {
         mod $modname {
@@ -303,6 +328,10 @@ macro_rules! conformance {
             #[test]
             fn mutual_exclusion_across_processes() {
                 super::mutual_exclusion_across_processes::<$ty>($mode);
+            }
+            #[test]
+            fn killed_waiter_does_not_break_it() {
+                super::killed_waiter_does_not_break_it::<$ty>($mode);
             }
             #[test]
             fn over_release_is_an_error() {
