@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! payload + 0            RawLock (16 bytes), then padding
-//! payload + DATA_OFFSET  [T; len]   (DATA_OFFSET = max(64, align_of::<T>()))
+//! payload + DATA_OFFSET  [T; len]   (DATA_OFFSET = max(16, align_of::<T>()))
 //! ```
 
 use std::marker::PhantomData;
@@ -31,12 +31,14 @@ impl<T: Pod> std::fmt::Debug for LockedSlice<T> {
     }
 }
 
+/// Elements start right after the 16-byte lock (or at their alignment), so a small `Value`
+/// shares the lock's cache line: a contended `update` moves one line between cores, not two.
 const fn data_offset<T>() -> usize {
     let a = std::mem::align_of::<T>();
-    if a > 64 {
+    if a > 16 {
         a
     } else {
-        64
+        16
     }
 }
 
