@@ -131,22 +131,6 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
     }
 }
 
-/// The bytes of one message copied out of its slot.
-#[allow(clippy::large_enum_variant)] // a stack temporary: inline is the point
-enum Copied {
-    Inline([u8; INLINE], usize),
-    Heap(Vec<u8>),
-}
-
-impl Copied {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Copied::Inline(b, n) => &b[..*n],
-            Copied::Heap(v) => v,
-        }
-    }
-}
-
 fn encode_into<T: Serialize + ?Sized>(v: &T, mut w: SlotWriter<'_>) -> Result<(), Error> {
     let buf = w.bytes();
     let (len_word, body) = buf.split_at_mut(LEN_WORD);
@@ -156,7 +140,13 @@ fn encode_into<T: Serialize + ?Sized>(v: &T, mut w: SlotWriter<'_>) -> Result<()
     Ok(())
 }
 
-fn copy_out(r: SlotReader<'_>) -> Result<Copied, Error> {
+/// Copies the message out of its slot into `inline` (if it fits) or `heap`; returns its
+/// length. The length word is untrusted: it must fit the slot.
+fn copy_out(
+    r: SlotReader<'_>,
+    inline: &mut [u8; INLINE],
+    heap: &mut Vec<u8>,
+) -> Result<usize, Error> {
     let len = r
         .read_pod::<u32>(0)
         .ok_or(Error::Corrupted("slot smaller than its length word"))? as usize;
@@ -164,14 +154,12 @@ fn copy_out(r: SlotReader<'_>) -> Result<Copied, Error> {
         return Err(Error::Corrupted("message length larger than the slot"));
     }
     if len <= INLINE {
-        let mut b = [0u8; INLINE];
-        r.copy_out(LEN_WORD, &mut b[..len]);
-        Ok(Copied::Inline(b, len))
+        r.copy_out(LEN_WORD, &mut inline[..len]);
     } else {
-        let mut v = vec![0u8; len];
-        r.copy_out(LEN_WORD, &mut v);
-        Ok(Copied::Heap(v))
+        heap.resize(len, 0);
+        r.copy_out(LEN_WORD, heap);
     }
+    Ok(len)
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
@@ -295,11 +283,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn get_until(&self, deadline: Deadline, on_deadline: Error) -> Result<T> {
-        let copied = self
+        let mut inline = [0u8; INLINE];
+        let mut heap = Vec::new();
+        let len = self
             .h
-            .get(deadline, &mut copy_out)
+            .get(deadline, &mut |r: SlotReader<'_>| {
+                copy_out(r, &mut inline, &mut heap)
+            })
             .map_err(|stop| get_error(stop, on_deadline))??;
-        postcard::from_bytes(copied.bytes()).map_err(Error::Decode)
+        let bytes = if len <= INLINE {
+            &inline[..len]
+        } else {
+            &heap[..]
+        };
+        postcard::from_bytes(bytes).map_err(Error::Decode)
     }
 
     /// Takes the oldest message, waiting as long as the queue is empty.

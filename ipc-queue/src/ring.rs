@@ -1101,6 +1101,7 @@ impl ShmRing {
     }
 
     /// The protocol over this segment.
+    #[inline]
     pub(crate) fn ring(&self) -> Ring<'_, ShmSlots> {
         // SAFETY: the payload starts 128-byte aligned with CONTROL_LEN bytes of control block,
         // all atomics (valid for any bits), alive as long as `self`.

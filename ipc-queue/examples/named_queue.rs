@@ -1,0 +1,57 @@
+//! A named queue between two unrelated programs: run the same binary twice.
+//!
+//! ```text
+//! cargo run -p ipc-queue --example named_queue -- serve /demo-queue   # terminal 1
+//! cargo run -p ipc-queue --example named_queue -- client /demo-queue  # terminal 2
+//! ```
+//! `serve` creates the queue (0600, `O_EXCL`), answers every request on a reply queue and
+//! removes both names when it ends (after 30 s idle, or when a client sends `quit`).
+//! `client` opens both by name (checking owner, size and layout) and sends a few requests.
+
+use std::time::Duration;
+
+use ipc_queue::{Error, Queue};
+
+fn serve(name: &str) -> Result<(), Error> {
+    let requests = Queue::<String>::builder()
+        .capacity(16)
+        .named(name)
+        .create()?;
+    let replies = Queue::<String>::builder()
+        .capacity(16)
+        .named(format!("{name}-reply"))
+        .create()?;
+    println!("serving on {name}; run: named_queue client {name}");
+    loop {
+        match requests.get_timeout(Duration::from_secs(30)) {
+            Ok(req) if req == "quit" => break,
+            Ok(req) => replies.put(req.to_uppercase())?,
+            Err(Error::Timeout) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    println!("done; names removed on drop");
+    Ok(())
+}
+
+fn client(name: &str) -> Result<(), Error> {
+    let requests = Queue::<String>::open_named(name)?;
+    let replies = Queue::<String>::open_named(&format!("{name}-reply"))?;
+    for word in ["hello", "from", "another", "process"] {
+        requests.put(word.to_string())?;
+        println!("{word} -> {}", replies.get_timeout(Duration::from_secs(5))?);
+    }
+    requests.put("quit".to_string())?;
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let name = args.get(1).map_or("/ipc-queue-demo", String::as_str);
+    match args.first().map(String::as_str) {
+        Some("serve") => serve(name)?,
+        Some("client") => client(name)?,
+        _ => eprintln!("usage: named_queue serve|client [/name]"),
+    }
+    Ok(())
+}
