@@ -29,7 +29,8 @@
 //!   0  enq hint (u64)   puts eventcount (u64)      producer line, 128 bytes
 //! 128  deq hint (u64)   gets eventcount (u64)      consumer line, 128 bytes
 //! 256  done eventcount, dropped, tombstones (u64)  rare line, 128 bytes
-//! 384  slot 0: state (u64), stamp (u64), payload (slot_size - 16 bytes); slot 1; ...
+//! 384  closed flag (u64)                           read-mostly line, 128 bytes
+//! 512  slot 0: state (u64), stamp (u64), payload (slot_size - 16 bytes); slot 1; ...
 //! ```
 //! Slot state: `seq << 24 | owner`, `seq` a 40-bit position, `owner` 0 (idle), a thread id
 //! (claimed) or `TOMB`. For the position `p` of slot `i`:
@@ -66,7 +67,7 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 30;
 /// Bytes of slot header (state and stamp words) before the payload.
 pub(crate) const SLOT_HEADER: usize = 16;
 /// Bytes of control block before slot 0.
-pub(crate) const CONTROL_LEN: usize = 384;
+pub(crate) const CONTROL_LEN: usize = 512;
 /// The most steps one attempt takes before it reports contention (a hostile peer flipping
 /// states cannot keep a call looping).
 const MAX_STEPS: u32 = 1 << 16;
@@ -113,6 +114,8 @@ pub(crate) struct Control {
     dropped: AtomicU64,
     tombstones: AtomicU64,
     _pad2: [u8; 104],
+    closed: AtomicU64,
+    _pad3: [u8; 120],
 }
 
 #[cfg(not(loom))]
@@ -120,6 +123,7 @@ const _: () = {
     assert!(std::mem::size_of::<Control>() == CONTROL_LEN);
     assert!(std::mem::offset_of!(Control, deq) == 128);
     assert!(std::mem::offset_of!(Control, done) == 256);
+    assert!(std::mem::offset_of!(Control, closed) == 384);
 };
 
 impl Control {
@@ -137,6 +141,8 @@ impl Control {
             dropped: AtomicU64::new(0),
             tombstones: AtomicU64::new(0),
             _pad2: [0; 104],
+            closed: AtomicU64::new(0),
+            _pad3: [0; 120],
         }
     }
 }
@@ -404,6 +410,7 @@ impl<'a, S: Slots> Ring<'a, S> {
             &self.ctl.done,
             &self.ctl.dropped,
             &self.ctl.tombstones,
+            &self.ctl.closed,
         ] {
             w.store(0, Ordering::Relaxed);
         }
@@ -476,7 +483,7 @@ impl<'a, S: Slots> Ring<'a, S> {
     /// someone else, marks that slot WRITING in their name (if it is not published yet), so
     /// the record our CAS overwrites is never lost.
     fn claim_put(&self, me: Me) -> Claimed {
-        if self.ctl.puts.load(Ordering::Relaxed) & CLOSED != 0 {
+        if self.ctl.closed.load(Ordering::Relaxed) != 0 {
             return Claimed::Closed;
         }
         let mut e = self.ctl.enq.load(Ordering::Relaxed);
@@ -742,6 +749,7 @@ impl<'a, S: Slots> Ring<'a, S> {
 
     /// Closes the ring and wakes every sleeper.
     pub(crate) fn close(&self) {
+        self.ctl.closed.store(1, Ordering::SeqCst);
         for e in [Event::NotEmpty, Event::NotFull, Event::Done] {
             let w = self.word(e);
             w.fetch_or(CLOSED, Ordering::SeqCst);
@@ -751,7 +759,9 @@ impl<'a, S: Slots> Ring<'a, S> {
 
     /// Whether [`Ring::close`] was called.
     pub(crate) fn is_closed(&self) -> bool {
-        self.ctl.puts.load(Ordering::Acquire) & CLOSED != 0
+        // A line of its own that only `close` writes: reading it on every put and on every
+        // empty get never pulls the producers' hot line to a consumer.
+        self.ctl.closed.load(Ordering::Acquire) != 0
     }
 
     /// Messages put so far (publications minus tombstones).

@@ -236,7 +236,7 @@ fault_suite!(serde_named, Queue<u64>, Mode::Named);
 
 /// Offsets into a named queue's segment (see `ring.rs`): header, control block, slots.
 const HEADER: usize = 128;
-const CONTROL: usize = 384;
+const CONTROL: usize = 512;
 
 #[test]
 fn corrupted_slot_length_is_an_error_and_the_queue_goes_on() {
