@@ -65,6 +65,7 @@ mod sweep;
 #[allow(unsafe_code)]
 pub mod sync;
 #[allow(unsafe_code)]
+#[cfg_attr(loom, allow(dead_code))]
 mod sys;
 mod value;
 
