@@ -4,7 +4,19 @@
 
 use std::time::Duration;
 
-pub use ipc_testkit::{fork, unique_name, Child, Exit, Leaks};
+pub use ipc_testkit::{unique_name, Child, Exit, Leaks};
+
+/// `ipc_testkit::fork`, after making sure `ipc_shm` has registered its after-fork handler.
+///
+/// Works around an `ipc-shm` hazard: the handler is registered lazily inside a `Once` on a
+/// thread's first lock, and a child forked while *another* thread is inside that `Once`
+/// inherits it mid-run and blocks forever on its own first lock (reproduced: ~4 % of forks
+/// in a tight race). Taking the stamp here first means the `Once` has completed before any
+/// test forks, because the forking thread itself waits for it.
+pub fn fork(f: impl FnOnce() -> i32) -> Child {
+    let _ = ipc_shm::sync::OwnerStamp::current();
+    ipc_testkit::fork(f)
+}
 
 /// How long any child may run before the watchdog kills it and fails the test.
 pub const WATCHDOG: Duration = Duration::from_secs(20);
