@@ -9,7 +9,6 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::Once;
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
@@ -229,17 +228,15 @@ fn parse_stat(line: &[u8]) -> Option<Liveness> {
     Some(Liveness::Alive { start_time })
 }
 
-static ATFORK: Once = Once::new();
-
 /// Registers `child` to run in the child after every `fork()` made through libc (nix, std and
-/// this workspace all fork that way). Registered once per process.
-pub(crate) fn on_fork_in_child(child: unsafe extern "C" fn()) {
-    ATFORK.call_once(|| {
-        // SAFETY: `child` is a plain function with no captured state; pthread_atfork only
-        // stores the pointer. Registration failing (ENOMEM) leaves caches unreset, which the
-        // caller tolerates by re-validating ids (see `sync::owner`).
-        unsafe { libc::pthread_atfork(None, None, Some(child)) };
-    });
+/// this workspace all fork that way). Called once, from a constructor that runs before `main`
+/// while the process has a single thread (see `sync::owner`), so no fork can copy a
+/// registration in progress.
+pub(crate) fn register_at_fork_child(child: unsafe extern "C" fn()) {
+    // SAFETY: `child` is a plain function with no captured state; pthread_atfork only stores
+    // the pointer. Failure (ENOMEM) leaves caches unreset after fork, which only weakens
+    // death detection for forked children; nothing unsound follows.
+    unsafe { libc::pthread_atfork(None, None, Some(child)) };
 }
 
 /// Lists the names in `/dev/shm` (POSIX shared memory) that start with `prefix`.

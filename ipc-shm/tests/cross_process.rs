@@ -349,3 +349,25 @@ sys.exit(0 if ok else 3)
     drop(ours);
     l.assert_no_new_shm();
 }
+
+#[test]
+fn children_forked_while_other_threads_take_their_identity_never_hang() {
+    // Regression: a lazily registered fork handler could be copied half-done into a child
+    // forked meanwhile and block its first lock forever.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = std::sync::Arc::clone(&stop);
+    let churn = std::thread::spawn(move || {
+        while !s2.load(Ordering::Relaxed) {
+            std::thread::spawn(|| ipc_shm::sync::OwnerStamp::current())
+                .join()
+                .unwrap();
+        }
+    });
+    let v = Value::new(0u32).unwrap();
+    for _ in 0..200 {
+        fork(|| i32::from(v.update(|x| *x += 1).is_err())).wait_success(WATCHDOG);
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    assert_eq!(v.get().unwrap(), 200);
+}

@@ -26,8 +26,17 @@ mod imp {
         let _ = ME.try_with(|me| me.set(None));
     }
 
+    /// Registers `forget_after_fork` before `main`, while the process has one thread: a lazy
+    /// registration could be copied half-done into a child forked meanwhile and block it.
+    #[used]
+    #[link_section = ".init_array"]
+    static REGISTER_AT_FORK: extern "C" fn() = register_at_fork;
+
+    extern "C" fn register_at_fork() {
+        sys::register_at_fork_child(forget_after_fork);
+    }
+
     fn load() -> (u32, u64) {
-        sys::on_fork_in_child(forget_after_fork);
         let tid = sys::thread_id();
         let start = match sys::liveness(tid) {
             Liveness::Alive { start_time } => start_time,

@@ -17,7 +17,7 @@
 use super::deadline::Deadline;
 use super::futex::{wait_low_half, wake_low_half, WaitOutcome};
 use super::loom::{spin, AtomicU32, AtomicU64, Ordering};
-use super::owner::{self, OwnerStamp};
+use super::owner::OwnerStamp;
 use crate::error::LockError;
 
 const TID_MASK: u64 = OwnerStamp::ID_MASK;
@@ -37,6 +37,10 @@ const SPINS: u32 = 1;
 /// The longest a parked waiter sleeps before checking whether the holder still lives.
 #[cfg(not(loom))]
 const DEATH_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+/// The first sleep is short, so a holder that was already dead (and reaped) when we arrived
+/// is found within a few milliseconds, without a `/proc` read on every contended lock.
+#[cfg(not(loom))]
+const FIRST_DEATH_CHECK: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// `unlock` by a thread that does not hold the lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -112,7 +116,7 @@ impl RawLock {
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
         {
             Ok(_) => self.acquired(),
-            Err(seen) if seen & TID_MASK == me & TID_MASK => Err(LockError::Deadlock),
+            Err(seen) if seen & !WAITERS == me => Err(LockError::Deadlock),
             Err(seen) => match self.take_over_if_dead(seen, me) {
                 Some(r) => r,
                 None => Err(LockError::WouldBlock),
@@ -156,6 +160,7 @@ impl RawLock {
         if self.state.load(Ordering::Relaxed) == NOT_RECOVERABLE {
             return Err(LockError::Poisoned);
         }
+        let mut slept = false;
         loop {
             let seen = self.word.load(Ordering::Relaxed);
             if seen == 0 {
@@ -170,7 +175,7 @@ impl RawLock {
                 }
                 continue;
             }
-            if seen & TID_MASK == me & TID_MASK {
+            if seen & !WAITERS == me & !WAITERS {
                 return Err(LockError::Deadlock);
             }
             if seen & WAITERS == 0
@@ -182,7 +187,8 @@ impl RawLock {
                 continue;
             }
             let expected = seen | WAITERS;
-            let slice = Self::slice(deadline);
+            let slice = Self::slice(deadline, slept);
+            slept = true;
             // The futex compares the low half: holder id and WAITERS.
             if wait_low_half(&self.word, (expected & LOW_HALF) as u32, slice)
                 == WaitOutcome::TimedOut
@@ -198,12 +204,17 @@ impl RawLock {
     }
 
     #[cfg(not(loom))]
-    fn slice(deadline: Deadline) -> Deadline {
-        deadline.min(Deadline::after(DEATH_CHECK))
+    fn slice(deadline: Deadline, slept: bool) -> Deadline {
+        let check = if slept {
+            DEATH_CHECK
+        } else {
+            FIRST_DEATH_CHECK
+        };
+        deadline.min(Deadline::after(check))
     }
 
     #[cfg(loom)]
-    fn slice(deadline: Deadline) -> Deadline {
+    fn slice(deadline: Deadline, _slept: bool) -> Deadline {
         deadline
     }
 
@@ -305,8 +316,8 @@ impl RawLock {
 
     /// Whether the calling thread holds the lock.
     pub fn is_held_by_current_thread(&self) -> bool {
-        let me = u64::from(owner::current().0) & TID_MASK;
-        self.word.load(Ordering::Relaxed) & TID_MASK == me
+        // The whole stamp: a thread that reuses a dead holder's id is not the holder.
+        self.word.load(Ordering::Relaxed) & !WAITERS == OwnerStamp::current().to_bits()
     }
 }
 
