@@ -28,6 +28,8 @@ const MIN_CHUNK_NS: u64 = 500_000;
 const LOOKAHEAD_NS: u64 = 8_000_000;
 /// Chunks kept submitted ahead at most.
 const LOOKAHEAD_MAX: usize = 4096;
+/// Items per chunk while the cost per item is unknown (input of known length).
+const PROBE_CHUNK: usize = 16;
 /// Items per chunk at most.
 const CHUNK_MAX: usize = 1 << 20;
 /// How long dropping a pool waits for its tasks before terminating it.
@@ -392,10 +394,10 @@ impl Pool {
     }
 
     /// Applies `f` to every item, in parallel, and returns the results in input order
-    /// (Python's `map`). Chunking is adaptive: the first chunks are `len / (4 × workers)`
-    /// items (Python's default) when the length is known, then chunks are sized from the
-    /// measured cost per item to take about 10 ms of worker time, and shrink towards the end
-    /// so the workers finish together.
+    /// (Python's `map`). Chunking is adaptive: one small probe chunk per worker (at most
+    /// Python's default `len / (4 × workers)` items), then chunks sized from the measured cost
+    /// per item to take between 0.5 and 10 ms of worker time, shrinking towards the end (a
+    /// share of what remains) so the workers finish together.
     ///
     /// # Errors
     /// The first error in input order (a task's panic, a dead worker, an encoding failure,
@@ -777,7 +779,10 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
             return n;
         }
         let size = match (per_item, self.len) {
-            (None, Some(len)) => len.div_ceil(4 * w),
+            // Not measured yet: a small probe (Python's len / (4 x workers) at most), so a
+            // heavy task does not lock a quarter of the input into one chunk before its cost
+            // is known, and a trivial one is measured after a single round trip.
+            (None, Some(len)) => len.div_ceil(4 * w).min(PROBE_CHUNK),
             (None, None) => {
                 let s = self.grow;
                 self.grow = (s * 2).min(1024);

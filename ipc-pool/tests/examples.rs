@@ -1,0 +1,28 @@
+//! Runs every example's `main` in a forked child with a watchdog, so the examples cannot rot.
+
+mod common;
+
+use common::{children, in_child};
+
+macro_rules! example {
+    ($name:ident, $path:literal, $secs:expr) => {
+        #[allow(dead_code, clippy::all)]
+        #[path = $path]
+        mod $name;
+
+        #[test]
+        fn $name() {
+            in_child($secs, || {
+                $name::main().unwrap();
+                assert!(children().is_empty(), "children left: {:?}", children());
+            });
+        }
+    };
+}
+
+example!(echo_server, "../examples/echo_server.rs", 30);
+example!(producer_consumer, "../examples/producer_consumer.rs", 30);
+example!(shared_counter, "../examples/shared_counter.rs", 30);
+example!(primes, "../examples/primes.rs", 60);
+example!(fork_basics, "../examples/fork_basics.rs", 30);
+example!(tour, "../examples/tour.rs", 60);
