@@ -358,7 +358,7 @@ fn children_forked_while_other_threads_take_their_identity_never_hang() {
     let s2 = std::sync::Arc::clone(&stop);
     let churn = std::thread::spawn(move || {
         while !s2.load(Ordering::Relaxed) {
-            std::thread::spawn(|| ipc_shm::sync::OwnerStamp::current())
+            std::thread::spawn(ipc_shm::sync::OwnerStamp::current)
                 .join()
                 .unwrap();
         }
