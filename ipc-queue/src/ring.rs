@@ -5,19 +5,23 @@
 //! that crossbeam's `ArrayQueue` also uses, with crossbeam's lap/index position encoding (so
 //! any capacity works without a division). Changes made here, and why:
 //!
-//! - **The claim is made on the slot, and it names the claimer.** Vyukov claims a position by
-//!   compare-and-swap on the shared enqueue (dequeue) counter, then owns the slot; a process
-//!   killed between that CAS and its publication leaves a slot nobody can attribute, and the
-//!   queue wedges. Here the one CAS per operation goes on the slot's state word and writes the
-//!   claimer's thread id into it, so a claimed slot is never anonymous. The shared positions
-//!   become *hints*, stored (not CASed) after a claim; a participant that starts from a stale
-//!   hint walks forward over slots already taken in this lap (each step re-reads the hint).
-//! - **Owner stamps.** Before its CAS a claimer stores its full [`OwnerStamp`] (thread id and
-//!   start time) in the slot's stamp word; the CAS (Release) publishes it. A waiter that sees a
-//!   slot stay claimed checks the stamp (`OwnerStamp::is_dead`, on slow paths only) and, if the
-//!   owner is gone, reclaims the slot by a CAS from exactly the state it inspected: a dead
-//!   writer's slot becomes a tombstone that consumers skip, a dead reader's slot is freed and
-//!   its message counted as dropped. A live owner is never reclaimed, however slow.
+//! - **The claim names the claimer.** As in Vyukov, one CAS on the shared enqueue (dequeue)
+//!   word claims a position; here the word also records the claimer's thread id
+//!   (`seq << 24 | tid`), so a claim is never anonymous even if its owner is killed before it
+//!   touches the slot. A participant that finds the word recording somebody else's claim
+//!   first *marks* that previous slot with the recorded id (a CAS from idle to claimed, see
+//!   `mark`) before its own CAS overwrites the record; the owner's publish or release is a
+//!   plain store that ends the mark either way.
+//! - **Owner stamps.** Each slot has two stamp words, one for its writer and one for its
+//!   reader. Before its claim CAS a claimer makes the phase's stamp word hold its full
+//!   [`OwnerStamp`] (thread id and start time), storing only if it differs, so a participant
+//!   that keeps reusing slots stores nothing there; the CAS (Release) publishes it. A waiter
+//!   that sees a slot stay claimed checks the stamp (`OwnerStamp::is_dead`, on slow paths
+//!   only; a stamp with another id, left by a claimer that lost the race, falls back to the
+//!   id alone) and, if the owner is gone, reclaims the slot by a CAS from exactly the state it
+//!   inspected: a dead writer's slot becomes a tombstone that consumers skip, a dead reader's
+//!   slot is freed and its message counted as dropped. A live owner is never reclaimed,
+//!   however slow.
 //! - **Eventcounts.** Every publication adds to the `puts` word and every release to the
 //!   `gets` word (read-modify-write, so the store-load ordering against a sleeper's
 //!   registration needs no extra fence); a sleeper sets the `WAITERS` bit, re-checks, and
@@ -26,14 +30,15 @@
 //!
 //! Layout after the segment header (every value read here is untrusted):
 //! ```text
-//!   0  enq hint (u64)   puts eventcount (u64)      producer line, 128 bytes
-//! 128  deq hint (u64)   gets eventcount (u64)      consumer line, 128 bytes
+//!   0  enq word (u64)   puts eventcount (u64)      producer line, 128 bytes
+//! 128  deq word (u64)   gets eventcount (u64)      consumer line, 128 bytes
 //! 256  done eventcount, dropped, tombstones (u64)  rare line, 128 bytes
 //! 384  closed flag (u64)                           read-mostly line, 128 bytes
-//! 512  slot 0: state (u64), stamp (u64), payload (slot_size - 16 bytes); slot 1; ...
+//! 512  slot 0: state, writer stamp, reader stamp (u64 each), payload (slot_size - 24 bytes);
+//!      slot 1; ...   (`PodQueue` rounds slot_size up to whole 64-byte lines)
 //! ```
 //! Slot state: `seq << 24 | owner`, `seq` a 40-bit position, `owner` 0 (idle), a thread id
-//! (claimed) or `TOMB`. For the position `p` of slot `i`:
+//! (claimed, marked by a helper) or `TOMB`. For the position `p` of slot `i`:
 //! `FREE(p) = p|0`, `WRITING(p) = p|tid`, `FULL(p) = p+1|0`, `READING(p) = p+1|tid`,
 //! `TOMBSTONE(p) = p+1|TOMB`; consuming sets `FREE(p + one_lap)`.
 //!
@@ -64,8 +69,8 @@ const ONE: u64 = 4;
 
 /// The largest capacity a ring accepts.
 pub(crate) const MAX_CAPACITY: usize = 1 << 30;
-/// Bytes of slot header (state and stamp words) before the payload.
-pub(crate) const SLOT_HEADER: usize = 16;
+/// Bytes of slot header (state word, writer's and reader's stamp words) before the payload.
+pub(crate) const SLOT_HEADER: usize = 24;
 /// Bytes of control block before slot 0.
 pub(crate) const CONTROL_LEN: usize = 512;
 /// The most steps one attempt takes before it reports contention (a hostile peer flipping
@@ -217,8 +222,8 @@ impl SlotReader<'_> {
 pub(crate) trait Slots {
     /// The state word of slot `i`.
     fn state(&self, i: Idx) -> &AtomicU64;
-    /// The stamp word of slot `i`.
-    fn stamp(&self, i: Idx) -> &AtomicU64;
+    /// The stamp word of slot `i` for its writer (`reading` false) or its reader.
+    fn stamp(&self, i: Idx, reading: bool) -> &AtomicU64;
     /// Runs `f` on the payload of slot `i`, which the caller has claimed for writing.
     fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R;
     /// Runs `f` on the payload of slot `i`, which the caller has claimed for reading.
@@ -247,9 +252,10 @@ impl Slots for ShmSlots {
         unsafe { &*self.at(i).cast::<AtomicU64>() }
     }
 
-    fn stamp(&self, i: Idx) -> &AtomicU64 {
-        // SAFETY: as `state`, 8 bytes further on (slot_size >= SLOT_HEADER).
-        unsafe { &*self.at(i).add(8).cast::<AtomicU64>() }
+    fn stamp(&self, i: Idx, reading: bool) -> &AtomicU64 {
+        let off = if reading { 16 } else { 8 };
+        // SAFETY: as `state`, 8 or 16 bytes further on (slot_size >= SLOT_HEADER = 24).
+        unsafe { &*self.at(i).add(off).cast::<AtomicU64>() }
     }
 
     fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R {
@@ -400,7 +406,8 @@ impl<'a, S: Slots> Ring<'a, S> {
         for i in 0..self.cap {
             let idx = Idx(i as usize);
             self.slots.state(idx).store(pack(i, 0), Ordering::Relaxed);
-            self.slots.stamp(idx).store(0, Ordering::Relaxed);
+            self.slots.stamp(idx, false).store(0, Ordering::Relaxed);
+            self.slots.stamp(idx, true).store(0, Ordering::Relaxed);
         }
         for w in [
             &self.ctl.enq,
@@ -486,7 +493,9 @@ impl<'a, S: Slots> Ring<'a, S> {
         if self.ctl.closed.load(Ordering::Relaxed) != 0 {
             return Claimed::Closed;
         }
-        let mut e = self.ctl.enq.load(Ordering::Relaxed);
+        // SYNC POINT: Acquire (on the word's every load) so a helping mark made from what we
+        // read happens after the recorded claimer's stamp store (see `mark`).
+        let mut e = self.ctl.enq.load(Ordering::Acquire);
         for _ in 0..MAX_STEPS {
             let p = seq(e);
             let Some(i) = self.index(p) else {
@@ -497,22 +506,20 @@ impl<'a, S: Slots> Ring<'a, S> {
             let s = self.slots.state(i).load(Ordering::Acquire);
             let d = diff(seq(s), p);
             if d == 0 && owner(s) == 0 {
+                self.stamp_slot(i, false, me);
                 let x = owner(e) & TID_MASK;
                 if x != 0 && x != me.tid {
                     self.mark(self.prev(p), 0, x);
                 }
-                // SYNC POINT: AcqRel: Release hands what we saw of the slot (its previous
-                // owner's stamp clear) to whoever reads our record with Acquire.
+                // SYNC POINT: AcqRel: Release publishes our stamp (stored above) to whoever
+                // reads our record, or a helper's mark of it, with Acquire.
                 match self.ctl.enq.compare_exchange_weak(
                     e,
                     pack(self.next(p), me.tid),
                     Ordering::AcqRel,
-                    Ordering::Relaxed,
+                    Ordering::Acquire,
                 ) {
-                    Ok(_) => {
-                        self.slots.stamp(i).store(me.stamp, Ordering::Relaxed);
-                        return Claimed::Slot(i, p);
-                    }
+                    Ok(_) => return Claimed::Slot(i, p),
                     Err(now) => e = now,
                 }
             } else if d < 0 {
@@ -521,10 +528,24 @@ impl<'a, S: Slots> Ring<'a, S> {
             } else {
                 // Taken already (published, or marked by a helper): our view of enq is stale.
                 spin();
-                e = self.ctl.enq.load(Ordering::Relaxed);
+                e = self.ctl.enq.load(Ordering::Acquire);
             }
         }
         Claimed::Blocked(None)
+    }
+
+    /// Makes the `reading` stamp word of slot `i` hold our stamp before we try to claim it
+    /// (the claim CAS then publishes it). The word is left in place afterwards, so a
+    /// participant reusing slots stores nothing here on its fast path. A claimer that loses
+    /// the CAS may have overwritten the winner's stamp with its own (a live thread's, with
+    /// another id), which `OsLiveness` then ignores in favour of the id alone; a stamp with
+    /// the winner's id is therefore always the winner's own.
+    #[inline]
+    fn stamp_slot(&self, i: Idx, reading: bool, me: Me) {
+        let w = self.slots.stamp(i, reading);
+        if w.load(Ordering::Relaxed) != me.stamp {
+            w.store(me.stamp, Ordering::Relaxed);
+        }
     }
 
     /// Marks slot of position `q`, phase `phase` (0: written, 1: read), as claimed by `x` if
@@ -544,7 +565,6 @@ impl<'a, S: Slots> Ring<'a, S> {
 
     /// Publishes the slot claimed at `p`: the message, or a tombstone if `ok` is false.
     fn publish(&self, i: Idx, p: u64, ok: bool) {
-        self.slots.stamp(i).store(0, Ordering::Relaxed);
         let owner = if ok { 0 } else { TOMB };
         // SYNC POINT: Release publishes the payload; pairs with the consumer's Acquire load of
         // the state. A plain store: it also overwrites a helper's WRITING mark.
@@ -579,7 +599,8 @@ impl<'a, S: Slots> Ring<'a, S> {
     /// Claims the next full position for reading (CAS on the dequeue word, with the same
     /// helping step as `claim_put`). Tombstones are claimed and released on the way.
     fn claim_get(&self, me: Me) -> Claimed {
-        let mut e = self.ctl.deq.load(Ordering::Relaxed);
+        // SYNC POINT: Acquire, as in `claim_put`.
+        let mut e = self.ctl.deq.load(Ordering::Acquire);
         for _ in 0..MAX_STEPS {
             let p = seq(e);
             let Some(i) = self.index(p) else {
@@ -589,6 +610,7 @@ impl<'a, S: Slots> Ring<'a, S> {
             let s = self.slots.state(i).load(Ordering::Acquire);
             let d = diff(seq(s), p + 1);
             if d == 0 && owner(s) & TID_MASK == 0 {
+                self.stamp_slot(i, true, me);
                 let x = owner(e) & TID_MASK;
                 if x != 0 && x != me.tid {
                     self.mark(self.prev(p), 1, x);
@@ -598,17 +620,14 @@ impl<'a, S: Slots> Ring<'a, S> {
                     e,
                     pack(self.next(p), me.tid),
                     Ordering::AcqRel,
-                    Ordering::Relaxed,
+                    Ordering::Acquire,
                 ) {
                     Ok(_) if owner(s) & TOMB != 0 => {
                         // A tombstone: ours to free; then go on.
                         self.release(i, p);
                         e = pack(self.next(p), me.tid);
                     }
-                    Ok(_) => {
-                        self.slots.stamp(i).store(me.stamp, Ordering::Relaxed);
-                        return Claimed::Slot(i, p);
-                    }
+                    Ok(_) => return Claimed::Slot(i, p),
                     Err(now) => e = now,
                 }
             } else if d < 0 {
@@ -616,7 +635,7 @@ impl<'a, S: Slots> Ring<'a, S> {
                 return Claimed::Blocked(Some(Blocker { idx: i, state: s }));
             } else {
                 spin();
-                e = self.ctl.deq.load(Ordering::Relaxed);
+                e = self.ctl.deq.load(Ordering::Acquire);
             }
         }
         Claimed::Blocked(None)
@@ -624,7 +643,6 @@ impl<'a, S: Slots> Ring<'a, S> {
 
     /// Releases the slot read at `p` for the next lap.
     fn release(&self, i: Idx, p: u64) {
-        self.slots.stamp(i).store(0, Ordering::Relaxed);
         // SYNC POINT: Release orders our payload reads before the next lap's producer writes
         // (its Acquire load of the state).
         overwrite(
@@ -694,7 +712,7 @@ impl<'a, S: Slots> Ring<'a, S> {
                 return Reclaim::Nothing;
             }
         }
-        let stamp = self.slots.stamp(b.idx).load(Ordering::Relaxed);
+        let stamp = self.slots.stamp(b.idx, reading).load(Ordering::Relaxed);
         if !live.is_dead(tid, stamp) {
             return Reclaim::Nothing;
         }
@@ -708,7 +726,6 @@ impl<'a, S: Slots> Ring<'a, S> {
             {
                 return Reclaim::Nothing;
             }
-            self.slots.stamp(b.idx).store(0, Ordering::Relaxed);
             if owner(b.state) & TOMB == 0 {
                 self.ctl.dropped.fetch_add(1, Ordering::Relaxed);
                 self.notify(Event::Done);
@@ -727,7 +744,6 @@ impl<'a, S: Slots> Ring<'a, S> {
             {
                 return Reclaim::Nothing;
             }
-            self.slots.stamp(b.idx).store(0, Ordering::Relaxed);
             self.notify(Event::NotEmpty);
             self.ctl.tombstones.fetch_add(1, Ordering::Release);
         }
@@ -1145,7 +1161,7 @@ mod loom_tests {
 
     struct HeapSlot {
         state: AtomicU64,
-        stamp: AtomicU64,
+        stamps: [AtomicU64; 2],
         data: UnsafeCell<[u8; 8]>,
     }
 
@@ -1155,8 +1171,8 @@ mod loom_tests {
         fn state(&self, i: Idx) -> &AtomicU64 {
             &self.0[i.0].state
         }
-        fn stamp(&self, i: Idx) -> &AtomicU64 {
-            &self.0[i.0].stamp
+        fn stamp(&self, i: Idx, reading: bool) -> &AtomicU64 {
+            &self.0[i.0].stamps[usize::from(reading)]
         }
         fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R {
             self.0[i.0].data.with_mut(|p| {
@@ -1204,7 +1220,7 @@ mod loom_tests {
                     (0..cap)
                         .map(|_| HeapSlot {
                             state: AtomicU64::new(0),
-                            stamp: AtomicU64::new(0),
+                            stamps: [AtomicU64::new(0), AtomicU64::new(0)],
                             data: UnsafeCell::new([0; 8]),
                         })
                         .collect(),

@@ -237,6 +237,10 @@ fault_suite!(serde_named, Queue<u64>, Mode::Named);
 /// Offsets into a named queue's segment (see `ring.rs`): header, control block, slots.
 const HEADER: usize = 128;
 const CONTROL: usize = 512;
+/// Slot header (state, writer's and reader's stamps) and slot size of a `Queue<u64>` with
+/// `max_message_size(16)`: 24 + 4-byte length word + 16, rounded up to 8.
+const SLOT_HEADER: usize = 24;
+const SLOT: usize = 48;
 
 #[test]
 fn corrupted_slot_length_is_an_error_and_the_queue_goes_on() {
@@ -251,17 +255,23 @@ fn corrupted_slot_length_is_an_error_and_the_queue_goes_on() {
     let raw = SharedMemory::open_named(&name).unwrap();
     q.put(5u64).unwrap();
     // Slot 0's length word: far past the slot.
-    raw.write_at(HEADER + CONTROL + 16, &u32::MAX.to_le_bytes())
+    raw.write_at(HEADER + CONTROL + SLOT_HEADER, &u32::MAX.to_le_bytes())
         .unwrap();
     assert!(matches!(q.get(), Err(Error::Corrupted(_))));
     q.put(6u64).unwrap();
     assert_eq!(q.get().unwrap(), 6);
     // Bytes that are not a u64 encoding: a decode error, message consumed.
     q.put(7u64).unwrap();
-    raw.write_at(HEADER + CONTROL + 2 * 40 + 16, &3u32.to_le_bytes())
-        .unwrap();
-    raw.write_at(HEADER + CONTROL + 2 * 40 + 20, &[0xFF, 0xFF, 0xFF])
-        .unwrap();
+    raw.write_at(
+        HEADER + CONTROL + 2 * SLOT + SLOT_HEADER,
+        &3u32.to_le_bytes(),
+    )
+    .unwrap();
+    raw.write_at(
+        HEADER + CONTROL + 2 * SLOT + SLOT_HEADER + 4,
+        &[0xFF, 0xFF, 0xFF],
+    )
+    .unwrap();
     assert!(matches!(q.get(), Err(Error::Decode(_))));
     assert!(matches!(q.try_get(), Err(Error::Empty)));
     drop(raw);
