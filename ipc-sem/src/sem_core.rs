@@ -3,7 +3,8 @@
 //! (high 32 bits).
 //!
 //! - `acquire` takes a unit with one compare-and-swap when the value is positive; otherwise
-//!   it spins briefly, then registers as a sleeper (waiters + 1, in a compare-and-swap that
+//!   it spins briefly (not at all right after this thread woke a sleeper, or when others
+//!   already sleep), then registers as a sleeper (waiters + 1, in a compare-and-swap that
 //!   also checks the value is still 0) and sleeps on the low half while it reads 0. A woken
 //!   sleeper takes a unit and deregisters in one compare-and-swap.
 //! - `release` adds to the value in one compare-and-swap that also enforces the maximum (the
@@ -20,7 +21,7 @@
 
 use ipc_shm::sync::{wait_low_half, wake_low_half, Deadline, WaitOutcome};
 
-use crate::loom::{spin, AtomicU64, Ordering, SPINS};
+use crate::loom::{note_woke_sleeper, spin, take_woke_sleeper, AtomicU64, Ordering, SPINS};
 
 const VALUE_MASK: u64 = 0xFFFF_FFFF;
 const WAITER: u64 = 1 << 32;
@@ -76,7 +77,15 @@ pub(crate) fn acquire(word: &AtomicU64, deadline: Deadline) -> bool {
 
 #[cold]
 fn acquire_slow(word: &AtomicU64, deadline: Deadline) -> bool {
-    for _ in 0..SPINS {
+    // Spin only when an answer may come within the spin: not right after this thread woke a
+    // peer (ping-pong: the peer must first be scheduled), and not behind registered sleepers
+    // (a release goes to them first; spinning would only compete with them).
+    let spins = if take_woke_sleeper() || waiters_of(word.load(Ordering::Relaxed)) > 0 {
+        0
+    } else {
+        SPINS
+    };
+    for _ in 0..spins {
         spin();
         if value(word) > 0 && try_acquire(word) {
             return true;
@@ -160,9 +169,16 @@ pub(crate) fn release(word: &AtomicU64, n: u32, max: u32) -> Result<(), Exceeded
         }
     }
     if waiters_of(cur) > 0 && n > 0 {
-        wake_low_half(word, n);
+        wake(word, n);
     }
     Ok(())
+}
+
+/// Wakes up to `n` sleepers and notes it for this thread's next blocking acquire.
+#[cold]
+fn wake(word: &AtomicU64, n: u32) {
+    wake_low_half(word, n);
+    note_woke_sleeper();
 }
 
 #[cfg(all(test, not(loom)))]

@@ -30,7 +30,7 @@ const NOT_RECOVERABLE: u32 = 2;
 
 /// How many times `lock` re-reads a held word before parking.
 #[cfg(not(loom))]
-const SPINS: u32 = 100;
+const SPINS: u32 = 16;
 #[cfg(loom)]
 const SPINS: u32 = 1;
 
