@@ -421,16 +421,16 @@ enum TxState {
 
 /// The send half of the framing core, shared by `Connection` and `Sender`.
 pub(crate) struct Writer {
-    socket: bool,
+    kind: sys::FdKind,
     state: TxState,
     max: usize,
     scratch: Vec<u8>,
 }
 
 impl Writer {
-    pub(crate) fn new(socket: bool) -> Writer {
+    pub(crate) fn new(kind: sys::FdKind) -> Writer {
         Writer {
-            socket,
+            kind,
             state: TxState::Open,
             max: DEFAULT_MAX_MESSAGE_SIZE,
             scratch: Vec::new(),
@@ -466,7 +466,7 @@ impl Writer {
         fds: &[RawFd],
         deadline: Option<Instant>,
     ) -> Result<()> {
-        sys::write_all2(fd, self.socket, hdr, payload, fds, deadline).map_err(|(fail, done)| {
+        sys::write_all2(fd, self.kind, hdr, payload, fds, deadline).map_err(|(fail, done)| {
             let err = match fail {
                 // Nothing of the frame left: the stream is intact, try again later.
                 sys::WriteFail::Timeout if done == 0 => return Error::Timeout,
@@ -480,7 +480,7 @@ impl Writer {
                     self.state = TxState::Disconnected;
                 } else {
                     self.state = TxState::Poisoned;
-                    if self.socket {
+                    if self.kind.is_socket() {
                         // Let the peer see end of stream after the whole frames
                         // instead of waiting for a rest that never comes. Best
                         // effort: the error reported is the poisoning.
@@ -534,7 +534,7 @@ impl Writer {
                 ),
             )));
         }
-        if !self.socket {
+        if !self.kind.is_socket() {
             return Err(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
                 "file descriptors can only be passed over a Unix socket",
@@ -875,11 +875,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(fd: OwnedFd, socket: bool) -> Connection {
+    pub(crate) fn new(fd: OwnedFd, kind: sys::FdKind) -> Connection {
         Connection {
-            rx: Reader::new(fd.as_raw_fd(), socket),
+            rx: Reader::new(fd.as_raw_fd(), kind.is_socket()),
             fd,
-            tx: Writer::new(socket),
+            tx: Writer::new(kind),
         }
     }
 
@@ -970,8 +970,8 @@ impl From<OwnedFd> for Connection {
     /// Wraps a connected stream socket (Unix or TCP). Any other fd works for
     /// bytes too, but cannot pass descriptors.
     fn from(fd: OwnedFd) -> Connection {
-        let socket = sys::is_socket(fd.as_fd());
-        Connection::new(fd, socket)
+        let kind = sys::fd_kind(fd.as_fd());
+        Connection::new(fd, kind)
     }
 }
 
@@ -1019,7 +1019,7 @@ impl Receiver {
 impl From<OwnedFd> for Receiver {
     /// Wraps the read end of a pipe (or any readable stream fd).
     fn from(fd: OwnedFd) -> Receiver {
-        let socket = sys::is_socket(fd.as_fd());
+        let socket = sys::fd_kind(fd.as_fd()).is_socket();
         Receiver::new(fd, socket)
     }
 }
@@ -1034,9 +1034,9 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub(crate) fn new(fd: OwnedFd, socket: bool) -> Sender {
+    pub(crate) fn new(fd: OwnedFd, kind: sys::FdKind) -> Sender {
         Sender {
-            tx: Writer::new(socket),
+            tx: Writer::new(kind),
             fd,
         }
     }
@@ -1057,8 +1057,8 @@ impl Sender {
 impl From<OwnedFd> for Sender {
     /// Wraps the write end of a pipe (or any writable stream fd).
     fn from(fd: OwnedFd) -> Sender {
-        let socket = sys::is_socket(fd.as_fd());
-        Sender::new(fd, socket)
+        let kind = sys::fd_kind(fd.as_fd());
+        Sender::new(fd, kind)
     }
 }
 

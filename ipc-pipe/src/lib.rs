@@ -105,7 +105,10 @@ pub const SIMPLEX_PIPE_SIZE: usize = 1 << 20;
 /// ```
 pub fn duplex() -> Result<(Connection, Connection)> {
     let (a, b) = sys::socketpair()?;
-    Ok((Connection::new(a, true), Connection::new(b, true)))
+    Ok((
+        Connection::new(a, sys::FdKind::Socket),
+        Connection::new(b, sys::FdKind::Socket),
+    ))
 }
 
 /// A one-way pipe over `pipe2(O_CLOEXEC)`: Python's `Pipe(duplex=False)`,
@@ -129,5 +132,5 @@ pub fn simplex() -> Result<(Receiver, Sender)> {
     let (r, w) = sys::pipe()?;
     // Best effort: EPERM (quota) or EBUSY leave the default size.
     let _ = sys::set_pipe_size(w.as_fd(), SIMPLEX_PIPE_SIZE);
-    Ok((Receiver::new(r, false), Sender::new(w, false)))
+    Ok((Receiver::new(r, false), Sender::new(w, sys::FdKind::Pipe)))
 }

@@ -41,12 +41,33 @@ pub(crate) fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<usize
     Ok(usize::try_from(got).unwrap_or(0))
 }
 
-/// Whether `fd` is a socket (`fstat`, `S_IFSOCK`). A failing `fstat` says no,
-/// which only costs the pipe path's `SIGPIPE` guard on writes.
-pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
+/// What kind of file an fd is, as far as writing to it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FdKind {
+    /// A socket: `sendmsg(MSG_NOSIGNAL)`.
+    Socket,
+    /// A pipe or FIFO: `pwritev2(RWF_NOSIGNAL)` where the kernel has it.
+    Pipe,
+    /// Anything else: `writev` under the [`SigpipeGuard`].
+    Other,
+}
+
+impl FdKind {
+    pub(crate) fn is_socket(self) -> bool {
+        self == FdKind::Socket
+    }
+}
+
+/// The kind of `fd` (`fstat`). A failing `fstat` says [`FdKind::Other`],
+/// which only costs the `SIGPIPE` guard on writes.
+pub(crate) fn fd_kind(fd: BorrowedFd<'_>) -> FdKind {
     match nix::sys::stat::fstat(fd) {
-        Ok(st) => (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK,
-        Err(_) => false,
+        Ok(st) => match st.st_mode & libc::S_IFMT {
+            libc::S_IFSOCK => FdKind::Socket,
+            libc::S_IFIFO => FdKind::Pipe,
+            _ => FdKind::Other,
+        },
+        Err(_) => FdKind::Other,
     }
 }
 
@@ -357,12 +378,27 @@ fn iov(b: &[u8]) -> libc::iovec {
 /// `O_NONBLOCK` around the write instead.
 static NOWAIT_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
-/// One `sendmsg(MSG_NOSIGNAL)` (sockets) or `writev` (others) of `a` then `b`,
-/// with optional descriptors attached (sockets only). EINTR retried.
+/// `RWF_NOSIGNAL` (Linux 6.15, `include/uapi/linux/fs.h`; not in `libc` yet):
+/// a write to a pipe without readers fails with `EPIPE` and raises no
+/// `SIGPIPE`, as `MSG_NOSIGNAL` does for sockets. Older kernels refuse the
+/// unknown flag with `EOPNOTSUPP` before doing anything.
+const RWF_NOSIGNAL: libc::c_int = 0x0000_0100;
+
+/// Set once a kernel refuses [`RWF_NOSIGNAL`]; later pipe writes then take
+/// the [`SigpipeGuard`] (two `pthread_sigmask` calls per send) instead.
+static NOSIGNAL_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// One `sendmsg(MSG_NOSIGNAL)` (sockets) or `writev`/`pwritev2` (others) of
+/// `a` then `b`, with optional descriptors attached (sockets only). EINTR
+/// retried.
 ///
 /// With `nowait` the write never blocks, whatever the fd's `O_NONBLOCK`:
 /// `MSG_DONTWAIT` on sockets, `pwritev2(RWF_NOWAIT)` on pipes. It then writes
 /// what fits now (possibly part) or fails with `WouldBlock`.
+///
+/// With `nosignal` (non-sockets) the write is `pwritev2` with
+/// [`RWF_NOSIGNAL`]; a kernel without it fails with `EOPNOTSUPP` having
+/// written nothing, and the caller falls back to the [`SigpipeGuard`].
 fn write_once(
     fd: BorrowedFd<'_>,
     socket: bool,
@@ -370,6 +406,7 @@ fn write_once(
     b: &[u8],
     fds: &[RawFd],
     nowait: bool,
+    nosignal: bool,
 ) -> io::Result<usize> {
     let iovs = [iov(a), iov(b)];
     let cnt = if b.is_empty() { 1 } else { 2 };
@@ -414,12 +451,19 @@ fn write_once(
             // SAFETY: `msg` points to iovecs over live borrowed slices (the kernel
             // only reads them) and to the control buffer built above.
             unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags) }
-        } else if nowait && !NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
+        } else if nosignal || (nowait && !NOWAIT_UNSUPPORTED.load(Ordering::Relaxed)) {
+            let flags =
+                if nowait { libc::RWF_NOWAIT } else { 0 } | if nosignal { RWF_NOSIGNAL } else { 0 };
             // SAFETY: iovecs over live borrowed slices; the kernel only reads.
             // Offset -1 writes at the current position, as `writev`.
-            let r =
-                unsafe { libc::pwritev2(fd.as_raw_fd(), iovs.as_ptr(), cnt, -1, libc::RWF_NOWAIT) };
+            let r = unsafe { libc::pwritev2(fd.as_raw_fd(), iovs.as_ptr(), cnt, -1, flags) };
             if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP) {
+                if nosignal {
+                    // Any kernel with RWF_NOSIGNAL takes RWF_NOWAIT on pipes
+                    // too: the refusal is RWF_NOSIGNAL's. The caller retries
+                    // under the guard (and learns RWF_NOWAIT's fate then).
+                    return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+                }
                 NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed);
                 continue;
             }
@@ -477,8 +521,11 @@ pub(crate) enum WriteFail {
 }
 
 /// Writes all of `a` then `b` (header then payload, no copy into a temporary
-/// buffer), descriptors attached to the first write. Never raises `SIGPIPE`:
-/// sockets use `MSG_NOSIGNAL`, pipes the [`SigpipeGuard`].
+/// buffer), descriptors attached to the first write. Never raises `SIGPIPE`
+/// (and never leaves one pending): sockets use `MSG_NOSIGNAL`, pipes
+/// `RWF_NOSIGNAL` where the kernel has it (Linux 6.15+; one syscall per write,
+/// no signal ever raised, whatever the disposition or mask, even one another
+/// thread changes meanwhile), and otherwise, as other fds, the [`SigpipeGuard`].
 ///
 /// `deadline == None` blocks as long as the peer has no room (plain blocking
 /// writes; an `O_NONBLOCK` fd is waited on with `poll`). With a deadline each
@@ -490,13 +537,15 @@ pub(crate) enum WriteFail {
 /// of this frame reached the fd.
 pub(crate) fn write_all2(
     fd: BorrowedFd<'_>,
-    socket: bool,
+    kind: FdKind,
     a: &[u8],
     b: &[u8],
     fds: &[RawFd],
     deadline: Option<Instant>,
 ) -> Result<(), (WriteFail, usize)> {
-    let guard = if socket {
+    let socket = kind.is_socket();
+    let mut nosignal = kind == FdKind::Pipe && !NOSIGNAL_UNSUPPORTED.load(Ordering::Relaxed);
+    let mut guard = if socket || nosignal {
         None
     } else {
         Some(SigpipeGuard::new())
@@ -510,7 +559,7 @@ pub(crate) fn write_all2(
         } else {
             (&b[done - a.len()..], &[][..])
         };
-        match write_once(fd, socket, x, y, fds, deadline.is_some()) {
+        match write_once(fd, socket, x, y, fds, deadline.is_some(), nosignal) {
             Ok(n) => {
                 if n > 0 {
                     fds = &[];
@@ -519,6 +568,13 @@ pub(crate) fn write_all2(
                 if done >= total {
                     break Ok(());
                 }
+            }
+            Err(e) if nosignal && e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                // No RWF_NOSIGNAL here (nothing was written by that call):
+                // guard this and every later pipe write instead.
+                NOSIGNAL_UNSUPPORTED.store(true, Ordering::Relaxed);
+                nosignal = false;
+                guard = Some(SigpipeGuard::new());
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 match poll_one(fd, POLLOUT, deadline) {
@@ -581,7 +637,14 @@ mod tests {
         let chunk = [3u8; 1000];
         let mut written = 0;
         loop {
-            match write_all2(w.as_fd(), false, &chunk, &[], &[], Some(Instant::now())) {
+            match write_all2(
+                w.as_fd(),
+                FdKind::Pipe,
+                &chunk,
+                &[],
+                &[],
+                Some(Instant::now()),
+            ) {
                 Ok(()) => written += chunk.len(),
                 Err((WriteFail::Timeout, 0)) => break,
                 Err((e, done)) => panic!("{e:?} after {done} bytes"),
@@ -600,6 +663,69 @@ mod tests {
         let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut v) };
         *n = v as usize;
         r == 0
+    }
+
+    /// In a forked child with `SIGPIPE` at its default action (which kills),
+    /// writes to a pipe whose reader is gone, blocking and bounded, through
+    /// `RWF_NOSIGNAL` or (`force_guard`) the `SigpipeGuard` fallback: each
+    /// must fail with `EPIPE`, leave no `SIGPIPE` pending and not kill.
+    fn closed_pipe_child(force_guard: bool) {
+        let (r, w) = pipe().unwrap();
+        drop(r);
+        // SAFETY: the child only makes syscalls and leaves with `_exit`;
+        // `alarm` is its watchdog (SIGALRM kills it if it hangs).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: this process's own disposition, timer and flags.
+            unsafe {
+                libc::alarm(10);
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            NOSIGNAL_UNSUPPORTED.store(force_guard, Ordering::Relaxed);
+            let mut code = 0;
+            for deadline in [
+                None,
+                Some(Instant::now() + std::time::Duration::from_secs(5)),
+            ] {
+                match write_all2(w.as_fd(), FdKind::Pipe, b"hdr", b"payload", &[], deadline) {
+                    Err((WriteFail::Io(e), 0)) if e.raw_os_error() == Some(libc::EPIPE) => {}
+                    _ => code = 2,
+                }
+            }
+            if NOSIGNAL_UNSUPPORTED.load(Ordering::Relaxed) != force_guard {
+                code = 3;
+            }
+            // SAFETY: sigpending fills a zeroed set we own.
+            let pending = unsafe {
+                let mut set: libc::sigset_t = mem::zeroed();
+                libc::sigpending(&mut set);
+                libc::sigismember(&set, libc::SIGPIPE) == 1
+            };
+            if pending {
+                code = 4;
+            }
+            // SAFETY: leaves the forked child without returning into the harness.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(r, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x} (force_guard {force_guard})"
+        );
+    }
+
+    #[test]
+    fn closed_pipe_write_is_epipe_without_sigpipe() {
+        closed_pipe_child(false);
+    }
+
+    #[test]
+    fn closed_pipe_write_is_epipe_without_sigpipe_under_guard_fallback() {
+        closed_pipe_child(true);
     }
 
     #[test]
