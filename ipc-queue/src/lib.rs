@@ -10,10 +10,11 @@
 //! | [`Error`], [`TryPutError`], [`PutTimeoutError`], [`PutError`] | errors; put errors hand the value back |
 //!
 //! Both share one lock-free ring (Vyukov's bounded MPMC queue, reworked so that every claimed
-//! slot names its claimer). A put or get is one compare-and-swap on a slot, a copy and one
-//! counter update: no system call and no allocation unless it must wait. Waiting spins
-//! briefly, yields, then sleeps on a futex (woken only when someone sleeps), with absolute
-//! deadlines on the monotonic clock; every blocking call has a `try_` and a `_timeout` form.
+//! slot names its claimer). A put or get is one compare-and-swap on the position word, a copy
+//! and a swap on the slot's state word: no shared counter, no system call and no allocation
+//! unless it must wait. Waiting spins briefly, then sleeps on a futex on the state word of
+//! the slot it waits for (woken only when someone sleeps there), with absolute deadlines on
+//! the monotonic clock; every blocking call has a `try_` and a `_timeout` form.
 //!
 //! **Sharing.** [`PodQueue::new`] / [`Queue::new`] put the ring in an anonymous `memfd`:
 //! processes forked afterwards share it and nothing can leak. `builder().named(name)` creates

@@ -24,17 +24,3 @@ pub(crate) fn yield_now() {
     #[cfg(loom)]
     loom::thread::yield_now();
 }
-
-/// The owner's store that ends its phase of a slot, overwriting whatever a helper marked.
-///
-/// A plain store: real coherence (and C11's RMW atomicity) orders it after any
-/// compare-and-swap on the same word that it did not observe. Loom's modification order is
-/// partial and may place such a store *before* a concurrent CAS, letting the CAS's older
-/// value win; a swap, an RMW, restores the real ordering inside the model.
-#[inline]
-pub(crate) fn overwrite(word: &AtomicU64, value: u64, order: Ordering) {
-    #[cfg(not(loom))]
-    word.store(value, order);
-    #[cfg(loom)]
-    word.swap(value, order);
-}

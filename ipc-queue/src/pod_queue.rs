@@ -15,14 +15,14 @@ use crate::handle::{get_error, pod_slot_size_for, Handle};
 use crate::ring::{SlotReader, SlotWriter, Stop, SLOT_HEADER};
 
 const KIND: &str = "ipc_queue::PodQueue";
-const KIND_VERSION: u32 = 2;
+const KIND_VERSION: u32 = 3;
 
 /// A bounded multi-producer multi-consumer queue of plain-data values in shared memory.
 ///
 /// Each slot holds one `T` (`bytemuck::Pod`: any bit pattern is a valid value, so a peer
-/// cannot make us read an invalid one). A put or get is one compare-and-swap on the slot, a
-/// copy and one counter update: no system call and no allocation unless it has to wait.
-/// Waiting spins briefly, yields, then sleeps on a futex until woken or the deadline.
+/// cannot make us read an invalid one). A put or get is one compare-and-swap on the position
+/// word, a copy and a swap on the slot's state: no system call and no allocation unless it
+/// has to wait. Waiting spins briefly, then sleeps on a futex until woken or the deadline.
 ///
 /// Shared by `fork` ([`PodQueue::new`]) or by name ([`PodQueueBuilder::named`] +
 /// [`PodQueue::open_named`]). A participant killed in the middle of a put or get does not

@@ -15,7 +15,7 @@ use crate::handle::{get_error, slot_size_for, Handle};
 use crate::ring::{SlotReader, SlotWriter, Stop, SLOT_HEADER};
 
 const KIND: &str = "ipc_queue::Queue";
-const KIND_VERSION: u32 = 2;
+const KIND_VERSION: u32 = 3;
 /// Bytes of the length word before each encoded message.
 const LEN_WORD: usize = 4;
 /// The default `max_message_size`.
