@@ -32,6 +32,12 @@ const LOOKAHEAD_MAX: usize = 4096;
 const PROBE_CHUNK: usize = 16;
 /// Items per chunk at most.
 const CHUNK_MAX: usize = 1 << 20;
+/// Items per chunk at most when the input's length is unknown (`imap` over an iterator that
+/// may be endless): with at most `UNKNOWN_LEN_AHEAD` chunks per worker in flight, the
+/// look-ahead stays a few thousand items however cheap the tasks are.
+const UNKNOWN_LEN_CHUNK_MAX: usize = 256;
+/// Chunks in flight per worker at most when the input's length is unknown.
+const UNKNOWN_LEN_AHEAD: usize = 4;
 /// How long dropping a pool waits for its tasks before terminating it.
 pub const DROP_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -447,7 +453,9 @@ impl Pool {
     /// A lazy, ordered iterator of `f(item)` (Python's `imap`). Items are pulled from `iter`
     /// only as results are consumed, with a bounded look-ahead (a few chunks per worker), so
     /// memory does not grow with the input and `iter` may be endless. Chunks start at one item
-    /// and grow with the measured cost, as in [`map`](Self::map).
+    /// and grow with the measured cost, as in [`map`](Self::map); when `iter`'s length is
+    /// unknown, chunks stop at 256 items and at most 4 per worker are in flight, so the
+    /// look-ahead stays a few thousand items however cheap the tasks are.
     ///
     /// Each item is `Ok(result)`; a failed chunk yields one `Err` in place of its items and
     /// the iteration goes on with the next chunk.
@@ -785,7 +793,7 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
             (None, Some(len)) => len.div_ceil(4 * w).min(PROBE_CHUNK),
             (None, None) => {
                 let s = self.grow;
-                self.grow = (s * 2).min(1024);
+                self.grow = (s * 2).min(UNKNOWN_LEN_CHUNK_MAX);
                 s
             }
             (Some(t), len) => {
@@ -800,7 +808,11 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
                         let remaining = len.saturating_sub(self.pulled);
                         (remaining / (2 * w)).max(lo).min(hi)
                     }
-                    None => hi,
+                    None => {
+                        let s = self.grow.min(hi);
+                        self.grow = (self.grow * 2).min(UNKNOWN_LEN_CHUNK_MAX);
+                        s
+                    }
                 }
             }
         };
@@ -817,6 +829,10 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
                 let by_time = (LOOKAHEAD_NS.saturating_mul(w as u64) / chunk_ns) as usize;
                 by_time.clamp(2 * w, LOOKAHEAD_MAX)
             }
+        };
+        let limit = match self.len {
+            Some(_) => limit,
+            None => limit.min(UNKNOWN_LEN_AHEAD * w),
         };
         ahead < limit
     }
