@@ -82,7 +82,12 @@ fn producer_killed_at_random<Q: TestQueue>(mode: Mode) {
         let at = random_in(1, PER - 100) * (round + 1) / 3;
         wait_until(|| c.word(1).load(Ordering::SeqCst) >= at);
         victim.kill();
-        assert_eq!(victim.wait(WATCHDOG), Exit::Signal(libc::SIGKILL));
+        // The victim may put its last messages before the signal lands (the queue is fast and
+        // `wait_until` polls every 2 ms); then nothing was in flight and all must arrive once.
+        match victim.wait(WATCHDOG) {
+            Exit::Signal(libc::SIGKILL) | Exit::Code(0) => {}
+            other => panic!("victim producer ended with {other:?}"),
+        }
         other.wait_success(WATCHDOG);
         let acked = c.word(1).load(Ordering::SeqCst);
         // Give consumers time to take everything, including past the dead slot.
