@@ -132,6 +132,38 @@ pub fn stamp(msg: &mut [u8], v: u64) {
     msg[..k].copy_from_slice(&v.to_le_bytes()[..k]);
 }
 
+/// A producer role of byte messages: stamps `msg` with 0..`per` and hands each to `send`.
+pub fn produce_bytes(
+    per: u64,
+    msg: &mut Vec<u8>,
+    mut send: impl FnMut(&Vec<u8>) -> Result<(), String>,
+) -> Result<RoleOut, String> {
+    for i in 0..per {
+        stamp(msg, i);
+        send(msg)?;
+    }
+    Ok(RoleOut { sum: 0, count: per })
+}
+
+/// A consumer role of byte messages: `count` messages from `recv`, each checked to be `size`
+/// bytes long, summed by their stamps.
+pub fn consume_bytes<M: AsRef<[u8]>>(
+    count: u64,
+    size: usize,
+    mut recv: impl FnMut() -> Result<M, String>,
+) -> Result<RoleOut, String> {
+    let mut acc = Acc::default();
+    for _ in 0..count {
+        let m = recv()?;
+        let m = m.as_ref();
+        if m.len() != size {
+            return Err(format!("length {} != {size}", m.len()));
+        }
+        acc.add_bytes(m);
+    }
+    Ok(acc.out())
+}
+
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
         a

@@ -3,7 +3,7 @@
 
 use ipc_queue::{Error, PodQueue, Queue, TryPutError};
 
-use crate::checksum::{stamp, Acc, Plan};
+use crate::checksum::{consume_bytes, produce_bytes, Acc, Plan};
 use crate::harness::{run_mxn, run_pair, Role, RoleOut};
 use crate::refs_queue::with_backoff;
 use crate::{Measure, Outcome, Run};
@@ -129,26 +129,9 @@ pub fn q_bytes(r: &Run, size: usize) -> Outcome {
         let mut msg = vec![0x5au8; size];
         g.start();
         match role {
-            Role::Producer(_) => {
-                for i in 0..plan.per {
-                    stamp(&mut msg, i);
-                    q.put(&msg).map_err(q_err)?;
-                }
-                Ok(RoleOut {
-                    sum: 0,
-                    count: plan.per,
-                })
-            }
+            Role::Producer(_) => produce_bytes(plan.per, &mut msg, |m| q.put(m).map_err(q_err)),
             Role::Consumer(_) => {
-                let mut acc = Acc::default();
-                for _ in 0..plan.per_consumer() {
-                    let m = q.get().map_err(q_err)?;
-                    if m.len() != size {
-                        return Err(format!("length {} != {size}", m.len()));
-                    }
-                    acc.add_bytes(&m);
-                }
-                Ok(acc.out())
+                consume_bytes(plan.per_consumer(), size, || q.get().map_err(q_err))
             }
         }
     })

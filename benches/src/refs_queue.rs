@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
 use crossbeam_utils::Backoff;
 
-use crate::checksum::{stamp, Acc, Plan};
+use crate::checksum::{consume_bytes, produce_bytes, Acc, Plan};
 use crate::harness::{run_mxn, run_mxn_threads, run_pair, Role, RoleOut, Shared, ZeroShared};
 use crate::{Measure, Outcome, Run};
 
@@ -373,25 +373,10 @@ pub fn p3b(r: &Run, size: usize) -> Outcome {
         g.start();
         match role {
             Role::Producer(_) => {
-                for i in 0..plan.per {
-                    stamp(&mut msg, i);
-                    tx.send(msg.clone()).map_err(ipc_err)?;
-                }
-                Ok(RoleOut {
-                    sum: 0,
-                    count: plan.per,
-                })
+                produce_bytes(plan.per, &mut msg, |m| tx.send(m.clone()).map_err(ipc_err))
             }
             Role::Consumer(_) => {
-                let mut acc = Acc::default();
-                for _ in 0..plan.per_consumer() {
-                    let m = rx.recv().map_err(ipc_err)?;
-                    if m.len() != size {
-                        return Err(format!("length {} != {size}", m.len()));
-                    }
-                    acc.add_bytes(&m);
-                }
-                Ok(acc.out())
+                consume_bytes(plan.per_consumer(), size, || rx.recv().map_err(ipc_err))
             }
         }
     })
@@ -409,26 +394,9 @@ pub fn p3c(r: &Run, size: usize) -> Outcome {
         let mut msg = vec![0x5au8; size];
         g.start();
         match role {
-            Role::Producer(_) => {
-                for i in 0..plan.per {
-                    stamp(&mut msg, i);
-                    tx.send(&msg).map_err(ipc_err)?;
-                }
-                Ok(RoleOut {
-                    sum: 0,
-                    count: plan.per,
-                })
-            }
+            Role::Producer(_) => produce_bytes(plan.per, &mut msg, |m| tx.send(m).map_err(ipc_err)),
             Role::Consumer(_) => {
-                let mut acc = Acc::default();
-                for _ in 0..plan.per_consumer() {
-                    let m = rx.recv().map_err(ipc_err)?;
-                    if m.len() != size {
-                        return Err(format!("length {} != {size}", m.len()));
-                    }
-                    acc.add_bytes(&m);
-                }
-                Ok(acc.out())
+                consume_bytes(plan.per_consumer(), size, || rx.recv().map_err(ipc_err))
             }
         }
     })
