@@ -23,6 +23,8 @@ pub mod ours_queue;
 #[allow(unsafe_code)]
 pub mod ours_sem;
 pub mod ours_shm;
+#[allow(unsafe_code)]
+pub mod pool_transport;
 pub mod probe;
 pub mod python;
 #[allow(unsafe_code)]
