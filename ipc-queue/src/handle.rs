@@ -9,24 +9,15 @@ use ipc_shm::{Layout, Segment, DEFAULT_OPEN_TIMEOUT};
 
 use crate::error::{Error, Result};
 use crate::ring::{
-    DeathWatch, Me, OsLiveness, ShmRing, SlotReader, SlotWriter, Stop, MAX_CAPACITY, SLOT_HEADER,
+    DeathWatch, Me, OsLiveness, ShmRing, SlotReader, SlotWriter, Stop, MAX_CAPACITY, MIN_SLOT,
 };
 
-/// The largest slot, header included (1 GiB).
+/// The largest slot (1 GiB).
 pub(crate) const MAX_SLOT: usize = 1 << 30;
 
-/// Slot size for a payload of `payload` bytes: header plus payload, rounded up to 8.
+/// Slot size for a payload of `payload` bytes: rounded up to 8, at least [`MIN_SLOT`].
 pub(crate) fn slot_size_for(payload: usize) -> Option<usize> {
-    let s = payload.checked_add(SLOT_HEADER + 7)? & !7;
-    (s <= MAX_SLOT).then_some(s)
-}
-
-/// Slot size for a fixed-size element: as [`slot_size_for`], then up to a whole number of
-/// 64-byte cache lines. A slot on lines of its own shares none with its neighbours, so a
-/// consumer freeing one slot and a producer filling the next do not steal each other's line
-/// (measured: about 1.5-2x the 1P->1C throughput of 24- or 32-byte slots for `u64`).
-pub(crate) fn pod_slot_size_for(payload: usize) -> Option<usize> {
-    let s = slot_size_for(payload)?.checked_add(63)? & !63;
+    let s = payload.max(MIN_SLOT).checked_add(7)? & !7;
     (s <= MAX_SLOT).then_some(s)
 }
 
@@ -105,7 +96,7 @@ impl Handle {
 
     /// Bytes of payload per slot.
     pub(crate) fn slot_payload(&self) -> usize {
-        self.ring.segment().layout().slot_size as usize - SLOT_HEADER
+        self.ring.segment().layout().slot_size as usize
     }
 
     /// Puts with `write`, waiting until `deadline`.

@@ -11,11 +11,11 @@ use ipc_shm::sync::Deadline;
 use ipc_shm::Layout;
 
 use crate::error::{Error, PutError, PutFail, PutTimeoutError, Result, TryPutError};
-use crate::handle::{get_error, pod_slot_size_for, Handle};
-use crate::ring::{SlotReader, SlotWriter, Stop, SLOT_HEADER};
+use crate::handle::{get_error, slot_size_for, Handle};
+use crate::ring::{SlotReader, SlotWriter, Stop, MIN_SLOT};
 
 const KIND: &str = "ipc_queue::PodQueue";
-const KIND_VERSION: u32 = 3;
+const KIND_VERSION: u32 = 4;
 
 /// A bounded multi-producer multi-consumer queue of plain-data values in shared memory.
 ///
@@ -77,7 +77,7 @@ impl<T: Pod> PodQueueBuilder<T> {
     }
 
     fn layout(&self) -> Result<Layout> {
-        let slot = pod_slot_size_for(std::mem::size_of::<T>())
+        let slot = slot_size_for(std::mem::size_of::<T>())
             .ok_or(Error::InvalidConfig("element too large"))?;
         Ok(Layout::of::<T>(KIND, KIND_VERSION)
             .with_capacity(self.capacity as u64)
@@ -91,7 +91,7 @@ impl<T: Pod> PodQueueBuilder<T> {
     /// cannot be created (`AlreadyExists` for a taken name).
     pub fn create(self) -> Result<PodQueue<T>> {
         let layout = self.layout()?;
-        let h = Handle::create(layout, self.name.as_deref(), SLOT_HEADER)?;
+        let h = Handle::create(layout, self.name.as_deref(), MIN_SLOT)?;
         Ok(PodQueue { h, _t: PhantomData })
     }
 
@@ -105,7 +105,7 @@ impl<T: Pod> PodQueueBuilder<T> {
             .name
             .as_deref()
             .ok_or(Error::InvalidConfig("open needs a name"))?;
-        let h = Handle::open(self.layout()?, name, SLOT_HEADER)?;
+        let h = Handle::open(self.layout()?, name, MIN_SLOT)?;
         Ok(PodQueue { h, _t: PhantomData })
     }
 }
@@ -156,7 +156,7 @@ impl<T: Pod> PodQueue<T> {
     /// [`Error::Shm`]: `NotFound`, `NotOwner`, `NotReady`, or `LayoutMismatch` if the segment
     /// is not a `PodQueue<T>` (another kind, element type or size).
     pub fn open_named(name: &str) -> Result<Self> {
-        let slot = pod_slot_size_for(std::mem::size_of::<T>())
+        let slot = slot_size_for(std::mem::size_of::<T>())
             .ok_or(Error::InvalidConfig("element too large"))?;
         let expected = Layout::of::<T>(KIND, KIND_VERSION).with_slot_size(slot as u64);
         let h = Handle::open(expected, name, slot)?;

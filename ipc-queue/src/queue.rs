@@ -12,12 +12,13 @@ use serde::Serialize;
 
 use crate::error::{Error, PutError, PutFail, PutTimeoutError, Result, TryPutError};
 use crate::handle::{get_error, slot_size_for, Handle};
-use crate::ring::{SlotReader, SlotWriter, Stop, SLOT_HEADER};
+use crate::ring::{SlotReader, SlotWriter, Stop, MIN_SLOT};
 
 const KIND: &str = "ipc_queue::Queue";
-const KIND_VERSION: u32 = 3;
+const KIND_VERSION: u32 = 4;
 /// Bytes of the length word before each encoded message.
 const LEN_WORD: usize = 4;
+const _: () = assert!(MIN_SLOT >= LEN_WORD);
 /// The default `max_message_size`.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256;
 /// Messages up to this size are copied out of the slot onto the stack (no allocation).
@@ -112,7 +113,7 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
     /// [`Error::InvalidConfig`] for a capacity or message size out of range; [`Error::Shm`]
     /// if the segment cannot be created (`AlreadyExists` for a taken name).
     pub fn create(self) -> Result<Queue<T>> {
-        let h = Handle::create(self.layout()?, self.name.as_deref(), SLOT_HEADER + LEN_WORD)?;
+        let h = Handle::create(self.layout()?, self.name.as_deref(), MIN_SLOT)?;
         Ok(Queue::wrap(h))
     }
 
@@ -126,7 +127,7 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
             .name
             .as_deref()
             .ok_or(Error::InvalidConfig("open needs a name"))?;
-        let h = Handle::open(self.layout()?, name, SLOT_HEADER + LEN_WORD)?;
+        let h = Handle::open(self.layout()?, name, MIN_SLOT)?;
         Ok(Queue::wrap(h))
     }
 }
@@ -200,11 +201,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// is not a `Queue<T>`.
     pub fn open_named(name: &str) -> Result<Self> {
         let expected = Layout::of::<T>(KIND, KIND_VERSION);
-        Ok(Queue::wrap(Handle::open(
-            expected,
-            name,
-            SLOT_HEADER + LEN_WORD,
-        )?))
+        Ok(Queue::wrap(Handle::open(expected, name, MIN_SLOT)?))
     }
 
     /// The largest encoded message a slot holds.

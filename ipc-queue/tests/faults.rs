@@ -239,13 +239,15 @@ fault_suite!(pod_named, PodQueue<u64>, Mode::Named);
 fault_suite!(serde_inherited, Queue<u64>, Mode::Inherited);
 fault_suite!(serde_named, Queue<u64>, Mode::Named);
 
-/// Offsets into a named queue's segment (see `ring.rs`): header, control block, slots.
+/// Offsets into a named queue's segment (see `ring.rs`): header, control block, then three
+/// word arrays (states, writer stamps, reader stamps) of 16 words each for a capacity of 4,
+/// then the payloads.
 const HEADER: usize = 128;
 const CONTROL: usize = 512;
-/// Slot header (state, writer's and reader's stamps) and slot size of a `Queue<u64>` with
-/// `max_message_size(16)`: 24 + 4-byte length word + 16, rounded up to 8.
-const SLOT_HEADER: usize = 24;
-const SLOT: usize = 48;
+const PAYLOADS: usize = HEADER + CONTROL + 3 * 16 * 8;
+/// Slot size of a `Queue<u64>` with `max_message_size(16)`: 4-byte length word + 16, rounded
+/// up to 8.
+const SLOT: usize = 24;
 
 #[test]
 fn corrupted_slot_length_is_an_error_and_the_queue_goes_on() {
@@ -260,23 +262,16 @@ fn corrupted_slot_length_is_an_error_and_the_queue_goes_on() {
     let raw = SharedMemory::open_named(&name).unwrap();
     q.put(5u64).unwrap();
     // Slot 0's length word: far past the slot.
-    raw.write_at(HEADER + CONTROL + SLOT_HEADER, &u32::MAX.to_le_bytes())
-        .unwrap();
+    raw.write_at(PAYLOADS, &u32::MAX.to_le_bytes()).unwrap();
     assert!(matches!(q.get(), Err(Error::Corrupted(_))));
     q.put(6u64).unwrap();
     assert_eq!(q.get().unwrap(), 6);
     // Bytes that are not a u64 encoding: a decode error, message consumed.
     q.put(7u64).unwrap();
-    raw.write_at(
-        HEADER + CONTROL + 2 * SLOT + SLOT_HEADER,
-        &3u32.to_le_bytes(),
-    )
-    .unwrap();
-    raw.write_at(
-        HEADER + CONTROL + 2 * SLOT + SLOT_HEADER + 4,
-        &[0xFF, 0xFF, 0xFF],
-    )
-    .unwrap();
+    raw.write_at(PAYLOADS + 2 * SLOT, &3u32.to_le_bytes())
+        .unwrap();
+    raw.write_at(PAYLOADS + 2 * SLOT + 4, &[0xFF, 0xFF, 0xFF])
+        .unwrap();
     assert!(matches!(q.get(), Err(Error::Decode(_))));
     assert!(matches!(q.try_get(), Err(Error::Empty)));
     drop(raw);
