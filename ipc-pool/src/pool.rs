@@ -185,8 +185,9 @@ impl fmt::Debug for Pool {
     }
 }
 
-fn encode_into<T: Serialize>(v: &T, buf: Vec<u8>) -> Result<Vec<u8>> {
-    postcard::to_extend(v, buf).map_err(|e| Error::Encode(e.to_string()))
+fn encode_into<T: Serialize>(v: &T, mut buf: Vec<u8>) -> Result<Vec<u8>> {
+    task::encode_onto(v, &mut buf).map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(buf)
 }
 
 fn decode_one<R: DeserializeOwned>(d: Done) -> Result<R> {
@@ -852,13 +853,10 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
             let mut payload = Vec::new();
             let mut count: u32 = 0;
             for a in it.by_ref().take(size) {
-                match encode_into(&a, std::mem::take(&mut payload)) {
-                    Ok(p) => payload = p,
-                    Err(e) => {
-                        self.error = Some(e);
-                        self.iter = None;
-                        return;
-                    }
+                if let Err(e) = task::encode_onto(&a, &mut payload) {
+                    self.error = Some(Error::Encode(e.to_string()));
+                    self.iter = None;
+                    return;
                 }
                 count += 1;
             }
