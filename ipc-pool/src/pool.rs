@@ -404,7 +404,8 @@ impl Pool {
     /// (Python's `map`). Chunking is adaptive: one small probe chunk per worker (at most
     /// Python's default `len / (4 × workers)` items), then chunks sized from the measured cost
     /// per item to take between 0.5 and 10 ms of worker time, shrinking towards the end (a
-    /// share of what remains) so the workers finish together.
+    /// share of what remains, the last stretch cut into one chunk per worker) so the workers
+    /// finish together.
     ///
     /// # Errors
     /// The first error in input order (a task's panic, a dead worker, an encoding failure,
@@ -747,6 +748,10 @@ struct Feed<'p, F: Callable, I: Iterator<Item = F::In>> {
     submitted: usize,
     consumed: usize,
     grow: usize,
+    /// Chunk size of the last stretch of an input of known length: once the next chunk
+    /// would take an even share of what remains, what remains is cut into one chunk per
+    /// worker, so that the workers finish together.
+    tail: Option<usize>,
     error: Option<Error>,
     pending: HashMap<usize, JobResult>,
     _f: PhantomData<F>,
@@ -770,6 +775,7 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
             submitted: 0,
             consumed: 0,
             grow: 1,
+            tail: None,
             error: None,
             pending: HashMap::new(),
             _f: PhantomData,
@@ -807,7 +813,7 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
                 match len {
                     Some(len) => {
                         let remaining = len.saturating_sub(self.pulled);
-                        (remaining / (2 * w)).max(lo).min(hi)
+                        known_len_chunk(remaining, w, lo, hi, &mut self.tail)
                     }
                     None => {
                         let s = self.grow.min(hi);
@@ -939,6 +945,26 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
     }
 }
 
+/// Items per chunk of an input of known length once the cost per item is known: a share of
+/// what remains (`remaining / 2w`), at least `lo` and at most `hi` items. Once that would take
+/// an even share of what remains (so the minimum chunk would leave workers idle at the end),
+/// the rest is cut into one chunk per worker, and `tail` keeps that size to the end.
+fn known_len_chunk(
+    remaining: usize,
+    w: usize,
+    lo: usize,
+    hi: usize,
+    tail: &mut Option<usize>,
+) -> usize {
+    let even = remaining.div_ceil(w);
+    let size = (remaining / (2 * w)).max(lo).min(hi);
+    if size >= even {
+        *tail.get_or_insert(even)
+    } else {
+        size
+    }
+}
+
 /// Decodes a chunk into `buf`, or queues its error.
 fn unpack<R: DeserializeOwned>(r: JobResult, buf: &mut VecDeque<Result<R>>) {
     match r {
@@ -1036,5 +1062,35 @@ where
             .field("submitted", &self.feed.submitted)
             .field("consumed", &self.feed.consumed)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::known_len_chunk;
+
+    /// The chunks `known_len_chunk` cuts `len` items into.
+    fn cut(len: usize, w: usize, lo: usize, hi: usize) -> Vec<usize> {
+        let (mut pulled, mut tail, mut sizes) = (0, None, Vec::new());
+        while pulled < len {
+            let s = known_len_chunk(len - pulled, w, lo, hi, &mut tail).min(len - pulled);
+            sizes.push(s);
+            pulled += s;
+        }
+        sizes
+    }
+
+    #[test]
+    fn the_last_stretch_is_shared_by_all_workers() {
+        // A minimum chunk larger than what remains used to give one worker everything.
+        assert_eq!(cut(25_000, 2, 38_000, 700_000), [12_500, 12_500]);
+        // Shares of what remains, then the tail cut in two.
+        assert_eq!(
+            cut(200_000, 2, 33_000, 700_000),
+            [50_000, 37_500, 33_000, 33_000, 23_250, 23_250]
+        );
+        // The maximum still applies.
+        assert_eq!(cut(1_000, 2, 1, 100).iter().max(), Some(&100));
+        assert_eq!(cut(10, 2, 4, 100), [4, 3, 3]);
     }
 }
