@@ -52,18 +52,28 @@
 //! 128  deq word (u64)                              consumer line, 128 bytes
 //! 256  retired eventcount, dropped, tombstones (u64)  rare line, 128 bytes
 //! 384  closed flag (u64)                           read-mostly line, 128 bytes
-//! 512  states: one u64 per slot                    A = cap * 8 rounded up to 128 bytes
-//! 512 + A      writer stamps: one u64 per slot     A bytes
-//! 512 + 2A     reader stamps: one u64 per slot     A bytes
-//! 512 + 3A     payloads: slot_size bytes per slot (a multiple of 8)
+//! 512  the slots, in one of two layouts chosen by the slot (payload) size:
+//!
+//!      packed, slot_size <= 32:
+//!      states: one u64 per slot                    A = cap * 8 rounded up to 128 bytes
+//!      writer stamps: one u64 per slot             A bytes
+//!      reader stamps: one u64 per slot             A bytes
+//!      payloads: slot_size bytes per slot
+//!
+//!      inline, slot_size > 32:
+//!      slot 0: state, writer stamp, reader stamp (u64 each), payload (slot_size bytes);
+//!      slot 1; ...
 //! ```
-//! Each kind of word is packed in an array of its own, as the sequence words and values of a
-//! Vyukov ring with small elements are: a consumer that follows a producer closely moves one
-//! state line per eight messages, and one payload line per `64 / slot_size`, instead of a line
-//! per message. Measured on the 1P->1C workload (u64, 20 M messages, median of 7 runs), packed
-//! arrays ran at about 1.4x the rate of slots holding their state, stamps and payload together,
-//! whether those slots were 32 bytes or a whole cache line. The stamp arrays are read on every claim but
-//! written only when a slot's previous claimer was somebody else, so they stay read-mostly.
+//! Small slots pack each kind of word in an array of its own, as the sequence words and
+//! values of a Vyukov ring with small elements are: a consumer that follows a producer
+//! closely moves one state line per eight messages, and one payload line per
+//! `64 / slot_size`, instead of a line per message. Measured on the 1P->1C workload (u64, 20 M
+//! messages, median of 7 runs), packed arrays ran at about 1.4x the rate of slots holding
+//! their state, stamps and payload together, whether those slots were 32 bytes or a whole
+//! cache line. The stamp arrays are read on every claim but written only when a slot's
+//! previous claimer was somebody else, so they stay read-mostly. A large payload fills its
+//! own line(s) whatever the layout, and then a separate state array would only add a second
+//! line per message: large slots keep their words inline, next to the payload.
 //!
 //! Slot state: `seq << 24 | owner`, `seq` a 40-bit position, `owner` 0 (idle), a thread id
 //! (claimed, marked by a helper) or `TOMB`, plus the `WAITING` bit (bit 22) in any phase.
@@ -105,6 +115,10 @@ const ONE: u64 = 4;
 pub(crate) const MAX_CAPACITY: usize = 1 << 30;
 /// The smallest slot (payload) size.
 pub(crate) const MIN_SLOT: usize = 8;
+/// The largest slot size that uses the packed layout (two or more payloads per line).
+const PACKED_MAX_SLOT: usize = 32;
+/// Bytes of state and stamp words before each payload in the inline layout.
+const INLINE_HEADER: usize = 24;
 /// Bytes of control block before slot 0.
 pub(crate) const CONTROL_LEN: usize = 512;
 /// The most steps one attempt takes before it reports contention (a hostile peer flipping
@@ -260,31 +274,39 @@ pub(crate) trait Slots {
     fn read<R>(&self, i: Idx, f: impl FnOnce(SlotReader<'_>) -> R) -> R;
 }
 
-/// Slots in a shared mapping: from `words`, `cap` state words, then `cap` writer stamps and
-/// `cap` reader stamps (each array `stride` words long); from `base`, `cap` payloads of
-/// `slot_size` bytes.
+/// Slots in a shared mapping, in one of the two layouts of the module doc: slot `i`'s word
+/// `k` (0 state, 1 writer stamp, 2 reader stamp) is at `words + i * word_step + k * kind_step`
+/// (in words), its payload at `base + i * payload_step` (in bytes), `slot_size` bytes long.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ShmSlots {
     words: NonNull<AtomicU64>,
-    stride: usize,
+    word_step: usize,
+    kind_step: usize,
     base: NonNull<u8>,
+    payload_step: usize,
     slot_size: usize,
 }
 
 impl ShmSlots {
     fn at(&self, i: Idx) -> *mut u8 {
         // SAFETY: `Idx` is below the capacity, and the mapping holds `capacity` payloads of
-        // `slot_size` bytes from `base` (checked in `ShmRing::new`), so the offset stays inside.
-        unsafe { self.base.as_ptr().add(i.0 * self.slot_size) }
+        // `slot_size` bytes, `payload_step` apart, from `base` (checked in `ShmRing::new`), so
+        // the offset stays inside.
+        unsafe { self.base.as_ptr().add(i.0 * self.payload_step) }
     }
 
-    /// Word `i` of array `k` (0 states, 1 writer stamps, 2 reader stamps).
+    /// Word `k` (0 state, 1 writer stamp, 2 reader stamp) of slot `i`.
     #[inline]
     fn word(&self, k: usize, i: Idx) -> &AtomicU64 {
-        // SAFETY: `Idx` is below the capacity <= `stride`, and the mapping holds three arrays
-        // of `stride` words from `words` (8-aligned: they start 128-aligned; checked in
-        // `ShmRing::new`); the mapping outlives `&self`; an `AtomicU64` is valid for any bits.
-        unsafe { self.words.add(k * self.stride + i.0).as_ref() }
+        // SAFETY: `Idx` is below the capacity and `k < 3`; the mapping holds those words at
+        // these steps from `words` (8-aligned: the area starts 128-aligned and every step is
+        // a whole number of words; checked in `ShmRing::new`); the mapping outlives `&self`;
+        // an `AtomicU64` is valid for any bits.
+        unsafe {
+            self.words
+                .add(i.0 * self.word_step + k * self.kind_step)
+                .as_ref()
+        }
     }
 }
 
@@ -1214,34 +1236,56 @@ unsafe impl Send for ShmRing {}
 unsafe impl Sync for ShmRing {}
 
 impl ShmRing {
-    /// Words in each of the three word arrays for `cap` slots: whole 128-byte line pairs, so
-    /// every array starts 128-byte aligned and shares no line with the next.
+    /// Words in each of the three word arrays of the packed layout: whole 128-byte line
+    /// pairs, so every array starts 128-byte aligned and shares no line with the next.
     fn array_words(cap: usize) -> Option<usize> {
         Some(cap.checked_add(15)? & !15)
     }
 
+    /// Whether slots of `slot_size` bytes use the packed layout (see the module doc).
+    fn packed(slot_size: usize) -> bool {
+        slot_size <= PACKED_MAX_SLOT
+    }
+
     /// Bytes of segment payload for `cap` slots of `slot_size` bytes, if representable.
     pub(crate) fn payload_len(cap: usize, slot_size: usize) -> Option<usize> {
-        cap.checked_mul(slot_size)?
-            .checked_add(CONTROL_LEN)?
-            .checked_add(Self::array_words(cap)?.checked_mul(3 * 8)?)
+        let slots = if Self::packed(slot_size) {
+            cap.checked_mul(slot_size)?
+                .checked_add(Self::array_words(cap)?.checked_mul(3 * 8)?)?
+        } else {
+            cap.checked_mul(slot_size.checked_add(INLINE_HEADER)?)?
+        };
+        slots.checked_add(CONTROL_LEN)
     }
 
     /// The slot storage of a payload checked to hold `payload_len(cap, slot_size)` bytes.
     fn slots_in(payload: NonNull<u8>, cap: usize, slot_size: usize) -> Option<ShmSlots> {
-        let stride = Self::array_words(cap)?;
-        // SAFETY: the caller checked that the payload holds CONTROL_LEN + 3 * stride * 8 +
-        // cap * slot_size bytes, so both offsets stay inside it.
-        let (words, base) = unsafe {
-            let words = payload.add(CONTROL_LEN);
-            (words.cast::<AtomicU64>(), words.add(3 * stride * 8))
-        };
-        Some(ShmSlots {
-            words,
-            stride,
-            base,
-            slot_size,
-        })
+        // SAFETY: the caller checked that the payload holds CONTROL_LEN bytes and then the
+        // slots, so the offset stays inside it.
+        let words = unsafe { payload.add(CONTROL_LEN) };
+        if Self::packed(slot_size) {
+            let stride = Self::array_words(cap)?;
+            Some(ShmSlots {
+                words: words.cast::<AtomicU64>(),
+                word_step: 1,
+                kind_step: stride,
+                // SAFETY: as above: the three word arrays come first, then the payloads.
+                base: unsafe { words.add(3 * stride * 8) },
+                payload_step: slot_size,
+                slot_size,
+            })
+        } else {
+            let record = slot_size.checked_add(INLINE_HEADER)?;
+            Some(ShmSlots {
+                words: words.cast::<AtomicU64>(),
+                word_step: record / 8,
+                kind_step: 1,
+                // SAFETY: as above: each record holds its three words, then its payload.
+                base: unsafe { words.add(INLINE_HEADER) },
+                payload_step: record,
+                slot_size,
+            })
+        }
     }
 
     /// Wraps a segment whose payload holds a ring of `cap` slots of `slot_size` bytes.

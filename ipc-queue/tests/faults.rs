@@ -280,6 +280,35 @@ fn corrupted_slot_length_is_an_error_and_the_queue_goes_on() {
 }
 
 #[test]
+fn corrupted_slot_length_in_the_inline_layout_is_an_error() {
+    // `max_message_size(64)`: 68-byte slots, above the packed layout's limit, so each slot
+    // is its state and stamp words (24 bytes) followed by its payload: 96-byte records.
+    const RECORD: usize = 24 + 72;
+    let leaks = Leaks::snapshot("ipct-corrupti-");
+    let name = ipc_testkit::unique_name("corrupti");
+    let q = Queue::<u64>::builder()
+        .capacity(4)
+        .max_message_size(64)
+        .named(&name)
+        .create()
+        .unwrap();
+    let raw = SharedMemory::open_named(&name).unwrap();
+    q.put(5u64).unwrap();
+    q.put(6u64).unwrap();
+    // Slot 1's length word: far past the slot. Slot 0 is intact.
+    raw.write_at(HEADER + CONTROL + RECORD + 24, &u32::MAX.to_le_bytes())
+        .unwrap();
+    assert_eq!(q.get().unwrap(), 5);
+    assert!(matches!(q.get(), Err(Error::Corrupted(_))));
+    q.put(7u64).unwrap();
+    assert_eq!(q.get().unwrap(), 7);
+    assert!(matches!(q.try_get(), Err(Error::Empty)));
+    drop(raw);
+    drop(q);
+    leaks.assert_no_new_shm();
+}
+
+#[test]
 fn corrupted_positions_and_states_are_errors_never_panics_or_hangs() {
     let name = ipc_testkit::unique_name("garbage");
     let q = PodQueue::<u64>::builder()
