@@ -80,6 +80,55 @@ impl Collector {
         drop(c);
         self.cv.notify_all();
     }
+
+    /// Delivers several results at once (one lock, one wake-up).
+    fn deliver_many(&self, ready: &mut Vec<(usize, JobResult)>, items: u64, nanos: u64) {
+        let mut c = self.inner.lock();
+        c.ready.append(ready);
+        c.items += items;
+        c.nanos += nanos;
+        drop(c);
+        self.cv.notify_all();
+    }
+}
+
+/// The results of one frame, delivered to their collector together: a frame of small jobs
+/// (chunk size 1) carries hundreds of results for the same `map`, and waking its caller for
+/// each of them cost a context switch per result.
+#[derive(Default)]
+struct Deliveries {
+    sink: Option<Arc<Collector>>,
+    ready: Vec<(usize, JobResult)>,
+    items: u64,
+    nanos: u64,
+}
+
+impl Deliveries {
+    fn add(&mut self, job: Job, r: JobResult, nanos: u64) {
+        if self
+            .sink
+            .as_ref()
+            .is_some_and(|s| !Arc::ptr_eq(s, &job.sink))
+        {
+            self.flush();
+        }
+        if r.is_ok() {
+            self.items += u64::from(job.count);
+        }
+        self.nanos += nanos;
+        self.ready.push((job.index, r));
+        if self.sink.is_none() {
+            self.sink = Some(job.sink);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(s) = self.sink.take() {
+            s.deliver_many(&mut self.ready, self.items, self.nanos);
+        }
+        self.items = 0;
+        self.nanos = 0;
+    }
 }
 
 /// One unit of work: `count` items of one function, with where its result goes.
@@ -438,14 +487,27 @@ fn drain(st: &mut State, i: usize, rbuf: &mut Vec<u8>) {
 
 /// Resolves the jobs of one result frame from worker `i`.
 fn handle_results(st: &mut State, i: usize, frame: &[u8]) -> Result<(), ()> {
+    let mut out = Deliveries::default();
+    let r = resolve_frame(st, i, frame, &mut out);
+    out.flush();
+    r
+}
+
+fn resolve_frame(st: &mut State, i: usize, frame: &[u8], out: &mut Deliveries) -> Result<(), ()> {
     let mut rest = frame;
     while !rest.is_empty() {
         let rec = task::next_result(&mut rest)?;
         let w = &mut st.workers[i];
-        let job = w.take(rec.id).ok_or(())?;
-        if rec.count != job.count {
+        // Checked before taking, so that a bad record leaves the job in flight, to be resolved
+        // by the death of the worker that is killed for it (taken, it was never resolved).
+        if !w
+            .inflight
+            .iter()
+            .any(|j| j.id == rec.id && j.count == rec.count)
+        {
             return Err(());
         }
+        let job = w.take(rec.id).ok_or(())?;
         w.completed += 1;
         st.outstanding -= 1;
         let msg = || String::from_utf8_lossy(rec.payload).into_owned();
@@ -457,9 +519,13 @@ fn handle_results(st: &mut State, i: usize, frame: &[u8]) -> Result<(), ()> {
             task::ST_PANICKED => Err(Error::Panicked(msg())),
             task::ST_DECODE => Err(Error::Decode(msg())),
             task::ST_ENCODE => Err(Error::Encode(msg())),
-            _ => return Err(()),
+            _ => {
+                // Unknown status: the job fails (it was taken) and the worker is killed.
+                out.add(job, Err(Error::Decode("unknown result status".into())), 0);
+                return Err(());
+            }
         };
-        job.resolve(r, rec.nanos);
+        out.add(job, r, rec.nanos);
     }
     Ok(())
 }

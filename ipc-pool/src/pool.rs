@@ -826,8 +826,8 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
         size.clamp(1, CHUNK_MAX)
     }
 
-    fn may_submit(&self, per_item: Option<u64>, chunk: usize) -> bool {
-        let ahead = self.submitted - self.consumed;
+    /// How many chunks of `chunk` items may be submitted ahead of the consumer.
+    fn ahead_limit(&self, per_item: Option<u64>, chunk: usize) -> usize {
         let w = self.pool.processes;
         let limit = match per_item {
             None => w,
@@ -837,45 +837,61 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
                 by_time.clamp(2 * w, LOOKAHEAD_MAX)
             }
         };
-        let limit = match self.len {
+        match self.len {
             Some(_) => limit,
             None => limit.min(UNKNOWN_LEN_AHEAD * w),
-        };
-        ahead < limit
+        }
     }
 
-    /// Submits chunks while the look-ahead allows.
+    /// Submits chunks while the look-ahead allows. Once chunks are in flight, it waits until
+    /// a quarter of the look-ahead is free and then submits that many at once, under one lock
+    /// and with at most one wake-up of the dispatcher: refilling one chunk per chunk consumed
+    /// made the caller and the dispatcher wake each other for every small chunk.
     fn fill(&mut self) {
+        let mut batch: Vec<(u32, Vec<u8>, u64)> = Vec::new();
         loop {
             if self.iter.is_none() || self.error.is_some() {
-                return;
+                break;
             }
             let per_item = self.per_item();
             let size = self.chunk_size(per_item);
-            if !self.may_submit(per_item, size) {
-                return;
+            let limit = self.ahead_limit(per_item, size);
+            let ahead = self.submitted + batch.len() - self.consumed;
+            if ahead >= limit || (batch.is_empty() && ahead > 0 && limit - ahead < limit / 4) {
+                break;
             }
-            let Some(it) = self.iter.as_mut() else { return };
+            let Some(it) = self.iter.as_mut() else { break };
             let mut payload = Vec::new();
             let mut count: u32 = 0;
+            let mut failed = None;
             for a in it.by_ref().take(size) {
                 if let Err(e) = task::encode_onto(&a, &mut payload) {
-                    self.error = Some(Error::Encode(e.to_string()));
-                    self.iter = None;
-                    return;
+                    failed = Some(Error::Encode(e.to_string()));
+                    break;
                 }
                 count += 1;
+            }
+            if let Some(e) = failed {
+                self.error = Some(e);
+                self.iter = None;
+                break;
             }
             self.pulled += count as usize;
             if count == 0 {
                 self.iter = None;
-                return;
+                break;
             }
             if (count as usize) < size {
                 self.iter = None;
             }
             let est = per_item.map_or(0, |t| t.saturating_mul(u64::from(count)));
-            let mut st = self.pool.shared.state.lock();
+            batch.push((count, payload, est));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let mut st = self.pool.shared.state.lock();
+        for (count, payload, est) in batch {
             let job = Pool::new_job(
                 &mut st,
                 (self.tramp, self.func),
