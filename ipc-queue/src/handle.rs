@@ -176,9 +176,11 @@ impl Handle {
 }
 
 /// The error a get ends with, for its flavour (`try_`, `_timeout` or blocking).
-pub(crate) fn get_error(stop: Stop, on_deadline: Error) -> Error {
+/// `on_deadline` is a function so that the fast path, which never needs it, neither builds
+/// nor drops an `Error`.
+pub(crate) fn get_error(stop: Stop, on_deadline: fn() -> Error) -> Error {
     match stop {
-        Stop::Deadline => on_deadline,
+        Stop::Deadline => on_deadline(),
         Stop::Closed => Error::Closed,
         Stop::Corrupted => Error::Corrupted("impossible slot state or position"),
     }

@@ -217,7 +217,7 @@ impl<T: Pod> PodQueue<T> {
             .map_err(|f| f.put_timeout(value))
     }
 
-    fn get_until(&self, deadline: Deadline, on_deadline: Error) -> Result<T> {
+    fn get_until(&self, deadline: Deadline, on_deadline: fn() -> Error) -> Result<T> {
         match self.h.get(deadline, &mut reader::<T>) {
             Ok(Some(v)) => Ok(v),
             Ok(None) => Err(Error::Corrupted("slot smaller than the element")),
@@ -235,7 +235,7 @@ impl<T: Pod> PodQueue<T> {
     /// skipped once it is seen dead (checked every few milliseconds while waiting); later
     /// messages flow on. A killed peer never makes this hang.
     pub fn get(&self) -> Result<T> {
-        self.get_until(Deadline::never(), Error::Timeout)
+        self.get_until(Deadline::never(), || Error::Timeout)
     }
 
     /// Takes the oldest message if there is one now.
@@ -247,7 +247,7 @@ impl<T: Pod> PodQueue<T> {
     /// A slot claimed by a dead producer reads as empty until a call has seen it stuck for a
     /// few milliseconds; then it is skipped.
     pub fn try_get(&self) -> Result<T> {
-        self.get_until(Deadline::expired(), Error::Empty)
+        self.get_until(Deadline::expired(), || Error::Empty)
     }
 
     /// Takes the oldest message, waiting at most `timeout`.
@@ -258,7 +258,7 @@ impl<T: Pod> PodQueue<T> {
     /// # Peer death
     /// As [`get`](Self::get); a dead producer never makes this wait past `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_until(Deadline::after(timeout), Error::Timeout)
+        self.get_until(Deadline::after(timeout), || Error::Timeout)
     }
 }
 

@@ -279,7 +279,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .map_err(|f| f.put_timeout(value))
     }
 
-    fn get_until(&self, deadline: Deadline, on_deadline: Error) -> Result<T> {
+    fn get_until(&self, deadline: Deadline, on_deadline: fn() -> Error) -> Result<T> {
         let mut inline = [0u8; INLINE];
         let mut heap = Vec::new();
         let len = self
@@ -306,7 +306,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Peer death
     /// As [`PodQueue::get`](crate::PodQueue::get).
     pub fn get(&self) -> Result<T> {
-        self.get_until(Deadline::never(), Error::Timeout)
+        self.get_until(Deadline::never(), || Error::Timeout)
     }
 
     /// Takes the oldest message if there is one now.
@@ -317,7 +317,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Peer death
     /// As [`PodQueue::try_get`](crate::PodQueue::try_get).
     pub fn try_get(&self) -> Result<T> {
-        self.get_until(Deadline::expired(), Error::Empty)
+        self.get_until(Deadline::expired(), || Error::Empty)
     }
 
     /// Takes the oldest message, waiting at most `timeout`.
@@ -328,7 +328,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Peer death
     /// As [`PodQueue::get_timeout`](crate::PodQueue::get_timeout).
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_until(Deadline::after(timeout), Error::Timeout)
+        self.get_until(Deadline::after(timeout), || Error::Timeout)
     }
 }
 

@@ -433,6 +433,23 @@ pub(crate) enum Reclaim {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TooManyDone;
 
+/// A ring's capacity and the lap size of its position encoding, computed once per handle.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    cap: u64,
+    one_lap: u64,
+}
+
+impl Geometry {
+    fn new(cap: usize) -> Geometry {
+        let cap = cap.clamp(1, MAX_CAPACITY) as u64;
+        Geometry {
+            cap,
+            one_lap: (cap + 1).next_power_of_two(),
+        }
+    }
+}
+
 /// The ring protocol over a control block and slots.
 pub(crate) struct Ring<'a, S> {
     ctl: &'a Control,
@@ -444,12 +461,17 @@ pub(crate) struct Ring<'a, S> {
 impl<'a, S: Slots> Ring<'a, S> {
     /// A ring of `cap` slots (1..=MAX_CAPACITY).
     pub(crate) fn new(ctl: &'a Control, slots: &'a S, cap: usize) -> Ring<'a, S> {
-        let cap = cap.clamp(1, MAX_CAPACITY) as u64;
+        Self::with_geometry(ctl, slots, Geometry::new(cap))
+    }
+
+    /// A ring with a geometry computed before (the per-operation path).
+    #[inline]
+    fn with_geometry(ctl: &'a Control, slots: &'a S, g: Geometry) -> Ring<'a, S> {
         Ring {
             ctl,
             slots,
-            cap,
-            one_lap: (cap + 1).next_power_of_two(),
+            cap: g.cap,
+            one_lap: g.one_lap,
         }
     }
 
@@ -568,6 +590,7 @@ impl<'a, S: Slots> Ring<'a, S> {
     /// also records us as the claimer. Before it, if the previous position was claimed by
     /// someone else, marks that slot WRITING in their name (if it is not published yet), so
     /// the record our CAS overwrites is never lost.
+    #[inline(always)]
     fn claim_put(&self, me: Me) -> Claimed {
         if self.ctl.closed.load(Ordering::Relaxed) != 0 {
             return Claimed::Closed;
@@ -655,6 +678,7 @@ impl<'a, S: Slots> Ring<'a, S> {
     }
 
     /// Publishes the slot claimed at `p`: the message, or a tombstone if `ok` is false.
+    #[inline(always)]
     fn publish(&self, i: Idx, p: u64, ok: bool) {
         let owner = if ok { 0 } else { TOMB };
         // SYNC POINT: Release publishes the payload; pairs with the consumer's Acquire load of
@@ -676,6 +700,7 @@ impl<'a, S: Slots> Ring<'a, S> {
 
     /// One attempt to claim a slot, write it with `write` and publish it. A `write` that
     /// fails publishes a tombstone instead (consumers skip it) and its error is returned.
+    #[inline(always)]
     pub(crate) fn try_put<R, E>(
         &self,
         me: Me,
@@ -696,6 +721,7 @@ impl<'a, S: Slots> Ring<'a, S> {
 
     /// Claims the next full position for reading (CAS on the dequeue word, with the same
     /// helping step as `claim_put`). Tombstones are claimed and released on the way.
+    #[inline(always)]
     fn claim_get(&self, me: Me) -> Claimed {
         // SYNC POINT: Acquire, as in `claim_put`.
         let mut e = self.ctl.deq.load(Ordering::Acquire);
@@ -744,6 +770,7 @@ impl<'a, S: Slots> Ring<'a, S> {
     }
 
     /// Releases the slot read at `p` for the next lap.
+    #[inline(always)]
     fn release(&self, i: Idx, p: u64) {
         // SYNC POINT: Release orders our payload reads before the next lap's producer writes
         // (its Acquire load of the state). A swap, as in `publish`.
@@ -757,6 +784,7 @@ impl<'a, S: Slots> Ring<'a, S> {
     }
 
     /// One attempt to claim a full slot, read it with `read` and release it.
+    #[inline(always)]
     pub(crate) fn try_get<R>(
         &self,
         me: Me,
@@ -1226,6 +1254,7 @@ pub(crate) struct ShmRing {
     ctl: NonNull<Control>,
     slots: ShmSlots,
     cap: usize,
+    geometry: Geometry,
 }
 
 // SAFETY: the ring owns its segment (an fd and a shared mapping, `Send`/`Sync`), and every
@@ -1301,6 +1330,7 @@ impl ShmRing {
             ctl: base.cast::<Control>(),
             slots: Self::slots_in(base, cap, slot_size)?,
             cap,
+            geometry: Geometry::new(cap),
             seg,
         })
     }
@@ -1332,7 +1362,7 @@ impl ShmRing {
         // SAFETY: the payload starts 128-byte aligned with CONTROL_LEN bytes of control block,
         // all atomics (valid for any bits), alive as long as `self`.
         let ctl = unsafe { self.ctl.as_ref() };
-        Ring::new(ctl, &self.slots, self.cap)
+        Ring::with_geometry(ctl, &self.slots, self.geometry)
     }
 
     /// The segment (name, fd).
