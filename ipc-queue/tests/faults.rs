@@ -239,73 +239,62 @@ fault_suite!(pod_named, PodQueue<u64>, Mode::Named);
 fault_suite!(serde_inherited, Queue<u64>, Mode::Inherited);
 fault_suite!(serde_named, Queue<u64>, Mode::Named);
 
-/// Offsets into a named queue's segment (see `ring.rs`): header, control block, then three
-/// word arrays (states, writer stamps, reader stamps) of 16 words each for a capacity of 4,
-/// then the payloads.
+/// Offsets into a named queue's segment (see `ring.rs`): the header, then the control block.
 const HEADER: usize = 128;
 const CONTROL: usize = 512;
-const PAYLOADS: usize = HEADER + CONTROL + 3 * 16 * 8;
-/// Slot size of a `Queue<u64>` with `max_message_size(16)`: 4-byte length word + 16, rounded
-/// up to 8.
-const SLOT: usize = 24;
 
-#[test]
-fn corrupted_slot_length_is_an_error_and_the_queue_goes_on() {
-    let leaks = Leaks::snapshot("ipct-corrupt-");
-    let name = ipc_testkit::unique_name("corrupt");
+/// A `Queue<u64>` of capacity 4 with `max_message_size(max)`, whose slot `i`'s length word is
+/// at `payload(i)`: a length past the slot is `Corrupted`, bytes that are not a `u64` are a
+/// decode error, and the queue goes on after both.
+fn corrupted_slots_are_errors_and_the_queue_goes_on(
+    tag: &str,
+    max: usize,
+    payload: impl Fn(usize) -> usize,
+) {
+    let leaks = Leaks::snapshot(&format!("ipct-{tag}-"));
+    let name = ipc_testkit::unique_name(tag);
     let q = Queue::<u64>::builder()
         .capacity(4)
-        .max_message_size(16)
+        .max_message_size(max)
         .named(&name)
         .create()
         .unwrap();
     let raw = SharedMemory::open_named(&name).unwrap();
     q.put(5u64).unwrap();
     // Slot 0's length word: far past the slot.
-    raw.write_at(PAYLOADS, &u32::MAX.to_le_bytes()).unwrap();
+    raw.write_at(payload(0), &u32::MAX.to_le_bytes()).unwrap();
     assert!(matches!(q.get(), Err(Error::Corrupted(_))));
     q.put(6u64).unwrap();
     assert_eq!(q.get().unwrap(), 6);
     // Bytes that are not a u64 encoding: a decode error, message consumed.
     q.put(7u64).unwrap();
-    raw.write_at(PAYLOADS + 2 * SLOT, &3u32.to_le_bytes())
-        .unwrap();
-    raw.write_at(PAYLOADS + 2 * SLOT + 4, &[0xFF, 0xFF, 0xFF])
-        .unwrap();
+    raw.write_at(payload(2), &3u32.to_le_bytes()).unwrap();
+    raw.write_at(payload(2) + 4, &[0xFF, 0xFF, 0xFF]).unwrap();
     assert!(matches!(q.get(), Err(Error::Decode(_))));
     assert!(matches!(q.try_get(), Err(Error::Empty)));
+    q.put(8u64).unwrap();
+    assert_eq!(q.get().unwrap(), 8);
     drop(raw);
     drop(q);
     leaks.assert_no_new_shm();
 }
 
 #[test]
-fn corrupted_slot_length_in_the_inline_layout_is_an_error() {
-    // `max_message_size(64)`: 68-byte slots, above the packed layout's limit, so each slot
-    // is its state and stamp words (24 bytes) followed by its payload: 96-byte records.
-    const RECORD: usize = 24 + 72;
-    let leaks = Leaks::snapshot("ipct-corrupti-");
-    let name = ipc_testkit::unique_name("corrupti");
-    let q = Queue::<u64>::builder()
-        .capacity(4)
-        .max_message_size(64)
-        .named(&name)
-        .create()
-        .unwrap();
-    let raw = SharedMemory::open_named(&name).unwrap();
-    q.put(5u64).unwrap();
-    q.put(6u64).unwrap();
-    // Slot 1's length word: far past the slot. Slot 0 is intact.
-    raw.write_at(HEADER + CONTROL + RECORD + 24, &u32::MAX.to_le_bytes())
-        .unwrap();
-    assert_eq!(q.get().unwrap(), 5);
-    assert!(matches!(q.get(), Err(Error::Corrupted(_))));
-    q.put(7u64).unwrap();
-    assert_eq!(q.get().unwrap(), 7);
-    assert!(matches!(q.try_get(), Err(Error::Empty)));
-    drop(raw);
-    drop(q);
-    leaks.assert_no_new_shm();
+fn corrupted_slots_in_the_packed_layout() {
+    // `max_message_size(16)`: 4-byte length word + 16 = 24-byte slots, packed: three word
+    // arrays (states, writer stamps, reader stamps) of 16 words each, then the payloads.
+    corrupted_slots_are_errors_and_the_queue_goes_on("corrupt", 16, |i| {
+        HEADER + CONTROL + 3 * 16 * 8 + i * 24
+    });
+}
+
+#[test]
+fn corrupted_slots_in_the_inline_layout() {
+    // `max_message_size(64)`: 68 -> 72-byte slots, above the packed layout's limit: each slot
+    // is its state and stamp words (24 bytes) followed by its payload, 96-byte records.
+    corrupted_slots_are_errors_and_the_queue_goes_on("corrupti", 64, |i| {
+        HEADER + CONTROL + i * (24 + 72) + 24
+    });
 }
 
 #[test]
