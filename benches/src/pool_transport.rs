@@ -1140,6 +1140,11 @@ fn map(
         if input_done && consumed == submitted {
             return Ok(out);
         }
+        if queue.is_empty() && d.ws.iter().all(|w| w.inflight.is_empty()) {
+            // Everything in flight was just collected: fill the look-ahead again before
+            // waiting (it was full when `fill` ran at the top of this pass).
+            continue;
+        }
         let r = {
             let mut on = |w: usize, fr: &[u8]| d.handle(w, fr);
             end.wait(true, &mut on)
