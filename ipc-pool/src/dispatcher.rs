@@ -26,9 +26,10 @@ use crate::sys;
 use crate::task;
 use crate::{Error, Policy};
 
-/// Bytes of job payload allowed in flight per worker (beyond the first job).
+/// Bytes of job payload allowed in flight per worker, counting every job in flight; a worker
+/// with nothing in flight takes the next job whatever its size (see `can_take`).
 const PIPE_BYTES: usize = 48 << 10;
-/// Estimated work allowed in flight per worker (beyond the first job).
+/// Estimated work allowed in flight per worker, counted the same way.
 const PIPE_NS: u64 = 2_000_000;
 /// Jobs estimated below this may share a frame with others.
 const BATCH_NS: u64 = 50_000;
