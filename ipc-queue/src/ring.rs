@@ -1144,7 +1144,9 @@ impl<S: Slots> Ring<'_, S> {
     }
 
     /// Puts with `write`, waiting until `deadline` for room (spin, then futex), and
-    /// reclaiming slots of dead consumers that block it.
+    /// reclaiming slots of dead consumers that block it. The first attempt is inlined into
+    /// the caller; waiting is out of line.
+    #[inline(always)]
     pub(crate) fn put_until<R, E>(
         &self,
         me: Me,
@@ -1153,13 +1155,36 @@ impl<S: Slots> Ring<'_, S> {
         live: &impl Liveness,
         write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
     ) -> Result<Result<R, E>, Stop> {
+        match self.try_put(me, write) {
+            Attempt::Done(r) => Ok(r),
+            Attempt::Closed => Err(Stop::Closed),
+            Attempt::Corrupted => Err(Stop::Corrupted),
+            Attempt::Blocked(b) => self.put_blocked(b, me, deadline, watch, live, write),
+        }
+    }
+
+    /// `put_until` after a first attempt blocked on `first`.
+    #[inline(never)]
+    fn put_blocked<R, E>(
+        &self,
+        first: Option<Blocker>,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
+    ) -> Result<Result<R, E>, Stop> {
         let mut backoff = Backoff::new();
+        let mut blocked = Some(first);
         loop {
-            let b = match self.try_put(me, write) {
-                Attempt::Done(r) => return Ok(r),
-                Attempt::Closed => return Err(Stop::Closed),
-                Attempt::Corrupted => return Err(Stop::Corrupted),
-                Attempt::Blocked(b) => b,
+            let b = match blocked.take() {
+                Some(b) => b,
+                None => match self.try_put(me, write) {
+                    Attempt::Done(r) => return Ok(r),
+                    Attempt::Closed => return Err(Stop::Closed),
+                    Attempt::Corrupted => return Err(Stop::Corrupted),
+                    Attempt::Blocked(b) => b,
+                },
             };
             // Dead claimers are looked for only when about to give up or to sleep.
             if (backoff.is_completed() || deadline.is_expired()) && self.recover(b, watch, live)? {
@@ -1180,7 +1205,9 @@ impl<S: Slots> Ring<'_, S> {
     }
 
     /// Gets with `read`, waiting until `deadline` for a message, skipping slots of dead
-    /// producers. A closed ring returns what it holds, then `Stop::Closed`.
+    /// producers. A closed ring returns what it holds, then `Stop::Closed`. The first attempt
+    /// is inlined into the caller; waiting is out of line.
+    #[inline(always)]
     pub(crate) fn get_until<R>(
         &self,
         me: Me,
@@ -1189,13 +1216,36 @@ impl<S: Slots> Ring<'_, S> {
         live: &impl Liveness,
         read: &mut impl FnMut(SlotReader<'_>) -> R,
     ) -> Result<R, Stop> {
+        match self.try_get(me, read) {
+            Attempt::Done(r) => Ok(r),
+            Attempt::Corrupted => Err(Stop::Corrupted),
+            Attempt::Closed => self.get_blocked(None, me, deadline, watch, live, read),
+            Attempt::Blocked(b) => self.get_blocked(b, me, deadline, watch, live, read),
+        }
+    }
+
+    /// `get_until` after a first attempt blocked on `first` (or found the ring closed).
+    #[inline(never)]
+    fn get_blocked<R>(
+        &self,
+        first: Option<Blocker>,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        read: &mut impl FnMut(SlotReader<'_>) -> R,
+    ) -> Result<R, Stop> {
         let mut backoff = Backoff::new();
+        let mut blocked = Some(first);
         loop {
-            let b = match self.try_get(me, read) {
-                Attempt::Done(r) => return Ok(r),
-                Attempt::Corrupted => return Err(Stop::Corrupted),
-                Attempt::Closed => None,
-                Attempt::Blocked(b) => b,
+            let b = match blocked.take() {
+                Some(b) => b,
+                None => match self.try_get(me, read) {
+                    Attempt::Done(r) => return Ok(r),
+                    Attempt::Corrupted => return Err(Stop::Corrupted),
+                    Attempt::Closed => None,
+                    Attempt::Blocked(b) => b,
+                },
             };
             // Dead claimers are looked for only when about to give up or to sleep.
             if (backoff.is_completed() || deadline.is_expired()) && self.recover(b, watch, live)? {
