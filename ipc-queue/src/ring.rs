@@ -1530,6 +1530,28 @@ mod loom_tests {
         )
     }
 
+    /// A thread that puts `v` as `who` with a blocking `put_until` (it parks on a full ring).
+    fn spawn_blocking_put(
+        m: &Arc<Model>,
+        who: Me,
+        v: u64,
+    ) -> loom::thread::JoinHandle<Result<Result<(), ()>, Stop>> {
+        let m = Arc::clone(m);
+        loom::thread::spawn(move || {
+            let w = DeathWatch::new();
+            m.ring().put_until(
+                who,
+                Deadline::never(),
+                &w,
+                &m.deaths,
+                &mut |mut wr: SlotWriter<'_>| {
+                    wr.bytes().copy_from_slice(&v.to_le_bytes());
+                    Ok::<(), ()>(())
+                },
+            )
+        })
+    }
+
     fn get(r: &Ring<'_, HeapSlots>, who: Me) -> Option<u64> {
         match r.try_get(who, &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0)) {
             Attempt::Done(v) => v,
@@ -1649,21 +1671,7 @@ mod loom_tests {
         loom::model(|| {
             let m = Model::new(1);
             assert!(put(&m.ring(), me(1), 1));
-            let m2 = Arc::clone(&m);
-            let p = loom::thread::spawn(move || {
-                let r = m2.ring();
-                let w = DeathWatch::new();
-                r.put_until(
-                    me(1),
-                    Deadline::never(),
-                    &w,
-                    &m2.deaths,
-                    &mut |mut wr: SlotWriter<'_>| {
-                        wr.bytes().copy_from_slice(&2u64.to_le_bytes());
-                        Ok::<(), ()>(())
-                    },
-                )
-            });
+            let p = spawn_blocking_put(&m, me(1), 2);
             m.ring().close();
             assert_eq!(p.join().unwrap(), Err(Stop::Closed));
             assert_eq!(get(&m.ring(), me(2)), Some(1));
@@ -1676,21 +1684,7 @@ mod loom_tests {
         loom::model(|| {
             let m = Model::new(1);
             assert!(put(&m.ring(), me(1), 1));
-            let m2 = Arc::clone(&m);
-            let p = loom::thread::spawn(move || {
-                let r = m2.ring();
-                let w = DeathWatch::new();
-                r.put_until(
-                    me(1),
-                    Deadline::never(),
-                    &w,
-                    &m2.deaths,
-                    &mut |mut wr: SlotWriter<'_>| {
-                        wr.bytes().copy_from_slice(&2u64.to_le_bytes());
-                        Ok::<(), ()>(())
-                    },
-                )
-            });
+            let p = spawn_blocking_put(&m, me(1), 2);
             assert_eq!(get(&m.ring(), me(2)), Some(1));
             assert_eq!(p.join().unwrap(), Ok(Ok(())));
             assert_eq!(get(&m.ring(), me(2)), Some(2));
