@@ -63,6 +63,8 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("ipc-queue needs Linux (memfd, futex, /proc)");
 
+#[allow(unsafe_code)]
+mod codec;
 mod error;
 mod fault;
 mod handle;

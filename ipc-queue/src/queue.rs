@@ -10,19 +10,16 @@ use ipc_shm::Layout;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::codec::{self, INLINE, LEN_WORD};
 use crate::error::{Error, PutError, PutFail, PutTimeoutError, Result, TryPutError};
 use crate::handle::{get_error, slot_size_for, Handle};
 use crate::ring::{SlotReader, SlotWriter, Stop, MIN_SLOT};
 
 const KIND: &str = "ipc_queue::Queue";
 const KIND_VERSION: u32 = 4;
-/// Bytes of the length word before each encoded message.
-const LEN_WORD: usize = 4;
 const _: () = assert!(MIN_SLOT >= LEN_WORD);
 /// The default `max_message_size`.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256;
-/// Messages up to this size are copied out of the slot onto the stack (no allocation).
-const INLINE: usize = 256;
 
 /// A bounded multi-producer multi-consumer queue of `serde` values in shared memory, the
 /// counterpart of Python's `multiprocessing.Queue`.
@@ -33,6 +30,11 @@ const INLINE: usize = 256;
 /// queue stays usable. A get copies the bytes out of the slot, releases it, and decodes the
 /// copy, so nothing a peer may write is decoded in place; messages up to 256 bytes are
 /// copied to the stack (no allocation besides what `T` itself needs).
+///
+/// A `Queue<Vec<u8>>` writes and reads postcard's bytes for the vector (its varint length,
+/// then the bytes) with one copy each way, instead of serde's call per element; the bytes in
+/// the slot are the same. Byte fields inside other types go through serde one byte at a
+/// time; mark them `#[serde(with = "serde_bytes")]` for postcard's bulk path.
 ///
 /// Everything else (sharing modes, blocking, peer death, `close`, `join`) is as
 /// [`PodQueue`](crate::PodQueue): both run the same ring.
@@ -132,37 +134,6 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
     }
 }
 
-fn encode_into<T: Serialize + ?Sized>(v: &T, mut w: SlotWriter<'_>) -> Result<(), Error> {
-    let buf = w.bytes();
-    let (len_word, body) = buf.split_at_mut(LEN_WORD);
-    let used = postcard::to_slice(v, body).map_err(Error::Encode)?.len();
-    let len = u32::try_from(used).map_err(|_| Error::Corrupted("message length"))?;
-    len_word.copy_from_slice(&len.to_le_bytes());
-    Ok(())
-}
-
-/// Copies the message out of its slot into `inline` (if it fits) or `heap`; returns its
-/// length. The length word is untrusted: it must fit the slot.
-fn copy_out(
-    r: SlotReader<'_>,
-    inline: &mut [u8; INLINE],
-    heap: &mut Vec<u8>,
-) -> Result<usize, Error> {
-    let len = r
-        .read_pod::<u32>(0)
-        .ok_or(Error::Corrupted("slot smaller than its length word"))? as usize;
-    if len > r.len() - LEN_WORD {
-        return Err(Error::Corrupted("message length larger than the slot"));
-    }
-    if len <= INLINE {
-        r.copy_out(LEN_WORD, &mut inline[..len]);
-    } else {
-        heap.resize(len, 0);
-        r.copy_out(LEN_WORD, heap);
-    }
-    Ok(len)
-}
-
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn wrap(h: Handle) -> Queue<T> {
         let max = h.slot_payload() - LEN_WORD;
@@ -212,18 +183,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_until(&self, value: &T, deadline: Deadline) -> Result<(), PutFail> {
         // Size first (no allocation, no copy): a message that cannot fit fails at once, even
         // on a full queue, and never takes a slot.
-        let len = postcard::serialize_with_flavor::<T, _, usize>(
-            value,
-            postcard::ser_flavors::Size::default(),
-        )
-        .map_err(|e| PutFail::Failed(Error::Encode(e)))?;
+        let len = codec::encoded_len(value).map_err(|e| PutFail::Failed(Error::Encode(e)))?;
         if len > self.max {
             return Err(PutFail::TooLarge { len, max: self.max });
         }
-        match self
-            .h
-            .put(deadline, &mut |w: SlotWriter<'_>| encode_into(value, w))
-        {
+        match self.h.put(deadline, &mut |w: SlotWriter<'_>| {
+            codec::encode_into(value, w)
+        }) {
             Ok(Ok(())) => Ok(()),
             // The slot became a tombstone that consumers skip.
             Ok(Err(e)) => Err(PutFail::Failed(e)),
@@ -282,18 +248,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn get_until(&self, deadline: Deadline, on_deadline: fn() -> Error) -> Result<T> {
         let mut inline = [0u8; INLINE];
         let mut heap = Vec::new();
-        let len = self
+        let copied = self
             .h
             .get(deadline, &mut |r: SlotReader<'_>| {
-                copy_out(r, &mut inline, &mut heap)
+                codec::copy_out::<T>(r, &mut inline, &mut heap)
             })
             .map_err(|stop| get_error(stop, on_deadline))??;
-        let bytes = if len <= INLINE {
-            &inline[..len]
-        } else {
-            &heap[..]
-        };
-        postcard::from_bytes(bytes).map_err(Error::Decode)
+        codec::decode(copied, &inline, heap)
     }
 
     /// Takes the oldest message, waiting as long as the queue is empty.

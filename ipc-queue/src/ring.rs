@@ -242,6 +242,30 @@ impl SlotReader<'_> {
         Some(unsafe { self.ptr.add(offset).cast::<T>().read_unaligned() })
     }
 
+    /// Appends `n` payload bytes from `offset` to `dst`; false (and `dst` unchanged) if out
+    /// of range. `n` is bounded by the slot, so the allocation is too.
+    pub(crate) fn append_to(&self, offset: usize, n: usize, dst: &mut Vec<u8>) -> bool {
+        match offset.checked_add(n) {
+            Some(end) if end <= self.len => {
+                dst.reserve_exact(n);
+                // SAFETY: the source range is inside the payload (checked) and the slot is
+                // claimed by us; the reserve makes room for `n` more bytes after `dst.len()`
+                // in `dst`'s own allocation, distinct from the mapping; `set_len` covers
+                // exactly the bytes just written.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        self.ptr.add(offset),
+                        dst.as_mut_ptr().add(dst.len()),
+                        n,
+                    );
+                    dst.set_len(dst.len() + n);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Copies `dst.len()` payload bytes from `offset` into `dst`; false if out of range.
     pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) -> bool {
         match offset.checked_add(dst.len()) {

@@ -199,3 +199,28 @@ suite!(pod_inherited, PodQueue<u64>, Mode::Inherited);
 suite!(pod_named, PodQueue<u64>, Mode::Named);
 suite!(serde_inherited, Queue<u64>, Mode::Inherited);
 suite!(serde_named, Queue<u64>, Mode::Named);
+
+#[test]
+fn byte_vectors_round_trip_at_every_length_that_fits() {
+    let q = Queue::<Vec<u8>>::builder()
+        .capacity(2)
+        .max_message_size(200)
+        .create()
+        .unwrap();
+    let max = q.max_message_size();
+    // Lengths below 128 take a one-byte varint, longer ones two.
+    let fits = |n: usize| n + if n < 128 { 1 } else { 2 } <= max;
+    for n in 0..=max {
+        let v: Vec<u8> = (0..n).map(|i| (i * 31 + n) as u8).collect();
+        if fits(n) {
+            q.put(&v).unwrap();
+            assert_eq!(q.get().unwrap(), v, "length {n}");
+        } else {
+            match q.try_put(&v) {
+                Err(TryPutError::TooLarge { len, .. }) => assert_eq!(len, n + 2),
+                other => panic!("length {n}: {other:?}"),
+            }
+        }
+    }
+    assert!(q.is_empty());
+}

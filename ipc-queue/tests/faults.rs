@@ -430,3 +430,44 @@ fn too_large_hands_the_value_back_and_the_queue_goes_on() {
     assert!(matches!(e, Error::TooLarge { len: 101, max: 68 }));
     assert_eq!(encode(1, 2), (1 << 32) | 2);
 }
+
+#[test]
+fn corrupted_byte_vectors_are_errors_and_the_queue_goes_on() {
+    // `Queue<Vec<u8>>` reads its messages without serde (see `codec.rs`); its varint length
+    // is as untrusted as the length word. `max_message_size(64)`: the inline layout, as in
+    // `corrupted_slots_in_the_inline_layout`.
+    let leaks = Leaks::snapshot("ipct-corruptv-");
+    let name = ipc_testkit::unique_name("corruptv");
+    let q = Queue::<Vec<u8>>::builder()
+        .capacity(4)
+        .max_message_size(64)
+        .named(&name)
+        .create()
+        .unwrap();
+    let raw = SharedMemory::open_named(&name).unwrap();
+    let payload = |i: usize| HEADER + CONTROL + i * (24 + 72) + 24;
+    // The varint claims 200 bytes; the message holds 2 + 3.
+    q.put(vec![1u8, 2, 3]).unwrap();
+    raw.write_at(payload(0), &5u32.to_le_bytes()).unwrap();
+    raw.write_at(payload(0) + 4, &[0xC8, 0x01]).unwrap();
+    assert!(matches!(q.get(), Err(Error::Decode(_))));
+    // A varint cut short by the length word.
+    q.put(vec![4u8; 10]).unwrap();
+    raw.write_at(payload(1), &1u32.to_le_bytes()).unwrap();
+    raw.write_at(payload(1) + 4, &[0x80]).unwrap();
+    assert!(matches!(q.get(), Err(Error::Decode(_))));
+    // A length word past the slot.
+    q.put(vec![5u8; 10]).unwrap();
+    raw.write_at(payload(2), &1000u32.to_le_bytes()).unwrap();
+    assert!(matches!(q.get(), Err(Error::Corrupted(_))));
+    // A shorter vector than the message: the rest is ignored, as postcard ignores it.
+    q.put(vec![6u8; 10]).unwrap();
+    raw.write_at(payload(3) + 4, &[2]).unwrap();
+    assert_eq!(q.get().unwrap(), vec![6u8; 2]);
+    assert!(matches!(q.try_get(), Err(Error::Empty)));
+    q.put(vec![7u8; 60]).unwrap();
+    assert_eq!(q.get().unwrap(), vec![7u8; 60]);
+    drop(raw);
+    drop(q);
+    leaks.assert_no_new_shm();
+}
