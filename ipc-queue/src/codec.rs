@@ -235,6 +235,30 @@ mod tests {
     }
 
     #[test]
+    fn queue_round_trips_through_both_paths() {
+        // Byte vectors (the shortcut: `as_bytes`, `append_to`, `cast_vec`) and another type
+        // (serde), each below and above the inline copy-out size.
+        let bytes = crate::Queue::<Vec<u8>>::builder()
+            .capacity(2)
+            .max_message_size(1024)
+            .create()
+            .expect("queue");
+        let text = crate::Queue::<String>::builder()
+            .capacity(2)
+            .max_message_size(1024)
+            .create()
+            .expect("queue");
+        for n in [0usize, 1, INLINE, INLINE + 1, 1000] {
+            let v: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            bytes.put(&v).expect("put");
+            assert_eq!(bytes.get().expect("get"), v);
+            let t = "y".repeat(n);
+            text.put(&t).expect("put");
+            assert_eq!(text.get().expect("get"), t);
+        }
+    }
+
+    #[test]
     fn shortcut_sizes_match_postcard() {
         for n in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
             let v: Vec<u8> = (0..n).map(|i| i as u8).collect();
