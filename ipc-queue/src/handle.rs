@@ -112,6 +112,18 @@ impl Handle {
     }
 
     /// Gets with `read`, waiting until `deadline`.
+    /// A put that succeeds at once without waiting or helping, else false (nothing done).
+    #[inline(always)]
+    pub(crate) fn put_fast(&self, write: impl FnOnce(SlotWriter<'_>)) -> bool {
+        self.ring.ring().put_fast(Me::current(), write)
+    }
+
+    /// A get that succeeds at once without waiting or helping, else `None` (nothing done).
+    #[inline(always)]
+    pub(crate) fn get_fast<R>(&self, read: impl FnOnce(SlotReader<'_>) -> R) -> Option<R> {
+        self.ring.ring().get_fast(Me::current(), read)
+    }
+
     #[inline]
     pub(crate) fn get<R>(
         &self,

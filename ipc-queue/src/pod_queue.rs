@@ -110,10 +110,14 @@ impl<T: Pod> PodQueueBuilder<T> {
     }
 }
 
+fn write_pod<T: Pod>(v: &T, mut w: SlotWriter<'_>) {
+    let bytes = bytemuck::bytes_of(v);
+    w.bytes()[..bytes.len()].copy_from_slice(bytes);
+}
+
 fn writer<T: Pod>(v: &T) -> impl FnMut(SlotWriter<'_>) -> Result<(), Infallible> + '_ {
-    move |mut w| {
-        let bytes = bytemuck::bytes_of(v);
-        w.bytes()[..bytes.len()].copy_from_slice(bytes);
+    move |w| {
+        write_pod(v, w);
         Ok(())
     }
 }
@@ -163,8 +167,20 @@ impl<T: Pod> PodQueue<T> {
         Ok(PodQueue { h, _t: PhantomData })
     }
 
-    fn put_until<B: Borrow<T>>(&self, value: &B, deadline: Deadline) -> Result<(), PutFail> {
-        match self.h.put(deadline, &mut writer(value.borrow())) {
+    /// The whole put when a slot is free at once (inlined into the caller), else
+    /// [`PodQueue::put_until`] with the deadline `deadline()` (so a timeout reads the clock
+    /// only when it may wait).
+    #[inline(always)]
+    fn put_with(&self, value: &T, deadline: impl FnOnce() -> Deadline) -> Result<(), PutFail> {
+        if self.h.put_fast(|w| write_pod(value, w)) {
+            return Ok(());
+        }
+        self.put_until(value, deadline())
+    }
+
+    #[inline(never)]
+    fn put_until(&self, value: &T, deadline: Deadline) -> Result<(), PutFail> {
+        match self.h.put(deadline, &mut writer(value)) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(never)) => match never {},
             Err(stop) => Err(put_fail(stop)),
@@ -182,7 +198,7 @@ impl<T: Pod> PodQueue<T> {
     /// every few milliseconds while waiting) its slot is freed and the message it held is
     /// counted in [`dropped_by_dead_peers`](Self::dropped_by_dead_peers).
     pub fn put<B: Borrow<T>>(&self, value: B) -> Result<(), PutError<B>> {
-        self.put_until(&value, Deadline::never())
+        self.put_with(value.borrow(), Deadline::never)
             .map_err(|f| f.put(value))
     }
 
@@ -196,7 +212,7 @@ impl<T: Pod> PodQueue<T> {
     /// A slot held by a dead consumer is reclaimed by a later call once its owner has been
     /// seen stuck for a few milliseconds; until then this returns `Full`.
     pub fn try_put<B: Borrow<T>>(&self, value: B) -> Result<(), TryPutError<B>> {
-        self.put_until(&value, Deadline::expired())
+        self.put_with(value.borrow(), Deadline::expired)
             .map_err(|f| f.try_put(value))
     }
 
@@ -213,10 +229,26 @@ impl<T: Pod> PodQueue<T> {
         value: B,
         timeout: Duration,
     ) -> Result<(), PutTimeoutError<B>> {
-        self.put_until(&value, Deadline::after(timeout))
+        self.put_with(value.borrow(), || Deadline::after(timeout))
             .map_err(|f| f.put_timeout(value))
     }
 
+    /// The whole get when a message is there at once (inlined into the caller), else
+    /// [`PodQueue::get_until`] with the deadline `deadline()`.
+    #[inline(always)]
+    fn get_with(
+        &self,
+        deadline: impl FnOnce() -> Deadline,
+        on_deadline: fn() -> Error,
+    ) -> Result<T> {
+        match self.h.get_fast(reader::<T>) {
+            Some(Some(v)) => Ok(v),
+            Some(None) => Err(Error::Corrupted("slot smaller than the element")),
+            None => self.get_until(deadline(), on_deadline),
+        }
+    }
+
+    #[inline(never)]
     fn get_until(&self, deadline: Deadline, on_deadline: fn() -> Error) -> Result<T> {
         match self.h.get(deadline, &mut reader::<T>) {
             Ok(Some(v)) => Ok(v),
@@ -235,7 +267,7 @@ impl<T: Pod> PodQueue<T> {
     /// skipped once it is seen dead (checked every few milliseconds while waiting); later
     /// messages flow on. A killed peer never makes this hang.
     pub fn get(&self) -> Result<T> {
-        self.get_until(Deadline::never(), || Error::Timeout)
+        self.get_with(Deadline::never, || Error::Timeout)
     }
 
     /// Takes the oldest message if there is one now.
@@ -247,7 +279,7 @@ impl<T: Pod> PodQueue<T> {
     /// A slot claimed by a dead producer reads as empty until a call has seen it stuck for a
     /// few milliseconds; then it is skipped.
     pub fn try_get(&self) -> Result<T> {
-        self.get_until(Deadline::expired(), || Error::Empty)
+        self.get_with(Deadline::expired, || Error::Empty)
     }
 
     /// Takes the oldest message, waiting at most `timeout`.
@@ -258,7 +290,7 @@ impl<T: Pod> PodQueue<T> {
     /// # Peer death
     /// As [`get`](Self::get); a dead producer never makes this wait past `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_until(Deadline::after(timeout), || Error::Timeout)
+        self.get_with(|| Deadline::after(timeout), || Error::Timeout)
     }
 }
 

@@ -610,6 +610,100 @@ impl<'a, S: Slots> Ring<'a, S> {
         }
     }
 
+    /// The common case of [`Ring::claim_put`] in one straight pass, with no loop and no
+    /// call: the ring is open, the enqueue word records no claim or our own (so no helping
+    /// mark is due), the slot is exactly `FREE(p)` (no sleeper on it), and the CAS succeeds.
+    /// Anything else returns `None` having changed nothing, and the caller runs the general
+    /// loop, which decides every case.
+    #[inline(always)]
+    fn claim_put_fast(&self, me: Me) -> Option<(Idx, u64)> {
+        if self.ctl.closed.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        // SYNC POINT: Acquire, as in `claim_put`.
+        let e = self.ctl.enq.load(Ordering::Acquire);
+        let x = owner(e) & TID_MASK;
+        if x != 0 && x != me.tid {
+            return None;
+        }
+        let p = seq(e);
+        let i = self.index(p)?;
+        // SYNC POINT: Acquire, as in `claim_put`.
+        if self.slots.state(i).load(Ordering::Acquire) != pack(p, 0) {
+            return None;
+        }
+        self.stamp_slot(i, false, me);
+        // SYNC POINT: AcqRel, as in `claim_put`.
+        self.ctl
+            .enq
+            .compare_exchange_weak(
+                e,
+                pack(self.next(p), me.tid),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        Some((i, p))
+    }
+
+    /// The common case of [`Ring::claim_get`], as [`Ring::claim_put_fast`]: the slot is
+    /// exactly `FULL(p)` (a message, no tombstone, no sleeper).
+    #[inline(always)]
+    fn claim_get_fast(&self, me: Me) -> Option<(Idx, u64)> {
+        // SYNC POINT: Acquire, as in `claim_get`.
+        let e = self.ctl.deq.load(Ordering::Acquire);
+        let x = owner(e) & TID_MASK;
+        if x != 0 && x != me.tid {
+            return None;
+        }
+        let p = seq(e);
+        let i = self.index(p)?;
+        // SYNC POINT: Acquire pairs with the producer's Release publish.
+        if self.slots.state(i).load(Ordering::Acquire) != pack(p + 1, 0) {
+            return None;
+        }
+        self.stamp_slot(i, true, me);
+        // SYNC POINT: AcqRel, as in `claim_get`.
+        self.ctl
+            .deq
+            .compare_exchange_weak(
+                e,
+                pack(self.next(p), me.tid),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        Some((i, p))
+    }
+
+    /// A whole put in the common case: [`Ring::claim_put_fast`], `write`, publish. False if
+    /// the fast claim declined (nothing changed); the caller then runs [`Ring::put_until`].
+    /// For writes that cannot fail (plain data).
+    #[inline(always)]
+    pub(crate) fn put_fast(&self, me: Me, write: impl FnOnce(SlotWriter<'_>)) -> bool {
+        match self.claim_put_fast(me) {
+            Some((i, p)) => {
+                fault::point(fault::Site::Put);
+                self.slots.write(i, write);
+                self.publish(i, p, true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A whole get in the common case: [`Ring::claim_get_fast`], `read`, release; `None`
+    /// if the fast claim declined (nothing changed), and the caller runs
+    /// [`Ring::get_until`].
+    #[inline(always)]
+    pub(crate) fn get_fast<R>(&self, me: Me, read: impl FnOnce(SlotReader<'_>) -> R) -> Option<R> {
+        let (i, p) = self.claim_get_fast(me)?;
+        fault::point(fault::Site::Get);
+        let r = self.slots.read(i, read);
+        self.release(i, p);
+        Some(r)
+    }
+
     /// Claims the next free position for writing: Vyukov's CAS on the enqueue word, which
     /// also records us as the claimer. Before it, if the previous position was claimed by
     /// someone else, marks that slot WRITING in their name (if it is not published yet), so
@@ -730,7 +824,11 @@ impl<'a, S: Slots> Ring<'a, S> {
         me: Me,
         write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
     ) -> Attempt<Result<R, E>> {
-        match self.claim_put(me) {
+        let claimed = match self.claim_put_fast(me) {
+            Some((i, p)) => Claimed::Slot(i, p),
+            None => self.claim_put(me),
+        };
+        match claimed {
             Claimed::Slot(i, p) => {
                 fault::point(fault::Site::Put);
                 let r = self.slots.write(i, write);
@@ -814,7 +912,11 @@ impl<'a, S: Slots> Ring<'a, S> {
         me: Me,
         read: &mut impl FnMut(SlotReader<'_>) -> R,
     ) -> Attempt<R> {
-        match self.claim_get(me) {
+        let claimed = match self.claim_get_fast(me) {
+            Some((i, p)) => Claimed::Slot(i, p),
+            None => self.claim_get(me),
+        };
+        match claimed {
             Claimed::Slot(i, p) => {
                 fault::point(fault::Site::Get);
                 let r = self.slots.read(i, read);
