@@ -197,6 +197,7 @@ impl<T: Pod> PodQueue<T> {
     /// A consumer killed while holding a slot blocks nothing: once it is seen dead (checked
     /// every few milliseconds while waiting) its slot is freed and the message it held is
     /// counted in [`dropped_by_dead_peers`](Self::dropped_by_dead_peers).
+    #[inline]
     pub fn put<B: Borrow<T>>(&self, value: B) -> Result<(), PutError<B>> {
         self.put_with(value.borrow(), Deadline::never)
             .map_err(|f| f.put(value))
@@ -211,6 +212,7 @@ impl<T: Pod> PodQueue<T> {
     /// # Peer death
     /// A slot held by a dead consumer is reclaimed by a later call once its owner has been
     /// seen stuck for a few milliseconds; until then this returns `Full`.
+    #[inline]
     pub fn try_put<B: Borrow<T>>(&self, value: B) -> Result<(), TryPutError<B>> {
         self.put_with(value.borrow(), Deadline::expired)
             .map_err(|f| f.try_put(value))
@@ -224,6 +226,7 @@ impl<T: Pod> PodQueue<T> {
     ///
     /// # Peer death
     /// As [`put`](Self::put); a dead consumer never makes this wait past `timeout`.
+    #[inline]
     pub fn put_timeout<B: Borrow<T>>(
         &self,
         value: B,
@@ -266,6 +269,7 @@ impl<T: Pod> PodQueue<T> {
     /// A producer killed between claiming a slot and publishing it leaves a slot that is
     /// skipped once it is seen dead (checked every few milliseconds while waiting); later
     /// messages flow on. A killed peer never makes this hang.
+    #[inline]
     pub fn get(&self) -> Result<T> {
         self.get_with(Deadline::never, || Error::Timeout)
     }
@@ -278,6 +282,7 @@ impl<T: Pod> PodQueue<T> {
     /// # Peer death
     /// A slot claimed by a dead producer reads as empty until a call has seen it stuck for a
     /// few milliseconds; then it is skipped.
+    #[inline]
     pub fn try_get(&self) -> Result<T> {
         self.get_with(Deadline::expired, || Error::Empty)
     }
@@ -289,6 +294,7 @@ impl<T: Pod> PodQueue<T> {
     ///
     /// # Peer death
     /// As [`get`](Self::get); a dead producer never makes this wait past `timeout`.
+    #[inline]
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
         self.get_with(|| Deadline::after(timeout), || Error::Timeout)
     }
