@@ -620,59 +620,42 @@ impl<'a, S: Slots> Ring<'a, S> {
         if self.ctl.closed.load(Ordering::Relaxed) != 0 {
             return None;
         }
-        // SYNC POINT: Acquire, as in `claim_put`.
-        let e = self.ctl.enq.load(Ordering::Acquire);
-        let x = owner(e) & TID_MASK;
-        if x != 0 && x != me.tid {
-            return None;
-        }
-        let p = seq(e);
-        let i = self.index(p)?;
-        // SYNC POINT: Acquire, as in `claim_put`.
-        if self.slots.state(i).load(Ordering::Acquire) != pack(p, 0) {
-            return None;
-        }
-        self.stamp_slot(i, false, me);
-        // SYNC POINT: AcqRel, as in `claim_put`.
-        self.ctl
-            .enq
-            .compare_exchange_weak(
-                e,
-                pack(self.next(p), me.tid),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .ok()?;
-        Some((i, p))
+        self.claim_fast(&self.ctl.enq, false, me)
     }
 
     /// The common case of [`Ring::claim_get`], as [`Ring::claim_put_fast`]: the slot is
     /// exactly `FULL(p)` (a message, no tombstone, no sleeper).
     #[inline(always)]
     fn claim_get_fast(&self, me: Me) -> Option<(Idx, u64)> {
-        // SYNC POINT: Acquire, as in `claim_get`.
-        let e = self.ctl.deq.load(Ordering::Acquire);
+        self.claim_fast(&self.ctl.deq, true, me)
+    }
+
+    /// The straight pass of the two above on the position word `word`: for writing
+    /// (`reading` false) the slot must be `FREE(p)`, for reading `FULL(p)`.
+    #[inline(always)]
+    fn claim_fast(&self, word: &AtomicU64, reading: bool, me: Me) -> Option<(Idx, u64)> {
+        // SYNC POINT: Acquire, as in `claim_put` and `claim_get`.
+        let e = word.load(Ordering::Acquire);
         let x = owner(e) & TID_MASK;
         if x != 0 && x != me.tid {
             return None;
         }
         let p = seq(e);
         let i = self.index(p)?;
-        // SYNC POINT: Acquire pairs with the producer's Release publish.
-        if self.slots.state(i).load(Ordering::Acquire) != pack(p + 1, 0) {
+        // SYNC POINT: Acquire pairs with the Release swap that freed (consumer's release) or
+        // filled (producer's publish) the slot.
+        if self.slots.state(i).load(Ordering::Acquire) != pack(p + u64::from(reading), 0) {
             return None;
         }
-        self.stamp_slot(i, true, me);
-        // SYNC POINT: AcqRel, as in `claim_get`.
-        self.ctl
-            .deq
-            .compare_exchange_weak(
-                e,
-                pack(self.next(p), me.tid),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .ok()?;
+        self.stamp_slot(i, reading, me);
+        // SYNC POINT: AcqRel, as in `claim_put` and `claim_get`.
+        word.compare_exchange_weak(
+            e,
+            pack(self.next(p), me.tid),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .ok()?;
         Some((i, p))
     }
 
