@@ -111,7 +111,6 @@ impl Handle {
             .put_until(Me::current(), deadline, &self.watch, &OsLiveness, write)
     }
 
-    /// Gets with `read`, waiting until `deadline`.
     /// A put that succeeds at once without waiting or helping, else false (nothing done).
     #[inline(always)]
     pub(crate) fn put_fast(&self, write: impl FnOnce(SlotWriter<'_>)) -> bool {
@@ -124,6 +123,7 @@ impl Handle {
         self.ring.ring().get_fast(Me::current(), read)
     }
 
+    /// Gets with `read`, waiting until `deadline`.
     #[inline]
     pub(crate) fn get<R>(
         &self,
