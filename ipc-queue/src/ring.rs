@@ -1252,6 +1252,49 @@ impl<S: Slots> Ring<'_, S> {
         }
     }
 
+    /// After an attempt blocked on `b`: whether a dead claimer's slot was reclaimed (retry at
+    /// once). Dead claimers are looked for only when about to give up or to sleep.
+    fn reclaimed(
+        &self,
+        b: Option<Blocker>,
+        backoff: &Backoff,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+    ) -> Result<bool, Stop> {
+        if backoff.is_completed() || deadline.is_expired() {
+            self.recover(b, watch, live)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// One wait after an attempt blocked on `b` (of the dequeue word if `getting`, else of
+    /// the enqueue word): `Stop::Deadline` once `deadline` has passed, else a spin step, or
+    /// once spinning is over, a sleep on `b`'s slot (a yield if the attempt gave up under
+    /// contention), bounded by the death-check slice.
+    fn pause(
+        &self,
+        b: Option<Blocker>,
+        getting: bool,
+        backoff: &mut Backoff,
+        deadline: Deadline,
+        watch: &DeathWatch,
+    ) -> Result<(), Stop> {
+        if deadline.is_expired() {
+            return Err(Stop::Deadline);
+        }
+        if !backoff.is_completed() {
+            backoff.snooze();
+            return Ok(());
+        }
+        match b {
+            Some(b) => self.park(b, getting, watch.slice(deadline)),
+            None => yield_now(),
+        }
+        Ok(())
+    }
+
     /// Puts with `write`, waiting until `deadline` for room (spin, then futex), and
     /// reclaiming slots of dead consumers that block it. The first attempt is inlined into
     /// the caller; waiting is out of line.
@@ -1295,21 +1338,10 @@ impl<S: Slots> Ring<'_, S> {
                     Attempt::Blocked(b) => b,
                 },
             };
-            // Dead claimers are looked for only when about to give up or to sleep.
-            if (backoff.is_completed() || deadline.is_expired()) && self.recover(b, watch, live)? {
+            if self.reclaimed(b, &backoff, deadline, watch, live)? {
                 continue;
             }
-            if deadline.is_expired() {
-                return Err(Stop::Deadline);
-            }
-            if !backoff.is_completed() {
-                backoff.snooze();
-                continue;
-            }
-            match b {
-                Some(b) => self.park(b, false, watch.slice(deadline)),
-                None => yield_now(),
-            }
+            self.pause(b, false, &mut backoff, deadline, watch)?;
         }
     }
 
@@ -1356,8 +1388,7 @@ impl<S: Slots> Ring<'_, S> {
                     Attempt::Blocked(b) => b,
                 },
             };
-            // Dead claimers are looked for only when about to give up or to sleep.
-            if (backoff.is_completed() || deadline.is_expired()) && self.recover(b, watch, live)? {
+            if self.reclaimed(b, &backoff, deadline, watch, live)? {
                 continue;
             }
             if self.is_closed() {
@@ -1369,17 +1400,7 @@ impl<S: Slots> Ring<'_, S> {
                     _ => Err(Stop::Closed),
                 };
             }
-            if deadline.is_expired() {
-                return Err(Stop::Deadline);
-            }
-            if !backoff.is_completed() {
-                backoff.snooze();
-                continue;
-            }
-            match b {
-                Some(b) => self.park(b, true, watch.slice(deadline)),
-                None => yield_now(),
-            }
+            self.pause(b, true, &mut backoff, deadline, watch)?;
         }
     }
 
