@@ -363,7 +363,8 @@ mod tests {
             input = postcard::to_extend(&x, input).unwrap();
         }
         let mut out = Vec::new();
-        // SAFETY: addresses from this very process.
+        // SAFETY: the contract of `call_trampoline`: `trampoline_addr` and `Callable::addr`
+        // of the same `fn(u64) -> u64` type, taken in this process (same executable image).
         let st = unsafe {
             call_trampoline(
                 trampoline_addr::<fn(u64) -> u64>(),
@@ -393,14 +394,15 @@ mod tests {
         let f: fn(u64) -> u64 = boom;
         let tramp = trampoline_addr::<fn(u64) -> u64>();
         let mut out = b"kept".to_vec();
-        // SAFETY: addresses from this very process.
+        // SAFETY: the contract of `call_trampoline`: `tramp` and `f.addr()` belong to the same
+        // `fn(u64) -> u64` type and were taken in this process (same executable image).
         let st = unsafe { call_trampoline(tramp, f.addr(), 3, &input, &mut out) };
         assert_eq!(st, ST_PANICKED);
         // What was in `out` before the job stays; the results of items 1 and 3 do not.
         assert_eq!(out, b"kepttwo is not allowed");
         // One argument too many for the count: trailing bytes.
         let mut out = Vec::new();
-        // SAFETY: as above.
+        // SAFETY: as above: the same `tramp` and `f`, from this process.
         let st = unsafe { call_trampoline(tramp, f.addr(), 1, &input, &mut out) };
         assert_eq!(st, ST_DECODE);
         let mut v: Vec<u64> = Vec::new();
