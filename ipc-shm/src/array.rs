@@ -212,6 +212,9 @@ impl<T: Pod> Array<T> {
 }
 
 fn wrap<'a, T: Pod>(r: Result<Held<'a, T>, LockError<Held<'a, T>>>) -> GuardResult<'a, T> {
+    if r.is_ok() {
+        ipc_failpoints::failpoint!("shm.array.guard_held");
+    }
     r.map(|held| ArrayGuard { held })
         .map_err(|e| e.map(|held| ArrayGuard { held }))
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 use crate::header::Layout;
@@ -33,15 +33,88 @@ macro_rules! shared_atomic {
     )*};
 }
 shared_atomic!(AtomicU32 => u32, AtomicU64 => u64, AtomicI32 => i32, AtomicI64 => i64,
-    AtomicUsize => usize, AtomicBool => bool);
+    AtomicUsize => usize, AtomicFlag => bool);
+
+/// A boolean flag over an `AtomicU32` word, for [`AtomicValue`]: zero is `false`, any other
+/// value `true`.
+///
+/// `std`'s `AtomicBool` is not offered in shared memory: a peer that writes any byte other
+/// than 0 or 1 under it would make an invalid `bool`, undefined behaviour in this process.
+/// Every bit pattern of an `AtomicFlag` is a valid value.
+///
+/// ```compile_fail
+/// // AtomicBool is not a `SharedAtomic`.
+/// let _ = ipc_shm::AtomicValue::<std::sync::atomic::AtomicBool>::new(false);
+/// ```
+///
+/// ```
+/// use ipc_shm::{AtomicFlag, AtomicValue};
+/// use std::sync::atomic::Ordering;
+///
+/// let stop = AtomicValue::<AtomicFlag>::new(false)?;
+/// assert!(!stop.swap(true, Ordering::SeqCst));
+/// assert!(stop.load(Ordering::SeqCst));
+/// # Ok::<(), ipc_shm::Error>(())
+/// ```
+#[repr(transparent)]
+#[derive(Debug, Default)]
+pub struct AtomicFlag(AtomicU32);
+
+impl AtomicFlag {
+    /// A flag holding `v`.
+    pub const fn new(v: bool) -> AtomicFlag {
+        AtomicFlag(AtomicU32::new(v as u32))
+    }
+
+    /// Whether the flag is set (its word is non-zero).
+    pub fn load(&self, order: Ordering) -> bool {
+        self.0.load(order) != 0
+    }
+
+    /// Sets or clears the flag.
+    pub fn store(&self, v: bool, order: Ordering) {
+        self.0.store(u32::from(v), order);
+    }
+
+    /// Sets or clears the flag, returning whether it was set.
+    pub fn swap(&self, v: bool, order: Ordering) -> bool {
+        self.0.swap(u32::from(v), order) != 0
+    }
+
+    /// Stores `new` if the flag is `current`; returns the previous value in `Ok` on success,
+    /// in `Err` on failure (as `AtomicBool::compare_exchange`).
+    ///
+    /// # Errors
+    /// `Err(previous)` when the flag was not `current`.
+    pub fn compare_exchange(
+        &self,
+        current: bool,
+        new: bool,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<bool, bool> {
+        let mut seen = self.0.load(failure);
+        loop {
+            if (seen != 0) != current {
+                return Err(seen != 0);
+            }
+            match self
+                .0
+                .compare_exchange(seen, u32::from(new), success, failure)
+            {
+                Ok(_) => return Ok(current),
+                Err(now) => seen = now,
+            }
+        }
+    }
+}
 
 /// An atomic integer (or flag) in shared memory: the lock-free way to count across
 /// processes. It dereferences to the atomic, so `fetch_add`, `load`, `store`,
 /// `compare_exchange` and the rest work as on a local one.
 ///
-/// `AtomicBool` is included although a peer could write a byte other than 0 or 1: the segment
-/// is only ever written through the atomic API by this crate, and any peer that writes raw
-/// bytes is outside the contract (use `AtomicU32` for flags shared with untrusted programs).
+/// Only atomics whose every bit pattern is valid are offered; a flag is an [`AtomicFlag`]
+/// (a `u32` word), not an `AtomicBool`.
 ///
 /// ```
 /// use ipc_shm::AtomicValue;

@@ -48,6 +48,24 @@ pub enum Error {
         /// What the segment holds.
         found: u64,
     },
+    /// The segment was created in another pid namespace (another container, or a process
+    /// that unshared its pid namespace). Thread ids recorded in it name other tasks here, so
+    /// a dead holder could not be told from a live one; the open is refused rather than risk
+    /// handing one lock or slot to two live parties.
+    #[error("shared memory {name:?} was created in another pid namespace ({creator}, this one is {mine})")]
+    ForeignPidNamespace {
+        /// The segment's name.
+        name: String,
+        /// The creator's pid namespace (inode of `/proc/<pid>/ns/pid`).
+        creator: u64,
+        /// This process's pid namespace.
+        mine: u64,
+    },
+    /// The named segment holds a typed object (it starts with this workspace's header):
+    /// raw byte access through [`SharedMemory`](crate::SharedMemory) could write values the
+    /// object's own users rely on never seeing. Open it with its own type instead.
+    #[error("shared memory {0:?} holds a typed object; open it with its own type")]
+    TypedSegment(String),
     /// The creator has not finished initialising the segment in time (or died while doing so).
     #[error("shared memory {0:?} was not initialised in time")]
     NotReady(String),

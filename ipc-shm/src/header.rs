@@ -10,7 +10,9 @@
 //!  24     element_size, element_align (u32 each)
 //!  32     capacity, slot_size, payload_len, total_len (u64 each)
 //!  64     creator_pid (u32), reserved (u32), creator_start (u64, clock ticks after boot)
-//!  80..128 reserved (zero)
+//!  80     creator_pidns (u64): inode of the creator's pid namespace, 0 if unknown; thread
+//!         ids recorded in the segment (lock holders, claimers) are only meaningful there
+//!  88..128 reserved (zero)
 //! ```
 //! The payload starts at [`HEADER_LEN`] (128 bytes, so hot words in it start a cache-line
 //! pair of their own). A reader copies the header out once, validates every field, and keeps
@@ -25,7 +27,7 @@ pub const HEADER_LEN: usize = 128;
 /// The magic number that opens every typed segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHM\0\x01");
 /// The version of this header format.
-pub const HEADER_ABI: u32 = 1;
+pub const HEADER_ABI: u32 = 2;
 
 pub(crate) const STATE_INIT: u32 = 1;
 pub(crate) const STATE_READY: u32 = 2;
@@ -132,7 +134,8 @@ pub(crate) struct HeaderFields {
     pub(crate) creator_pid: u32,
     pub(crate) reserved: u32,
     pub(crate) creator_start: u64,
-    pub(crate) tail: [u64; 6],
+    pub(crate) creator_pidns: u64,
+    pub(crate) tail: [u64; 5],
 }
 
 const _: () = assert!(std::mem::size_of::<HeaderFields>() == HEADER_LEN);
@@ -145,6 +148,7 @@ impl HeaderFields {
         payload_len: usize,
         creator_pid: u32,
         creator_start: u64,
+        creator_pidns: u64,
     ) -> Result<Self> {
         let element_size = u32::try_from(layout.element_size)
             .map_err(|_| Error::InvalidSize(layout.element_size as u64, "element too large"))?;
@@ -164,7 +168,8 @@ impl HeaderFields {
             creator_pid,
             reserved: 0,
             creator_start,
-            tail: [0; 6],
+            creator_pidns,
+            tail: [0; 5],
         })
     }
 
@@ -245,7 +250,7 @@ mod tests {
 
     fn sample() -> (Layout, HeaderFields) {
         let layout = Layout::of::<u64>("test::Thing", 1).with_capacity(8);
-        let h = HeaderFields::new(&layout, 64, 1, 2).unwrap();
+        let h = HeaderFields::new(&layout, 64, 1, 2, 3).unwrap();
         (layout, h)
     }
 

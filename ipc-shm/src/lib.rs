@@ -7,7 +7,7 @@
 //! | [`Value`] | one `T: Pod` behind a lock that survives its holder's death | `Value(t, lock=True)` |
 //! | [`Array`] | `[T]` behind one such lock, zero-copy through a guard | `Array(t, n, lock=True)` |
 //! | [`RawValue`], [`RawArray`] | the same with no lock | `lock=False` |
-//! | [`AtomicValue`] | a lock-free atomic counter or flag | (none) |
+//! | [`AtomicValue`], [`AtomicFlag`] | a lock-free atomic counter or flag | (none) |
 //! | [`sync`] | `Futex`, `Deadline`, `RawLock`: the cores of `ipc-sem` and `ipc-queue` | |
 //! | [`Segment`], [`Layout`] | the header-validated storage of every typed object | |
 //! | [`sweep`] | removes names whose creator died | |
@@ -70,7 +70,7 @@ mod sys;
 mod value;
 
 pub use array::{Array, ArrayGuard};
-pub use atomic_value::{AtomicValue, SharedAtomic};
+pub use atomic_value::{AtomicFlag, AtomicValue, SharedAtomic};
 pub use error::{Error, LockError, Result};
 pub use header::Layout;
 pub use raw::{RawArray, RawValue};

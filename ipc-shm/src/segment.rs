@@ -57,6 +57,7 @@ impl Mapping {
         // From here on the name exists: build the handle first so any failure unlinks it.
         let unlink = NameGuard(name);
         sys::set_len(fd.as_fd(), len).map_err(|e| Error::io("ftruncate", e))?;
+        sys::reserve(fd.as_fd(), len).map_err(|e| Error::io("posix_fallocate", e))?;
         let map = sys::map_shared(fd.as_fd(), len).map_err(|e| Error::io("mmap", e))?;
         std::mem::forget(unlink);
         Ok(Mapping {
@@ -114,6 +115,19 @@ impl Mapping {
 
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// The first 8 bytes as a `u64` (a typed segment's magic), read atomically: a creator
+    /// may be writing them.
+    pub(crate) fn magic(&self) -> u64 {
+        if self.len() < 8 {
+            return 0;
+        }
+        // SAFETY: a mapping of at least 8 bytes is page-aligned, so offset 0 is an aligned
+        // u64 inside it; atomics are valid for every bit pattern.
+        #[allow(unsafe_code)]
+        unsafe { &*self.ptr().as_ptr().cast::<std::sync::atomic::AtomicU64>() }
+            .load(Ordering::Relaxed)
     }
 
     pub(crate) fn name(&self) -> Option<&str> {
@@ -228,28 +242,29 @@ impl Segment {
             Liveness::Alive { start_time } => start_time,
             Liveness::Dead => 0,
         };
-        let fields = HeaderFields::new(layout, payload_len, pid, start)?;
+        let pidns = sys::pid_namespace();
+        if pidns == 0 {
+            // Without a /proc of our own we cannot tell which pid namespace our peers are in.
+            crate::sync::owner::liveness_unverifiable();
+        }
+        let fields = HeaderFields::new(layout, payload_len, pid, start, pidns)?;
         let seg = Segment {
             mapping,
             layout: *layout,
             payload_len,
         };
         seg.state().store(STATE_INIT, Ordering::Relaxed);
-        // SAFETY: the mapping is at least HEADER_LEN bytes, page-aligned, and no other process
-        // reads the header's fields before `state` says READY (openers wait for it). The state
-        // word itself is written below through its atomic.
+        let header = bytemuck::bytes_of(&fields);
+        let base = seg.mapping.ptr().as_ptr();
+        // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned; openers read the
+        // header only with atomic loads (and trust it only after READY), so atomic stores of
+        // everything but the state word (bytes 12..16, stored through its atomic) race nothing.
         #[allow(unsafe_code)]
         unsafe {
-            let base = seg.mapping.ptr().as_ptr();
-            let before_state = bytemuck::bytes_of(&fields);
-            // Copy everything but the state word (bytes 12..16).
-            std::ptr::copy_nonoverlapping(before_state.as_ptr(), base, 12);
-            std::ptr::copy_nonoverlapping(
-                before_state.as_ptr().add(16),
-                base.add(16),
-                HEADER_LEN - 16,
-            );
+            crate::sync::store_bytes(base, &header[..12]);
+            crate::sync::store_bytes(base.add(16), &header[16..]);
         }
+        ipc_failpoints::failpoint!("shm.segment.created");
         init(&seg)?;
         // SYNC POINT: Release publishes the header and the initialised payload; openers load
         // the state with Acquire in `open_named`.
@@ -281,14 +296,7 @@ impl Segment {
                 &*m.ptr().as_ptr().add(12).cast::<AtomicU32>()
             }
         };
-        let magic = |m: &Mapping| -> u64 {
-            // SAFETY: offset 0 of a mapping of at least HEADER_LEN bytes; any u64 is valid;
-            // volatile because the creator may be writing it.
-            #[allow(unsafe_code)]
-            unsafe {
-                std::ptr::read_volatile(m.ptr().as_ptr().cast::<u64>())
-            }
-        };
+        let magic = |m: &Mapping| -> u64 { m.magic() };
         // SYNC POINT: Acquire pairs with the creator's Release store of READY.
         while seg_state(&mapping).load(Ordering::Acquire) != STATE_READY {
             let found = magic(&mapping);
@@ -314,12 +322,22 @@ impl Segment {
             std::thread::sleep(Duration::from_millis(1));
         }
         // SAFETY: the mapping holds at least HEADER_LEN bytes; `HeaderFields` is Pod, so any
-        // bytes a peer wrote are a valid value; the copy is volatile because a peer may write
+        // bytes a peer wrote are a valid value; the copy is atomic because a peer may write
         // concurrently, and from here on only this private copy is used.
         #[allow(unsafe_code)]
-        let fields: HeaderFields =
-            unsafe { std::ptr::read_volatile(mapping.ptr().as_ptr().cast::<HeaderFields>()) };
+        let fields: HeaderFields = unsafe { crate::sync::load_pod(mapping.ptr().as_ptr()) };
         fields.validate(expected, mapping.len() as u64)?;
+        let mine = sys::pid_namespace();
+        if fields.creator_pidns != 0 && mine != 0 && fields.creator_pidns != mine {
+            return Err(Error::ForeignPidNamespace {
+                name,
+                creator: fields.creator_pidns,
+                mine,
+            });
+        }
+        if fields.creator_pidns == 0 || mine == 0 {
+            crate::sync::owner::liveness_unverifiable();
+        }
         let layout = fields.layout(expected);
         let need = payload_len_for(&layout)?;
         if need as u64 != fields.payload_len {
@@ -407,9 +425,8 @@ pub(crate) fn read_header_of(name: &str) -> io::Result<Option<HeaderFields>> {
     }
     let map = sys::map_shared_read_only(fd.as_fd(), HEADER_LEN)?;
     // SAFETY: the mapping is HEADER_LEN readable bytes; `HeaderFields` is Pod; the copy is
-    // volatile because its owner may write concurrently.
+    // atomic because its owner may write concurrently.
     #[allow(unsafe_code)]
-    let fields: HeaderFields =
-        unsafe { std::ptr::read_volatile(map.as_ptr().cast::<HeaderFields>()) };
+    let fields: HeaderFields = unsafe { crate::sync::load_pod(map.as_ptr()) };
     Ok(Some(fields))
 }

@@ -4,6 +4,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::header::MAGIC;
 use crate::name;
 use crate::segment::RawMapping;
 use crate::sync::Deadline;
@@ -20,8 +21,8 @@ use crate::sync::Deadline;
 ///   made it (its size is the file's size).
 ///
 /// The bytes are not synchronised: [`read_at`](SharedMemory::read_at) and
-/// [`write_at`](SharedMemory::write_at) copy with volatile accesses and may observe a peer's
-/// concurrent write half-done. Use [`crate::Array`] or a lock when that matters.
+/// [`write_at`](SharedMemory::write_at) copy with relaxed atomic accesses (no data race, whole
+/// words where aligned) and may observe a peer's concurrent write half-done. Use [`crate::Array`] or a lock when that matters.
 ///
 /// ```
 /// use ipc_shm::SharedMemory;
@@ -40,7 +41,7 @@ pub struct SharedMemory {
 }
 
 // SAFETY: the handle owns an fd and a shared mapping, neither tied to a thread; its methods
-// only copy bytes in and out with volatile accesses.
+// only copy bytes in and out with atomic accesses.
 #[allow(unsafe_code)]
 unsafe impl Send for SharedMemory {}
 // SAFETY: as above: `&SharedMemory` only reads immutable facts or copies bytes.
@@ -79,14 +80,21 @@ impl SharedMemory {
 
     /// Opens the named segment `name` (`name` or `/name`) if this user owns it; maps all of it.
     ///
+    /// Segments of this workspace's typed objects (`Value`, `Array`, locks, semaphores,
+    /// queues: they start with its header) are refused: raw writes could put bytes under a
+    /// live guard or an invalid value under an atomic. Open those with their own type.
+    ///
     /// # Errors
-    /// `InvalidName`, `NotFound`, `NotOwner`, `NotReady` (still empty after 2 s), `Io`.
+    /// `InvalidName`, `NotFound`, `NotOwner`, `NotReady` (still empty after 2 s),
+    /// `TypedSegment`, `Io`.
     pub fn open_named(name: &str) -> Result<SharedMemory> {
         let name = name::normalize(name)?;
         let deadline = Deadline::after(Duration::from_secs(2));
-        Ok(SharedMemory {
-            mapping: RawMapping::open_named(&name, 1, deadline)?,
-        })
+        let mapping = RawMapping::open_named(&name, 1, deadline)?;
+        if mapping.magic() == MAGIC {
+            return Err(Error::TypedSegment(name));
+        }
+        Ok(SharedMemory { mapping })
     }
 
     /// The name as `shm_open` knows it (`/name`), or `None` for an anonymous segment.
@@ -135,38 +143,60 @@ impl SharedMemory {
         }
     }
 
-    /// Copies `buf.len()` bytes from `offset` into `buf`.
+    /// Copies `buf.len()` bytes from `offset` into `buf`, with relaxed atomic loads (whole
+    /// words where aligned), so a peer writing at the same time is no data race; the copy may
+    /// still mix its old and new bytes.
     ///
     /// # Errors
     /// `OutOfBounds` if the range does not fit.
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check(offset, buf.len())?;
-        let src = self.as_ptr();
-        for (i, b) in buf.iter_mut().enumerate() {
-            // SAFETY: offset + i < len, checked above; volatile because a peer may write.
-            #[allow(unsafe_code)]
-            unsafe {
-                *b = std::ptr::read_volatile(src.add(offset + i));
-            }
+        // SAFETY: offset..offset + len lies inside the mapping (checked above), which lives
+        // as long as `self`; this handle only ever accesses it atomically.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::sync::load_bytes(self.as_ptr().add(offset), buf);
         }
         Ok(())
     }
 
-    /// Copies `data` into the segment at `offset`.
+    /// Copies `data` into the segment at `offset`, with relaxed atomic stores.
     ///
     /// # Errors
     /// `OutOfBounds` if the range does not fit.
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check(offset, data.len())?;
-        let dst = self.as_ptr();
-        for (i, &b) in data.iter().enumerate() {
-            // SAFETY: offset + i < len, checked above; volatile because a peer may read.
-            #[allow(unsafe_code)]
-            unsafe {
-                std::ptr::write_volatile(dst.add(offset + i), b);
-            }
+        // SAFETY: as in `read_at`, for a writable shared mapping.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::sync::store_bytes(self.as_ptr().add(offset), data);
         }
         Ok(())
+    }
+
+    /// Reads a plain-data value at `offset` (any alignment), as [`read_at`](Self::read_at).
+    ///
+    /// ```
+    /// let shm = ipc_shm::SharedMemory::new(64)?;
+    /// shm.write(8, &[1.5f64, 2.5])?;
+    /// assert_eq!(shm.read::<[f64; 2]>(8)?, [1.5, 2.5]);
+    /// # Ok::<(), ipc_shm::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `OutOfBounds` if `size_of::<T>()` bytes do not fit at `offset`.
+    pub fn read<T: bytemuck::Pod>(&self, offset: usize) -> Result<T> {
+        let mut v = T::zeroed();
+        self.read_at(offset, bytemuck::bytes_of_mut(&mut v))?;
+        Ok(v)
+    }
+
+    /// Writes a plain-data value at `offset` (any alignment), as [`write_at`](Self::write_at).
+    ///
+    /// # Errors
+    /// `OutOfBounds` if `size_of::<T>()` bytes do not fit at `offset`.
+    pub fn write<T: bytemuck::Pod>(&self, offset: usize, value: &T) -> Result<()> {
+        self.write_at(offset, bytemuck::bytes_of(value))
     }
 }
 

@@ -5,13 +5,23 @@ use crate::header::MAGIC;
 use crate::segment::read_header_of;
 use crate::sys::{self, Liveness};
 
+/// How old an empty name must be before `sweep` takes its creator for dead.
+const STALE_EMPTY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Removes the named typed segments whose names start with `prefix` (with or without the
 /// leading `/`) and whose creator process is gone (dead, or its pid now belongs to a process
 /// started at another time). Returns the names removed.
 ///
-/// Only this user's segments that carry a valid header are considered: raw
-/// [`SharedMemory`](crate::SharedMemory) segments have no header and are never swept, and a
-/// segment still being initialised is left alone.
+/// Only this user's segments are considered:
+/// - a typed segment (it carries this workspace's header) is removed when its creator is
+///   gone, also when the creator was killed before it published the segment as READY; one
+///   created in another pid namespace is left alone (its creator pid means nothing here);
+/// - an empty name (a creator killed between `shm_open` and sizing it) is removed once it is
+///   older than ten seconds;
+/// - raw [`SharedMemory`](crate::SharedMemory) segments have no header and are never swept.
+///
+/// `PosixSemaphore` names (`sem.*`) and `ipc-pipe` socket files record no creator and are
+/// not swept here.
 ///
 /// # Errors
 /// `Io` if `/dev/shm` cannot be listed.
@@ -19,10 +29,21 @@ pub fn sweep(prefix: &str) -> Result<Vec<String>> {
     let bare = prefix.strip_prefix('/').unwrap_or(prefix);
     let mut removed = Vec::new();
     for name in sys::list_shm_names(bare).map_err(|e| Error::io("read /dev/shm", e))? {
-        let Ok(Some(h)) = read_header_of(&name) else {
-            continue;
+        let h = match read_header_of(&name) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                if sys::is_stale_empty_shm(&name, STALE_EMPTY) && sys::shm_unlink(&name).is_ok() {
+                    removed.push(name);
+                }
+                continue;
+            }
+            Err(_) => continue,
         };
         if h.magic != MAGIC || h.creator_pid == 0 {
+            continue;
+        }
+        let mine = sys::pid_namespace();
+        if h.creator_pidns != 0 && mine != 0 && h.creator_pidns != mine {
             continue;
         }
         let dead = match sys::liveness(h.creator_pid) {

@@ -17,13 +17,42 @@ use nix::sys::memfd::{memfd_create as nix_memfd_create, MFdFlags};
 use nix::sys::mman::{shm_open, shm_unlink as nix_shm_unlink};
 use nix::sys::stat::{fstat, Mode};
 
-/// Creates an anonymous memory file (`memfd_create(MFD_CLOEXEC)`) of `len` zero bytes.
+/// Creates an anonymous memory file (`memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING)`) of `len`
+/// zero bytes, its memory reserved ([`reserve`]) and sealed against shrinking
+/// (`F_SEAL_SHRINK`), so no holder of the fd can truncate it under another's mapping.
 pub(crate) fn memfd(debug_name: &str, len: usize) -> io::Result<OwnedFd> {
     let name =
         CString::new(debug_name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let fd = nix_memfd_create(name.as_c_str(), MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
+    let fd = nix_memfd_create(
+        name.as_c_str(),
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(io::Error::from)?;
     set_len(fd_ref(&fd), len)?;
+    reserve(fd_ref(&fd), len)?;
+    nix::fcntl::fcntl(
+        fd_ref(&fd),
+        nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::F_SEAL_SHRINK),
+    )
+    .map_err(io::Error::from)?;
     Ok(fd)
+}
+
+/// Allocates the memory behind the first `len` bytes of a memory file now
+/// (`posix_fallocate`), so a full tmpfs (`/dev/shm` is 64 MiB in a default Docker container)
+/// is an `ENOSPC` error here instead of a `SIGBUS` at the first write to a sparse page.
+pub(crate) fn reserve(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: a plain call on a valid descriptor; it returns the error number directly.
+        let r = unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, len) };
+        match r {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
 }
 
 /// Creates a new named POSIX segment: `O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC`, mode 0600.
@@ -194,22 +223,89 @@ pub(crate) enum Liveness {
 }
 
 /// Reads the state and start time of process or thread `id` (`/proc/<id>/stat`; thread ids
-/// resolve there too). Errors other than "no such entry" count as alive with start time 0, so a
-/// transient failure never declares a live owner dead.
+/// resolve there too).
+///
+/// "Dead" is reported only when the kernel itself confirms it: a zombie in a `/proc` that is
+/// this process's own, or `kill(id, 0)` failing with `ESRCH`. A `/proc` that is missing,
+/// mounted from another pid namespace, or hiding processes (`hidepid`) never makes a live
+/// task read as dead: its entries are then not trusted, and a task that `kill` still finds is
+/// alive with start time 0 (unknown). Other read errors also count as alive with start time 0.
 pub(crate) fn liveness(id: u32) -> Liveness {
     if id == 0 {
         return Liveness::Dead;
+    }
+    if !proc_is_ours() {
+        return kernel_liveness(id);
     }
     let mut buf = [0u8; 1024];
     let path = format!("/proc/{id}/stat");
     let n = match File::open(Path::new(&path)).and_then(|mut f| f.read(&mut buf)) {
         Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Liveness::Dead,
-        // ESRCH while reading: the task went away between open and read.
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Liveness::Dead,
+        // No entry (or ESRCH: the task went away between open and read). With `hidepid` an
+        // entry can be missing for a live task: ask the kernel directly.
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+            return kernel_liveness(id)
+        }
         Err(_) => return Liveness::Alive { start_time: 0 },
     };
     parse_stat(&buf[..n]).unwrap_or(Liveness::Alive { start_time: 0 })
+}
+
+/// Whether task `id` exists in this pid namespace, by `kill(id, 0)` (which accepts thread
+/// ids): only `ESRCH` is "dead"; `EPERM` means it exists but belongs to someone else.
+fn kernel_liveness(id: u32) -> Liveness {
+    let Ok(pid) = libc::pid_t::try_from(id) else {
+        return Liveness::Dead;
+    };
+    // SAFETY: signal 0 only checks for existence and permission; nothing is delivered.
+    let r = unsafe { libc::kill(pid, 0) };
+    if r != 0 && Errno::last() == Errno::ESRCH {
+        Liveness::Dead
+    } else {
+        Liveness::Alive { start_time: 0 }
+    }
+}
+
+/// `(pid << 2) | verdict` of the last `/proc` check, so a forked child checks again.
+static PROC_CHECK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+const PROC_OURS: u64 = 1;
+const PROC_FOREIGN: u64 = 2;
+
+/// Whether `/proc` is this process's own pid namespace's: `/proc/self/stat` exists and names
+/// `getpid()`. Cached per process id (a fork checks again; a lock-free word, so a child forked
+/// mid-check is not blocked).
+pub(crate) fn proc_is_ours() -> bool {
+    use std::sync::atomic::Ordering;
+    let pid = u64::from(process_id());
+    let cached = PROC_CHECK.load(Ordering::Relaxed);
+    if cached >> 2 == pid && cached & 3 != 0 {
+        return cached & 3 == PROC_OURS;
+    }
+    let mut buf = [0u8; 64];
+    let ours = File::open("/proc/self/stat")
+        .and_then(|mut f| f.read(&mut buf))
+        .ok()
+        .and_then(|n| {
+            std::str::from_utf8(&buf[..n])
+                .ok()?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        == Some(pid);
+    let verdict = if ours { PROC_OURS } else { PROC_FOREIGN };
+    PROC_CHECK.store((pid << 2) | verdict, Ordering::Relaxed);
+    ours
+}
+
+/// The inode of this process's pid namespace (`/proc/self/ns/pid`), or 0 if it cannot be read
+/// from a `/proc` of our own.
+pub(crate) fn pid_namespace() -> u64 {
+    if !proc_is_ours() {
+        return 0;
+    }
+    std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m))
 }
 
 /// Parses the state (field 3) and start time (field 22) out of a `/proc/<id>/stat` line.
@@ -237,6 +333,20 @@ pub(crate) fn register_at_fork_child(child: unsafe extern "C" fn()) {
     // the pointer. Failure (ENOMEM) leaves caches unreset after fork, which only weakens
     // death detection for forked children; nothing unsound follows.
     unsafe { libc::pthread_atfork(None, None, Some(child)) };
+}
+
+/// Whether the named segment (`/name`) is empty (never sized) and was last changed more than
+/// `age` ago.
+pub(crate) fn is_stale_empty_shm(name: &str, age: std::time::Duration) -> bool {
+    let path = format!("/dev/shm{name}");
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == 0 => m
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|e| e > age),
+        _ => false,
+    }
 }
 
 /// Lists the names in `/dev/shm` (POSIX shared memory) that start with `prefix`.

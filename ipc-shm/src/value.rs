@@ -149,6 +149,9 @@ impl<T: Pod> Value<T> {
 type GuardResult<'a, T> = Result<ValueGuard<'a, T>, LockError<ValueGuard<'a, T>>>;
 
 fn wrap<'a, T: Pod>(r: Result<Held<'a, T>, LockError<Held<'a, T>>>) -> GuardResult<'a, T> {
+    if r.is_ok() {
+        ipc_failpoints::failpoint!("shm.value.guard_held");
+    }
     r.map(|held| ValueGuard { held })
         .map_err(|e| e.map(|held| ValueGuard { held }))
 }

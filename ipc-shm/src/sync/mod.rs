@@ -9,12 +9,14 @@
 //! protocols built on this module can be model-checked with threads standing in for
 //! processes.
 
+mod bytes;
 mod deadline;
 mod futex;
 pub(crate) mod loom;
-mod owner;
+pub(crate) mod owner;
 mod raw_lock;
 
+pub use bytes::{load_bytes, load_pod, store_bytes};
 pub use deadline::Deadline;
 pub use futex::{wait_low_half, wake_low_half, Futex, WaitOutcome};
 pub use owner::{current_thread_id, is_gone, OwnerStamp};

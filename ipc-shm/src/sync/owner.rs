@@ -60,8 +60,11 @@ mod imp {
 
     /// Whether the holder recorded as thread `tid`, stamped with the low 32 bits of its start
     /// time `stamp` (0: unknown), is certainly gone: no such thread, a zombie, or a thread of
-    /// that id started at another time.
+    /// that id started at another time. Never true once [`liveness_unverifiable`] was called.
     pub(crate) fn is_dead(tid: u32, stamp: u64) -> bool {
+        if super::UNVERIFIABLE.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
         match sys::liveness(tid) {
             Liveness::Dead => true,
             Liveness::Alive { start_time } => {
@@ -92,6 +95,16 @@ mod imp {
 }
 
 pub(crate) use imp::{current, is_dead};
+
+/// Set once this process joined a segment whose peers' pid namespace it cannot verify.
+static UNVERIFIABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, nobody is declared dead in this process: a recorded thread id might name a
+/// task of another pid namespace, and a false "dead" would hand one lock or slot to two live
+/// parties. Waits then end at their deadlines.
+pub(crate) fn liveness_unverifiable() {
+    UNVERIFIABLE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// The calling thread's id, as recorded in lock words (cached; correct in a forked child).
 pub fn current_thread_id() -> u32 {

@@ -242,6 +242,7 @@ impl RawLock {
 
     /// Called with the lock just taken: reports the recorded state.
     fn acquired(&self) -> Result<(), LockError<()>> {
+        ipc_failpoints::failpoint!("shm.rawlock.held");
         // Relaxed suffices: `state` is only written by holders, before their Release unlock.
         match self.state.load(Ordering::Relaxed) {
             CONSISTENT => Ok(()),
