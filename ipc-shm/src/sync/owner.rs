@@ -89,11 +89,25 @@ mod imp {
         (ME.with(|id| *id), 1)
     }
 
-    pub(crate) fn is_dead(_tid: u32, _start: u64) -> bool {
-        false
+    /// Ids of model threads that "died" ([`die`]); ids are never reused across models.
+    static DEAD: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+    pub(crate) fn is_dead(tid: u32, _start: u64) -> bool {
+        DEAD.lock().is_ok_and(|d| d.contains(&tid))
+    }
+
+    /// Marks the calling model thread dead: it must then return without touching shared state,
+    /// standing for a process killed where it is.
+    pub(crate) fn die() {
+        let me = current().0;
+        if let Ok(mut d) = DEAD.lock() {
+            d.push(me);
+        }
     }
 }
 
+#[cfg(loom)]
+pub(crate) use imp::die;
 pub(crate) use imp::{current, is_dead};
 
 /// Set once this process joined a segment whose peers' pid namespace it cannot verify.

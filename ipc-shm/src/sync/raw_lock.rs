@@ -187,6 +187,13 @@ impl RawLock {
                 continue;
             }
             let expected = seen | WAITERS;
+            // The model has no timed wake-ups: the periodic death check of a parked waiter is
+            // modelled by checking before parking, and by the dying thread's wake (see the
+            // take-over model).
+            #[cfg(loom)]
+            if let Some(r) = self.take_over_if_dead(expected, me | WAITERS) {
+                return r;
+            }
             let slice = Self::slice(deadline, slept);
             slept = true;
             // The futex compares the low half: holder id and WAITERS.
@@ -452,6 +459,65 @@ mod loom_tests {
                 t.join().unwrap();
             }
             s.lock.lock(Deadline::never()).unwrap();
+            // SAFETY: the lock is held and the other threads are done.
+            assert_eq!(s.value.with(|v| unsafe { *v }), 2);
+            s.lock.unlock().unwrap();
+        });
+    }
+
+    /// A holder dies holding the lock (it returns without unlocking; its death then wakes
+    /// sleepers, standing for their periodic death check). Exactly one later locker takes
+    /// over with `OwnerDied`, nobody else enters while a live thread holds it, and no waiter
+    /// sleeps for ever.
+    #[test]
+    fn take_over_from_a_dead_holder() {
+        loom::model(|| {
+            let s = Arc::new(Shared {
+                lock: RawLock::new(),
+                value: UnsafeCell::new(0),
+            });
+            let took_over = Arc::new(AtomicU32::new(0));
+            let victim = {
+                let s = Arc::clone(&s);
+                loom::thread::spawn(move || {
+                    s.lock.lock(Deadline::never()).unwrap();
+                    // SAFETY: the lock is held.
+                    s.value.with_mut(|v| unsafe { *v += 1 });
+                    crate::sync::owner::die();
+                    // A real death ends with the kernel tearing the task down: its stores are
+                    // visible to whoever then reads `/proc` and swaps the word. Model that as
+                    // a Release on the word, which the take-over's Acquire swap reads.
+                    s.lock.word.fetch_add(0, Ordering::Release);
+                    wake_low_half(&s.lock.word, u32::MAX);
+                })
+            };
+            let survivor = {
+                let s = Arc::clone(&s);
+                let took_over = Arc::clone(&took_over);
+                loom::thread::spawn(move || {
+                    match s.lock.lock(Deadline::never()) {
+                        Ok(()) => {}
+                        Err(LockError::OwnerDied(())) => {
+                            took_over.fetch_add(1, Ordering::Relaxed);
+                            s.lock.mark_consistent().unwrap();
+                        }
+                        Err(e) => panic!("{e:?}"),
+                    }
+                    // SAFETY: the lock is held.
+                    s.value.with_mut(|v| unsafe { *v += 1 });
+                    s.lock.unlock().unwrap();
+                })
+            };
+            victim.join().unwrap();
+            survivor.join().unwrap();
+            match s.lock.lock(Deadline::never()) {
+                Ok(()) => assert_eq!(took_over.load(Ordering::Relaxed), 1),
+                Err(LockError::OwnerDied(())) => {
+                    assert_eq!(took_over.load(Ordering::Relaxed), 0);
+                    s.lock.mark_consistent().unwrap();
+                }
+                Err(e) => panic!("{e:?}"),
+            }
             // SAFETY: the lock is held and the other threads are done.
             assert_eq!(s.value.with(|v| unsafe { *v }), 2);
             s.lock.unlock().unwrap();
