@@ -5,7 +5,8 @@
 //!   exit code 101.
 //! - [`Child::wait`] is the watchdog: a child that outlives its deadline is killed and the
 //!   test fails; [`Child::kill`] injects a `SIGKILL` fault.
-//! - [`Leaks`] snapshots open fds and `/dev/shm` entries and asserts nothing was left;
+//! - [`Leaks`] snapshots open fds, `/dev/shm` and `sem.*` names, threads, shared mappings,
+//!   watched socket directories and children, and asserts (or reports) nothing was left;
 //!   [`unique_name`] gives each test its own random segment name.
 //!
 //! Tests that fork should run in a test binary whose other tests do not hold locks across the
@@ -96,6 +97,34 @@ impl Child {
         } else {
             Exit::Code(libc::WEXITSTATUS(status))
         })
+    }
+
+    /// The child's exit if it has ended (reaping it), without waiting.
+    pub fn try_wait(&mut self) -> Option<Exit> {
+        if self.reaped {
+            return None;
+        }
+        self.try_reap()
+    }
+
+    /// Waits for the child to end within `timeout`; `None` (the child left running) if it
+    /// does not. Unlike [`Child::wait`] it never panics: the caller decides what a hang is.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Exit> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.try_wait() {
+                return Some(e);
+            }
+            if self.reaped || Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Whether the child is stopped (`SIGSTOP`), from `/proc/<pid>/stat`.
+    pub fn is_stopped(&self) -> bool {
+        !self.reaped && matches!(proc_state(self.pid), Some('T' | 't'))
     }
 
     /// Waits for the child to end within `timeout`; the watchdog kills it and panics (failing
@@ -198,15 +227,26 @@ pub fn child_pids() -> BTreeSet<i32> {
     out
 }
 
-/// A snapshot of fds and `/dev/shm` entries (with a prefix) to compare against later.
+/// A snapshot of what a test may leak, to compare against later: open fds, `/dev/shm`
+/// entries (with a prefix) and POSIX semaphore names (`/dev/shm/sem.*`), threads of this
+/// process, mappings of `/dev/shm` files and memfds, the entries of watched directories (Unix
+/// socket files a test creates) and this process's children.
 ///
-/// Fds are process-wide and tests run in parallel threads, so fd checks belong in tests that
-/// run alone in their binary or tolerate others (use [`Leaks::assert_no_new_shm`] otherwise).
+/// Fds, threads and mappings are process-wide and tests run in parallel threads, so those
+/// checks belong in tests that run alone in their binary (use [`Leaks::assert_no_new_shm`]
+/// otherwise). Children are only seen as leaks once reaped ones are gone: call the checks after
+/// every child was waited for. Orphans (grandchildren whose parent died) are only seen if this
+/// process was made a subreaper first ([`become_subreaper`]).
 #[derive(Debug)]
 pub struct Leaks {
     fds: BTreeSet<i32>,
     shm_prefix: String,
     shm: BTreeSet<String>,
+    sems: BTreeSet<String>,
+    threads: BTreeSet<i32>,
+    maps: BTreeSet<String>,
+    children: BTreeSet<i32>,
+    watched: Vec<(std::path::PathBuf, BTreeSet<String>)>,
 }
 
 impl Leaks {
@@ -217,10 +257,86 @@ impl Leaks {
             fds: open_fds(),
             shm: shm_entries(&shm_prefix),
             shm_prefix,
+            sems: shm_entries("sem."),
+            threads: thread_ids(),
+            maps: shared_mappings(),
+            children: child_pids(),
+            watched: Vec::new(),
         }
     }
 
-    /// Asserts no watched `/dev/shm` name appeared since the snapshot.
+    /// Also watches `dir` (for example the directory a test binds its Unix sockets in): an
+    /// entry that appears there after this call is a leak.
+    pub fn watch_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Leaks {
+        let dir = dir.into();
+        let now = dir_entries(&dir);
+        self.watched.push((dir, now));
+        self
+    }
+
+    /// Everything left behind since the snapshot, one line per kind, without panicking
+    /// (empty when clean). Checks fds, `/dev/shm` names and `sem.*` names, threads, shared
+    /// mappings, watched directories and children.
+    pub fn report(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut diff = |what: &str, now: Vec<String>| {
+            if !now.is_empty() {
+                out.push(format!("{what}: {}", now.join(", ")));
+            }
+        };
+        let shm = shm_entries(&self.shm_prefix);
+        diff("/dev/shm entries left", new_of(&shm, &self.shm));
+        diff(
+            "/dev/shm/sem.* names left",
+            new_of(&shm_entries("sem."), &self.sems),
+        );
+        diff("file descriptors left open", new_of(&open_fds(), &self.fds));
+        diff(
+            "threads still running",
+            new_of(&thread_ids(), &self.threads),
+        );
+        diff(
+            "shared mappings left",
+            new_of(&shared_mappings(), &self.maps),
+        );
+        for (dir, before) in &self.watched {
+            diff(
+                &format!("entries left in {}", dir.display()),
+                new_of(&dir_entries(dir), before),
+            );
+        }
+        let kids: Vec<String> = child_pids()
+            .difference(&self.children)
+            .map(|p| format!("{p} ({})", proc_state(*p).unwrap_or('?')))
+            .collect();
+        diff("children still existing (pid (state), Z = zombie)", kids);
+        out
+    }
+
+    /// [`Leaks::report`], retried until clean or `timeout` passes (threads and children take
+    /// a moment to go after the objects that own them are dropped).
+    pub fn report_within(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.report();
+            if r.is_empty() || Instant::now() >= deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Asserts nothing of any kind [`Leaks::report`] checks was left, allowing `timeout` for
+    /// threads and children to go.
+    ///
+    /// # Panics
+    /// If something was left.
+    pub fn assert_all_clean(&self, timeout: Duration) {
+        let r = self.report_within(timeout);
+        assert!(r.is_empty(), "leaks: {}", r.join("; "));
+    }
+
+    /// Asserts no watched `/dev/shm` name (nor `sem.*` name) appeared since the snapshot.
     ///
     /// # Panics
     /// If one did.
@@ -228,6 +344,11 @@ impl Leaks {
         let now = shm_entries(&self.shm_prefix);
         let new: Vec<_> = now.difference(&self.shm).collect();
         assert!(new.is_empty(), "/dev/shm entries left behind: {new:?}");
+        let sems = new_of(&shm_entries("sem."), &self.sems);
+        assert!(
+            sems.is_empty(),
+            "/dev/shm/sem.* names left behind: {sems:?}"
+        );
     }
 
     /// Asserts no fd opened since the snapshot is still open.
@@ -240,13 +361,109 @@ impl Leaks {
         assert!(new.is_empty(), "file descriptors left open: {new:?}");
     }
 
-    /// Both checks.
+    /// Asserts no child of this process (zombie or running) appeared since the snapshot.
+    ///
+    /// # Panics
+    /// If one exists.
+    pub fn assert_no_children(&self) {
+        let new: Vec<_> = child_pids().difference(&self.children).copied().collect();
+        assert!(new.is_empty(), "children left (zombie or running): {new:?}");
+    }
+
+    /// Both the `/dev/shm` and the fd check (the original pair; see
+    /// [`Leaks::assert_all_clean`] for every kind).
     ///
     /// # Panics
     /// As each check.
     pub fn assert_clean(&self) {
         self.assert_no_new_shm();
         self.assert_no_new_fds();
+    }
+}
+
+fn new_of<T: Ord + ToString>(now: &BTreeSet<T>, before: &BTreeSet<T>) -> Vec<String> {
+    now.difference(before).map(ToString::to_string).collect()
+}
+
+fn dir_entries(dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The thread ids of this process (`/proc/self/task`).
+pub fn thread_ids() -> BTreeSet<i32> {
+    dir_entries(std::path::Path::new("/proc/self/task"))
+        .iter()
+        .filter_map(|t| t.parse().ok())
+        .collect()
+}
+
+/// The mappings of this process backed by a `/dev/shm` file or a memfd, one entry per
+/// mapping (`start-end path`, from `/proc/self/maps`).
+pub fn shared_mappings() -> BTreeSet<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let range = f.next()?;
+            let path = f.nth(4)?;
+            let shared = path.starts_with("/dev/shm/") || path.starts_with("/memfd:");
+            let at = l.find(path)?;
+            shared.then(|| format!("{range} {}", l[at..].trim()))
+        })
+        .collect()
+}
+
+/// The state letter of process `pid` (`R`, `S`, `T`, `Z`, ...), from `/proc/<pid>/stat`.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`): orphans of its
+/// descendants are re-parented to it instead of to init, so [`Leaks`] sees them as children.
+/// The process must then reap them ([`reap_children`]).
+///
+/// # Errors
+/// The OS error if `prctl` fails.
+pub fn become_subreaper() -> std::io::Result<()> {
+    // SAFETY: plain prctl with integer arguments.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Reaps the children in `pids` that have ended (zombies), without waiting; returns the
+/// pids reaped. Never touches a child not in `pids`, so handles that reap their own children
+/// (pidfds, [`Child`]) are not robbed.
+pub fn reap_children(pids: &BTreeSet<i32>) -> Vec<i32> {
+    let mut out = Vec::new();
+    for &pid in pids {
+        let mut status = 0;
+        // SAFETY: non-blocking waitpid on one pid with a valid status pointer.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Sends `sig` to `pid` (for killing leftover orphans after a report).
+pub fn signal_pid(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, sig);
     }
 }
 
