@@ -109,8 +109,22 @@ impl ProcessBuilder {
     /// stderr). The child never returns into the caller and never runs the parent's
     /// destructors or `atexit` handlers; it flushes `stdout` before leaving.
     ///
-    /// `f` needs no `Send` or `'static` bound: the child runs it on its own copy of the
-    /// parent's memory, and the parent drops its copy of `f` without calling it.
+    /// `f` must be `Send`, as for `std::thread::spawn`: the child runs it on its own copy of
+    /// the parent's memory, but what lives in shared memory (an `ipc_shm::Value`, a mapped
+    /// segment) is shared, and a `!Send` guard of it would let the child write through it while
+    /// the parent still holds the same lock. `f` needs no `'static` bound: the parent drops its
+    /// copy of `f` without calling it.
+    ///
+    /// A guard cannot be captured:
+    /// ```compile_fail,E0277
+    /// let v = ipc_shm::Value::new(0u64).unwrap();
+    /// let mut guard = v.lock().unwrap();
+    /// let held = &mut guard;
+    /// // `ValueGuard` is `!Send`: the child would write while the parent holds the lock.
+    /// let mut p = ipc_pool::Process::spawn(move || **held += 1).unwrap();
+    /// *guard += 1;
+    /// p.join().unwrap();
+    /// ```
     ///
     /// # Errors
     /// [`Error::Io`] if `fork` or `pidfd_open` fails (`EAGAIN` at the process limit), or if
@@ -119,7 +133,7 @@ impl ProcessBuilder {
     /// # Panics
     /// Never in the parent; a panic in `f` ends the child with [`PANIC_EXIT_CODE`].
     #[allow(unsafe_code)]
-    pub fn spawn<F: FnOnce()>(self, f: F) -> Result<Process> {
+    pub fn spawn<F: FnOnce() + Send>(self, f: F) -> Result<Process> {
         check_threads(self.threads)?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = self.name.unwrap_or_else(|| format!("Process-{id}"));
@@ -225,7 +239,7 @@ impl Process {
     ///
     /// # Errors
     /// As [`ProcessBuilder::spawn`].
-    pub fn spawn<F: FnOnce()>(f: F) -> Result<Process> {
+    pub fn spawn<F: FnOnce() + Send>(f: F) -> Result<Process> {
         Process::builder().spawn(f)
     }
 
