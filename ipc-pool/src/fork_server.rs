@@ -102,8 +102,9 @@ impl Zygote {
         let (mine, theirs) = ipc_pipe::duplex()?;
         let owner = sys::getpid();
         // SAFETY: the child runs only `zygote_main`, which takes no lock but the allocator's
-        // and leaves with `_exit`.
-        match unsafe { sys::fork() }? {
+        // and leaves with `_exit`. Stdio locks are held across the fork so that the workers
+        // (which run user code) do not inherit one locked by another thread.
+        match unsafe { crate::process::fork_stdio_quiesced() }? {
             Fork::Child => {
                 drop(mine);
                 zygote_main(theirs, config, owner, owner)
@@ -385,8 +386,9 @@ pub(crate) fn init_server() -> Result<()> {
     }
     let (mine, theirs) = ipc_pipe::duplex()?;
     let owner = sys::getpid();
-    // SAFETY: the child runs only `server_main` (no lock but the allocator's) and `_exit`s.
-    match unsafe { sys::fork() }? {
+    // SAFETY: the child runs only `server_main` (no lock but the allocator's) and `_exit`s;
+    // stdio locks are held across the fork, as for a zygote.
+    match unsafe { crate::process::fork_stdio_quiesced() }? {
         Fork::Child => {
             drop(mine);
             server_main(theirs, owner)
