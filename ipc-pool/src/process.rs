@@ -108,6 +108,14 @@ impl ProcessBuilder {
     /// stderr). The child never returns into the caller and never runs the parent's
     /// destructors or `atexit` handlers; it flushes `stdout` before leaving.
     ///
+    /// The child inherits what a `fork` gives: a copy of the memory, the shared mappings,
+    /// and every open fd of the parent (no close-on-exec applies), including the ends of pipes
+    /// and sockets other code holds. A reader waiting for a writer's end of stream only sees
+    /// it once every process holding the write end has closed it: drop the ends a child does
+    /// not need inside `f`, or create them after spawning it. (Pool workers and fork servers
+    /// close all inherited fds instead.) `stdout`'s and `stderr`'s locks are taken across the
+    /// fork, so a thread holding one delays `spawn` until it lets go.
+    ///
     /// `f` must be `Send`, as for `std::thread::spawn`: the child runs it on its own copy of
     /// the parent's memory, but what lives in shared memory (an `ipc_shm::Value`, a mapped
     /// segment) is shared, and a `!Send` guard of it would let the child write through it while

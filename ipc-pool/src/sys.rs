@@ -51,6 +51,49 @@ pub(crate) fn close_fd(fd: RawFd) {
     }
 }
 
+/// Closes every fd from 3 up except those in `keep`: the start of a forked helper (fork
+/// server, worker) that must not hold other ends of the parent's pipes and sockets, or a
+/// reader of one would never see end of stream after its writer died (Python's forkserver
+/// does the same). One `close_range(2)` per gap; closing one by one up to the fd limit where
+/// the kernel lacks it (before 5.9).
+///
+/// Objects that own the closed numbers must never be dropped afterwards in this process (the
+/// callers never return into the frames that hold them, and leave with `_exit`).
+pub(crate) fn close_fds_except(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&f| u32::try_from(f).ok())
+        .filter(|&f| f >= 3)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut lo: u32 = 3;
+    for k in keep {
+        if k > lo {
+            close_range(lo, k - 1);
+        }
+        lo = k.saturating_add(1);
+    }
+    close_range(lo, u32::MAX);
+}
+
+fn close_range(lo: u32, hi: u32) {
+    // SAFETY: close_range only closes fd numbers in this process; see `close_fds_except` for
+    // why nothing uses them afterwards.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0u32) };
+    if r == 0 {
+        return;
+    }
+    // SAFETY: sysconf takes an integer and returns one.
+    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    let max = u32::try_from(max).unwrap_or(1 << 16).min(1 << 20);
+    for fd in lo..=hi.min(max) {
+        if let Ok(fd) = RawFd::try_from(fd) {
+            close_fd(fd);
+        }
+    }
+}
+
 /// `getpid()`.
 pub(crate) fn getpid() -> libc::pid_t {
     // SAFETY: no arguments, cannot fail.
