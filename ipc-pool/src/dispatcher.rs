@@ -285,6 +285,8 @@ pub(crate) struct Shared {
     pub bell: OwnedFd,
     /// Signalled when the dispatcher finishes.
     pub finished_cv: Condvar,
+    /// The code the workers have: every task's addresses are checked against it.
+    pub code: Arc<task::CodeMap>,
 }
 
 impl Shared {
@@ -330,6 +332,7 @@ pub(crate) fn start(
     policy: Policy,
 ) -> Result<Arc<Shared>, Error> {
     let mut zygote = Zygote::start(config)?;
+    let code = Arc::clone(&zygote.code);
     let mut workers = Vec::with_capacity(processes);
     for _ in 0..processes {
         zygote.ctl.send(&Request::Spawn)?;
@@ -378,6 +381,7 @@ pub(crate) fn start(
         }),
         bell,
         finished_cv: Condvar::new(),
+        code,
     }))
 }
 

@@ -31,7 +31,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::panic::catch_unwind;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ipc_pipe::Connection;
@@ -87,13 +87,23 @@ pub(crate) struct Zygote {
     /// Whether the zygote is our own child (then we reap it); with [`init`](crate::init) it is
     /// the server's child and the server reaps it.
     pub ours: bool,
+    /// The code its workers have (see [`task::CodeMap`]).
+    pub code: Arc<task::CodeMap>,
 }
 
 impl Zygote {
     /// Forks a zygote for a pool: from the process-wide server if [`init`](crate::init) ran,
     /// else from this process.
+    ///
+    /// # Errors
+    /// [`Error::CodeNotInWorkers`] if the initializer is not in the image the workers will be
+    /// forked from; [`Error::Io`] or [`Error::Pipe`] if the fork or the sockets fail.
     pub(crate) fn start(config: WorkerConfig) -> Result<Zygote> {
-        if let Some(server) = SERVER.get() {
+        if let Some((server, code)) = SERVER.get() {
+            if config.init != 0 {
+                code.check(config.init)?;
+            }
+            let code = Arc::clone(code);
             let mut ctl = server.lock();
             ctl.send(&Request::NewZygote {
                 config,
@@ -105,7 +115,12 @@ impl Zygote {
                 pidfd,
                 ctl: Connection::from(sock),
                 ours: false,
+                code,
             });
+        }
+        let code = Arc::new(task::CodeMap::snapshot());
+        if config.init != 0 {
+            code.check(config.init)?;
         }
         let (mine, theirs) = ipc_pipe::duplex()?;
         let owner = sys::getpid();
@@ -130,6 +145,7 @@ impl Zygote {
                     pidfd,
                     ctl: mine,
                     ours: true,
+                    code,
                 })
             }
         }
@@ -397,7 +413,8 @@ fn worker_main(mut conn: Connection, config: WorkerConfig, zygote: i32) -> ! {
 
 // -------------------------------------------------------- process-wide server
 
-static SERVER: OnceLock<Mutex<Connection>> = OnceLock::new();
+/// The server's control socket and the code it (and so every worker it forks) has.
+static SERVER: OnceLock<(Mutex<Connection>, Arc<task::CodeMap>)> = OnceLock::new();
 
 /// Starts the process-wide fork server, once; see [`crate::init`].
 pub(crate) fn init_server() -> Result<()> {
@@ -406,6 +423,7 @@ pub(crate) fn init_server() -> Result<()> {
     }
     let (mine, theirs) = ipc_pipe::duplex()?;
     let owner = sys::getpid();
+    let code = Arc::new(task::CodeMap::snapshot());
     // SAFETY: the child runs only `server_main` (no lock but the allocator's) and `_exit`s;
     // stdio locks are held across the fork, as for a zygote.
     match unsafe { crate::process::fork_stdio_quiesced() }? {
@@ -419,7 +437,7 @@ pub(crate) fn init_server() -> Result<()> {
             // zombie while we run; no reaper thread is started here, which keeps this
             // process single-threaded.
             let _ = pid;
-            if SERVER.set(Mutex::new(mine)).is_err() {
+            if SERVER.set((Mutex::new(mine), code)).is_err() {
                 // Lost a race with another `init`: ours exits on EOF.
             }
             Ok(())

@@ -29,7 +29,10 @@
 //! functions and non-capturing closures, the counterpart of Python's picklable top-level
 //! functions. Workers are forked, never exec'd, so a function pointer names the same code in
 //! the worker; the pool sends its address and that of a monomorphised trampoline which
-//! decodes the arguments (postcard), calls the function and encodes the results.
+//! decodes the arguments (postcard), calls the function and encodes the results. The workers
+//! have only the code mapped when their fork server was forked: a function from a library
+//! `dlopen`ed later is refused before it is sent, with [`Error::CodeNotInWorkers`] (its
+//! address is checked with `dladdr` against the modules recorded at that fork).
 //!
 //! # Forking and threads
 //! A forked child gets a copy of every lock as it was: one another thread held stays locked.

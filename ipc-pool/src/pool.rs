@@ -282,6 +282,7 @@ impl Pool {
     {
         let tramp = task::trampoline_addr::<fn(A) -> R>();
         let func = f.addr();
+        self.check_code(tramp, func)?;
         let payload = encode_into(&arg, Vec::new())?;
         let coll = Collector::new();
         let mut st = self.shared.state.lock();
@@ -380,6 +381,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
     {
         let tramp = task::trampoline_addr::<fn(A) -> R>();
+        self.check_code(tramp, f.addr())?;
         let payload = encode_into(&arg, Vec::new())?;
         let coll = Collector::new();
         let mut st = self.shared.state.lock();
@@ -566,6 +568,12 @@ impl Pool {
         st.stopping = true;
         dispatcher::fail_all(&mut st, || Error::Terminated);
         self.shared.wake(&mut st);
+    }
+
+    /// Fails a task whose trampoline or function is not in the workers' image.
+    fn check_code(&self, tramp: u64, func: u64) -> Result<()> {
+        self.shared.code.check(func)?;
+        self.shared.code.check(tramp)
     }
 
     fn begin_stop(&self) {
@@ -763,12 +771,15 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
             (lo, Some(hi)) if lo == hi => Some(lo),
             _ => None,
         };
+        let tramp = task::trampoline_addr::<F>();
+        let func = f.addr();
+        let error = pool.check_code(tramp, func).err();
         Feed {
             pool,
             coll: Collector::new(),
             iter: Some(iter),
-            tramp: task::trampoline_addr::<F>(),
-            func: f.addr(),
+            tramp,
+            func,
             fixed,
             len,
             pulled: 0,
@@ -776,7 +787,7 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
             consumed: 0,
             grow: 1,
             tail: None,
-            error: None,
+            error,
             pending: HashMap::new(),
             _f: PhantomData,
         }
