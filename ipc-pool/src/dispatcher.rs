@@ -691,6 +691,7 @@ fn assign(st: &mut State) {
     if !touched {
         return;
     }
+    ipc_failpoints::failpoint!("pool.parent.dispatching");
     for w in &mut st.workers {
         flush_frame(w);
     }
@@ -767,7 +768,10 @@ fn shutdown(st: &mut State) {
             let _ = c.send_bytes(&[]);
         }
     }
-    st.workers.clear();
+    // A worker whose connection a caller of `apply` has checked out stays in the table (its
+    // jobs were resolved by `fail_all` or by the caller): that caller polls its pidfd number
+    // and hands the connection back. (Clearing it here made that caller's lookup fail.)
+    st.workers.retain(|w| w.conn.is_none());
     let Some(mut z) = st.zygote.take() else {
         return;
     };

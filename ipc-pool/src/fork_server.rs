@@ -125,9 +125,10 @@ impl Zygote {
         let (mine, theirs) = ipc_pipe::duplex()?;
         let owner = sys::getpid();
         // SAFETY: the child runs only `zygote_main`, which takes no lock but the allocator's
-        // and leaves with `_exit`. Stdio locks are held across the fork so that the workers
-        // (which run user code) do not inherit one locked by another thread.
-        match unsafe { crate::process::fork_stdio_quiesced() }? {
+        // and leaves with `_exit`. (Stdio locks are not taken across this fork: in a process
+        // that was itself forked while another thread held one, waiting for it would hang
+        // `Pool::new`; workers of such a pool must not print. `init` avoids the problem.)
+        match unsafe { sys::fork() }? {
             Fork::Child => {
                 drop(mine);
                 zygote_main(theirs, config, owner, owner)
@@ -392,6 +393,7 @@ fn worker_main(mut conn: Connection, config: WorkerConfig, zygote: i32) -> ! {
             let status = unsafe {
                 task::call_trampoline(job.tramp, job.func, job.count, job.payload, &mut scratch)
             };
+            ipc_failpoints::failpoint!("pool.worker.mid_task");
             let nanos = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
             task::put_result(&mut out, job.id, status, job.count, nanos, &scratch);
             done += 1;
@@ -424,9 +426,8 @@ pub(crate) fn init_server() -> Result<()> {
     let (mine, theirs) = ipc_pipe::duplex()?;
     let owner = sys::getpid();
     let code = Arc::new(task::CodeMap::snapshot());
-    // SAFETY: the child runs only `server_main` (no lock but the allocator's) and `_exit`s;
-    // stdio locks are held across the fork, as for a zygote.
-    match unsafe { crate::process::fork_stdio_quiesced() }? {
+    // SAFETY: the child runs only `server_main` (no lock but the allocator's) and `_exit`s.
+    match unsafe { sys::fork() }? {
         Fork::Child => {
             drop(mine);
             server_main(theirs, owner)

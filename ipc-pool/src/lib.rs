@@ -70,6 +70,21 @@
 //! # Ok::<(), ipc_pool::Error>(())
 //! ```
 //!
+//! # Failpoints
+//! Fault points for crash tests (`ipc_failpoints`, compiled in only with the `failpoints`
+//! feature):
+//! - `pool.worker.mid_task`: in a worker, after a job's function returned, before its result
+//!   is recorded and sent. A kill models a worker dying mid-task: that task is
+//!   [`Error::WorkerDied`], the worker is replaced and the pool goes on.
+//! - `pool.zygote.mid_fork`: in a pool's fork server, after forking a worker, before replying
+//!   with its fds. A kill models the fork server dying mid-fork: the pool is
+//!   [`Error::Broken`] ("fork server died"), never hung; the orphaned worker dies with it.
+//! - `pool.fork_server.request`: in a pool's fork server (or the process-wide server of
+//!   [`init`]), on a request, before it replies. A kill there: as above.
+//! - `pool.parent.dispatching`: in the pool's dispatcher thread, after assigning jobs, before
+//!   writing them. A kill models the pool's process dying while dispatching: its fork server
+//!   sees it through a pidfd, kills and reaps its workers and exits (no orphans).
+//!
 //! # Thread safety
 //! [`Pool`] is `Send + Sync` (all methods take `&self`); [`Process`] and [`AsyncResult`] are
 //! `Send + Sync`; the `imap` iterators borrow the pool and are `Send` when their input

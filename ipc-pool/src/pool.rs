@@ -331,7 +331,11 @@ impl Pool {
         let mut st = self.shared.state.lock();
         let w = st.workers.iter_mut().find(|w| w.id == wid);
         let Some(w) = w else {
-            unreachable!("a checked-out worker is never removed")
+            // Not expected (`shutdown` keeps checked-out workers), but never a panic: the
+            // job was resolved with the worker's removal; wait for that result.
+            drop(st);
+            drop(conn);
+            return wait_one(&coll);
         };
         w.conn = Some(conn);
         match outcome {
