@@ -285,6 +285,8 @@ pub(crate) struct Shared {
     pub bell: OwnedFd,
     /// Signalled when the dispatcher finishes.
     pub finished_cv: Condvar,
+    /// The code the workers have: every task's addresses are checked against it.
+    pub code: Arc<task::CodeMap>,
 }
 
 impl Shared {
@@ -330,6 +332,7 @@ pub(crate) fn start(
     policy: Policy,
 ) -> Result<Arc<Shared>, Error> {
     let mut zygote = Zygote::start(config)?;
+    let code = Arc::clone(&zygote.code);
     let mut workers = Vec::with_capacity(processes);
     for _ in 0..processes {
         zygote.ctl.send(&Request::Spawn)?;
@@ -378,6 +381,7 @@ pub(crate) fn start(
         }),
         bell,
         finished_cv: Condvar::new(),
+        code,
     }))
 }
 
@@ -687,6 +691,7 @@ fn assign(st: &mut State) {
     if !touched {
         return;
     }
+    ipc_failpoints::failpoint!("pool.parent.dispatching");
     for w in &mut st.workers {
         flush_frame(w);
     }
@@ -763,7 +768,10 @@ fn shutdown(st: &mut State) {
             let _ = c.send_bytes(&[]);
         }
     }
-    st.workers.clear();
+    // A worker whose connection a caller of `apply` has checked out stays in the table (its
+    // jobs were resolved by `fail_all` or by the caller): that caller polls its pidfd number
+    // and hands the connection back. (Clearing it here made that caller's lookup fail.)
+    st.workers.retain(|w| w.conn.is_none());
     let Some(mut z) = st.zygote.take() else {
         return;
     };

@@ -44,6 +44,20 @@ pub enum Error {
     /// This [`AsyncResult`](crate::AsyncResult) already handed out its value.
     #[error("result already taken")]
     Taken,
+    /// The task's function (or the pool's initializer) lies in code the pool's workers do not
+    /// have: a library loaded (`dlopen`) after the pool's fork server was forked (at
+    /// [`init`](crate::init), or when the pool was built). Workers are forks of that image, so
+    /// the address would jump into unmapped or different code there; the task is not sent.
+    #[error(
+        "task code at {addr:#x} ({module}) was loaded after the pool's fork server started; \
+         its workers do not have it"
+    )]
+    CodeNotInWorkers {
+        /// The function's address in this process.
+        addr: u64,
+        /// The file of the module holding it, as `dladdr` names it (empty if none).
+        module: String,
+    },
     /// A message between the parent, the fork server and a worker failed.
     #[error("pipe error: {0}")]
     Pipe(#[from] ipc_pipe::Error),

@@ -16,14 +16,22 @@
 //! *server* while the program is still single-threaded; pools built later ask that server for
 //! their zygote, so workers descend from the clean early image.
 //!
-//! Lifetimes: workers get `PR_SET_PDEATHSIG(SIGKILL)` towards the zygote; the zygote watches
-//! the pool's process with a pidfd and exits (killing its workers) when it dies, or when the
-//! pool closes its control socket or sends `Shutdown` (then it gives the workers a grace
-//! period to leave, kills the rest, and reaps them all before exiting).
+//! Lifetimes: workers get `PR_SET_PDEATHSIG(SIGKILL)` towards the zygote (single-threaded, so
+//! its one thread is the process); the zygote watches the pool's process with a pidfd (never
+//! `PR_SET_PDEATHSIG`, which follows the forking *thread*: a pool outlives the thread that
+//! built it) and exits (killing its workers) when it dies, or when the pool closes its control
+//! socket or sends `Shutdown` (then it gives the workers a grace period to leave, kills the
+//! rest, and reaps them all before exiting).
+//!
+//! Fds: the zygote, the server and every worker close all fds but 0 to 2 and their own socket
+//! when they start (`close_range`, as Python's forkserver), so none of them holds an end of
+//! the parent's pipes and sockets: a reader sees end of stream when its writer dies, whatever
+//! pools run. Mapped memory stays mapped; a global that holds an fd from before the pool (a
+//! file, a memfd) finds it closed in the workers.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::panic::catch_unwind;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ipc_pipe::Connection;
@@ -79,13 +87,23 @@ pub(crate) struct Zygote {
     /// Whether the zygote is our own child (then we reap it); with [`init`](crate::init) it is
     /// the server's child and the server reaps it.
     pub ours: bool,
+    /// The code its workers have (see [`task::CodeMap`]).
+    pub code: Arc<task::CodeMap>,
 }
 
 impl Zygote {
     /// Forks a zygote for a pool: from the process-wide server if [`init`](crate::init) ran,
     /// else from this process.
+    ///
+    /// # Errors
+    /// [`Error::CodeNotInWorkers`] if the initializer is not in the image the workers will be
+    /// forked from; [`Error::Io`] or [`Error::Pipe`] if the fork or the sockets fail.
     pub(crate) fn start(config: WorkerConfig) -> Result<Zygote> {
-        if let Some(server) = SERVER.get() {
+        if let Some((server, code)) = SERVER.get() {
+            if config.init != 0 {
+                code.check(config.init)?;
+            }
+            let code = Arc::clone(code);
             let mut ctl = server.lock();
             ctl.send(&Request::NewZygote {
                 config,
@@ -97,12 +115,19 @@ impl Zygote {
                 pidfd,
                 ctl: Connection::from(sock),
                 ours: false,
+                code,
             });
+        }
+        let code = Arc::new(task::CodeMap::snapshot());
+        if config.init != 0 {
+            code.check(config.init)?;
         }
         let (mine, theirs) = ipc_pipe::duplex()?;
         let owner = sys::getpid();
         // SAFETY: the child runs only `zygote_main`, which takes no lock but the allocator's
-        // and leaves with `_exit`.
+        // and leaves with `_exit`. (Stdio locks are not taken across this fork: in a process
+        // that was itself forked while another thread held one, waiting for it would hang
+        // `Pool::new`; workers of such a pool must not print. `init` avoids the problem.)
         match unsafe { sys::fork() }? {
             Fork::Child => {
                 drop(mine);
@@ -121,6 +146,7 @@ impl Zygote {
                     pidfd,
                     ctl: mine,
                     ours: true,
+                    code,
                 })
             }
         }
@@ -147,12 +173,22 @@ pub(crate) fn recv_spawned(ctl: &mut Connection) -> Result<(i32, OwnedFd, OwnedF
     }
 }
 
-/// Common start of every forked helper: default `SIGCHLD`, empty signal mask, die with the
-/// forking process, and bail out if it is already gone.
-fn child_setup(expected_parent: i32) {
+/// Common start of every forked helper: default `SIGCHLD`, empty signal mask, only the fds in
+/// `keep` (and 0 to 2) open, and bail out if the forking process is already gone.
+///
+/// `PR_SET_PDEATHSIG` follows the forking *thread*, not its process, so it is set only when
+/// `pdeathsig` says the parent is a single-threaded helper of ours (a zygote for its workers,
+/// the server for its zygotes). A helper forked from the user's process (a pool's zygote, the
+/// server) instead watches its owner through a pidfd: a pool must outlive the thread that
+/// built it.
+fn child_setup(expected_parent: i32, pdeathsig: bool, keep: &[std::os::fd::RawFd]) {
     sys::default_signal(libc::SIGCHLD);
     sys::unblock_all_signals();
-    if sys::set_parent_death_signal(libc::SIGKILL).is_err() || sys::getppid() != expected_parent {
+    sys::close_fds_except(keep);
+    if pdeathsig && sys::set_parent_death_signal(libc::SIGKILL).is_err() {
+        sys::exit_now(1);
+    }
+    if sys::getppid() != expected_parent {
         sys::exit_now(1);
     }
 }
@@ -189,11 +225,16 @@ fn pipe_io(e: ipc_pipe::Error) -> std::io::Error {
 /// The zygote's loop. Never returns.
 fn zygote_main(mut ctl: Connection, config: WorkerConfig, owner: i32, parent: i32) -> ! {
     let me = sys::getpid();
-    // Our parent is the pool's process (or the server); die with it.
-    child_setup(parent);
+    // Our parent is the pool's process (watched by the pidfd below), or the server (then we
+    // also die with it).
+    child_setup(parent, parent != owner, &[ctl.as_raw_fd()]);
     let Ok(owner_fd) = sys::pidfd_open(owner) else {
         sys::exit_now(1)
     };
+    // The owner may have died between the fork and the pidfd: then we were reparented.
+    if parent == owner && sys::getppid() != parent {
+        sys::exit_now(1);
+    }
     let mut workers: Vec<(i32, OwnedFd)> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     loop {
@@ -236,24 +277,21 @@ fn zygote_main(mut ctl: Connection, config: WorkerConfig, owner: i32, parent: i3
             match ctl.try_recv::<Request>() {
                 Ok(None) => break,
                 Ok(Some(Request::Spawn)) => {
-                    let mut inherited: Vec<i32> =
-                        workers.iter().map(|(_, f)| f.as_raw_fd()).collect();
-                    inherited.push(ctl.as_raw_fd());
-                    inherited.push(owner_fd.as_raw_fd());
+                    ipc_failpoints::failpoint!("pool.fork_server.request");
                     let res =
                         ipc_pipe::duplex()
                             .map_err(pipe_io)
                             .and_then(|(parent_end, child_end)| {
                                 match fork_pidfd()? {
                                     Forked::Child => {
-                                        // In the worker: drop the zygote's fds, keep only our socket.
+                                        // In the worker: only our socket stays open (see
+                                        // `child_setup`); the zygote's fds are never dropped
+                                        // here, `worker_main` never returns.
                                         drop(parent_end);
-                                        for f in &inherited {
-                                            sys::close_fd(*f);
-                                        }
                                         worker_main(child_end, config, me)
                                     }
                                     Forked::Parent(pid, pidfd) => {
+                                        ipc_failpoints::failpoint!("pool.zygote.mid_fork");
                                         drop(child_end);
                                         Ok((pid, pidfd, parent_end))
                                     }
@@ -313,7 +351,7 @@ fn finish(workers: &mut Vec<(i32, OwnedFd)>, grace: Duration) -> ! {
 /// A worker: runs the initializer, then jobs until told to stop, its socket closes, or it has
 /// done `max_jobs` jobs. Never returns.
 fn worker_main(mut conn: Connection, config: WorkerConfig, zygote: i32) -> ! {
-    child_setup(zygote);
+    child_setup(zygote, true, &[conn.as_raw_fd()]);
     if config.init != 0 {
         // SAFETY: the address was made by `task::init_addr` in the pool's process, of which
         // this worker is a fork.
@@ -355,6 +393,7 @@ fn worker_main(mut conn: Connection, config: WorkerConfig, zygote: i32) -> ! {
             let status = unsafe {
                 task::call_trampoline(job.tramp, job.func, job.count, job.payload, &mut scratch)
             };
+            ipc_failpoints::failpoint!("pool.worker.mid_task");
             let nanos = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
             task::put_result(&mut out, job.id, status, job.count, nanos, &scratch);
             done += 1;
@@ -376,7 +415,8 @@ fn worker_main(mut conn: Connection, config: WorkerConfig, zygote: i32) -> ! {
 
 // -------------------------------------------------------- process-wide server
 
-static SERVER: OnceLock<Mutex<Connection>> = OnceLock::new();
+/// The server's control socket and the code it (and so every worker it forks) has.
+static SERVER: OnceLock<(Mutex<Connection>, Arc<task::CodeMap>)> = OnceLock::new();
 
 /// Starts the process-wide fork server, once; see [`crate::init`].
 pub(crate) fn init_server() -> Result<()> {
@@ -385,6 +425,7 @@ pub(crate) fn init_server() -> Result<()> {
     }
     let (mine, theirs) = ipc_pipe::duplex()?;
     let owner = sys::getpid();
+    let code = Arc::new(task::CodeMap::snapshot());
     // SAFETY: the child runs only `server_main` (no lock but the allocator's) and `_exit`s.
     match unsafe { sys::fork() }? {
         Fork::Child => {
@@ -397,7 +438,7 @@ pub(crate) fn init_server() -> Result<()> {
             // zombie while we run; no reaper thread is started here, which keeps this
             // process single-threaded.
             let _ = pid;
-            if SERVER.set(Mutex::new(mine)).is_err() {
+            if SERVER.set((Mutex::new(mine), code)).is_err() {
                 // Lost a race with another `init`: ours exits on EOF.
             }
             Ok(())
@@ -407,10 +448,13 @@ pub(crate) fn init_server() -> Result<()> {
 
 /// The process-wide server: forks one zygote per pool on request. Never returns.
 fn server_main(mut ctl: Connection, owner: i32) -> ! {
-    child_setup(owner);
+    child_setup(owner, false, &[ctl.as_raw_fd()]);
     let Ok(owner_fd) = sys::pidfd_open(owner) else {
         sys::exit_now(1)
     };
+    if sys::getppid() != owner {
+        sys::exit_now(1);
+    }
     let mut zygotes: Vec<OwnedFd> = Vec::new();
     loop {
         let mut fds: Vec<libc::pollfd> = vec![
@@ -431,19 +475,15 @@ fn server_main(mut ctl: Connection, owner: i32) -> ! {
         }
         match ctl.recv::<Request>() {
             Ok(Request::NewZygote { config, owner }) => {
-                let mut others: Vec<i32> = zygotes.iter().map(AsRawFd::as_raw_fd).collect();
-                others.push(ctl.as_raw_fd());
-                others.push(owner_fd.as_raw_fd());
+                ipc_failpoints::failpoint!("pool.fork_server.request");
                 let me = sys::getpid();
                 let res =
                     ipc_pipe::duplex()
                         .map_err(pipe_io)
                         .and_then(|(parent_end, child_end)| match fork_pidfd()? {
                             Forked::Child => {
+                                // The zygote keeps only `child_end` (see `child_setup`).
                                 drop(parent_end);
-                                for f in &others {
-                                    sys::close_fd(*f);
-                                }
                                 zygote_main(child_end, config, owner, me)
                             }
                             Forked::Parent(pid, pidfd) => {

@@ -29,7 +29,10 @@
 //! functions and non-capturing closures, the counterpart of Python's picklable top-level
 //! functions. Workers are forked, never exec'd, so a function pointer names the same code in
 //! the worker; the pool sends its address and that of a monomorphised trampoline which
-//! decodes the arguments (postcard), calls the function and encodes the results.
+//! decodes the arguments (postcard), calls the function and encodes the results. The workers
+//! have only the code mapped when their fork server was forked: a function from a library
+//! `dlopen`ed later is refused before it is sent, with [`Error::CodeNotInWorkers`] (its
+//! address is checked with `dladdr` against the modules recorded at that fork).
 //!
 //! # Forking and threads
 //! A forked child gets a copy of every lock as it was: one another thread held stays locked.
@@ -66,6 +69,21 @@
 //! pool.join()?;
 //! # Ok::<(), ipc_pool::Error>(())
 //! ```
+//!
+//! # Failpoints
+//! Fault points for crash tests (`ipc_failpoints`, compiled in only with the `failpoints`
+//! feature):
+//! - `pool.worker.mid_task`: in a worker, after a job's function returned, before its result
+//!   is recorded and sent. A kill models a worker dying mid-task: that task is
+//!   [`Error::WorkerDied`], the worker is replaced and the pool goes on.
+//! - `pool.zygote.mid_fork`: in a pool's fork server, after forking a worker, before replying
+//!   with its fds. A kill models the fork server dying mid-fork: the pool is
+//!   [`Error::Broken`] ("fork server died"), never hung; the orphaned worker dies with it.
+//! - `pool.fork_server.request`: in a pool's fork server (or the process-wide server of
+//!   [`init`]), on a request, before it replies. A kill there: as above.
+//! - `pool.parent.dispatching`: in the pool's dispatcher thread, after assigning jobs, before
+//!   writing them. A kill models the pool's process dying while dispatching: its fork server
+//!   sees it through a pidfd, kills and reaps its workers and exits (no orphans).
 //!
 //! # Thread safety
 //! [`Pool`] is `Send + Sync` (all methods take `&self`); [`Process`] and [`AsyncResult`] are

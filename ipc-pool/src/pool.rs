@@ -282,6 +282,7 @@ impl Pool {
     {
         let tramp = task::trampoline_addr::<fn(A) -> R>();
         let func = f.addr();
+        self.check_code(tramp, func)?;
         let payload = encode_into(&arg, Vec::new())?;
         let coll = Collector::new();
         let mut st = self.shared.state.lock();
@@ -330,7 +331,11 @@ impl Pool {
         let mut st = self.shared.state.lock();
         let w = st.workers.iter_mut().find(|w| w.id == wid);
         let Some(w) = w else {
-            unreachable!("a checked-out worker is never removed")
+            // Not expected (`shutdown` keeps checked-out workers), but never a panic: the
+            // job was resolved with the worker's removal; wait for that result.
+            drop(st);
+            drop(conn);
+            return wait_one(&coll);
         };
         w.conn = Some(conn);
         match outcome {
@@ -380,6 +385,7 @@ impl Pool {
         R: Serialize + DeserializeOwned + 'static,
     {
         let tramp = task::trampoline_addr::<fn(A) -> R>();
+        self.check_code(tramp, f.addr())?;
         let payload = encode_into(&arg, Vec::new())?;
         let coll = Collector::new();
         let mut st = self.shared.state.lock();
@@ -566,6 +572,12 @@ impl Pool {
         st.stopping = true;
         dispatcher::fail_all(&mut st, || Error::Terminated);
         self.shared.wake(&mut st);
+    }
+
+    /// Fails a task whose trampoline or function is not in the workers' image.
+    fn check_code(&self, tramp: u64, func: u64) -> Result<()> {
+        self.shared.code.check(func)?;
+        self.shared.code.check(tramp)
     }
 
     fn begin_stop(&self) {
@@ -763,12 +775,15 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
             (lo, Some(hi)) if lo == hi => Some(lo),
             _ => None,
         };
+        let tramp = task::trampoline_addr::<F>();
+        let func = f.addr();
+        let error = pool.check_code(tramp, func).err();
         Feed {
             pool,
             coll: Collector::new(),
             iter: Some(iter),
-            tramp: task::trampoline_addr::<F>(),
-            func: f.addr(),
+            tramp,
+            func,
             fixed,
             len,
             pulled: 0,
@@ -776,7 +791,7 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
             consumed: 0,
             grow: 1,
             tail: None,
-            error: None,
+            error,
             pending: HashMap::new(),
             _f: PhantomData,
         }

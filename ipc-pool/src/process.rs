@@ -12,8 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -109,8 +108,30 @@ impl ProcessBuilder {
     /// stderr). The child never returns into the caller and never runs the parent's
     /// destructors or `atexit` handlers; it flushes `stdout` before leaving.
     ///
-    /// `f` needs no `Send` or `'static` bound: the child runs it on its own copy of the
-    /// parent's memory, and the parent drops its copy of `f` without calling it.
+    /// The child inherits what a `fork` gives: a copy of the memory, the shared mappings,
+    /// and every open fd of the parent (no close-on-exec applies), including the ends of pipes
+    /// and sockets other code holds. A reader waiting for a writer's end of stream only sees
+    /// it once every process holding the write end has closed it: drop the ends a child does
+    /// not need inside `f`, or create them after spawning it. (Pool workers and fork servers
+    /// close all inherited fds instead.) `stdout`'s and `stderr`'s locks are taken across the
+    /// fork, so a thread holding one delays `spawn` until it lets go.
+    ///
+    /// `f` must be `Send`, as for `std::thread::spawn`: the child runs it on its own copy of
+    /// the parent's memory, but what lives in shared memory (an `ipc_shm::Value`, a mapped
+    /// segment) is shared, and a `!Send` guard of it would let the child write through it while
+    /// the parent still holds the same lock. `f` needs no `'static` bound: the parent drops its
+    /// copy of `f` without calling it.
+    ///
+    /// A guard cannot be captured:
+    /// ```compile_fail,E0277
+    /// let v = ipc_shm::Value::new(0u64).unwrap();
+    /// let mut guard = v.lock().unwrap();
+    /// let held = &mut guard;
+    /// // `ValueGuard` is `!Send`: the child would write while the parent holds the lock.
+    /// let mut p = ipc_pool::Process::spawn(move || **held += 1).unwrap();
+    /// *guard += 1;
+    /// p.join().unwrap();
+    /// ```
     ///
     /// # Errors
     /// [`Error::Io`] if `fork` or `pidfd_open` fails (`EAGAIN` at the process limit), or if
@@ -119,14 +140,14 @@ impl ProcessBuilder {
     /// # Panics
     /// Never in the parent; a panic in `f` ends the child with [`PANIC_EXIT_CODE`].
     #[allow(unsafe_code)]
-    pub fn spawn<F: FnOnce()>(self, f: F) -> Result<Process> {
+    pub fn spawn<F: FnOnce() + Send>(self, f: F) -> Result<Process> {
         check_threads(self.threads)?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = self.name.unwrap_or_else(|| format!("Process-{id}"));
         let parent = sys::getpid();
         // SAFETY: the child only runs `run_child`, which calls `f` (the caller's code, warned
         // about multithreaded forks by `check_threads`) and leaves with `_exit`.
-        match unsafe { sys::fork() }? {
+        match unsafe { fork_stdio_quiesced() }? {
             Fork::Child => run_child(f, self.daemon, parent),
             Fork::Parent(pid) => {
                 drop(f);
@@ -149,6 +170,28 @@ impl ProcessBuilder {
             }
         }
     }
+}
+
+/// `fork` with `stdout`'s and `stderr`'s locks held by the calling thread across it, so that
+/// no other thread holds them at the fork (as glibc takes its own stdio locks around `fork`).
+/// A child forked while another thread held one would find it locked forever: its first
+/// `println!`, its panic message and [`exit`]'s flush would hang. The child's copy of the
+/// guards belongs to the child's one thread (a copy of the forking thread, with the same
+/// thread id), so both processes release them as the guards drop.
+///
+/// A thread that holds `stdout().lock()` for long delays the fork until it lets go.
+///
+/// # Safety
+/// As [`sys::fork`].
+#[allow(unsafe_code)]
+pub(crate) unsafe fn fork_stdio_quiesced() -> std::io::Result<Fork> {
+    let out = std::io::stdout().lock();
+    let err = std::io::stderr().lock();
+    // SAFETY: the caller upholds `sys::fork`'s contract.
+    let r = unsafe { sys::fork() };
+    drop(err);
+    drop(out);
+    r
 }
 
 fn check_threads(policy: ThreadPolicy) -> Result<()> {
@@ -225,7 +268,7 @@ impl Process {
     ///
     /// # Errors
     /// As [`ProcessBuilder::spawn`].
-    pub fn spawn<F: FnOnce()>(f: F) -> Result<Process> {
+    pub fn spawn<F: FnOnce() + Send>(f: F) -> Result<Process> {
         Process::builder().spawn(f)
     }
 
@@ -387,28 +430,80 @@ impl Drop for Process {
 
 // ------------------------------------------------------------------ reaper
 
-/// The one background thread that reaps children whose handles were dropped while they ran.
+/// The background thread that reaps children whose handles were dropped while they ran.
 /// It holds their pidfds, polls them with an eventfd doorbell, and `waitid`s each as it exits.
+///
+/// One per process: a forked child inherits the parent's `Reaper` without its thread (and
+/// perhaps with its `pending` lock held by a thread that does not exist in the child), so
+/// every reaper records the pid that made it, and a process that finds another pid's reaper
+/// makes its own (the inherited one is left alone: its fds are among those a fork inherits).
 pub(crate) struct Reaper {
+    pid: i32,
     pending: Mutex<Vec<OwnedFd>>,
     bell: OwnedFd,
+    /// Whether its thread started; without one, `adopt` waits in the caller.
+    running: AtomicBool,
 }
 
-static REAPER: OnceLock<Option<&'static Reaper>> = OnceLock::new();
+/// The current process's reaper (or that of a parent that forked us: see [`Reaper`]). Only
+/// ever holds a pointer from `Box::leak`, never freed.
+static REAPER: AtomicPtr<Reaper> = AtomicPtr::new(std::ptr::null_mut());
+
+fn reaper_at(p: *mut Reaper) -> Option<&'static Reaper> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null values of REAPER come only from `Box::leak` in `reaper` and are never
+    // freed, so `p` is valid for 'static and only shared references are made from it.
+    #[allow(unsafe_code)]
+    let r = unsafe { &*p };
+    Some(r)
+}
 
 fn reaper() -> Reaper2 {
-    Reaper2(*REAPER.get_or_init(|| {
-        let bell = sys::eventfd().ok()?;
-        let r: &'static Reaper = Box::leak(Box::new(Reaper {
+    let me = sys::getpid();
+    loop {
+        let cur = REAPER.load(Ordering::Acquire);
+        if let Some(r) = reaper_at(cur).filter(|r| r.pid == me) {
+            return Reaper2(Some(r));
+        }
+        let Ok(bell) = sys::eventfd() else {
+            return Reaper2(None);
+        };
+        let fresh = Box::new(Reaper {
+            pid: me,
             pending: Mutex::new(Vec::new()),
             bell,
-        }));
-        std::thread::Builder::new()
+            running: AtomicBool::new(true),
+        });
+        let fresh: &'static Reaper = Box::leak(fresh);
+        let fresh_ptr = std::ptr::from_ref(fresh).cast_mut();
+        if REAPER
+            .compare_exchange(cur, fresh_ptr, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Another thread installed one first: free ours and use that.
+            drop_unpublished(fresh);
+            continue;
+        }
+        let started = std::thread::Builder::new()
             .name("ipc-pool-reaper".into())
-            .spawn(move || r.run())
-            .ok()?;
-        Some(r)
-    }))
+            .spawn(move || fresh.run())
+            .is_ok();
+        if !started {
+            fresh.running.store(false, Ordering::Release);
+        }
+        return Reaper2(Some(fresh));
+    }
+}
+
+/// Frees a reaper that lost the race to be published (nobody else ever saw it).
+fn drop_unpublished(r: &'static Reaper) {
+    let p = std::ptr::from_ref(r).cast_mut();
+    // SAFETY: `r` came from `Box::leak` in `reaper` and its compare-exchange failed, so no
+    // other reference to it exists; turning it back into the Box frees it once.
+    #[allow(unsafe_code)]
+    drop(unsafe { Box::from_raw(p) });
 }
 
 /// The reaper, or the fallback when it could not start.
@@ -418,12 +513,19 @@ impl Reaper2 {
     /// Takes over the pidfd of a running child of ours and reaps it when it exits.
     pub(crate) fn adopt(&self, pidfd: OwnedFd) {
         match self.0 {
-            Some(r) => {
+            Some(r) if r.running.load(Ordering::Acquire) => {
                 r.pending.lock().push(pidfd);
                 sys::eventfd_ring(r.bell.as_fd());
             }
+            Some(r) => {
+                // Its thread could not start: wait here (and for anything queued meanwhile)
+                // rather than leak a zombie.
+                let queued = std::mem::take(&mut *r.pending.lock());
+                for fd in queued.iter().chain(std::iter::once(&pidfd)) {
+                    let _ = sys::waitid_pidfd(fd.as_fd(), false);
+                }
+            }
             None => {
-                // No thread could be started: wait here rather than leak a zombie.
                 let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
             }
         }

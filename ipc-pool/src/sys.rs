@@ -51,6 +51,49 @@ pub(crate) fn close_fd(fd: RawFd) {
     }
 }
 
+/// Closes every fd from 3 up except those in `keep`: the start of a forked helper (fork
+/// server, worker) that must not hold other ends of the parent's pipes and sockets, or a
+/// reader of one would never see end of stream after its writer died (Python's forkserver
+/// does the same). One `close_range(2)` per gap; closing one by one up to the fd limit where
+/// the kernel lacks it (before 5.9).
+///
+/// Objects that own the closed numbers must never be dropped afterwards in this process (the
+/// callers never return into the frames that hold them, and leave with `_exit`).
+pub(crate) fn close_fds_except(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&f| u32::try_from(f).ok())
+        .filter(|&f| f >= 3)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut lo: u32 = 3;
+    for k in keep {
+        if k > lo {
+            close_range(lo, k - 1);
+        }
+        lo = k.saturating_add(1);
+    }
+    close_range(lo, u32::MAX);
+}
+
+fn close_range(lo: u32, hi: u32) {
+    // SAFETY: close_range only closes fd numbers in this process; see `close_fds_except` for
+    // why nothing uses them afterwards.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0u32) };
+    if r == 0 {
+        return;
+    }
+    // SAFETY: sysconf takes an integer and returns one.
+    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    let max = u32::try_from(max).unwrap_or(1 << 16).min(1 << 20);
+    for fd in lo..=hi.min(max) {
+        if let Ok(fd) = RawFd::try_from(fd) {
+            close_fd(fd);
+        }
+    }
+}
+
 /// `getpid()`.
 pub(crate) fn getpid() -> libc::pid_t {
     // SAFETY: no arguments, cannot fail.
@@ -282,4 +325,93 @@ pub(crate) fn thread_count() -> Option<usize> {
     std::fs::read_dir("/proc/self/task")
         .ok()
         .map(|d| d.filter(|e| e.is_ok()).count())
+}
+
+/// One module (the executable or a shared library) mapped in this process, as
+/// `dl_iterate_phdr` describes it.
+#[derive(Clone, Debug)]
+pub(crate) struct Module {
+    /// `dlpi_addr`: the load bias.
+    pub bias: usize,
+    /// Start of its first mapping (what glibc's `dladdr` reports as `dli_fbase`).
+    pub map_start: usize,
+    /// Its executable segments, `[start, end)`.
+    pub exec: Vec<(usize, usize)>,
+}
+
+/// The modules mapped in this process now (`dl_iterate_phdr`).
+pub(crate) fn loaded_modules() -> Vec<Module> {
+    extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `dl_iterate_phdr` passes a valid `dl_phdr_info` for the call, and `data` is
+        // the `&mut Vec<Module>` given below, not otherwise used during the call.
+        let (info, out) = unsafe { (&*info, &mut *data.cast::<Vec<Module>>()) };
+        let phdrs = if info.dlpi_phdr.is_null() {
+            &[][..]
+        } else {
+            // SAFETY: the loader's program header table of this module, `dlpi_phnum` entries,
+            // valid while the callback runs.
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
+        };
+        let page = page_size();
+        let bias = info.dlpi_addr as usize;
+        let mut m = Module {
+            bias,
+            map_start: usize::MAX,
+            exec: Vec::new(),
+        };
+        for ph in phdrs.iter().filter(|ph| ph.p_type == libc::PT_LOAD) {
+            let start = bias.wrapping_add(ph.p_vaddr as usize);
+            let end = start.wrapping_add(ph.p_memsz as usize);
+            m.map_start = m.map_start.min(start & !(page - 1));
+            if ph.p_flags & libc::PF_X != 0 {
+                m.exec.push((start, end));
+            }
+        }
+        out.push(m);
+        0
+    }
+    let mut out: Vec<Module> = Vec::new();
+    // SAFETY: `each` matches the callback type and only touches `out` through `data`.
+    unsafe {
+        libc::dl_iterate_phdr(Some(each), std::ptr::from_mut(&mut out).cast());
+    }
+    out
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf takes an integer and returns one.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p)
+        .ok()
+        .filter(|p| p.is_power_of_two())
+        .unwrap_or(4096)
+}
+
+/// `dladdr(addr)`: the base and file name of the module holding `addr`, or `None` if no
+/// loaded module holds it.
+pub(crate) fn module_of(addr: usize) -> Option<(usize, String)> {
+    // SAFETY: Dl_info is plain data; dladdr fills it or returns 0. It never dereferences
+    // `addr`, only compares it with the loader's tables.
+    let (r, info) = unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        let r = libc::dladdr(addr as *const libc::c_void, &mut info);
+        (r, info)
+    };
+    if r == 0 {
+        return None;
+    }
+    let name = if info.dli_fname.is_null() {
+        String::new()
+    } else {
+        // SAFETY: a NUL-terminated path owned by the loader, valid while the module stays
+        // loaded (we copy it at once).
+        unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    Some((info.dli_fbase as usize, name))
 }

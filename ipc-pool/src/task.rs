@@ -18,10 +18,16 @@
 //! The parent treats result frames as untrusted: every length is checked against the frame
 //! and every id against the worker's in-flight table.
 
+use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use parking_lot::Mutex;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::sys;
+use crate::Error;
 
 /// Size of a job record's header.
 pub(crate) const JOB_HDR: usize = 36;
@@ -134,6 +140,51 @@ pub(crate) fn init_addr(f: fn()) -> u64 {
 pub(crate) unsafe fn init_from_addr(addr: u64) -> fn() {
     // SAFETY: by the contract `addr` is a `fn()` of this image.
     unsafe { std::mem::transmute::<usize, fn()>(addr as usize) }
+}
+
+/// The code a pool's workers have: the modules mapped when its fork server was forked, and
+/// the addresses already found in them.
+///
+/// A task's function pointer names the same code in a worker only if the module holding it
+/// was mapped when the fork server was forked (the workers are forks of that image). Before a
+/// job is sent, its trampoline and function addresses are looked up with `dladdr` and must
+/// lie in an executable segment of a module recorded then (same base); otherwise the task
+/// fails with [`Error::CodeNotInWorkers`]. Checked addresses are remembered, so a `map` or
+/// repeated `apply` pays a hash lookup.
+pub(crate) struct CodeMap {
+    modules: Vec<sys::Module>,
+    ok: Mutex<HashSet<u64>>,
+}
+
+impl CodeMap {
+    /// The modules mapped now: call it just before forking the fork server.
+    pub(crate) fn snapshot() -> CodeMap {
+        CodeMap {
+            modules: sys::loaded_modules(),
+            ok: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Whether the code at `addr` is in the fork server's image.
+    ///
+    /// # Errors
+    /// [`Error::CodeNotInWorkers`] if it is not.
+    pub(crate) fn check(&self, addr: u64) -> Result<(), Error> {
+        if self.ok.lock().contains(&addr) {
+            return Ok(());
+        }
+        let fail = |module: String| Error::CodeNotInWorkers { addr, module };
+        let a = usize::try_from(addr).map_err(|_| fail(String::new()))?;
+        let (base, name) = sys::module_of(a).ok_or_else(|| fail(String::new()))?;
+        let known = self.modules.iter().any(|m| {
+            (m.map_start == base || m.bias == base) && m.exec.iter().any(|&(s, e)| s <= a && a < e)
+        });
+        if !known {
+            return Err(fail(name));
+        }
+        self.ok.lock().insert(addr);
+        Ok(())
+    }
 }
 
 /// The text of a panic payload.

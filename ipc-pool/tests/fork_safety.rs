@@ -1,0 +1,111 @@
+//! What a forked child inherits from a multithreaded parent: locks other threads held at the
+//! fork (stdout, stderr) and the parent's background reaper. Each test runs in its own forked
+//! child under a watchdog.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::{children, in_child};
+use ipc_pool::{Error, Process, ThreadPolicy, PANIC_EXIT_CODE};
+
+/// Joins `p` within `secs`, killing and reaping it (and failing) if it hangs.
+fn join_or_fail(p: &mut Process, secs: u64, what: &str) -> std::process::ExitStatus {
+    match p.join_timeout(Duration::from_secs(secs)) {
+        Ok(s) => s,
+        Err(Error::Timeout) => {
+            let _ = p.kill();
+            let _ = p.join();
+            panic!("{what}: child {} hung; killed", p.pid());
+        }
+        Err(e) => panic!("{what}: join failed: {e}"),
+    }
+}
+
+#[test]
+fn a_child_forked_while_another_thread_holds_stdout_and_stderr_prints_and_panics() {
+    in_child(60, || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let out = std::io::stdout().lock();
+            let err = std::io::stderr().lock();
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            drop(err);
+            drop(out);
+        });
+        rx.recv().unwrap();
+        let mut p = Process::builder()
+            .if_multithreaded(ThreadPolicy::Allow)
+            .spawn(|| {
+                // Straight to the streams (past the test harness's capture).
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "child {} prints",
+                    ipc_pool::current_pid()
+                );
+                let _ = writeln!(std::io::stderr(), "child {} warns", ipc_pool::current_pid());
+                panic!("child panics on purpose");
+            })
+            .unwrap();
+        let st = join_or_fail(&mut p, 20, "print and panic");
+        assert_eq!(st.code(), Some(PANIC_EXIT_CODE));
+        holder.join().unwrap();
+        // A child that only returns must get through `exit`'s flush of stdout, too.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let out = std::io::stdout().lock();
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            drop(out);
+        });
+        rx.recv().unwrap();
+        let mut q = Process::builder()
+            .if_multithreaded(ThreadPolicy::Allow)
+            .spawn(|| {
+                let _ = write!(std::io::stdout(), "[unflushed text from the child] ");
+            })
+            .unwrap();
+        assert!(join_or_fail(&mut q, 20, "flush at exit").success());
+        holder.join().unwrap();
+    });
+}
+
+#[test]
+fn a_forked_child_reaps_the_children_it_drops() {
+    in_child(60, || {
+        // Start this process's reaper: drop a running child.
+        let p = Process::spawn(|| std::thread::sleep(Duration::from_millis(50))).unwrap();
+        drop(p);
+        // A child of this (now multithreaded) process drops a running child of its own: its
+        // reaper must be its own, not the copy of ours whose thread it does not have.
+        let mut c = Process::builder()
+            .if_multithreaded(ThreadPolicy::Allow)
+            .spawn(|| {
+                let g = Process::spawn(|| std::thread::sleep(Duration::from_millis(50))).unwrap();
+                let pid = g.pid();
+                drop(g);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while children().contains(&pid) {
+                    if Instant::now() > deadline {
+                        let _ = writeln!(std::io::stderr(), "grandchild {pid} left a zombie");
+                        ipc_pool::exit(3);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+            .unwrap();
+        let st = join_or_fail(&mut c, 30, "reaper in a child");
+        assert_eq!(
+            st.code(),
+            Some(0),
+            "the child's dropped child was never reaped"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !children().is_empty() {
+            assert!(Instant::now() < deadline, "children left: {:?}", children());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+}
