@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::{consume, encode, produce, Counters, Mode, Setup, TestQueue, WATCHDOG};
 use ipc_queue::__test_hooks::{sigkill_in_get, sigkill_in_put};
 use ipc_queue::{Error, PodQueue, PutError, Queue, TryPutError};
-use ipc_shm::SharedMemory;
 use ipc_testkit::{Exit, Leaks};
 
 /// A pseudo-random number in `lo..hi` (distinct per call).
@@ -259,7 +258,7 @@ fn corrupted_slots_are_errors_and_the_queue_goes_on(
         .named(&name)
         .create()
         .unwrap();
-    let raw = SharedMemory::open_named(&name).unwrap();
+    let raw = ipc_testkit::Hostile::open(&name);
     q.put(5u64).unwrap();
     // Slot 0's length word: far past the slot.
     raw.write_at(payload(0), &u32::MAX.to_le_bytes()).unwrap();
@@ -305,7 +304,7 @@ fn corrupted_positions_and_states_are_errors_never_panics_or_hangs() {
         .named(&name)
         .create()
         .unwrap();
-    let raw = SharedMemory::open_named(&name).unwrap();
+    let raw = ipc_testkit::Hostile::open(&name);
     // The enqueue position points at index 5 of a 4-slot ring.
     raw.write_at(HEADER, &(5u64 << 24).to_le_bytes()).unwrap();
     assert!(matches!(
@@ -444,7 +443,7 @@ fn corrupted_byte_vectors_are_errors_and_the_queue_goes_on() {
         .named(&name)
         .create()
         .unwrap();
-    let raw = SharedMemory::open_named(&name).unwrap();
+    let raw = ipc_testkit::Hostile::open(&name);
     let payload = |i: usize| HEADER + CONTROL + i * (24 + 72) + 24;
     // The varint claims 200 bytes; the message holds 2 + 3.
     q.put(vec![1u8, 2, 3]).unwrap();

@@ -39,10 +39,16 @@ pub struct Child {
 /// # Panics
 /// If `fork` fails.
 pub fn fork(f: impl FnOnce() -> i32) -> Child {
+    // Another test thread may be printing: hold stdout's and stderr's locks across the fork,
+    // so the child's copies are held by its own (only) thread, which releases them below,
+    // instead of by a thread that does not exist in the child (it would hang in `println!`,
+    // a panic message or exit's flush).
+    let stdio = (std::io::stdout().lock(), std::io::stderr().lock());
     // SAFETY: the child only runs `f` and then `_exit`s; test closures avoid locks that
     // another thread of the harness could hold across the fork (documented above).
     #[allow(unsafe_code)]
     let pid = unsafe { libc::fork() };
+    drop(stdio);
     assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
     if pid == 0 {
         // SAFETY: plain prctl/getppid calls in the child.
@@ -501,5 +507,120 @@ mod tests {
     #[test]
     fn unique_names_differ() {
         assert_ne!(unique_name("a"), unique_name("a"));
+    }
+}
+
+/// A hostile peer's view of a named segment: maps the whole `/dev/shm` file read-write with
+/// no header check, so a test can scribble over a typed object's memory (which
+/// `ipc_shm::SharedMemory::open_named` refuses). Bytes are written and read with relaxed
+/// atomic byte accesses, so the scribbling itself is no data race in this process.
+#[derive(Debug)]
+pub struct Hostile {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Hostile {
+    /// Maps the named segment `name` (`/name` or `name`).
+    ///
+    /// # Panics
+    /// If it cannot be opened or mapped.
+    pub fn open(name: &str) -> Hostile {
+        let path = format!("/dev/shm/{}", name.trim_start_matches('/'));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {path}: {e}"));
+        let len = usize::try_from(file.metadata().map(|m| m.len()).unwrap_or(0)).unwrap_or(0);
+        assert!(len > 0, "{path} is empty");
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh shared mapping of a file we opened read-write; the kernel picks the
+        // address; failure is checked below.
+        #[allow(unsafe_code)]
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert!(
+            ptr != libc::MAP_FAILED,
+            "mmap {path}: {}",
+            std::io::Error::last_os_error()
+        );
+        Hostile {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+
+    /// The mapped length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: an empty file is refused by `open`.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn byte(&self, i: usize) -> &std::sync::atomic::AtomicU8 {
+        assert!(
+            i < self.len,
+            "offset {i} outside the {} mapped bytes",
+            self.len
+        );
+        // SAFETY: `i` is inside the live mapping; AtomicU8 has alignment 1 and is valid for
+        // every bit pattern.
+        #[allow(unsafe_code)]
+        unsafe {
+            &*self.ptr.add(i).cast::<std::sync::atomic::AtomicU8>()
+        }
+    }
+
+    /// Writes `data` at `offset`.
+    ///
+    /// # Errors
+    /// Never (the `Result` matches `SharedMemory::write_at`).
+    ///
+    /// # Panics
+    /// If the range is outside the mapping.
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> std::io::Result<()> {
+        for (i, &b) in data.iter().enumerate() {
+            self.byte(offset + i)
+                .store(b, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `offset`.
+    ///
+    /// # Errors
+    /// Never.
+    ///
+    /// # Panics
+    /// If the range is outside the mapping.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> std::io::Result<()> {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = self
+                .byte(offset + i)
+                .load(std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `open`, once.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
     }
 }
