@@ -256,14 +256,16 @@ pub struct Leaks {
 }
 
 impl Leaks {
-    /// Records the current state; `shm_prefix` selects the `/dev/shm` names to watch.
+    /// Records the current state; `shm_prefix` selects the `/dev/shm` names to watch (and the
+    /// `sem.<prefix>` names of named POSIX semaphores).
     pub fn snapshot(shm_prefix: &str) -> Leaks {
         let shm_prefix = shm_prefix.trim_start_matches('/').to_owned();
         Leaks {
             fds: open_fds(),
             shm: shm_entries(&shm_prefix),
+            sems: shm_entries(&format!("sem.{shm_prefix}")),
             shm_prefix,
-            sems: shm_entries("sem."),
+
             threads: thread_ids(),
             maps: shared_mappings(),
             children: child_pids(),
@@ -294,7 +296,10 @@ impl Leaks {
         diff("/dev/shm entries left", new_of(&shm, &self.shm));
         diff(
             "/dev/shm/sem.* names left",
-            new_of(&shm_entries("sem."), &self.sems),
+            new_of(
+                &shm_entries(&format!("sem.{}", self.shm_prefix)),
+                &self.sems,
+            ),
         );
         diff("file descriptors left open", new_of(&open_fds(), &self.fds));
         diff(
@@ -350,7 +355,10 @@ impl Leaks {
         let now = shm_entries(&self.shm_prefix);
         let new: Vec<_> = now.difference(&self.shm).collect();
         assert!(new.is_empty(), "/dev/shm entries left behind: {new:?}");
-        let sems = new_of(&shm_entries("sem."), &self.sems);
+        let sems = new_of(
+            &shm_entries(&format!("sem.{}", self.shm_prefix)),
+            &self.sems,
+        );
         assert!(
             sems.is_empty(),
             "/dev/shm/sem.* names left behind: {sems:?}"
