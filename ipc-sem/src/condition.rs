@@ -14,26 +14,120 @@
 use std::fmt;
 use std::time::Duration;
 
-use ipc_shm::sync::{Deadline, Futex, RawLock, WaitOutcome};
+use ipc_shm::sync::{wait_low_half, wake_low_half, Deadline, RawLock};
 
 use crate::error::{LockError, Result};
 use crate::lock::{guard_result, release_raw, LockGuard, LockResult};
-use crate::loom::{AtomicU32, Ordering};
+use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::shm::{Shared, SharedState};
 
 #[repr(C)]
 struct ConditionState {
     lock: RawLock,
-    seq: AtomicU32,
+    /// Low half (the futex): the sequence number, bumped by every notify. High half: tickets,
+    /// notifications issued and not yet claimed by a waiter.
+    word: AtomicU64,
+    /// Registered waiters (a dead one stays counted).
     waiters: AtomicU32,
+    _reserved: AtomicU32,
 }
 
 #[allow(unsafe_code)]
-// SAFETY: `repr(C)` atomics only (`RawLock` included), valid for every bit pattern, all-zero
-// = unlocked, sequence 0, no waiters; alignment 8.
+// SAFETY: `repr(C)` atomics only (`RawLock` included), no padding (16 + 8 + 4 + 4 bytes),
+// valid for every bit pattern, all-zero = unlocked, sequence 0, no tickets, no waiters;
+// alignment 8.
 unsafe impl SharedState for ConditionState {
     const KIND: &'static str = "ipc_sem::Condition";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
+}
+
+const SEQ_MASK: u64 = 0xFFFF_FFFF;
+const TICKET: u64 = 1 << 32;
+
+/// How long a sleeper sleeps before it looks for an unclaimed ticket on its own, so a
+/// notification whose woken sleeper was killed before claiming it reaches another sleeper
+/// within this time.
+const RECHECK: Duration = Duration::from_millis(50);
+
+fn seq_of(word: u64) -> u32 {
+    (word & SEQ_MASK) as u32
+}
+
+fn tickets_of(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+
+/// Registers a waiter (the caller holds the lock) and returns the sequence number it sleeps
+/// on.
+fn register(s: &ConditionState) -> u32 {
+    // SYNC POINT: SeqCst pairs with the SeqCst load of `waiters` and update of `word` in
+    // `notify`: under the lock (or, without it, in the SeqCst order) a notify either counts
+    // this waiter in its tickets or bumps the sequence number before we read it.
+    let _ = s
+        .waiters
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_add(1));
+    seq_of(s.word.load(Ordering::SeqCst))
+}
+
+/// Sleeps as a registered waiter until it claims a ticket of a notify issued after `seq`
+/// (`true`) or `deadline` passes (`false`); deregisters in both cases.
+fn sleep(s: &ConditionState, mut seq: u32, deadline: Deadline) -> bool {
+    let notified = loop {
+        wait_low_half(&s.word, seq, deadline.min(Deadline::after(RECHECK)));
+        ipc_failpoints::failpoint!("sem.condition.woken");
+        // SYNC POINT: Acquire pairs with the SeqCst update in `notify`.
+        let mut w = s.word.load(Ordering::Acquire);
+        let claimed = loop {
+            if seq_of(w) == seq || tickets_of(w) == 0 {
+                break false;
+            }
+            match s
+                .word
+                .compare_exchange(w, w - TICKET, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => break true,
+                Err(seen) => w = seen,
+            }
+        };
+        if claimed {
+            break true;
+        }
+        // Either nothing happened, or a notify came and its tickets went to other waiters:
+        // wait for the next one.
+        seq = seq_of(w);
+        if deadline.is_expired() {
+            break false;
+        }
+    };
+    let left = s
+        .waiters
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_sub(1))
+        .map_or(0, |w| w - 1);
+    // More tickets than registered waiters (one counted us but we timed out, or counted a
+    // waiter that died): drop the excess so later waiters do not wake for nothing.
+    let _ = s
+        .word
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+            (tickets_of(w) > left).then(|| (w & SEQ_MASK) | (u64::from(left) << 32))
+        });
+    notified
+}
+
+/// Bumps the sequence number, issues up to `n` tickets (at most one per registered waiter)
+/// and wakes up to `n` sleepers if any waiter is registered.
+fn notify(s: &ConditionState, n: u32) {
+    // SYNC POINT: SeqCst pairs with the registration in `register`.
+    let waiters = s.waiters.load(Ordering::SeqCst);
+    let _ = s
+        .word
+        .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |w| {
+            let seq = seq_of(w).wrapping_add(1);
+            let tickets = tickets_of(w).saturating_add(n).min(waiters);
+            Some(u64::from(seq) | (u64::from(tickets) << 32))
+        });
+    if waiters > 0 {
+        wake_low_half(&s.word, n);
+    }
 }
 
 /// A condition variable shared between processes, with the lock it is used with: Python's
@@ -247,25 +341,10 @@ impl Condition {
             "Condition::wait called with a guard of another lock"
         );
         // Register and read the sequence number while holding the lock.
-        // SYNC POINT: SeqCst pairs with the SeqCst bump and check in `notify_n`.
-        let _ = s
-            .waiters
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_add(1));
-        let seq = s.seq.load(Ordering::SeqCst);
+        let seq = register(s);
         drop(guard);
-        let futex = Futex::from_atomic(&s.seq);
-        let notified = loop {
-            let outcome = futex.wait(seq, deadline);
-            if s.seq.load(Ordering::Acquire) != seq {
-                break true;
-            }
-            if outcome == WaitOutcome::TimedOut && deadline.is_expired() {
-                break false;
-            }
-        };
-        let _ = s
-            .waiters
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| w.checked_sub(1));
+        ipc_failpoints::failpoint!("sem.condition.registered");
+        let notified = sleep(s, seq, deadline);
         let raw = &s.lock;
         match guard_result(raw, raw.lock(Deadline::never())) {
             Ok(g) => Ok((g, notified)),
@@ -273,24 +352,14 @@ impl Condition {
         }
     }
 
-    fn notify_n(&self, n: u32) {
-        let s = self.state();
-        // SYNC POINT: SeqCst pairs with the registration in `wait_until`: either this load
-        // sees the waiter, or the waiter reads the bumped sequence number and does not sleep.
-        s.seq.fetch_add(1, Ordering::SeqCst);
-        if s.waiters.load(Ordering::SeqCst) > 0 {
-            Futex::from_atomic(&s.seq).wake(n);
-        }
-    }
-
     /// Wakes one waiter, if any. Usually called with the lock held, but need not be.
     pub fn notify(&self) {
-        self.notify_n(1);
+        notify(self.state(), 1);
     }
 
     /// Wakes every waiter.
     pub fn notify_all(&self) {
-        self.notify_n(u32::MAX);
+        notify(self.state(), u32::MAX);
     }
 
     /// Whether the lock is poisoned: a holder died and nobody marked the data consistent.
