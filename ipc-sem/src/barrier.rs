@@ -14,7 +14,9 @@
 //! 50 ms a sleeping waiter checks that the participant which arrived right after it (in
 //! arrival order, cyclically) still lives; a chain of dead participants always has a live one
 //! just before it, so one death among the arrived is found within about 50 ms. A participant
-//! killed inside the lock is reported by the lock itself (`OwnerDied`). A waiter whose
+//! killed inside the lock (mid-arrival: slot stored, count not) is not in the count, so at the
+//! same check a sleeper also looks at the lock's holder and takes a dead one over, which
+//! breaks the barrier; a later arrival gets the same through the lock (`OwnerDied`). A waiter whose
 //! generation ended reads `ends` to tell completion from a reset.
 
 use std::fmt;

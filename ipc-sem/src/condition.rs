@@ -1,13 +1,16 @@
 //! [`Condition`]: a condition variable shared between processes, with its own [`Lock`]-style
-//! lock, on a futex sequence counter.
+//! lock, on a futex sequence counter and notify tickets.
 //!
 //! A waiter registers (`waiters + 1`) and reads the sequence number while it holds the lock,
-//! unlocks, and sleeps while the sequence number is unchanged. `notify` bumps the sequence
-//! number and wakes one sleeper (`notify_all`: all), and makes the `FUTEX_WAKE` call only if
-//! the waiter count says someone may sleep. The notifier never waits for sleepers, so a
-//! sleeper that dies cannot block it; a dead sleeper only leaves the count high, which costs
-//! later notifies one system call each. Registration and the notifier's check are both
-//! `SeqCst`, so a notifier that does not hold the lock cannot miss a waiter either.
+//! unlocks, and sleeps while the sequence number is unchanged. `notify(n)` bumps the sequence
+//! number and, in the same update of the word, adds up to `n` tickets (never more than the
+//! registered waiters); it makes the `FUTEX_WAKE` call only if a waiter is registered. A
+//! woken sleeper returns only once it claims a ticket; if others took them all, it sleeps on
+//! the new sequence number. Sleepers also look for unclaimed tickets every 50 ms, so a
+//! notification whose woken sleeper was killed before claiming it reaches another sleeper.
+//! The notifier never waits for sleepers, so a dead sleeper cannot block it; a dead
+//! registered sleeper only leaves the count high (excess tickets are dropped as waiters
+//! leave), which costs later notifies one system call each.
 //!
 //! [`Lock`]: crate::Lock
 
@@ -259,8 +262,9 @@ impl Condition {
     ///
     /// # Peer death
     /// If the process expected to notify dies, the wait lasts forever: use
-    /// [`Condition::wait_timeout`] then. A lock holder that dies is noticed within about 50
-    /// ms while the lock is taken back.
+    /// [`Condition::wait_timeout`] then. A notification whose woken sleeper was killed before
+    /// claiming it reaches another sleeper within about 50 ms. A lock holder that dies is
+    /// noticed within about 50 ms while the lock is taken back.
     pub fn wait<'a>(&'a self, guard: LockGuard<'a>) -> LockResult<'a> {
         self.wait_until(guard, Deadline::never()).map(|(g, _)| g)
     }
@@ -352,7 +356,8 @@ impl Condition {
         }
     }
 
-    /// Wakes one waiter, if any. Usually called with the lock held, but need not be.
+    /// Wakes one waiter, if any. Call it holding the lock, as Python requires: without the
+    /// lock, a waiter registering at the same moment may miss this notification.
     pub fn notify(&self) {
         notify(self.state(), 1);
     }
