@@ -14,7 +14,9 @@
 //! 50 ms a sleeping waiter checks that the participant which arrived right after it (in
 //! arrival order, cyclically) still lives; a chain of dead participants always has a live one
 //! just before it, so one death among the arrived is found within about 50 ms. A participant
-//! killed inside the lock is reported by the lock itself (`OwnerDied`). A waiter whose
+//! killed inside the lock (mid-arrival: slot stored, count not) is not in the count, so at the
+//! same check a sleeper also looks at the lock's holder and takes a dead one over, which
+//! breaks the barrier; a later arrival gets the same through the lock (`OwnerDied`). A waiter whose
 //! generation ended reads `ends` to tell completion from a reset.
 
 use std::fmt;
@@ -168,17 +170,7 @@ impl Barrier {
         let s = self.state();
         match s.lock.lock(deadline) {
             Ok(()) => {}
-            Err(LockError::OwnerDied(())) => {
-                // A participant died mid-transition. Every transition is a single store of
-                // `word` (after the slot or `ends` entry it covers), so the state is
-                // consistent; the barrier breaks because a participant is gone.
-                let _ = s.lock.mark_consistent();
-                let w = s.word.load(Ordering::Relaxed);
-                s.word.store(w | BROKEN, Ordering::Release);
-                let _ = s.lock.unlock();
-                wake_low_half(&s.word, u32::MAX);
-                return Err(Error::BrokenBarrier);
-            }
+            Err(LockError::OwnerDied(())) => return Err(self.break_taken_over()),
             Err(e) => return Err(e.into()),
         }
         let w = s.word.load(Ordering::Relaxed);
@@ -193,6 +185,42 @@ impl Barrier {
             wake_low_half(&s.word, u32::MAX);
         }
         r
+    }
+
+    /// Called holding the internal lock just taken over from a participant that died inside
+    /// it: breaks the barrier, lets the lock go and wakes every sleeper.
+    fn break_taken_over(&self) -> Error {
+        let s = self.state();
+        // A participant died mid-transition. Every transition is a single store of `word`
+        // (after the slot or `ends` entry it covers), so the state is consistent; the barrier
+        // breaks because a participant is gone.
+        let _ = s.lock.mark_consistent();
+        let w = s.word.load(Ordering::Relaxed);
+        s.word.store(w | BROKEN, Ordering::Release);
+        let _ = s.lock.unlock();
+        wake_low_half(&s.word, u32::MAX);
+        Error::BrokenBarrier
+    }
+
+    /// For a sleeper's periodic check: if the internal lock is held by a participant that
+    /// died inside it (mid-arrival: its slot stored, the count not), takes it over and breaks
+    /// the barrier. Sleepers never otherwise touch the lock, and the dead arrival is not in
+    /// the count that [`Barrier::check_next`] walks, so without this nobody would notice.
+    fn check_lock_holder(&self) -> Result<()> {
+        let lock = &self.state().lock;
+        if !lock.is_locked() {
+            return Ok(());
+        }
+        match lock.try_lock() {
+            Ok(()) => {
+                // Freed meanwhile: nothing to see.
+                let _ = lock.unlock();
+                Ok(())
+            }
+            Err(LockError::OwnerDied(())) => Err(self.break_taken_over()),
+            Err(LockError::WouldBlock) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Waits until all parties have arrived.
@@ -267,6 +295,7 @@ impl Barrier {
                         return (Some(w | BROKEN), Err(Error::Corrupted("barrier count")));
                     };
                     slot.store(me, Ordering::Relaxed);
+                    ipc_failpoints::failpoint!("sem.barrier.mid_arrival");
                     (Some(make(gen_of(w), c)), Ok(Some((gen_of(w), count))))
                 }
                 _ => (Some(w | BROKEN), Err(Error::Corrupted("barrier count"))),
@@ -297,6 +326,7 @@ impl Barrier {
             }
             let slice = deadline.min(Deadline::after(DEATH_CHECK));
             if wait_low_half(&s.word, expected, slice) == WaitOutcome::TimedOut {
+                self.check_lock_holder()?;
                 self.check_next(gen, index)?;
             }
         }

@@ -1,39 +1,136 @@
 //! [`Condition`]: a condition variable shared between processes, with its own [`Lock`]-style
-//! lock, on a futex sequence counter.
+//! lock, on a futex sequence counter and notify tickets.
 //!
 //! A waiter registers (`waiters + 1`) and reads the sequence number while it holds the lock,
-//! unlocks, and sleeps while the sequence number is unchanged. `notify` bumps the sequence
-//! number and wakes one sleeper (`notify_all`: all), and makes the `FUTEX_WAKE` call only if
-//! the waiter count says someone may sleep. The notifier never waits for sleepers, so a
-//! sleeper that dies cannot block it; a dead sleeper only leaves the count high, which costs
-//! later notifies one system call each. Registration and the notifier's check are both
-//! `SeqCst`, so a notifier that does not hold the lock cannot miss a waiter either.
+//! unlocks, and sleeps while the sequence number is unchanged. `notify(n)` bumps the sequence
+//! number and, in the same update of the word, adds up to `n` tickets (never more than the
+//! registered waiters); it makes the `FUTEX_WAKE` call only if a waiter is registered. A
+//! woken sleeper returns only once it claims a ticket; if others took them all, it sleeps on
+//! the new sequence number. Sleepers also look for unclaimed tickets every 50 ms, so a
+//! notification whose woken sleeper was killed before claiming it reaches another sleeper.
+//! The notifier never waits for sleepers, so a dead sleeper cannot block it; a dead
+//! registered sleeper only leaves the count high (excess tickets are dropped as waiters
+//! leave), which costs later notifies one system call each.
 //!
 //! [`Lock`]: crate::Lock
 
 use std::fmt;
 use std::time::Duration;
 
-use ipc_shm::sync::{Deadline, Futex, RawLock, WaitOutcome};
+use ipc_shm::sync::{wait_low_half, wake_low_half, Deadline, RawLock};
 
 use crate::error::{LockError, Result};
 use crate::lock::{guard_result, release_raw, LockGuard, LockResult};
-use crate::loom::{AtomicU32, Ordering};
+use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::shm::{Shared, SharedState};
 
 #[repr(C)]
 struct ConditionState {
     lock: RawLock,
-    seq: AtomicU32,
+    /// Low half (the futex): the sequence number, bumped by every notify. High half: tickets,
+    /// notifications issued and not yet claimed by a waiter.
+    word: AtomicU64,
+    /// Registered waiters (a dead one stays counted).
     waiters: AtomicU32,
+    _reserved: AtomicU32,
 }
 
 #[allow(unsafe_code)]
-// SAFETY: `repr(C)` atomics only (`RawLock` included), valid for every bit pattern, all-zero
-// = unlocked, sequence 0, no waiters; alignment 8.
+// SAFETY: `repr(C)` atomics only (`RawLock` included), no padding (16 + 8 + 4 + 4 bytes),
+// valid for every bit pattern, all-zero = unlocked, sequence 0, no tickets, no waiters;
+// alignment 8.
 unsafe impl SharedState for ConditionState {
     const KIND: &'static str = "ipc_sem::Condition";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
+}
+
+const SEQ_MASK: u64 = 0xFFFF_FFFF;
+const TICKET: u64 = 1 << 32;
+
+/// How long a sleeper sleeps before it looks for an unclaimed ticket on its own, so a
+/// notification whose woken sleeper was killed before claiming it reaches another sleeper
+/// within this time.
+const RECHECK: Duration = Duration::from_millis(50);
+
+fn seq_of(word: u64) -> u32 {
+    (word & SEQ_MASK) as u32
+}
+
+fn tickets_of(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+
+/// Registers a waiter (the caller holds the lock) and returns the sequence number it sleeps
+/// on.
+fn register(s: &ConditionState) -> u32 {
+    // SYNC POINT: SeqCst pairs with the SeqCst load of `waiters` and update of `word` in
+    // `notify`: under the lock (or, without it, in the SeqCst order) a notify either counts
+    // this waiter in its tickets or bumps the sequence number before we read it.
+    let _ = s
+        .waiters
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_add(1));
+    seq_of(s.word.load(Ordering::SeqCst))
+}
+
+/// Sleeps as a registered waiter until it claims a ticket of a notify issued after `seq`
+/// (`true`) or `deadline` passes (`false`); deregisters in both cases.
+fn sleep(s: &ConditionState, mut seq: u32, deadline: Deadline) -> bool {
+    let notified = loop {
+        wait_low_half(&s.word, seq, deadline.min(Deadline::after(RECHECK)));
+        ipc_failpoints::failpoint!("sem.condition.woken");
+        // SYNC POINT: Acquire pairs with the SeqCst update in `notify`.
+        let mut w = s.word.load(Ordering::Acquire);
+        let claimed = loop {
+            if seq_of(w) == seq || tickets_of(w) == 0 {
+                break false;
+            }
+            match s
+                .word
+                .compare_exchange(w, w - TICKET, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => break true,
+                Err(seen) => w = seen,
+            }
+        };
+        if claimed {
+            break true;
+        }
+        // Either nothing happened, or a notify came and its tickets went to other waiters:
+        // wait for the next one.
+        seq = seq_of(w);
+        if deadline.is_expired() {
+            break false;
+        }
+    };
+    let left = s
+        .waiters
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_sub(1))
+        .map_or(0, |w| w - 1);
+    // More tickets than registered waiters (one counted us but we timed out, or counted a
+    // waiter that died): drop the excess so later waiters do not wake for nothing.
+    let _ = s
+        .word
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+            (tickets_of(w) > left).then(|| (w & SEQ_MASK) | (u64::from(left) << 32))
+        });
+    notified
+}
+
+/// Bumps the sequence number, issues up to `n` tickets (at most one per registered waiter)
+/// and wakes up to `n` sleepers if any waiter is registered.
+fn notify(s: &ConditionState, n: u32) {
+    // SYNC POINT: SeqCst pairs with the registration in `register`.
+    let waiters = s.waiters.load(Ordering::SeqCst);
+    let _ = s
+        .word
+        .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |w| {
+            let seq = seq_of(w).wrapping_add(1);
+            let tickets = tickets_of(w).saturating_add(n).min(waiters);
+            Some(u64::from(seq) | (u64::from(tickets) << 32))
+        });
+    if waiters > 0 {
+        wake_low_half(&s.word, n);
+    }
 }
 
 /// A condition variable shared between processes, with the lock it is used with: Python's
@@ -165,8 +262,9 @@ impl Condition {
     ///
     /// # Peer death
     /// If the process expected to notify dies, the wait lasts forever: use
-    /// [`Condition::wait_timeout`] then. A lock holder that dies is noticed within about 50
-    /// ms while the lock is taken back.
+    /// [`Condition::wait_timeout`] then. A notification whose woken sleeper was killed before
+    /// claiming it reaches another sleeper within about 50 ms. A lock holder that dies is
+    /// noticed within about 50 ms while the lock is taken back.
     pub fn wait<'a>(&'a self, guard: LockGuard<'a>) -> LockResult<'a> {
         self.wait_until(guard, Deadline::never()).map(|(g, _)| g)
     }
@@ -247,25 +345,10 @@ impl Condition {
             "Condition::wait called with a guard of another lock"
         );
         // Register and read the sequence number while holding the lock.
-        // SYNC POINT: SeqCst pairs with the SeqCst bump and check in `notify_n`.
-        let _ = s
-            .waiters
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_add(1));
-        let seq = s.seq.load(Ordering::SeqCst);
+        let seq = register(s);
         drop(guard);
-        let futex = Futex::from_atomic(&s.seq);
-        let notified = loop {
-            let outcome = futex.wait(seq, deadline);
-            if s.seq.load(Ordering::Acquire) != seq {
-                break true;
-            }
-            if outcome == WaitOutcome::TimedOut && deadline.is_expired() {
-                break false;
-            }
-        };
-        let _ = s
-            .waiters
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| w.checked_sub(1));
+        ipc_failpoints::failpoint!("sem.condition.registered");
+        let notified = sleep(s, seq, deadline);
         let raw = &s.lock;
         match guard_result(raw, raw.lock(Deadline::never())) {
             Ok(g) => Ok((g, notified)),
@@ -273,24 +356,15 @@ impl Condition {
         }
     }
 
-    fn notify_n(&self, n: u32) {
-        let s = self.state();
-        // SYNC POINT: SeqCst pairs with the registration in `wait_until`: either this load
-        // sees the waiter, or the waiter reads the bumped sequence number and does not sleep.
-        s.seq.fetch_add(1, Ordering::SeqCst);
-        if s.waiters.load(Ordering::SeqCst) > 0 {
-            Futex::from_atomic(&s.seq).wake(n);
-        }
-    }
-
-    /// Wakes one waiter, if any. Usually called with the lock held, but need not be.
+    /// Wakes one waiter, if any. Call it holding the lock, as Python requires: without the
+    /// lock, a waiter registering at the same moment may miss this notification.
     pub fn notify(&self) {
-        self.notify_n(1);
+        notify(self.state(), 1);
     }
 
     /// Wakes every waiter.
     pub fn notify_all(&self) {
-        self.notify_n(u32::MAX);
+        notify(self.state(), u32::MAX);
     }
 
     /// Whether the lock is poisoned: a holder died and nobody marked the data consistent.
@@ -318,5 +392,68 @@ impl fmt::Debug for Condition {
             .field("name", &self.name())
             .field("locked", &self.state().lock.is_locked())
             .finish()
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    fn state() -> Arc<ConditionState> {
+        Arc::new(ConditionState {
+            lock: RawLock::new(),
+            word: AtomicU64::new(0),
+            waiters: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
+        })
+    }
+
+    /// A registered waiter is released by a notify from another thread (a lost wake-up
+    /// deadlocks the model), and leaves no ticket or registration behind.
+    #[test]
+    fn loom_condition_notify_wakes_registered_waiter() {
+        loom::model(|| {
+            let s = state();
+            let s2 = Arc::clone(&s);
+            let t = loom::thread::spawn(move || {
+                let seq = register(&s2);
+                assert!(sleep(&s2, seq, Deadline::never()));
+            });
+            while s.waiters.load(Ordering::SeqCst) == 0 {
+                loom::thread::yield_now();
+            }
+            notify(&s, 1);
+            t.join().unwrap();
+            assert_eq!(s.waiters.load(Ordering::SeqCst), 0);
+            assert_eq!(tickets_of(s.word.load(Ordering::SeqCst)), 0);
+        });
+    }
+
+    /// Two registered waiters and two single notifies: each notify's ticket is claimed by
+    /// exactly one waiter, so both return, whichever wakes first.
+    #[test]
+    fn loom_condition_two_notifies_release_two_waiters() {
+        loom::model(|| {
+            let s = state();
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let s = Arc::clone(&s);
+                    loom::thread::spawn(move || {
+                        let seq = register(&s);
+                        assert!(sleep(&s, seq, Deadline::never()));
+                    })
+                })
+                .collect();
+            while s.waiters.load(Ordering::SeqCst) < 2 {
+                loom::thread::yield_now();
+            }
+            notify(&s, 1);
+            notify(&s, 1);
+            for t in waiters {
+                t.join().unwrap();
+            }
+            assert_eq!(tickets_of(s.word.load(Ordering::SeqCst)), 0);
+        });
     }
 }

@@ -49,6 +49,42 @@
 //! # Ok::<(), ipc_sem::Error>(())
 //! ```
 //!
+//! # Dead peers
+//!
+//! Bounded on a dead peer (each about 50 ms, found by a sleeper's periodic re-check):
+//! - locks ([`Lock`], [`RLock`], a [`Condition`]'s lock): the next locker gets
+//!   `OwnerDied(guard)`;
+//! - [`Barrier::wait`]: a participant killed anywhere inside `wait` (holding the internal lock
+//!   mid-arrival, or asleep) breaks the barrier, and every waiter gets
+//!   [`Error::BrokenBarrier`];
+//! - [`Condition::wait`]: the notifier never waits for sleepers; a notification whose woken
+//!   sleeper is killed before claiming it reaches another sleeper;
+//! - [`Semaphore::acquire`]: a unit in the value is never stranded by a releaser killed before
+//!   its wake-up or a sleeper killed after it.
+//!
+//! Blocking by design on a live but silent peer (use the `_timeout` forms when a peer may
+//! die): a [`Semaphore`] nobody releases, an [`Event`] nobody sets, a [`Barrier`] party that
+//! never arrives. Semaphores and events have no owner, so a dead peer and a silent one look
+//! the same.
+//!
+//! A killed participant loses what it held: a lock (repaired through `OwnerDied`), the units
+//! it had acquired from a semaphore (gone for good), the barrier's current generation
+//! (broken), a notification it had already claimed.
+//!
+//! # Fault points
+//!
+//! With the `failpoints` feature, `ipc_failpoints::arm(name, nth, action)` fires at (what a
+//! kill there models):
+//! - `sem.lock.held`: a lock just taken, guard not yet returned (a holder killed in its
+//!   critical section);
+//! - `sem.rlock.depth_set`: final `RLock` release, depth stored 0, lock not released;
+//! - `sem.condition.registered`: `Condition::wait` registered, lock released, not asleep;
+//! - `sem.condition.woken`: back from the futex, before claiming a notification and
+//!   re-locking;
+//! - `sem.barrier.mid_arrival`: inside the barrier's lock, slot stored, count not;
+//! - `sem.semaphore.woken`: a sleeping acquire back from the futex, before its CAS;
+//! - `sem.semaphore.release_mid_wake`: release after its count store, before its wake-up.
+//!
 //! Linux only (futex, memfd, `/proc` for liveness).
 
 #![deny(unsafe_code)]

@@ -36,7 +36,10 @@ pub(crate) fn guard_result(
         _not_send: PhantomData,
     };
     match r {
-        Ok(()) => Ok(make()),
+        Ok(()) => {
+            ipc_failpoints::failpoint!("sem.lock.held");
+            Ok(make())
+        }
         Err(e) => Err(e.map(|()| make())),
     }
 }

@@ -176,6 +176,7 @@ impl RLock {
             return Ok(());
         }
         s.depth.store(0, Ordering::Relaxed);
+        ipc_failpoints::failpoint!("sem.rlock.depth_set");
         s.raw.unlock().map_err(|_| Error::NotOwner)
     }
 

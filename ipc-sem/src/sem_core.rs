@@ -24,6 +24,10 @@ use ipc_shm::sync::{wait_low_half, wake_low_half, Deadline, WaitOutcome};
 use crate::loom::{note_woke_sleeper, spin, take_woke_sleeper, AtomicU64, Ordering, SPINS};
 
 const VALUE_MASK: u64 = 0xFFFF_FFFF;
+
+/// How long a sleeper sleeps before it re-reads the value on its own, so a wake-up lost to a
+/// killed peer delays a waiter by at most this much instead of forever.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 const WAITER: u64 = 1 << 32;
 
 #[inline]
@@ -138,7 +142,7 @@ fn sleep_registered(word: &AtomicU64, deadline: Deadline) -> bool {
             }
             continue;
         }
-        if outcome == WaitOutcome::TimedOut || deadline.is_expired() {
+        if outcome == WaitOutcome::TimedOut && deadline.is_expired() {
             if word
                 .compare_exchange(cur, deregistered, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
@@ -147,7 +151,11 @@ fn sleep_registered(word: &AtomicU64, deadline: Deadline) -> bool {
             }
             continue;
         }
-        outcome = wait_low_half(word, 0, deadline);
+        // Sleep in slices: a unit whose wake-up never came (its releaser was killed between
+        // the store and the wake, or the sleeper it woke was killed before taking it) is
+        // found at the next re-check.
+        outcome = wait_low_half(word, 0, deadline.min(Deadline::after(RECHECK)));
+        ipc_failpoints::failpoint!("sem.semaphore.woken");
     }
 }
 
@@ -168,6 +176,7 @@ pub(crate) fn release(word: &AtomicU64, n: u32, max: u32) -> Result<(), Exceeded
             Err(seen) => cur = seen,
         }
     }
+    ipc_failpoints::failpoint!("sem.semaphore.release_mid_wake");
     if waiters_of(cur) > 0 && n > 0 {
         wake(word, n);
     }

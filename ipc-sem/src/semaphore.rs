@@ -123,7 +123,9 @@ macro_rules! common_methods {
         /// A semaphore has no owner: a process that dies holding units never gives them
         /// back, and a waiter that counts on them waits forever. Use
         #[doc = concat!("[`", stringify!($ty), "::acquire_timeout`]")]
-        /// when peers may die.
+        /// when peers may die. A unit already released is never stranded: if its releaser
+        /// is killed before its wake-up, or the sleeper it woke is killed before taking it,
+        /// sleepers find it at their next re-check (every 50 ms).
         #[inline]
         pub fn acquire(&self) {
             sem_core::acquire(self.inner.word(), Deadline::never());
