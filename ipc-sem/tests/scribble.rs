@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::{fork, fresh, Child, WATCHDOG};
 use ipc_sem::{Error, Lock, LockError, Semaphore};
-use ipc_shm::SharedMemory;
 
 /// How long the scribbler scribbles and the users use.
 const RUN: Duration = Duration::from_millis(800);
@@ -26,13 +25,10 @@ fn xorshift(x: &mut u64) -> u64 {
 /// Overwrites random bytes of the state of the named segments until `RUN` has passed.
 fn scribbler(names: Vec<String>) -> Child {
     fork(move || {
-        let Ok(segs) = names
+        let segs: Vec<_> = names
             .iter()
-            .map(|n| SharedMemory::open_named(n))
-            .collect::<Result<Vec<_>, _>>()
-        else {
-            return 3;
-        };
+            .map(|n| ipc_testkit::Hostile::open(n))
+            .collect();
         let mut x = 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
         let start = Instant::now();
         while start.elapsed() < RUN {
