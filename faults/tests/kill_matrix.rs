@@ -350,12 +350,18 @@ fn barrier_row(point: &'static str, _a: Action) -> Outcome {
         Err(ipc_sem::Error::BrokenBarrier) => 10,
         Err(_) => 12,
     };
-    let s1 = fork(party);
-    let s2 = fork(party);
+    // The victim arrives first (the last arrival completes the generation and never reaches
+    // the mid-arrival point): the survivors start after it has had time to arrive.
     let v = fork(|| {
         arm(point, 1, KILL).unwrap();
         party()
     });
+    let late_party = || {
+        std::thread::sleep(Duration::from_millis(300));
+        party()
+    };
+    let s1 = fork(late_party);
+    let s2 = fork(late_party);
     match (
         victim_end(v, SECS(20)),
         survivor(s1, SECS(20)),
