@@ -81,7 +81,7 @@ use std::os::fd::AsFd;
 
 pub use connection::{Connection, Receiver, Sender};
 pub use error::{Error, Result};
-pub use listener::{Address, Client, Listener, AUTH_TIMEOUT};
+pub use listener::{Address, Client, Listener, AUTH_TIMEOUT, MAX_PENDING_HANDSHAKES};
 pub use wait::wait;
 
 /// Size `simplex` asks for with `F_SETPIPE_SZ` (best effort; the default
