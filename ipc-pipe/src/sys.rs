@@ -564,9 +564,15 @@ pub(crate) fn write_all2(
                 if n > 0 {
                     fds = &[];
                 }
+                let header_was_pending = done < a.len();
                 done += n;
                 if done >= total {
                     break Ok(());
+                }
+                if header_was_pending && done >= a.len() {
+                    // The frame's header is on the wire, its body is not
+                    // (all of it): a writer dying here cuts the frame.
+                    ipc_failpoints::failpoint!("pipe.frame.header_written");
                 }
             }
             Err(e) if nosignal && e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
