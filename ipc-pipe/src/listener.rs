@@ -374,7 +374,8 @@ impl Drop for Listener {
 
 impl AsFd for Listener {
     /// The listening socket: readable (for [`wait`](crate::wait)) when a
-    /// peer is waiting to be accepted.
+    /// peer is waiting to be accepted. It is in non-blocking mode (`accept`
+    /// waits with `poll`).
     fn as_fd(&self) -> BorrowedFd<'_> {
         match &self.socket {
             Socket::Unix(l) => l.as_fd(),
