@@ -83,7 +83,28 @@ fn peer_cannot_fill_the_fd_table() {
     assert_eq!(new_fds(&before), 1, "only `parent` itself is open");
     drop(parent);
 
-    // 3. Still fine: descriptors sent properly arrive, and a bytes message
+    // 3. Descriptors attached to each byte of one header: more batches than
+    //    any stream this crate writes has pending at once; poisoned, closed.
+    let (mut parent, child_end) = duplex().unwrap();
+    let parent_fd = parent.as_raw_fd();
+    let mut child = fork(move || {
+        close_in_child(parent_fd);
+        let dev_null = std::fs::File::open("/dev/null").map_err(s)?;
+        let fd = dev_null.as_fd().as_raw_fd();
+        let mut hdr = [0xFFu8; 12];
+        hdr[4..].copy_from_slice(&((1u64 << 63) | 1).to_le_bytes());
+        for b in hdr {
+            send_raw(&child_end, &[b], &[fd])?;
+        }
+        Ok(())
+    });
+    let err = parent.recv_fds();
+    assert!(matches!(err, Err(Error::Poisoned)), "{err:?}");
+    child.join_ok();
+    assert_eq!(new_fds(&before), 1, "only `parent` itself is open");
+    drop(parent);
+
+    // 4. Still fine: descriptors sent properly arrive, and a bytes message
     //    after them is intact.
     let (mut parent, mut child_end) = duplex().unwrap();
     let parent_fd = parent.as_raw_fd();
