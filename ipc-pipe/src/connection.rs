@@ -46,6 +46,14 @@ enum Want {
     Fds,
 }
 
+/// Most batches of descriptors (one per read) a [`Reader`] holds for frames it
+/// has not finished. A read brings at most one batch (the kernel ends a read
+/// after the message carrying descriptors), and a new read happens only once
+/// every byte read before went to the decoder, so a well-formed stream has at
+/// most the current frame's batch plus the one arriving: more is a peer
+/// filling our fd table, and poisons the connection.
+const MAX_PENDING_BATCHES: usize = 2;
+
 /// Descriptors that arrived by `SCM_RIGHTS`, with the stream offset just past
 /// the read that brought them: they belong to the frame holding the byte
 /// before that offset (the kernel ends a read after the message carrying them).
@@ -108,6 +116,22 @@ impl Reader {
 
     fn poison(&mut self) {
         self.state = RxState::Poisoned;
+        // Nothing will be received any more: close what a peer sent at once.
+        self.fds.clear();
+    }
+
+    /// Closes the descriptors that arrived with bytes of the current bytes
+    /// frame (a bytes frame announces none), as soon as its header is known,
+    /// so a long frame cannot pile them up. Call with `consumed` in step with
+    /// the decoder.
+    fn sweep_fds(&mut self) {
+        if let Some(Frame::Bytes(_)) = self.dec.frame() {
+            let end = self.consumed + self.dec.remaining() as u64;
+            while self.fds.front().is_some_and(|a| a.pos <= end) {
+                // Dropping the batch closes its descriptors.
+                self.fds.pop_front();
+            }
+        }
     }
 
     /// Keeps the `wait` bitmap in step: marked while a receive would not need
@@ -166,6 +190,11 @@ impl Reader {
                             fds: r.fds,
                             truncated: r.truncated,
                         });
+                        if self.fds.len() > MAX_PENDING_BATCHES {
+                            // Not a stream this crate writes; closes them all.
+                            self.poison();
+                            return Err(Error::Poisoned);
+                        }
                     }
                     if r.n == 0 && self.state == RxState::Open {
                         self.state = RxState::Eof;
@@ -200,6 +229,7 @@ impl Reader {
                     Ok(n) => {
                         self.start += n;
                         self.consumed += n as u64;
+                        self.sweep_fds();
                     }
                     Err(e) => {
                         self.poison();
@@ -256,24 +286,29 @@ impl Reader {
             let (_, direct) = self.read_some(fd, deadline, Some((out, want)), use_buf)?;
             self.dec.advance(direct);
             self.consumed += direct as u64;
+            self.sweep_fds();
         }
     }
 
     /// Takes the descriptors that arrived up to the end of the frame just
     /// finished; returns those belonging to it when `take`, closes the rest.
-    fn settle_fds(&mut self, take: bool) -> (Vec<OwnedFd>, bool) {
+    /// Also returns how many batches (reads) brought them: an fd frame's
+    /// descriptors come with the one message that carries its header.
+    fn settle_fds(&mut self, take: bool) -> (Vec<OwnedFd>, bool, usize) {
         let (start, end) = (self.frame_start, self.consumed);
         let mut got = Vec::new();
         let mut truncated = false;
+        let mut batches = 0;
         while self.fds.front().is_some_and(|a| a.pos <= end) {
             let Some(a) = self.fds.pop_front() else { break };
             if take && a.pos > start {
                 got.extend(a.fds);
                 truncated |= a.truncated;
+                batches += 1;
             }
             // Anything else drops here: unexpected descriptors are closed.
         }
-        (got, truncated)
+        (got, truncated, batches)
     }
 
     /// The one receive path: the next frame, of the kind wanted.
@@ -337,7 +372,13 @@ impl Reader {
             }
             (Frame::Fds(count), Want::Fds) => {
                 self.dec.finish();
-                let (fds, truncated) = self.settle_fds(true);
+                let (fds, truncated, batches) = self.settle_fds(true);
+                if batches > 1 || fds.len() > count {
+                    // More than the frame announced (at most `MAX_FDS`): not a
+                    // stream this crate writes. `fds` drops here, closing them.
+                    self.poison();
+                    return Err(Error::Poisoned);
+                }
                 if truncated || fds.len() != count {
                     // `fds` drops here: none leak.
                     return Err(Error::Io(std::io::Error::other(format!(
@@ -921,13 +962,18 @@ impl Connection {
 
     /// Receives the descriptors of a [`send_fds`](Self::send_fds) message,
     /// close-on-exec (`MSG_CMSG_CLOEXEC`). Descriptors that arrive with any
-    /// other message are closed, never leaked.
+    /// other message are closed as they arrive (those attached to the bytes
+    /// of a long message do not wait for its end), never leaked: a peer cannot
+    /// fill this process's fd table through a connection.
     ///
     /// # Errors
     /// [`Error::UnexpectedFrame`] if the next message holds bytes (it stays
     /// queued); `Io` if the kernel dropped some of them (`MSG_CTRUNC`, for
     /// example at `RLIMIT_NOFILE`: the ones received are closed, the connection
-    /// stays usable); else as [`recv`](Self::recv).
+    /// stays usable); [`Error::Poisoned`] if the message carries more than it
+    /// announced (at most [`frame::MAX_FDS`]) or descriptors keep arriving for
+    /// messages not yet read (all of them are closed); else as
+    /// [`recv`](Self::recv).
     ///
     /// # Peer death
     /// As [`recv`](Self::recv).

@@ -57,6 +57,14 @@
 //! # Ok::<(), ipc_pipe::Error>(())
 //! ```
 //!
+//! # Failpoints
+//! Named fault points (`ipc_failpoints`, armed only in builds with this
+//! crate's `failpoints` feature) for crash tests:
+//!
+//! | name | where | a kill there models |
+//! |---|---|---|
+//! | `pipe.frame.header_written` | the frame writer, after a write that put the frame's header on the wire but not all of its body (a bounded or `try_` send of a frame larger than the free buffer space; a blocking send finishes inside the kernel) | a sender dying mid-frame: the receiver gets every whole message, then [`Error::Disconnected`] for the cut one and [`Error::Poisoned`] after, once no process holds the write end |
+//!
 //! # Thread safety
 //! All handle types are `Send` and `Sync`; their methods take `&mut self`, so
 //! one thread uses a handle at a time. `SIGPIPE` handling on pipes touches only
@@ -81,7 +89,7 @@ use std::os::fd::AsFd;
 
 pub use connection::{Connection, Receiver, Sender};
 pub use error::{Error, Result};
-pub use listener::{Address, Client, Listener, AUTH_TIMEOUT};
+pub use listener::{Address, Client, Listener, AUTH_TIMEOUT, MAX_PENDING_HANDSHAKES};
 pub use wait::wait;
 
 /// Size `simplex` asks for with `F_SETPIPE_SZ` (best effort; the default

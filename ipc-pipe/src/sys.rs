@@ -564,9 +564,15 @@ pub(crate) fn write_all2(
                 if n > 0 {
                     fds = &[];
                 }
+                let header_was_pending = done < a.len();
                 done += n;
                 if done >= total {
                     break Ok(());
+                }
+                if header_was_pending && done >= a.len() {
+                    // The frame's header is on the wire, its body is not
+                    // (all of it): a writer dying here cuts the frame.
+                    ipc_failpoints::failpoint!("pipe.frame.header_written");
                 }
             }
             Err(e) if nosignal && e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
@@ -591,6 +597,40 @@ pub(crate) fn write_all2(
         g.finish(raised);
     }
     res.map_err(|e| (e, done))
+}
+
+// ---------------------------------------------------------------- files
+
+/// Moves `from` to `to` unless `to` exists (`AlreadyExists` then):
+/// `renameat2(RENAME_NOREPLACE)`, or on a filesystem without it (`EINVAL`)
+/// `link` then `unlink`, which refuses an existing `to` the same way.
+pub(crate) fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+    };
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: two valid NUL-terminated paths, alive for the call; AT_FDCWD
+    // resolves them as `rename` would.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EINVAL) {
+        return Err(e);
+    }
+    std::fs::hard_link(from, to)?;
+    std::fs::remove_file(from)
 }
 
 /// `shutdown(SHUT_WR)`: the peer reads what was sent, then end of stream.

@@ -105,3 +105,146 @@ fn client_speaking_no_protocol_is_rejected() {
     ));
     child.join_ok();
 }
+
+#[test]
+fn drop_in_forked_child_keeps_socket_file() {
+    // A child inherits a copy of the listener; its drop must not remove the
+    // parent's socket file (only the pid that bound it unlinks).
+    let path = unique_socket_path("forkdrop");
+    let slot = std::cell::RefCell::new(Some(Listener::bind(path.as_path(), None).unwrap()));
+    let mut child = fork(|| {
+        drop(slot.borrow_mut().take());
+        Ok(())
+    });
+    child.join_ok();
+    assert!(
+        path.exists(),
+        "a forked child's drop removed the socket file"
+    );
+    let listener = slot.borrow_mut().take().unwrap();
+    let p = path.clone();
+    let lfd = listener.as_raw_fd();
+    let mut child = fork(move || {
+        close_in_child(lfd);
+        Client::connect(p.as_path(), None)
+            .map_err(s)?
+            .send(&7u8)
+            .map_err(s)
+    });
+    assert_eq!(listener.accept().unwrap().recv::<u8>().unwrap(), 7);
+    child.join_ok();
+    drop(listener);
+    assert!(!path.exists());
+}
+
+/// The names in `dir` whose attributes changed (`IN_ATTRIB`) while `f` ran.
+fn attrib_changes_during(dir: &std::path::Path, f: impl FnOnce()) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let cdir = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: plain inotify calls on a valid C string; the fd is closed below.
+    let ifd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+    assert!(ifd >= 0);
+    // SAFETY: as above.
+    let wd = unsafe { libc::inotify_add_watch(ifd, cdir.as_ptr(), libc::IN_ATTRIB) };
+    assert!(wd >= 0);
+    f();
+    let mut names = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    // SAFETY: reads into our buffer of that length.
+    let n = unsafe { libc::read(ifd, buf.as_mut_ptr().cast(), buf.len()) };
+    let mut off = 0;
+    while n > 0 && off + 16 <= n as usize {
+        // struct inotify_event: wd, mask, cookie, len (u32s), then the name.
+        let len = u32::from_ne_bytes(buf[off + 12..off + 16].try_into().unwrap()) as usize;
+        let name = &buf[off + 16..off + 16 + len];
+        let name = name.split(|b| *b == 0).next().unwrap_or(&[]);
+        names.push(String::from_utf8_lossy(name).into_owned());
+        off += 16 + len;
+    }
+    // SAFETY: closes the inotify fd opened above.
+    unsafe { libc::close(ifd) };
+    names
+}
+
+#[test]
+fn socket_file_never_exists_with_a_looser_mode() {
+    // The socket file must appear with mode 0600 already: no chmod after it
+    // is visible at its path (that window would let others connect).
+    let dir =
+        std::env::temp_dir().join(ipc_testkit::unique_name("pipe-dir").trim_start_matches('/'));
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("l.sock");
+    let mut listener = None;
+    let changed = attrib_changes_during(&dir, || {
+        listener = Some(Listener::bind(path.as_path(), None).unwrap());
+    });
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    drop(listener);
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    std::fs::remove_dir(&dir).unwrap();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        !changed.iter().any(|n| n == "l.sock"),
+        "socket file changed mode after it appeared: {changed:?}"
+    );
+    assert!(left.is_empty(), "left in the directory: {left:?}");
+}
+
+#[test]
+fn silent_client_does_not_stall_accept() {
+    // A peer that connects and never answers the challenge must not hold up
+    // the next client's accept.
+    let path = unique_socket_path("silent");
+    let listener = Listener::bind(path.as_path(), Some(b"key")).unwrap();
+    let lfd = listener.as_raw_fd();
+    let (mut ready_rx, mut ready_tx) = ipc_pipe::simplex().unwrap();
+    let (mut hold_rx, mut hold_tx) = ipc_pipe::simplex().unwrap();
+    let p = path.clone();
+    let ready_rx_fd = ready_rx.as_raw_fd();
+    let hold_tx_fd = hold_tx.as_raw_fd();
+    let mut silent = fork(move || {
+        close_in_child(lfd);
+        close_in_child(ready_rx_fd);
+        close_in_child(hold_tx_fd);
+        let _s = std::os::unix::net::UnixStream::connect(&p).map_err(s)?;
+        ready_tx.send(&1u8).map_err(s)?;
+        // Hold the connection open, saying nothing, until the parent is done.
+        let _ = hold_rx.recv::<u8>();
+        Ok(())
+    });
+    assert_eq!(ready_rx.recv::<u8>().unwrap(), 1);
+    let p = path.clone();
+    let mut good = fork(move || {
+        close_in_child(lfd);
+        let mut c = Client::connect(p.as_path(), Some(b"key")).map_err(s)?;
+        c.send(&99u32).map_err(s)
+    });
+    let mut conn = listener.accept().expect("accept of the answering client");
+    assert_eq!(conn.recv::<u32>().unwrap(), 99);
+    good.join_ok();
+    hold_tx.send(&0u8).unwrap();
+    silent.join_ok();
+}
+
+#[test]
+fn accept_timeout_waits_at_least_the_timeout() {
+    use std::time::{Duration, Instant};
+    for key in [None, Some(&b"key"[..])] {
+        let path = unique_socket_path("acctmo");
+        let listener = Listener::bind(path.as_path(), key).unwrap();
+        // A peer that connects and says nothing: pending, never complete.
+        let _silent = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        if key.is_none() {
+            // Without a key that peer is accepted at once.
+            listener.accept_timeout(Duration::ZERO).unwrap();
+        }
+        let t = Duration::from_millis(200);
+        let start = Instant::now();
+        assert!(matches!(listener.accept_timeout(t), Err(Error::Timeout)));
+        assert!(start.elapsed() >= t);
+    }
+}
