@@ -424,7 +424,10 @@ fn pipe_row(point: &'static str, _a: Action) -> Outcome {
     let (mut mine, mut theirs) = ipc_pipe::duplex().unwrap();
     let v = fork(|| {
         arm(point, 1, KILL).unwrap();
-        match theirs.send_bytes(&[7u8; 100_000]) {
+        // A bounded send of a frame larger than the socket buffer: its first write puts the
+        // header and part of the body on the wire (nobody reads yet), then the point fires.
+        // (A blocking send finishes inside one write, where only an outside kill can cut it.)
+        match theirs.send_bytes_timeout(&vec![7u8; 4 << 20], SECS(5)) {
             Ok(()) => 0,
             Err(_) => 12,
         }
@@ -434,7 +437,7 @@ fn pipe_row(point: &'static str, _a: Action) -> Outcome {
     let r = mine.recv_bytes_timeout(SECS(5));
     match (died, r) {
         (Err(e), _) => Fail(e),
-        (Ok(false), Ok(b)) if b.len() == 100_000 => NotReached(NOT_REACHED.into()),
+        (Ok(false), Ok(b)) if b.len() == 4 << 20 => NotReached(NOT_REACHED.into()),
         (Ok(true), Err(ipc_pipe::Error::Timeout)) => {
             Fail("receiver timed out instead of seeing the dead peer".into())
         }
