@@ -92,7 +92,6 @@ use std::time::Duration;
 
 use ipc_shm::sync::{wait_low_half, wake_low_half, Deadline, OwnerStamp, WaitOutcome};
 
-use crate::fault;
 use crate::loom::{spin, yield_now, AtomicU64, Ordering};
 
 const POS_BITS: u32 = 40;
@@ -666,7 +665,7 @@ impl<'a, S: Slots> Ring<'a, S> {
     pub(crate) fn put_fast(&self, me: Me, write: impl FnOnce(SlotWriter<'_>)) -> bool {
         match self.claim_put_fast(me) {
             Some((i, p)) => {
-                fault::point(fault::Site::Put);
+                ipc_failpoints::failpoint!("queue.put.claimed");
                 self.slots.write(i, write);
                 self.publish(i, p, true);
                 true
@@ -681,7 +680,7 @@ impl<'a, S: Slots> Ring<'a, S> {
     #[inline(always)]
     pub(crate) fn get_fast<R>(&self, me: Me, read: impl FnOnce(SlotReader<'_>) -> R) -> Option<R> {
         let (i, p) = self.claim_get_fast(me)?;
-        fault::point(fault::Site::Get);
+        ipc_failpoints::failpoint!("queue.get.claimed");
         let r = self.slots.read(i, read);
         self.release(i, p);
         Some(r)
@@ -794,6 +793,7 @@ impl<'a, S: Slots> Ring<'a, S> {
             self.wake_slot(i);
         }
         if !ok {
+            ipc_failpoints::failpoint!("queue.publish.before_retire");
             self.ctl.tombstones.fetch_add(1, Ordering::Relaxed);
             self.retire();
         }
@@ -813,7 +813,7 @@ impl<'a, S: Slots> Ring<'a, S> {
         };
         match claimed {
             Claimed::Slot(i, p) => {
-                fault::point(fault::Site::Put);
+                ipc_failpoints::failpoint!("queue.put.claimed");
                 let r = self.slots.write(i, write);
                 self.publish(i, p, r.is_ok());
                 Attempt::Done(r)
@@ -853,6 +853,7 @@ impl<'a, S: Slots> Ring<'a, S> {
                 ) {
                     Ok(_) if owner(s) & TOMB != 0 => {
                         // A tombstone: ours to free; then go on.
+                        ipc_failpoints::failpoint!("queue.tombstone.published");
                         self.release(i, p);
                         e = pack(self.next(p), me.tid);
                     }
@@ -901,7 +902,7 @@ impl<'a, S: Slots> Ring<'a, S> {
         };
         match claimed {
             Claimed::Slot(i, p) => {
-                fault::point(fault::Site::Get);
+                ipc_failpoints::failpoint!("queue.get.claimed");
                 let r = self.slots.read(i, read);
                 self.release(i, p);
                 Attempt::Done(r)
@@ -969,6 +970,7 @@ impl<'a, S: Slots> Ring<'a, S> {
             if b.state & WAITING != 0 {
                 self.wake_slot(b.idx);
             }
+            ipc_failpoints::failpoint!("queue.reclaim.before_retire");
             if owner(b.state) & TOMB == 0 {
                 self.ctl.dropped.fetch_add(1, Ordering::Relaxed);
                 self.retire();
@@ -989,6 +991,7 @@ impl<'a, S: Slots> Ring<'a, S> {
             if b.state & WAITING != 0 {
                 self.wake_slot(b.idx);
             }
+            ipc_failpoints::failpoint!("queue.reclaim.before_retire");
             self.ctl.tombstones.fetch_add(1, Ordering::Relaxed);
             self.retire();
         }
@@ -1018,6 +1021,7 @@ impl<'a, S: Slots> Ring<'a, S> {
         // SYNC POINT: SeqCst store, then SeqCst position loads and slot RMWs: pairs with the
         // SeqCst CAS and loads in `park`.
         self.ctl.closed.store(1, Ordering::SeqCst);
+        ipc_failpoints::failpoint!("queue.close.mid");
         for word in [&self.ctl.enq, &self.ctl.deq] {
             if let Some(i) = self.index(seq(word.load(Ordering::SeqCst))) {
                 // Clearing the bit changes the word, so a sleeper between its flag check and

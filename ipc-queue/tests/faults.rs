@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{consume, encode, produce, Counters, Mode, Setup, TestQueue, WATCHDOG};
-use ipc_queue::__test_hooks::{sigkill_in_get, sigkill_in_put};
+use ipc_failpoints::Action;
 use ipc_queue::{Error, PodQueue, PutError, Queue, TryPutError};
 use ipc_shm::SharedMemory;
 use ipc_testkit::{Exit, Leaks};
@@ -135,7 +135,7 @@ fn producer_killed_between_claim_and_publish<Q: TestQueue>(mode: Mode) {
         .map(|_| s.child(|q| consume(q, &c, PER, 2)))
         .collect();
     let victim = s.child(|q| {
-        sigkill_in_put(1000);
+        ipc_failpoints::arm("queue.put.claimed", 1000, Action::Kill).unwrap();
         produce(q, &c, 0, PER)
     });
     let other = s.child(|q| produce(q, &c, 1, PER));
@@ -159,7 +159,7 @@ fn consumer_killed_between_claim_and_release<Q: TestQueue>(mode: Mode) {
     let s = Setup::<Q>::new(mode, 16);
     let c = Counters::new((2 * PER) as usize);
     let victim = s.child(|q| {
-        sigkill_in_get(500);
+        ipc_failpoints::arm("queue.get.claimed", 500, Action::Kill).unwrap();
         consume(q, &c, PER, 2)
     });
     let survivor = s.child(|q| consume(q, &c, PER, 2));
@@ -186,7 +186,7 @@ fn join_reports_a_task_lost_with_its_consumer<Q: TestQueue>(mode: Mode) {
         s.q.put(i).unwrap();
     }
     let victim = s.child(|q| {
-        sigkill_in_get(1);
+        ipc_failpoints::arm("queue.get.claimed", 1, Action::Kill).unwrap();
         i32::from(q.get().is_ok())
     });
     assert_eq!(victim.wait(WATCHDOG), Exit::Signal(libc::SIGKILL));
