@@ -386,6 +386,33 @@ impl Me {
     }
 }
 
+#[cfg(not(loom))]
+std::thread_local!(static HELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+#[cfg(loom)]
+loom::thread_local!(static HELD: std::cell::Cell<u32> = std::cell::Cell::new(0));
+
+/// Whether the calling thread holds a claim now (it runs a caller's `write` inside a put: a
+/// `Serialize` that uses a queue itself).
+fn holding_claim() -> bool {
+    HELD.with(|h| h.get() != 0)
+}
+
+/// Marks the calling thread as holding a claim while it lives (around a caller's `write`).
+struct Holding;
+
+impl Holding {
+    fn new() -> Holding {
+        HELD.with(|h| h.set(h.get().saturating_add(1)));
+        Holding
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get().saturating_sub(1)));
+    }
+}
+
 /// Decides whether the owner recorded in a slot is gone.
 pub(crate) trait Liveness {
     /// Whether thread `tid`, with the stamp word `stamp` read from its slot, is certainly
@@ -406,6 +433,15 @@ impl Liveness for OsLiveness {
             // by the id alone.
             u32::try_from(tid).map_or(true, ipc_shm::sync::is_gone)
         }
+    }
+}
+
+/// Nobody is dead (used where only the caller's own id can be judged).
+struct NeverDead;
+
+impl Liveness for NeverDead {
+    fn is_dead(&self, _tid: u64, _stamp: u64) -> bool {
+        false
     }
 }
 
@@ -450,6 +486,20 @@ pub(crate) enum Reclaim {
     Reclaimed,
     /// The slot's state is impossible.
     Corrupted,
+}
+
+/// Publishes a tombstone for the slot claimed at `p` if dropped, i.e. if the write into it
+/// unwinds; forgotten once the write returns.
+struct TombstoneOnUnwind<'r, 'a, S: Slots> {
+    ring: &'r Ring<'a, S>,
+    i: Idx,
+    p: u64,
+}
+
+impl<S: Slots> Drop for TombstoneOnUnwind<'_, '_, S> {
+    fn drop(&mut self) {
+        self.ring.publish(self.i, self.p, false);
+    }
 }
 
 /// Too many `task_done` calls.
@@ -570,7 +620,10 @@ impl<'a, S: Slots> Ring<'a, S> {
     /// Sleeps on the slot in `b` (the first one not ready for us at position `b.pos` of the
     /// enqueue word, `getting` false, or of the dequeue word) until its state moves on, the
     /// ring closes, or `deadline`. Returns at once if anything changed since `b` was read.
-    fn park(&self, b: Blocker, getting: bool, deadline: Deadline) {
+    /// `draining` (a get on a closed ring waiting for a claim made before the close to be
+    /// published) sleeps even though the ring is closed: `close` has woken everyone already,
+    /// and the publish it waits for wakes it.
+    fn park(&self, b: Blocker, getting: bool, draining: bool, deadline: Deadline) {
         let st = self.slots.state(b.idx);
         let armed = b.state | WAITING;
         // SYNC POINT: an RMW even when the bit is already set: it and the owner's swap in
@@ -591,12 +644,27 @@ impl<'a, S: Slots> Ring<'a, S> {
         // SYNC POINT: SeqCst loads, against `close`'s SeqCst flag store and position loads: if
         // we miss the flag, `close` reads our position (or a later one, whose slot's owner
         // woke us) and clears WAITING on our slot after our CAS.
-        if seq(word.load(Ordering::SeqCst)) != b.pos || self.ctl.closed.load(Ordering::SeqCst) != 0
+        if seq(word.load(Ordering::SeqCst)) != b.pos
+            || (!draining && self.ctl.closed.load(Ordering::SeqCst) != 0)
         {
             return;
         }
         // The futex compares the low 32 bits: owner, WAITING and the low bits of seq.
         wait_low_half(st, armed as u32, deadline);
+    }
+
+    /// Whether the slot of the position before `p` is still idle in phase `phase` (0: not yet
+    /// written, 1: not yet read), i.e. its claim is only recorded in the position word.
+    #[inline(always)]
+    fn prev_idle(&self, p: u64, phase: u64) -> bool {
+        let q = self.prev(p);
+        match self.index(q) {
+            Some(j) => {
+                let s = self.slots.state(j).load(Ordering::Relaxed);
+                seq(s) == (q + phase) & POS_MASK && owner(s) & TID_MASK == 0
+            }
+            None => true,
+        }
     }
 
     /// The position before `p`.
@@ -641,6 +709,11 @@ impl<'a, S: Slots> Ring<'a, S> {
         }
         let p = seq(e);
         let i = self.index(p)?;
+        if x == me.tid && self.prev_idle(p, u64::from(reading)) {
+            // The record is in our id but its slot is still idle: a dead thread with our id
+            // made it (the general loop reclaims it).
+            return None;
+        }
         // SYNC POINT: Acquire pairs with the Release swap that freed (consumer's release) or
         // filled (producer's publish) the slot.
         if self.slots.state(i).load(Ordering::Acquire) != pack(p + u64::from(reading), 0) {
@@ -666,7 +739,10 @@ impl<'a, S: Slots> Ring<'a, S> {
         match self.claim_put_fast(me) {
             Some((i, p)) => {
                 ipc_failpoints::failpoint!("queue.put.claimed");
+                // As in `try_put` (free when `write` cannot unwind, as plain-data copies).
+                let guard = TombstoneOnUnwind { ring: self, i, p };
                 self.slots.write(i, write);
+                std::mem::forget(guard);
                 self.publish(i, p, true);
                 true
             }
@@ -710,8 +786,8 @@ impl<'a, S: Slots> Ring<'a, S> {
             if d == 0 && owner(s) & !WAITING == 0 {
                 self.stamp_slot(i, false, me);
                 let x = owner(e) & TID_MASK;
-                if x != 0 && x != me.tid {
-                    self.mark(self.prev(p), 0, x);
+                if x != 0 {
+                    self.mark_or_reclaim(self.prev(p), 0, x, me);
                 }
                 // SYNC POINT: AcqRel: Release publishes our stamp (stored above) to whoever
                 // reads our record, or a helper's mark of it, with Acquire.
@@ -751,6 +827,29 @@ impl<'a, S: Slots> Ring<'a, S> {
         let w = self.slots.stamp(i, reading);
         if w.load(Ordering::Relaxed) != me.stamp {
             w.store(me.stamp, Ordering::Relaxed);
+        }
+    }
+
+    /// The helping step for the claim record `x` of position `q` that our CAS is about to
+    /// overwrite: [`Ring::mark`] for somebody else's record. A record in our own thread id
+    /// whose slot is still idle is not ours (we hold no claim: our own claims are published
+    /// or released before we claim again), so a dead thread with our id made it: reclaim it
+    /// now, while the record still names it.
+    #[cold]
+    fn mark_or_reclaim(&self, q: u64, phase: u64, x: u64, me: Me) {
+        if x != me.tid {
+            self.mark(q, phase, x);
+            return;
+        }
+        let Some(j) = self.index(q) else { return };
+        let s = self.slots.state(j).load(Ordering::Acquire);
+        if seq(s) == (q + phase) & POS_MASK && owner(s) & TID_MASK == 0 {
+            let b = Blocker {
+                idx: j,
+                state: s,
+                pos: q,
+            };
+            self.reclaim(b, me, &NeverDead);
         }
     }
 
@@ -814,7 +913,13 @@ impl<'a, S: Slots> Ring<'a, S> {
         match claimed {
             Claimed::Slot(i, p) => {
                 ipc_failpoints::failpoint!("queue.put.claimed");
+                // A `write` that unwinds (a panicking `Serialize`) publishes a tombstone on
+                // the way out, so the slot is not left claimed by a thread that lives on.
+                let guard = TombstoneOnUnwind { ring: self, i, p };
+                let held = Holding::new();
                 let r = self.slots.write(i, write);
+                drop(held);
+                std::mem::forget(guard);
                 self.publish(i, p, r.is_ok());
                 Attempt::Done(r)
             }
@@ -841,8 +946,8 @@ impl<'a, S: Slots> Ring<'a, S> {
             if d == 0 && owner(s) & TID_MASK == 0 {
                 self.stamp_slot(i, true, me);
                 let x = owner(e) & TID_MASK;
-                if x != 0 && x != me.tid {
-                    self.mark(self.prev(p), 1, x);
+                if x != 0 {
+                    self.mark_or_reclaim(self.prev(p), 1, x, me);
                 }
                 // SYNC POINT: AcqRel, as in `claim_put`.
                 match self.ctl.deq.compare_exchange_weak(
@@ -919,7 +1024,7 @@ impl<'a, S: Slots> Ring<'a, S> {
     /// marked there, the record in the position word. The CAS goes from exactly the inspected
     /// state, so a slot that moved on meanwhile is left alone; a live claimer is never
     /// reclaimed.
-    pub(crate) fn reclaim(&self, b: Blocker, live: &impl Liveness) -> Reclaim {
+    pub(crate) fn reclaim(&self, b: Blocker, me: Me, live: &impl Liveness) -> Reclaim {
         let sq = seq(b.state);
         let at = sq & (self.one_lap - 1);
         let i = b.idx.0 as u64;
@@ -953,8 +1058,16 @@ impl<'a, S: Slots> Ring<'a, S> {
                 return Reclaim::Nothing;
             }
         }
-        let stamp = self.slots.stamp(b.idx, reading).load(Ordering::Relaxed);
-        if !live.is_dead(tid, stamp) {
+        // A claim in our own thread id is ours only while we hold one (inside a write); else
+        // it was made by a dead thread whose id we now have, whatever its stamp says (a
+        // stamp can match ours when the id was reused within one clock tick).
+        let dead = if tid == me.tid {
+            !holding_claim()
+        } else {
+            let stamp = self.slots.stamp(b.idx, reading).load(Ordering::Relaxed);
+            live.is_dead(tid, stamp)
+        };
+        if !dead {
             return Reclaim::Nothing;
         }
         let st = self.slots.state(b.idx);
@@ -999,7 +1112,7 @@ impl<'a, S: Slots> Ring<'a, S> {
     }
 
     /// Reclaims every slot whose claimer is dead (for `join`, which waits on all of them).
-    pub(crate) fn reclaim_all(&self, live: &impl Liveness) -> usize {
+    pub(crate) fn reclaim_all(&self, me: Me, live: &impl Liveness) -> usize {
         let mut n = 0;
         for i in 0..self.cap {
             let idx = Idx(i as usize);
@@ -1009,11 +1122,27 @@ impl<'a, S: Slots> Ring<'a, S> {
                 state: s,
                 pos: 0,
             };
-            if self.reclaim(b, live) == Reclaim::Reclaimed {
+            if self.reclaim(b, me, live) == Reclaim::Reclaimed {
                 n += 1;
             }
         }
         n
+    }
+
+    /// Whether the slot in `b`, which blocked a get at position `b.pos`, is claimed by a
+    /// producer that has not published yet (its claim marked in the slot, or still only
+    /// recorded in the enqueue word): a get on a closed ring must wait for that message (or
+    /// for its owner's death) instead of reporting `Closed`.
+    fn claim_pending(&self, b: Blocker) -> bool {
+        if seq(b.state) != b.pos {
+            return false;
+        }
+        if owner(b.state) & TID_MASK != 0 {
+            return true;
+        }
+        // SYNC POINT: Acquire, as in `reclaim`.
+        let rec = self.ctl.enq.load(Ordering::Acquire);
+        seq(rec) == self.next(b.pos) && owner(rec) & TID_MASK != 0
     }
 
     /// Closes the ring and wakes every sleeper.
@@ -1243,11 +1372,12 @@ impl<S: Slots> Ring<'_, S> {
     fn recover(
         &self,
         b: Option<Blocker>,
+        me: Me,
         watch: &DeathWatch,
         live: &impl Liveness,
     ) -> Result<bool, Stop> {
         match b {
-            Some(b) if watch.due() => match self.reclaim(b, live) {
+            Some(b) if watch.due() => match self.reclaim(b, me, live) {
                 Reclaim::Nothing => Ok(false),
                 Reclaim::Reclaimed => Ok(true),
                 Reclaim::Corrupted => Err(Stop::Corrupted),
@@ -1261,13 +1391,14 @@ impl<S: Slots> Ring<'_, S> {
     fn reclaimed(
         &self,
         b: Option<Blocker>,
+        me: Me,
         backoff: &Backoff,
         deadline: Deadline,
         watch: &DeathWatch,
         live: &impl Liveness,
     ) -> Result<bool, Stop> {
         if backoff.is_completed() || deadline.is_expired() {
-            self.recover(b, watch, live)
+            self.recover(b, me, watch, live)
         } else {
             Ok(false)
         }
@@ -1284,6 +1415,7 @@ impl<S: Slots> Ring<'_, S> {
         backoff: &mut Backoff,
         deadline: Deadline,
         watch: &DeathWatch,
+        draining: bool,
     ) -> Result<(), Stop> {
         if deadline.is_expired() {
             return Err(Stop::Deadline);
@@ -1293,7 +1425,7 @@ impl<S: Slots> Ring<'_, S> {
             return Ok(());
         }
         match b {
-            Some(b) => self.park(b, getting, watch.slice(deadline)),
+            Some(b) => self.park(b, getting, draining, watch.slice(deadline)),
             None => yield_now(),
         }
         Ok(())
@@ -1342,10 +1474,10 @@ impl<S: Slots> Ring<'_, S> {
                     Attempt::Blocked(b) => b,
                 },
             };
-            if self.reclaimed(b, &backoff, deadline, watch, live)? {
+            if self.reclaimed(b, me, &backoff, deadline, watch, live)? {
                 continue;
             }
-            self.pause(b, false, &mut backoff, deadline, watch)?;
+            self.pause(b, false, &mut backoff, deadline, watch, false)?;
         }
     }
 
@@ -1392,24 +1524,41 @@ impl<S: Slots> Ring<'_, S> {
                     Attempt::Blocked(b) => b,
                 },
             };
-            if self.reclaimed(b, &backoff, deadline, watch, live)? {
+            if self.reclaimed(b, me, &backoff, deadline, watch, live)? {
                 continue;
             }
+            let mut draining = false;
             if self.is_closed() {
-                // Drained: anything published before the close was seen by the attempt above
-                // (Acquire on the closed flag orders this after it).
-                return match self.try_get(me, read) {
-                    Attempt::Done(r) => Ok(r),
-                    Attempt::Corrupted => Err(Stop::Corrupted),
-                    _ => Err(Stop::Closed),
-                };
+                // Drained unless a producer claimed a slot before the close (or racing it) and
+                // has not published yet: its put will return `Ok`, so its message must be
+                // delivered; wait for it (a dead claimer's slot is reclaimed as usual).
+                // Anything published before the close is seen by the attempt below (Acquire
+                // on the closed flag orders it after the flag).
+                match self.try_get(me, read) {
+                    Attempt::Done(r) => return Ok(r),
+                    Attempt::Corrupted => return Err(Stop::Corrupted),
+                    Attempt::Blocked(Some(b)) if self.claim_pending(b) => {
+                        draining = true;
+                        blocked = Some(Some(b));
+                    }
+                    _ => return Err(Stop::Closed),
+                }
             }
-            self.pause(b, true, &mut backoff, deadline, watch)?;
+            if draining {
+                self.pause(blocked.flatten(), true, &mut backoff, deadline, watch, true)?;
+                continue;
+            }
+            self.pause(b, true, &mut backoff, deadline, watch, false)?;
         }
     }
 
     /// Waits until every task put has been marked done (or dropped with a dead consumer).
-    pub(crate) fn join_until(&self, deadline: Deadline, live: &impl Liveness) -> Result<(), Stop> {
+    pub(crate) fn join_until(
+        &self,
+        me: Me,
+        deadline: Deadline,
+        live: &impl Liveness,
+    ) -> Result<(), Stop> {
         loop {
             if self.unfinished() == 0 {
                 return Ok(());
@@ -1426,7 +1575,7 @@ impl<S: Slots> Ring<'_, S> {
             #[cfg(loom)]
             let slice = deadline;
             if self.wait_join(key, slice) == WaitOutcome::TimedOut {
-                self.reclaim_all(live);
+                self.reclaim_all(me, live);
             }
         }
     }
@@ -1799,6 +1948,38 @@ mod loom_tests {
         });
     }
 
+    /// A put racing `close` while a consumer waits: a put that returns `Ok` is delivered to
+    /// the consumer, which reports `Closed` only when the put was refused (a claim made
+    /// before the close is waited for, never abandoned).
+    #[test]
+    fn put_racing_close_is_delivered_or_refused() {
+        loom::model(|| {
+            let m = Model::new(1);
+            let m2 = Arc::clone(&m);
+            let c = loom::thread::spawn(move || {
+                let r = m2.ring();
+                let w = DeathWatch::new();
+                r.get_until(
+                    me(2),
+                    Deadline::never(),
+                    &w,
+                    &m2.deaths,
+                    &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0),
+                )
+            });
+            let m3 = Arc::clone(&m);
+            let p = loom::thread::spawn(move || put(&m3.ring(), me(1), 7));
+            m.ring().close();
+            let sent = p.join().unwrap();
+            let got = c.join().unwrap();
+            if sent {
+                assert_eq!(got, Ok(Some(7)));
+            } else {
+                assert_eq!(got, Err(Stop::Closed));
+            }
+        });
+    }
+
     /// A producer parked on a full ring is woken by `close` and reports it closed.
     #[test]
     fn close_wakes_a_parked_producer() {
@@ -1875,7 +2056,7 @@ mod loom_tests {
                         Attempt::Done(v) => return v,
                         Attempt::Blocked(Some(b)) => {
                             if m3.deaths.0[1].load(Ordering::SeqCst) {
-                                r.reclaim(b, &m3.deaths);
+                                r.reclaim(b, me(3), &m3.deaths);
                             }
                         }
                         _ => {}
@@ -1892,7 +2073,7 @@ mod loom_tests {
                 match r.try_get(me(3), &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0)) {
                     Attempt::Done(v) => rest.extend(v),
                     Attempt::Blocked(Some(b)) => {
-                        r.reclaim(b, &m.deaths);
+                        r.reclaim(b, me(3), &m.deaths);
                     }
                     _ => {}
                 }
@@ -1928,7 +2109,7 @@ mod loom_tests {
                     }) {
                         Attempt::Done(_) => return true,
                         Attempt::Blocked(Some(b)) => {
-                            r.reclaim(b, &m3.deaths);
+                            r.reclaim(b, me(3), &m3.deaths);
                         }
                         _ => {}
                     }
@@ -1945,7 +2126,7 @@ mod loom_tests {
                         Claimed::Blocked(Some(b)) => b,
                         other => panic!("{other:?}"),
                     };
-                    assert_eq!(r.reclaim(b, &m.deaths), Reclaim::Reclaimed);
+                    assert_eq!(r.reclaim(b, me(1), &m.deaths), Reclaim::Reclaimed);
                     assert!(put(&r, me(1), 2));
                 }
             }
