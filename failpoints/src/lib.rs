@@ -138,8 +138,7 @@ pub fn arm(name: &str, nth: u32, action: Action) -> Result<(), TableFull> {
         if e.name.load(Ordering::Relaxed) == 0 {
             e.action.store(action as u8, Ordering::Relaxed);
             e.countdown.store(nth, Ordering::Relaxed);
-            if e
-                .name
+            if e.name
                 .compare_exchange(0, h, Ordering::Release, Ordering::Relaxed)
                 .is_ok()
             {
@@ -155,8 +154,7 @@ pub fn arm(name: &str, nth: u32, action: Action) -> Result<(), TableFull> {
 pub fn disarm(name: &str) {
     let h = hash(name);
     for e in &TABLE {
-        if e
-            .name
+        if e.name
             .compare_exchange(h, 0, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
@@ -211,8 +209,7 @@ fn hit_armed(name: &'static str) {
         match Action::from_u8(e.action.load(Ordering::Relaxed)) {
             Some(Action::Kill) => sys::kill_self(),
             Some(Action::Stop) => {
-                if e
-                    .name
+                if e.name
                     .compare_exchange(h, 0, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
                 {

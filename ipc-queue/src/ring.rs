@@ -731,6 +731,23 @@ impl<'a, S: Slots> Ring<'a, S> {
         Some((i, p))
     }
 
+    /// After our claim at `p` (slot `i`): if the ring was closed meanwhile, publishes a
+    /// tombstone and returns true (the put reports `Closed`). A get that finds the ring
+    /// closed waits only for claims it can see (`claim_pending`); one made after its look
+    /// sees the flag here.
+    #[inline(always)]
+    fn refused_by_close(&self, i: Idx, p: u64) -> bool {
+        // SYNC POINT: Acquire, after our AcqRel claim CAS on the enqueue word. A getter that
+        // saw the flag (Acquire, from `close`'s store) then does an RMW on that word: if it
+        // comes first in the word's order our CAS reads from it, so the flag store happens
+        // before this load, which sees it; otherwise the RMW reads our claim.
+        if self.ctl.closed.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.publish(i, p, false);
+        true
+    }
+
     /// A whole put in the common case: [`Ring::claim_put_fast`], `write`, publish. False if
     /// the fast claim declined (nothing changed); the caller then runs [`Ring::put_until`].
     /// For writes that cannot fail (plain data).
@@ -738,6 +755,10 @@ impl<'a, S: Slots> Ring<'a, S> {
     pub(crate) fn put_fast(&self, me: Me, write: impl FnOnce(SlotWriter<'_>)) -> bool {
         match self.claim_put_fast(me) {
             Some((i, p)) => {
+                if self.refused_by_close(i, p) {
+                    // `put_until` reports the close.
+                    return false;
+                }
                 ipc_failpoints::failpoint!("queue.put.claimed");
                 // As in `try_put` (free when `write` cannot unwind, as plain-data copies).
                 let guard = TombstoneOnUnwind { ring: self, i, p };
@@ -911,6 +932,7 @@ impl<'a, S: Slots> Ring<'a, S> {
             None => self.claim_put(me),
         };
         match claimed {
+            Claimed::Slot(i, p) if self.refused_by_close(i, p) => Attempt::Closed,
             Claimed::Slot(i, p) => {
                 ipc_failpoints::failpoint!("queue.put.claimed");
                 // A `write` that unwinds (a panicking `Serialize`) publishes a tombstone on
@@ -1140,8 +1162,10 @@ impl<'a, S: Slots> Ring<'a, S> {
         if owner(b.state) & TID_MASK != 0 {
             return true;
         }
-        // SYNC POINT: Acquire, as in `reclaim`.
-        let rec = self.ctl.enq.load(Ordering::Acquire);
+        // SYNC POINT: an RMW that changes nothing, after the caller's Acquire load of the
+        // closed flag: it reads the latest record, or a claim after it sees the flag (see
+        // `refused_by_close`). Only gets on a closed ring come here.
+        let rec = self.ctl.enq.fetch_add(0, Ordering::AcqRel);
         seq(rec) == self.next(b.pos) && owner(rec) & TID_MASK != 0
     }
 
@@ -1528,7 +1552,8 @@ impl<S: Slots> Ring<'_, S> {
                 continue;
             }
             let mut draining = false;
-            if self.is_closed() {
+            // SYNC POINT: Acquire (see `refused_by_close`).
+            if self.ctl.closed.load(Ordering::Acquire) != 0 {
                 // Drained unless a producer claimed a slot before the close (or racing it) and
                 // has not published yet: its put will return `Ok`, so its message must be
                 // delivered; wait for it (a dead claimer's slot is reclaimed as usual).
