@@ -15,7 +15,7 @@ use crate::handle::{get_error, slot_size_for, Handle};
 use crate::ring::{SlotReader, SlotWriter, Stop, MIN_SLOT};
 
 const KIND: &str = "ipc_queue::PodQueue";
-const KIND_VERSION: u32 = 4;
+const KIND_VERSION: u32 = 5;
 
 /// A bounded multi-producer multi-consumer queue of plain-data values in shared memory.
 ///

@@ -40,17 +40,26 @@
 //!   flag store, the position re-reads and the slot RMWs are all SeqCst).
 //! - **Counting without counters.** `len()` is the distance between the enqueue and dequeue
 //!   positions, clamped to `0..=capacity` (approximate, like `qsize`). `join` accounting:
-//!   unfinished = claims (the enqueue position as a running count) minus the `retired` word,
-//!   which counts `task_done` calls, tombstones and messages dropped with dead consumers:
-//!   only the user's `task_done` and slow paths touch it. `join` sleeps on it as an
-//!   eventcount (bit 0 someone sleeps, bit 1 closed, count from bit 2); whoever adds wakes only
-//!   when the bit was set. Counts are compared modulo the period of the position encoding.
+//!   unfinished = claims (the enqueue position as a running count) minus `task_done` calls
+//!   (the `done` word) minus positions retired by the system: tombstones and messages dropped
+//!   with dead consumers. A system retirement is recorded in the slot's *retire record*
+//!   (count in the high half, the lap it was for in the low half) by the participant that
+//!   holds the slot's read claim: the consumer that skips a tombstone, or the reclaimer that
+//!   takes over a dead consumer's claim. The record is idempotent (a lap already recorded is
+//!   not counted again) and only the holder writes it, so a kill anywhere leaves the count
+//!   recoverable: whoever takes over the dead holder's claim re-does it. Tombstones nobody
+//!   has skipped yet are counted by `join` from the slot states (a tombstone whose lap is
+//!   not in the record). The `sys` word sums the records as a hint (it misses one per kill
+//!   between record and hint) for `task_done`'s check and `join`'s fast path; `join` decides
+//!   on the exact sum. `retired` is the joiners' eventcount (bit 0 someone sleeps, bit 1
+//!   closed, count from bit 2); whoever adds wakes only when the bit was set. Counts are
+//!   compared modulo the period of the position encoding.
 //!
 //! Layout after the segment header (every value read here is untrusted):
 //! ```text
 //!   0  enq word (u64)                              producer line, 128 bytes
 //! 128  deq word (u64)                              consumer line, 128 bytes
-//! 256  retired eventcount, dropped, tombstones (u64)  rare line, 128 bytes
+//! 256  retired eventcount, dropped, tombstones, done, sys (u64)   rare line, 128 bytes
 //! 384  closed flag (u64)                           read-mostly line, 128 bytes
 //! 512  the slots, in one of two layouts chosen by the slot (payload) size:
 //!
@@ -58,10 +67,12 @@
 //!      states: one u64 per slot                    A = cap * 8 rounded up to 128 bytes
 //!      writer stamps: one u64 per slot             A bytes
 //!      reader stamps: one u64 per slot             A bytes
+//!      retire records: one u64 per slot            A bytes
 //!      payloads: slot_size bytes per slot
 //!
 //!      inline, slot_size > 32:
-//!      slot 0: state, writer stamp, reader stamp (u64 each), payload (slot_size bytes);
+//!      slot 0: state, writer stamp, reader stamp, retire record (u64 each), payload
+//!      (slot_size bytes);
 //!      slot 1; ...
 //! ```
 //! Small slots pack each kind of word in an array of its own, as the sequence words and
@@ -105,6 +116,10 @@ const WAITING: u64 = 1 << 22;
 /// How often a helper retries its mark when only the `WAITING` bit moved under it.
 const MARK_TRIES: u32 = 64;
 
+/// A retire record: the lap of its last retirement in the low half (this value: none yet),
+/// their count in the high half.
+const NO_LAP: u64 = 0xFFFF_FFFF;
+
 /// The `retired` eventcount word: bit 0 a joiner sleeps, bit 1 closed, count from bit 2.
 const WAITERS: u64 = 1;
 const CLOSED: u64 = 2;
@@ -116,8 +131,8 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 30;
 pub(crate) const MIN_SLOT: usize = 8;
 /// The largest slot size that uses the packed layout (two or more payloads per line).
 const PACKED_MAX_SLOT: usize = 32;
-/// Bytes of state and stamp words before each payload in the inline layout.
-const INLINE_HEADER: usize = 24;
+/// Bytes of state, stamp and record words before each payload in the inline layout.
+const INLINE_HEADER: usize = 32;
 /// Bytes of control block before slot 0.
 pub(crate) const CONTROL_LEN: usize = 512;
 /// The most steps one attempt takes before it reports contention (a hostile peer flipping
@@ -163,7 +178,9 @@ pub(crate) struct Control {
     retired: AtomicU64,
     dropped: AtomicU64,
     tombstones: AtomicU64,
-    _pad2: [u8; 104],
+    done: AtomicU64,
+    sys: AtomicU64,
+    _pad2: [u8; 88],
     closed: AtomicU64,
     _pad3: [u8; 120],
 }
@@ -188,7 +205,9 @@ impl Control {
             retired: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             tombstones: AtomicU64::new(0),
-            _pad2: [0; 104],
+            done: AtomicU64::new(0),
+            sys: AtomicU64::new(0),
+            _pad2: [0; 88],
             closed: AtomicU64::new(0),
             _pad3: [0; 120],
         }
@@ -291,6 +310,8 @@ pub(crate) trait Slots {
     fn state(&self, i: Idx) -> &AtomicU64;
     /// The stamp word of slot `i` for its writer (`reading` false) or its reader.
     fn stamp(&self, i: Idx, reading: bool) -> &AtomicU64;
+    /// The retire record of slot `i` (see the module doc).
+    fn record(&self, i: Idx) -> &AtomicU64;
     /// Runs `f` on the payload of slot `i`, which the caller has claimed for writing.
     fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R;
     /// Runs `f` on the payload of slot `i`, which the caller has claimed for reading.
@@ -298,7 +319,7 @@ pub(crate) trait Slots {
 }
 
 /// Slots in a shared mapping, in one of the two layouts of the module doc: slot `i`'s word
-/// `k` (0 state, 1 writer stamp, 2 reader stamp) is at `words + i * word_step + k * kind_step`
+/// `k` (0 state, 1 writer stamp, 2 reader stamp, 3 retire record) is at `words + i * word_step + k * kind_step`
 /// (in words), its payload at `base + i * payload_step` (in bytes), `slot_size` bytes long.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ShmSlots {
@@ -318,10 +339,10 @@ impl ShmSlots {
         unsafe { self.base.as_ptr().add(i.0 * self.payload_step) }
     }
 
-    /// Word `k` (0 state, 1 writer stamp, 2 reader stamp) of slot `i`.
+    /// Word `k` (0 state, 1 writer stamp, 2 reader stamp, 3 retire record) of slot `i`.
     #[inline]
     fn word(&self, k: usize, i: Idx) -> &AtomicU64 {
-        // SAFETY: `Idx` is below the capacity and `k < 3`; the mapping holds those words at
+        // SAFETY: `Idx` is below the capacity and `k < 4`; the mapping holds those words at
         // these steps from `words` (8-aligned: the area starts 128-aligned and every step is
         // a whole number of words; checked in `ShmRing::new`); the mapping outlives `&self`;
         // an `AtomicU64` is valid for any bits.
@@ -342,6 +363,11 @@ impl Slots for ShmSlots {
     #[inline]
     fn stamp(&self, i: Idx, reading: bool) -> &AtomicU64 {
         self.word(if reading { 2 } else { 1 }, i)
+    }
+
+    #[inline]
+    fn record(&self, i: Idx) -> &AtomicU64 {
+        self.word(3, i)
     }
 
     fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R {
@@ -555,6 +581,7 @@ impl<'a, S: Slots> Ring<'a, S> {
             self.slots.state(idx).store(pack(i, 0), Ordering::Relaxed);
             self.slots.stamp(idx, false).store(0, Ordering::Relaxed);
             self.slots.stamp(idx, true).store(0, Ordering::Relaxed);
+            self.slots.record(idx).store(NO_LAP, Ordering::Relaxed);
         }
         for w in [
             &self.ctl.enq,
@@ -562,6 +589,8 @@ impl<'a, S: Slots> Ring<'a, S> {
             &self.ctl.retired,
             &self.ctl.dropped,
             &self.ctl.tombstones,
+            &self.ctl.done,
+            &self.ctl.sys,
             &self.ctl.closed,
         ] {
             w.store(0, Ordering::Relaxed);
@@ -585,8 +614,8 @@ impl<'a, S: Slots> Ring<'a, S> {
         }
     }
 
-    /// Counts one retired message (`task_done`, tombstone, dropped) and wakes joiners if
-    /// any sleep.
+    /// Bumps the joiners' eventcount after a retirement (`task_done` or a retire record)
+    /// and wakes joiners if any sleep.
     fn retire(&self) {
         let w = &self.ctl.retired;
         // SYNC POINT: SeqCst RMW; a joiner's `prepare_join` RMW on the same word either reads
@@ -595,6 +624,36 @@ impl<'a, S: Slots> Ring<'a, S> {
         if prev & WAITERS != 0 {
             w.fetch_and(!WAITERS, Ordering::Relaxed);
             wake_low_half(w, u32::MAX);
+        }
+    }
+
+    /// The lap of position `p`, as a retire record holds it.
+    fn lap32(&self, p: u64) -> u64 {
+        ((p & POS_MASK) >> self.one_lap.trailing_zeros()) & NO_LAP
+    }
+
+    /// Records that position `p` of slot `i` (a tombstone, or a message lost with a dead
+    /// consumer) is retired, unless its lap is recorded already. Only the holder of the
+    /// slot's read claim calls it, before it frees the slot, so a kill anywhere here leaves
+    /// the slot claimed, and whoever takes the claim over calls it again.
+    fn settle(&self, i: Idx, p: u64) {
+        let lap = self.lap32(p);
+        let w = self.slots.record(i);
+        let mut r = w.load(Ordering::Acquire);
+        for _ in 0..MARK_TRIES {
+            if r & NO_LAP == lap {
+                return;
+            }
+            let next = ((r >> 32).wrapping_add(1) << 32) | lap;
+            // SYNC POINT: AcqRel; `join` reads the records with Acquire.
+            match w.compare_exchange(r, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.ctl.sys.fetch_add(1, Ordering::Relaxed);
+                    self.retire();
+                    return;
+                }
+                Err(now) => r = now,
+            }
         }
     }
 
@@ -913,9 +972,9 @@ impl<'a, S: Slots> Ring<'a, S> {
             self.wake_slot(i);
         }
         if !ok {
+            // Counted for `join` by the consumer that skips it (or by `join` until then).
             ipc_failpoints::failpoint!("queue.publish.before_retire");
             self.ctl.tombstones.fetch_add(1, Ordering::Relaxed);
-            self.retire();
         }
     }
 
@@ -979,7 +1038,8 @@ impl<'a, S: Slots> Ring<'a, S> {
                     Ordering::Acquire,
                 ) {
                     Ok(_) if owner(s) & TOMB != 0 => {
-                        // A tombstone: ours to free; then go on.
+                        // A tombstone: ours to count and free; then go on.
+                        self.settle(i, p);
                         ipc_failpoints::failpoint!("queue.tombstone.published");
                         self.release(i, p);
                         e = pack(self.next(p), me.tid);
@@ -1094,22 +1154,24 @@ impl<'a, S: Slots> Ring<'a, S> {
         }
         let st = self.slots.state(b.idx);
         if reading {
-            let free = pack(q.wrapping_add(self.one_lap), 0);
-            // SYNC POINT: AcqRel; the next lap's producer Acquires the freed state.
+            // Take the dead reader's claim over (keeping TOMB and WAITING), so that we are
+            // the holder that records the retirement; then free the slot. Killed in between,
+            // we leave a claim of a dead reader again, and the next reclaimer re-does both.
+            let taken = pack(q + 1, me.tid | (owner(b.state) & (TOMB | WAITING)));
+            // SYNC POINT: AcqRel; the dead reader's reads are over, and our release's
+            // Release orders this before the next lap's producer.
             if st
-                .compare_exchange(b.state, free, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(b.state, taken, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
             {
                 return Reclaim::Nothing;
             }
-            if b.state & WAITING != 0 {
-                self.wake_slot(b.idx);
-            }
             ipc_failpoints::failpoint!("queue.reclaim.before_retire");
+            self.settle(b.idx, q);
             if owner(b.state) & TOMB == 0 {
                 self.ctl.dropped.fetch_add(1, Ordering::Relaxed);
-                self.retire();
             }
+            self.release(b.idx, q);
         } else {
             // SYNC POINT: AcqRel; the consumer that skips the tombstone Acquires it.
             if st
@@ -1126,9 +1188,9 @@ impl<'a, S: Slots> Ring<'a, S> {
             if b.state & WAITING != 0 {
                 self.wake_slot(b.idx);
             }
+            // Counted for `join` by the consumer that skips it (or by `join` until then).
             ipc_failpoints::failpoint!("queue.reclaim.before_retire");
             self.ctl.tombstones.fetch_add(1, Ordering::Relaxed);
-            self.retire();
         }
         Reclaim::Reclaimed
     }
@@ -1241,45 +1303,80 @@ impl<'a, S: Slots> Ring<'a, S> {
         self.ctl.dropped.load(Ordering::Relaxed)
     }
 
-    /// Tasks claimed but not retired, given the `retired` word `r`.
-    fn unfinished_with(&self, r: u64) -> u64 {
-        // After `r` was read: every claim a retirement in `r` accounts for is visible now.
+    /// Tasks claimed but not retired, given `done` `task_done` calls and `sys` system
+    /// retirements (both read before this call).
+    fn unfinished_with(&self, done: u64, sys: u64) -> u64 {
+        // After the counts were read: every claim a retirement in them accounts for is
+        // visible now.
         let claims = self.count(seq(self.ctl.enq.load(Ordering::Acquire)));
-        self.distance(claims, (r >> 2) % self.period()).max(0) as u64
+        let retired = done.wrapping_add(sys) % self.period();
+        self.distance(claims, retired).max(0) as u64
     }
 
-    /// Tasks put but neither marked done, tombstoned nor dropped.
+    /// Tasks put but not retired, by the `sys` hint: never fewer than [`Ring::unfinished`]
+    /// (the hint misses at most one retirement per kill).
+    fn unfinished_fast(&self) -> u64 {
+        // SYNC POINT: Acquire pairs with the RMWs in `settle` and `task_done`.
+        let done = self.ctl.done.load(Ordering::Acquire);
+        let sys = self.ctl.sys.load(Ordering::Acquire);
+        self.unfinished_with(done, sys)
+    }
+
+    /// Tasks put but neither marked done, tombstoned nor dropped, exactly: the retire
+    /// records summed, plus tombstones not yet skipped (so not yet recorded). Reads every
+    /// slot: for `join`. The records are summed before the states are read, and a
+    /// tombstone's record is read again after its state, so a retirement recorded meanwhile
+    /// is counted at most once (at worst not at all, and the next look counts it).
     pub(crate) fn unfinished(&self) -> u64 {
-        // SYNC POINT: Acquire pairs with the SeqCst RMWs in `retire` and `task_done`.
-        self.unfinished_with(self.ctl.retired.load(Ordering::Acquire))
+        // SYNC POINT: Acquire pairs with the RMWs in `settle` and `task_done`.
+        let mut retired = self.ctl.done.load(Ordering::Acquire);
+        for i in 0..self.cap {
+            let r = self.slots.record(Idx(i as usize)).load(Ordering::Acquire);
+            retired = retired.wrapping_add(r >> 32);
+        }
+        for i in 0..self.cap {
+            let idx = Idx(i as usize);
+            let s = self.slots.state(idx).load(Ordering::Acquire);
+            if owner(s) & TOMB == 0 {
+                continue;
+            }
+            let q = seq(s).wrapping_sub(1) & POS_MASK;
+            if self.index(q) != Some(idx) {
+                continue;
+            }
+            let r = self.slots.record(idx).load(Ordering::Acquire);
+            if r & NO_LAP != self.lap32(q) {
+                retired = retired.wrapping_add(1);
+            }
+        }
+        self.unfinished_with(retired, 0)
     }
 
     /// Marks one task done (`JoinableQueue.task_done`).
     pub(crate) fn task_done(&self) -> Result<(), TooManyDone> {
-        let w = &self.ctl.retired;
+        let w = &self.ctl.done;
         let mut cur = w.load(Ordering::Acquire);
         for _ in 0..MAX_STEPS {
-            if self.unfinished_with(cur) == 0 {
+            let sys = self.ctl.sys.load(Ordering::Acquire);
+            if self.unfinished_with(cur, sys) == 0 {
                 return Err(TooManyDone);
             }
-            // SYNC POINT: SeqCst, as in `retire`; Release pairs with a joiner's Acquire load.
+            // SYNC POINT: AcqRel; Release pairs with a joiner's Acquire load.
             match w.compare_exchange_weak(
                 cur,
-                cur.wrapping_add(ONE),
-                Ordering::SeqCst,
+                cur.wrapping_add(1),
+                Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(prev) => {
-                    if prev & WAITERS != 0 {
-                        w.fetch_and(!WAITERS, Ordering::Relaxed);
-                        wake_low_half(w, u32::MAX);
-                    }
+                Ok(_) => {
+                    self.retire();
                     return Ok(());
                 }
                 Err(now) => cur = now,
             }
         }
         // Only a peer rewriting the word on every step gets here: count it anyway.
+        w.fetch_add(1, Ordering::AcqRel);
         self.retire();
         Ok(())
     }
@@ -1584,12 +1681,16 @@ impl<S: Slots> Ring<'_, S> {
         deadline: Deadline,
         live: &impl Liveness,
     ) -> Result<(), Stop> {
+        // The exact count reads every slot: only when the hint is small enough that
+        // tombstones not yet skipped may explain it, or after a quiet slice.
+        let mut quiet = false;
         loop {
-            if self.unfinished() == 0 {
+            if self.unfinished_fast() == 0 {
                 return Ok(());
             }
             let key = self.prepare_join();
-            if self.unfinished() == 0 {
+            let fast = self.unfinished_fast();
+            if fast == 0 || ((fast <= self.cap || quiet) && self.unfinished() == 0) {
                 return Ok(());
             }
             if deadline.is_expired() {
@@ -1599,7 +1700,8 @@ impl<S: Slots> Ring<'_, S> {
             let slice = deadline.min(Deadline::after(SLICE));
             #[cfg(loom)]
             let slice = deadline;
-            if self.wait_join(key, slice) == WaitOutcome::TimedOut {
+            quiet = self.wait_join(key, slice) == WaitOutcome::TimedOut;
+            if quiet {
                 self.reclaim_all(me, live);
             }
         }
@@ -1638,7 +1740,7 @@ impl ShmRing {
     pub(crate) fn payload_len(cap: usize, slot_size: usize) -> Option<usize> {
         let slots = if Self::packed(slot_size) {
             cap.checked_mul(slot_size)?
-                .checked_add(Self::array_words(cap)?.checked_mul(3 * 8)?)?
+                .checked_add(Self::array_words(cap)?.checked_mul(4 * 8)?)?
         } else {
             cap.checked_mul(slot_size.checked_add(INLINE_HEADER)?)?
         };
@@ -1656,8 +1758,8 @@ impl ShmRing {
                 words: words.cast::<AtomicU64>(),
                 word_step: 1,
                 kind_step: stride,
-                // SAFETY: as above: the three word arrays come first, then the payloads.
-                base: unsafe { words.add(3 * stride * 8) },
+                // SAFETY: as above: the four word arrays come first, then the payloads.
+                base: unsafe { words.add(4 * stride * 8) },
                 payload_step: slot_size,
                 slot_size,
             })
@@ -1667,7 +1769,7 @@ impl ShmRing {
                 words: words.cast::<AtomicU64>(),
                 word_step: record / 8,
                 kind_step: 1,
-                // SAFETY: as above: each record holds its three words, then its payload.
+                // SAFETY: as above: each record holds its four words, then its payload.
                 base: unsafe { words.add(INLINE_HEADER) },
                 payload_step: record,
                 slot_size,
@@ -1750,6 +1852,7 @@ mod loom_tests {
     struct HeapSlot {
         state: AtomicU64,
         stamps: [AtomicU64; 2],
+        record: AtomicU64,
         data: UnsafeCell<[u8; 8]>,
     }
 
@@ -1761,6 +1864,9 @@ mod loom_tests {
         }
         fn stamp(&self, i: Idx, reading: bool) -> &AtomicU64 {
             &self.0[i.0].stamps[usize::from(reading)]
+        }
+        fn record(&self, i: Idx) -> &AtomicU64 {
+            &self.0[i.0].record
         }
         fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R {
             self.0[i.0].data.with_mut(|p| {
@@ -1809,6 +1915,7 @@ mod loom_tests {
                         .map(|_| HeapSlot {
                             state: AtomicU64::new(0),
                             stamps: [AtomicU64::new(0), AtomicU64::new(0)],
+                            record: AtomicU64::new(0),
                             data: UnsafeCell::new([0; 8]),
                         })
                         .collect(),

@@ -281,19 +281,19 @@ fn corrupted_slots_are_errors_and_the_queue_goes_on(
 
 #[test]
 fn corrupted_slots_in_the_packed_layout() {
-    // `max_message_size(16)`: 4-byte length word + 16 = 24-byte slots, packed: three word
-    // arrays (states, writer stamps, reader stamps) of 16 words each, then the payloads.
+    // `max_message_size(16)`: 4-byte length word + 16 = 24-byte slots, packed: four word
+    // arrays (states, writer stamps, reader stamps, retire records) of 16 words each, then the payloads.
     corrupted_slots_are_errors_and_the_queue_goes_on("corrupt", 16, |i| {
-        HEADER + CONTROL + 3 * 16 * 8 + i * 24
+        HEADER + CONTROL + 4 * 16 * 8 + i * 24
     });
 }
 
 #[test]
 fn corrupted_slots_in_the_inline_layout() {
     // `max_message_size(64)`: 68 -> 72-byte slots, above the packed layout's limit: each slot
-    // is its state and stamp words (24 bytes) followed by its payload, 96-byte records.
+    // is its state, stamp and record words (32 bytes) followed by its payload, 104-byte records.
     corrupted_slots_are_errors_and_the_queue_goes_on("corrupti", 64, |i| {
-        HEADER + CONTROL + i * (24 + 72) + 24
+        HEADER + CONTROL + i * (32 + 72) + 32
     });
 }
 
@@ -445,7 +445,7 @@ fn corrupted_byte_vectors_are_errors_and_the_queue_goes_on() {
         .create()
         .unwrap();
     let raw = SharedMemory::open_named(&name).unwrap();
-    let payload = |i: usize| HEADER + CONTROL + i * (24 + 72) + 24;
+    let payload = |i: usize| HEADER + CONTROL + i * (32 + 72) + 32;
     // The varint claims 200 bytes; the message holds 2 + 3.
     q.put(vec![1u8, 2, 3]).unwrap();
     raw.write_at(payload(0), &5u32.to_le_bytes()).unwrap();

@@ -103,6 +103,73 @@ fn panicking_serialize_leaves_a_tombstone() {
     q.join_timeout(Duration::from_secs(2)).unwrap();
 }
 
+/// A producer whose write fails is killed after publishing its tombstone and before the
+/// tombstone is counted for `join` (`queue.publish.before_retire`): `join` still returns once
+/// the rest is done.
+#[test]
+fn kill_between_tombstone_and_retire_does_not_hang_join() {
+    let q = bomb_queue();
+    let victim = ipc_testkit::fork(|| {
+        ipc_failpoints::arm("queue.publish.before_retire", 1, Action::Kill).unwrap();
+        i32::from(q.put(Bomb::new(1, Mode2::Fail)).is_ok())
+    });
+    assert_eq!(victim.wait(WATCHDOG), Exit::Signal(libc::SIGKILL));
+    q.put(Bomb::new(5, Mode2::Ok)).unwrap();
+    assert_eq!(q.get().unwrap().value, 5);
+    q.task_done().unwrap();
+    q.join_timeout(Duration::from_secs(2)).unwrap();
+    assert!(matches!(q.task_done(), Err(Error::TaskDoneTooManyTimes)));
+}
+
+/// A consumer that reclaims a dead producer's slot is killed after its CAS and before the
+/// tombstone is counted (`queue.reclaim.before_retire`): `join` still returns.
+#[test]
+fn kill_between_reclaim_and_retire_does_not_hang_join() {
+    let q = PodQueue::<u64>::new(4).unwrap();
+    let writer = ipc_testkit::fork(|| {
+        ipc_failpoints::arm("queue.put.claimed", 1, Action::Kill).unwrap();
+        i32::from(q.put(1).is_ok())
+    });
+    assert_eq!(writer.wait(WATCHDOG), Exit::Signal(libc::SIGKILL));
+    let reclaimer = ipc_testkit::fork(|| {
+        ipc_failpoints::arm("queue.reclaim.before_retire", 1, Action::Kill).unwrap();
+        i32::from(q.get_timeout(Duration::from_secs(5)).is_ok())
+    });
+    assert_eq!(reclaimer.wait(WATCHDOG), Exit::Signal(libc::SIGKILL));
+    q.put(5).unwrap();
+    assert_eq!(q.get().unwrap(), 5);
+    q.task_done().unwrap();
+    q.join_timeout(Duration::from_secs(2)).unwrap();
+}
+
+/// A producer that reclaims a dead consumer's slot is killed after taking the claim over
+/// and before recording the lost message (`queue.reclaim.before_retire`): `join` re-does the
+/// reclaim and reports the message lost with its consumer, and the queue goes on.
+#[test]
+fn kill_between_reader_reclaim_and_retire_does_not_hang_join() {
+    let q = PodQueue::<u64>::new(1).unwrap();
+    q.put(1).unwrap();
+    let reader = ipc_testkit::fork(|| {
+        ipc_failpoints::arm("queue.get.claimed", 1, Action::Kill).unwrap();
+        i32::from(q.get().is_ok())
+    });
+    assert_eq!(reader.wait(WATCHDOG), Exit::Signal(libc::SIGKILL));
+    let reclaimer = ipc_testkit::fork(|| {
+        ipc_failpoints::arm("queue.reclaim.before_retire", 1, Action::Kill).unwrap();
+        i32::from(q.put_timeout(2, Duration::from_secs(5)).is_ok())
+    });
+    assert_eq!(reclaimer.wait(WATCHDOG), Exit::Signal(libc::SIGKILL));
+    match q.join_timeout(Duration::from_secs(5)) {
+        Err(Error::PeerDied { dropped: 1 }) => {}
+        other => panic!("{other:?}"),
+    }
+    q.put(5).unwrap();
+    assert_eq!(q.get().unwrap(), 5);
+    q.task_done().unwrap();
+    q.join_timeout(Duration::from_secs(2)).unwrap();
+    assert_eq!(q.dropped(), 1);
+}
+
 /// Offsets in a named `PodQueue<u64>` of capacity 4 (see `ring.rs`): header, control block,
 /// then the packed arrays of 16 words each.
 const HEADER: usize = 128;
