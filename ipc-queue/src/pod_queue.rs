@@ -111,8 +111,8 @@ impl<T: Pod> PodQueueBuilder<T> {
 }
 
 fn write_pod<T: Pod>(v: &T, mut w: SlotWriter<'_>) {
-    let bytes = bytemuck::bytes_of(v);
-    w.bytes()[..bytes.len()].copy_from_slice(bytes);
+    // The slot holds a `T` (checked when the queue was made or opened).
+    let _fits = w.store(0, bytemuck::bytes_of(v));
 }
 
 fn writer<T: Pod>(v: &T) -> impl FnMut(SlotWriter<'_>) -> Result<(), Infallible> + '_ {

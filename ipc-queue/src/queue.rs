@@ -188,7 +188,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Err(PutFail::TooLarge { len, max: self.max });
         }
         match self.h.put(deadline, &mut |w: SlotWriter<'_>| {
-            codec::encode_into(value, w)
+            codec::encode_into(value, len, w)
         }) {
             Ok(Ok(())) => Ok(()),
             // The slot became a tombstone that consumers skip.

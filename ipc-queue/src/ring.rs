@@ -167,22 +167,26 @@ fn diff(a: u64, b: u64) -> i64 {
     ((a.wrapping_sub(b) & POS_MASK) << OWNER_BITS) as i64 >> OWNER_BITS
 }
 
+/// Padding in the control block: atomics, never accessed, so that `&Control` makes no claim
+/// that the bytes stay unchanged (a faulty or hostile peer may write them).
+type Pad = std::sync::atomic::AtomicU64;
+
 /// The control block: the two position words, each on its own 128-byte pair of cache lines,
 /// the rarely written counters, and the closed flag.
 #[repr(C)]
 pub(crate) struct Control {
     enq: AtomicU64,
-    _pad0: [u8; 120],
+    _pad0: [Pad; 15],
     deq: AtomicU64,
-    _pad1: [u8; 120],
+    _pad1: [Pad; 15],
     retired: AtomicU64,
     dropped: AtomicU64,
     tombstones: AtomicU64,
     done: AtomicU64,
     sys: AtomicU64,
-    _pad2: [u8; 88],
+    _pad2: [Pad; 11],
     closed: AtomicU64,
-    _pad3: [u8; 120],
+    _pad3: [Pad; 15],
 }
 
 #[cfg(not(loom))]
@@ -199,17 +203,17 @@ impl Control {
     pub(crate) fn new() -> Control {
         Control {
             enq: AtomicU64::new(0),
-            _pad0: [0; 120],
+            _pad0: std::array::from_fn(|_| Pad::new(0)),
             deq: AtomicU64::new(0),
-            _pad1: [0; 120],
+            _pad1: std::array::from_fn(|_| Pad::new(0)),
             retired: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             tombstones: AtomicU64::new(0),
             done: AtomicU64::new(0),
             sys: AtomicU64::new(0),
-            _pad2: [0; 88],
+            _pad2: std::array::from_fn(|_| Pad::new(0)),
             closed: AtomicU64::new(0),
-            _pad3: [0; 120],
+            _pad3: std::array::from_fn(|_| Pad::new(0)),
         }
     }
 }
@@ -218,7 +222,72 @@ impl Control {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Idx(usize);
 
-/// Exclusive write access to a claimed slot's payload.
+/// Copies `n` bytes from shared memory at `src` to `dst` with relaxed atomic loads (words
+/// where `src` is 8-aligned, single bytes at the ends), so that a peer writing the same
+/// bytes meanwhile (only a faulty or hostile one can: the slot is claimed) is a race on
+/// atomics, not undefined behaviour. Ordering comes from the slot's state word.
+///
+/// # Safety
+/// `src..src + n` lies in a live mapping (bytes that may be accessed atomically), and
+/// `dst..dst + n` is writable memory of the caller's own, not overlapping it.
+#[inline(always)]
+unsafe fn load_bytes(src: *const u8, dst: *mut u8, n: usize) {
+    use std::sync::atomic::{AtomicU64 as Word, AtomicU8, Ordering as O};
+    let mut k = 0;
+    while k < n && (src as usize + k) % 8 != 0 {
+        // SAFETY: `k < n`: inside both ranges of the contract; `AtomicU8` has alignment 1.
+        unsafe { *dst.add(k) = (*src.add(k).cast::<AtomicU8>()).load(O::Relaxed) };
+        k += 1;
+    }
+    while k + 8 <= n {
+        // SAFETY: `k + 8 <= n`: inside the ranges of the contract; the address is
+        // 8-aligned (the loop above went to a word boundary).
+        let w = unsafe { (*src.add(k).cast::<Word>()).load(O::Relaxed) };
+        // SAFETY: `k + 8 <= n`: inside the caller's buffer; an unaligned write.
+        unsafe {
+            dst.add(k)
+                .cast::<[u8; 8]>()
+                .write_unaligned(w.to_ne_bytes())
+        };
+        k += 8;
+    }
+    while k < n {
+        // SAFETY: `k < n`: inside both ranges of the contract; `AtomicU8` has alignment 1.
+        unsafe { *dst.add(k) = (*src.add(k).cast::<AtomicU8>()).load(O::Relaxed) };
+        k += 1;
+    }
+}
+
+/// Copies `src` into shared memory at `dst` with relaxed atomic stores, as [`load_bytes`].
+///
+/// # Safety
+/// `dst..dst + src.len()` lies in a live mapping; `src` is the caller's own memory.
+#[inline(always)]
+unsafe fn store_bytes(dst: *mut u8, src: &[u8]) {
+    use std::sync::atomic::{AtomicU64 as Word, AtomicU8, Ordering as O};
+    let n = src.len();
+    let mut k = 0;
+    while k < n && (dst as usize + k) % 8 != 0 {
+        // SAFETY: `k < n`: inside both ranges of the contract; `AtomicU8` has alignment 1.
+        unsafe { (*dst.add(k).cast::<AtomicU8>()).store(src[k], O::Relaxed) };
+        k += 1;
+    }
+    while k + 8 <= n {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&src[k..k + 8]);
+        // SAFETY: `k + 8 <= n`: inside the ranges of the contract; the address is
+        // 8-aligned (the loop above went to a word boundary).
+        unsafe { (*dst.add(k).cast::<Word>()).store(u64::from_ne_bytes(w), O::Relaxed) };
+        k += 8;
+    }
+    while k < n {
+        // SAFETY: `k < n`: inside both ranges of the contract; `AtomicU8` has alignment 1.
+        unsafe { (*dst.add(k).cast::<AtomicU8>()).store(src[k], O::Relaxed) };
+        k += 1;
+    }
+}
+
+/// Write access to a claimed slot's payload; writes are atomic stores (see [`load_bytes`]).
 pub(crate) struct SlotWriter<'a> {
     ptr: *mut u8,
     len: usize,
@@ -226,16 +295,27 @@ pub(crate) struct SlotWriter<'a> {
 }
 
 impl SlotWriter<'_> {
-    /// The payload bytes.
-    pub(crate) fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: the slot is claimed (WRITING with our thread id): by the protocol no other
-        // participant reads or writes its payload until we publish, and `ptr..ptr+len` lies
-        // inside the slot (see `Slots::write`).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    /// The payload length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Writes `src` into the payload at `offset`; false (nothing written) if out of range.
+    #[inline(always)]
+    pub(crate) fn store(&mut self, offset: usize, src: &[u8]) -> bool {
+        match offset.checked_add(src.len()) {
+            Some(end) if end <= self.len => {
+                // SAFETY: `offset..end` is inside the payload (checked), which lies in the
+                // mapping (see `Slots::write`); `src` is the caller's.
+                unsafe { store_bytes(self.ptr.add(offset), src) };
+                true
+            }
+            _ => false,
+        }
     }
 }
 
-/// Read access to a claimed slot's payload; reads copy out.
+/// Read access to a claimed slot's payload; reads copy out with atomic loads.
 pub(crate) struct SlotReader<'a> {
     ptr: *const u8,
     len: usize,
@@ -249,15 +329,11 @@ impl SlotReader<'_> {
     }
 
     /// Copies a `T` out of the payload at `offset`, or `None` if it does not fit.
+    #[inline(always)]
     pub(crate) fn read_pod<T: bytemuck::Pod>(&self, offset: usize) -> Option<T> {
-        let end = offset.checked_add(std::mem::size_of::<T>())?;
-        if end > self.len {
-            return None;
-        }
-        // SAFETY: `offset..end` is inside the payload (checked above); the slot is claimed
-        // (READING with our id), so no correct peer writes it; `T: Pod` accepts any bytes and
-        // the read is unaligned-safe.
-        Some(unsafe { self.ptr.add(offset).cast::<T>().read_unaligned() })
+        let mut v = T::zeroed();
+        self.copy_out(offset, bytemuck::bytes_of_mut(&mut v))
+            .then_some(v)
     }
 
     /// Appends `n` payload bytes from `offset` to `dst`; false (and `dst` unchanged) if out
@@ -266,16 +342,11 @@ impl SlotReader<'_> {
         match offset.checked_add(n) {
             Some(end) if end <= self.len => {
                 dst.reserve_exact(n);
-                // SAFETY: the source range is inside the payload (checked) and the slot is
-                // claimed by us; the reserve makes room for `n` more bytes after `dst.len()`
-                // in `dst`'s own allocation, distinct from the mapping; `set_len` covers
-                // exactly the bytes just written.
+                // SAFETY: the source range is inside the payload (checked), in the mapping;
+                // the reserve makes room for `n` more bytes after `dst.len()` in `dst`'s own
+                // allocation; `set_len` covers exactly the bytes just written.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        self.ptr.add(offset),
-                        dst.as_mut_ptr().add(dst.len()),
-                        n,
-                    );
+                    load_bytes(self.ptr.add(offset), dst.as_mut_ptr().add(dst.len()), n);
                     dst.set_len(dst.len() + n);
                 }
                 true
@@ -285,18 +356,13 @@ impl SlotReader<'_> {
     }
 
     /// Copies `dst.len()` payload bytes from `offset` into `dst`; false if out of range.
+    #[inline(always)]
     pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) -> bool {
         match offset.checked_add(dst.len()) {
             Some(end) if end <= self.len => {
-                // SAFETY: the range is inside the payload (checked); the slot is claimed by
-                // us; `dst` is a distinct local buffer.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        self.ptr.add(offset),
-                        dst.as_mut_ptr(),
-                        dst.len(),
-                    );
-                }
+                // SAFETY: the range is inside the payload (checked), in the mapping; `dst` is
+                // a distinct buffer of the caller's.
+                unsafe { load_bytes(self.ptr.add(offset), dst.as_mut_ptr(), dst.len()) };
                 true
             }
             _ => false,
@@ -1938,7 +2004,7 @@ mod loom_tests {
     fn put(r: &Ring<'_, HeapSlots>, who: Me, v: u64) -> bool {
         matches!(
             r.try_put(who, &mut |mut w: SlotWriter<'_>| {
-                w.bytes().copy_from_slice(&v.to_le_bytes());
+                assert!(w.store(0, &v.to_le_bytes()));
                 Ok::<(), ()>(())
             }),
             Attempt::Done(Ok(()))
@@ -1960,7 +2026,7 @@ mod loom_tests {
                 &w,
                 &m.deaths,
                 &mut |mut wr: SlotWriter<'_>| {
-                    wr.bytes().copy_from_slice(&v.to_le_bytes());
+                    assert!(wr.store(0, &v.to_le_bytes()));
                     Ok::<(), ()>(())
                 },
             )
@@ -2236,7 +2302,7 @@ mod loom_tests {
                 let r = m3.ring();
                 for _ in 0..3 {
                     match r.try_put(me(1), &mut |mut w: SlotWriter<'_>| {
-                        w.bytes().copy_from_slice(&2u64.to_le_bytes());
+                        assert!(w.store(0, &2u64.to_le_bytes()));
                         Ok::<(), ()>(())
                     }) {
                         Attempt::Done(_) => return true,
