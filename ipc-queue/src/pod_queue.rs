@@ -110,6 +110,7 @@ impl<T: Pod> PodQueueBuilder<T> {
     }
 }
 
+#[inline(always)]
 fn write_pod<T: Pod>(v: &T, mut w: SlotWriter<'_>) {
     // The slot holds a `T` (checked when the queue was made or opened).
     let _fits = w.store(0, bytemuck::bytes_of(v));

@@ -12,6 +12,13 @@
 //!   first *marks* that previous slot with the recorded id (a CAS from idle to claimed, see
 //!   `mark`) before its own CAS overwrites the record; the owner's publish or release is a
 //!   swap that ends the mark either way.
+//!   A record in the claimer's own thread id is not marked (it is its own last claim,
+//!   already published or released) unless the claimer holds a claim right now (a
+//!   `Serialize` that puts); so a record left by a *dead* thread whose id was reused may be
+//!   overwritten unmarked. `reclaim` infers such a claim: a slot still idle in its phase
+//!   while the position word has moved past it can only be that, and its claimer is dead.
+//!   A claim recorded in the caller's own id while it holds none is likewise dead, whatever
+//!   the stamp says (ids reused within one clock tick have equal stamps).
 //! - **Owner stamps.** Each slot has two stamp words, one for its writer and one for its
 //!   reader. Before its claim CAS a claimer makes the phase's stamp word hold its full
 //!   [`OwnerStamp`] (thread id and start time), storing only if it differs, so a participant
@@ -398,6 +405,7 @@ pub(crate) struct ShmSlots {
 }
 
 impl ShmSlots {
+    #[inline(always)]
     fn at(&self, i: Idx) -> *mut u8 {
         // SAFETY: `Idx` is below the capacity, and the mapping holds `capacity` payloads of
         // `slot_size` bytes, `payload_step` apart, from `base` (checked in `ShmRing::new`), so
@@ -436,6 +444,7 @@ impl Slots for ShmSlots {
         self.word(3, i)
     }
 
+    #[inline(always)]
     fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R {
         f(SlotWriter {
             ptr: self.at(i),
@@ -444,6 +453,7 @@ impl Slots for ShmSlots {
         })
     }
 
+    #[inline(always)]
     fn read<R>(&self, i: Idx, f: impl FnOnce(SlotReader<'_>) -> R) -> R {
         f(SlotReader {
             ptr: self.at(i).cast_const(),
@@ -778,20 +788,6 @@ impl<'a, S: Slots> Ring<'a, S> {
         wait_low_half(st, armed as u32, deadline);
     }
 
-    /// Whether the slot of the position before `p` is still idle in phase `phase` (0: not yet
-    /// written, 1: not yet read), i.e. its claim is only recorded in the position word.
-    #[inline(always)]
-    fn prev_idle(&self, p: u64, phase: u64) -> bool {
-        let q = self.prev(p);
-        match self.index(q) {
-            Some(j) => {
-                let s = self.slots.state(j).load(Ordering::Relaxed);
-                seq(s) == (q + phase) & POS_MASK && owner(s) & TID_MASK == 0
-            }
-            None => true,
-        }
-    }
-
     /// The position before `p`.
     #[inline]
     fn prev(&self, p: u64) -> u64 {
@@ -829,16 +825,15 @@ impl<'a, S: Slots> Ring<'a, S> {
         // SYNC POINT: Acquire, as in `claim_put` and `claim_get`.
         let e = word.load(Ordering::Acquire);
         let x = owner(e) & TID_MASK;
-        if x != 0 && x != me.tid {
+        // A record in our own id is our last claim, published or released, unless we hold a
+        // claim now (a `Serialize` that puts): then the general loop marks it. (If a dead
+        // thread with our id made it, overwriting it unmarked is fine: `reclaim` infers such
+        // a claim from its idle slot behind the position word.)
+        if x != 0 && (x != me.tid || holding_claim()) {
             return None;
         }
         let p = seq(e);
         let i = self.index(p)?;
-        if x == me.tid && self.prev_idle(p, u64::from(reading)) {
-            // The record is in our id but its slot is still idle: a dead thread with our id
-            // made it (the general loop reclaims it).
-            return None;
-        }
         // SYNC POINT: Acquire pairs with the Release swap that freed (consumer's release) or
         // filled (producer's publish) the slot.
         if self.slots.state(i).load(Ordering::Acquire) != pack(p + u64::from(reading), 0) {
@@ -983,7 +978,7 @@ impl<'a, S: Slots> Ring<'a, S> {
     /// now, while the record still names it.
     #[cold]
     fn mark_or_reclaim(&self, q: u64, phase: u64, x: u64, me: Me) {
-        if x != me.tid {
+        if x != me.tid || holding_claim() {
             self.mark(q, phase, x);
             return;
         }
@@ -1197,11 +1192,19 @@ impl<'a, S: Slots> Ring<'a, S> {
                 &self.ctl.enq
             }
             .load(Ordering::Acquire);
-            if seq(rec) != self.next(q) {
-                // Nobody claimed q (or the record moved on, and then the slot is marked).
+            let past = diff(seq(rec), self.next(q));
+            if past < 0 {
+                // Nobody claimed q.
                 return Reclaim::Nothing;
             }
             tid = owner(rec) & TID_MASK;
+            if past > 0 {
+                // Claimed, and the record moved on without marking the slot: only a claimer
+                // with the same thread id that held no claim skips the mark (`claim_fast`),
+                // so the claimer of q had that id and was not that thread: it is dead. (A
+                // slot that was marked or moved on meanwhile fails the CAS below.)
+                return self.reclaim_dead(b, q, reading, me);
+            }
             if tid == 0 {
                 return Reclaim::Nothing;
             }
@@ -1218,6 +1221,12 @@ impl<'a, S: Slots> Ring<'a, S> {
         if !dead {
             return Reclaim::Nothing;
         }
+        self.reclaim_dead(b, q, reading, me)
+    }
+
+    /// The reclaim of the slot in `b` (position `q`, read claim if `reading`), whose claimer
+    /// is dead: by a CAS from exactly `b.state`.
+    fn reclaim_dead(&self, b: Blocker, q: u64, reading: bool, me: Me) -> Reclaim {
         let st = self.slots.state(b.idx);
         if reading {
             // Take the dead reader's claim over (keeping TOMB and WAITING), so that we are
