@@ -149,6 +149,9 @@ const MAX_STEPS: u32 = 1 << 16;
 /// How long a blocked caller lets a claimed slot sit before checking whether its owner lives.
 #[cfg(not(loom))]
 const STUCK_CHECK: Duration = Duration::from_millis(10);
+/// How long a get on a closed ring waits for a claim whose owner it cannot verify.
+#[cfg(not(loom))]
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// The longest a blocked caller sleeps before re-checking for dead peers.
 #[cfg(not(loom))]
 const SLICE: Duration = Duration::from_millis(20);
@@ -520,12 +523,23 @@ pub(crate) trait Liveness {
     /// Whether thread `tid`, with the stamp word `stamp` read from its slot, is certainly
     /// dead.
     fn is_dead(&self, tid: u64, stamp: u64) -> bool;
+
+    /// Whether thread `tid` is certainly alive *and* `stamp` is its own (the claim is
+    /// self-consistent, not a stray id in corrupted memory).
+    fn is_verified_alive(&self, tid: u64, stamp: u64) -> bool {
+        !self.is_dead(tid, stamp)
+    }
 }
 
 /// The operating system's view (`/proc`), through [`OwnerStamp`].
 pub(crate) struct OsLiveness;
 
 impl Liveness for OsLiveness {
+    fn is_verified_alive(&self, tid: u64, stamp: u64) -> bool {
+        let st = OwnerStamp::from_bits(stamp);
+        u64::from(st.thread_id()) == tid && !st.is_dead()
+    }
+
     fn is_dead(&self, tid: u64, stamp: u64) -> bool {
         let st = OwnerStamp::from_bits(stamp);
         if u64::from(st.thread_id()) == tid {
@@ -1292,18 +1306,49 @@ impl<'a, S: Slots> Ring<'a, S> {
     /// producer that has not published yet (its claim marked in the slot, or still only
     /// recorded in the enqueue word): a get on a closed ring must wait for that message (or
     /// for its owner's death) instead of reporting `Closed`.
-    fn claim_pending(&self, b: Blocker) -> bool {
+    fn claim_pending(&self, b: Blocker) -> Option<u64> {
         if seq(b.state) != b.pos {
-            return false;
+            return None;
         }
-        if owner(b.state) & TID_MASK != 0 {
-            return true;
+        let tid = owner(b.state) & TID_MASK;
+        if tid != 0 {
+            return Some(tid);
         }
         // SYNC POINT: an RMW that changes nothing, after the caller's Acquire load of the
         // closed flag: it reads the latest record, or a claim after it sees the flag (see
         // `refused_by_close`). Only gets on a closed ring come here.
         let rec = self.ctl.enq.fetch_add(0, Ordering::AcqRel);
-        seq(rec) == self.next(b.pos) && owner(rec) & TID_MASK != 0
+        let tid = owner(rec) & TID_MASK;
+        (seq(rec) == self.next(b.pos) && tid != 0).then_some(tid)
+    }
+
+    /// Whether a get on a closed ring keeps waiting for the claim of `tid` on the slot in
+    /// `b`: while the claimer is verified alive (its stamp is its own), or, when that cannot
+    /// be verified (a racing claimer overwrote the stamp, or the memory is corrupted), for
+    /// `DRAIN_GRACE` from `since`, so stray ids in corrupted memory cannot keep a plain
+    /// `get` on a closed queue waiting for ever.
+    fn keep_draining(
+        &self,
+        b: Blocker,
+        tid: u64,
+        live: &impl Liveness,
+        since: &mut Option<Deadline>,
+    ) -> bool {
+        let stamp = self.slots.stamp(b.idx, false).load(Ordering::Relaxed);
+        if live.is_verified_alive(tid, stamp) {
+            return true;
+        }
+        #[cfg(not(loom))]
+        {
+            !since
+                .get_or_insert_with(|| Deadline::after(DRAIN_GRACE))
+                .is_expired()
+        }
+        #[cfg(loom)]
+        {
+            let _ = since;
+            true
+        }
     }
 
     /// Closes the ring and wakes every sleeper.
@@ -1708,6 +1753,7 @@ impl<S: Slots> Ring<'_, S> {
         live: &impl Liveness,
         read: &mut impl FnMut(SlotReader<'_>) -> R,
     ) -> Result<R, Stop> {
+        let mut grace = None;
         let mut backoff = Backoff::new();
         let mut blocked = Some(first);
         loop {
@@ -1734,10 +1780,13 @@ impl<S: Slots> Ring<'_, S> {
                 match self.try_get(me, read) {
                     Attempt::Done(r) => return Ok(r),
                     Attempt::Corrupted => return Err(Stop::Corrupted),
-                    Attempt::Blocked(Some(b)) if self.claim_pending(b) => {
-                        draining = true;
-                        blocked = Some(Some(b));
-                    }
+                    Attempt::Blocked(Some(b)) => match self.claim_pending(b) {
+                        Some(tid) if self.keep_draining(b, tid, live, &mut grace) => {
+                            draining = true;
+                            blocked = Some(Some(b));
+                        }
+                        _ => return Err(Stop::Closed),
+                    },
                     _ => return Err(Stop::Closed),
                 }
             }
