@@ -3,9 +3,8 @@
 //! doing their part, then the survivors' view and leaks checked. One test, so it runs alone:
 //! the leak checks (fds, threads, children) are process-wide.
 //!
-//! A row whose victim finishes its operation alive shows "point not reached": the fault
-//! point is not placed in the library yet. That is not a failure unless
-//! `IPC_FAULTS_REQUIRE_POINTS=1` is set.
+//! A row whose victim finishes its operation alive shows "point not reached" and fails: the
+//! fault point is missing from the library, or the scenario no longer reaches it.
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::OnceLock;
@@ -45,7 +44,7 @@ fn survivor(mut c: Child, timeout: Duration) -> Result<i32, String> {
     }
 }
 
-const NOT_REACHED: &str = "point not reached: the victim finished its operation alive (fault point not placed in the library yet)";
+const NOT_REACHED: &str = "point not reached: the victim finished its operation alive (the fault point is missing, or the scenario no longer reaches it)";
 
 // ---- queue ---------------------------------------------------------------------------
 
@@ -60,15 +59,11 @@ fn queue_row(point: &'static str, _a: Action) -> Outcome {
             b.at(3 + n).store(x, SeqCst);
         }
     };
-    let needs_dead_writer = matches!(
-        point,
-        "queue.tombstone.published" | "queue.reclaim.before_retire" | "queue.publish.before_retire"
-    );
+    let needs_dead_writer = matches!(point, "queue.tombstone.published");
     if needs_dead_writer {
-        // A writer that dies between claim and publish (the queue's own hidden hook), so the
-        // victim meets a slot to reclaim.
+        // A writer that dies between claim and publish, so the victim meets a slot to reclaim.
         let c = fork(|| {
-            ipc_queue::__test_hooks::sigkill_in_put(1);
+            arm("queue.put.claimed", 1, KILL).unwrap();
             let _ = q.put(999_999);
             0
         });
@@ -168,6 +163,107 @@ fn queue_row(point: &'static str, _a: Action) -> Outcome {
         "victim SIGKILLed at the point; {} delivered exactly once, {missing} lost with the dead reader (counted {dropped})",
         seen.len()
     ))
+}
+
+/// A message whose encoding fails inside its slot when `fail` is set: the size pass before
+/// the claim succeeds, the write after it does not.
+struct Fallible {
+    value: u64,
+    fail: bool,
+    calls: std::cell::Cell<u32>,
+}
+
+impl Fallible {
+    fn new(value: u64, fail: bool) -> Fallible {
+        Fallible {
+            value,
+            fail,
+            calls: std::cell::Cell::new(0),
+        }
+    }
+}
+
+impl serde::Serialize for Fallible {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.calls.set(self.calls.get() + 1);
+        if self.fail && self.calls.get() > 1 {
+            return Err(serde::ser::Error::custom("refused in the slot"));
+        }
+        s.serialize_u64(self.value)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fallible {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = <u64 as serde::Deserialize>::deserialize(d)?;
+        Ok(Fallible::new(value, false))
+    }
+}
+
+/// The two join-accounting points: a victim killed after a tombstone is published (its own
+/// failed encoding) or after it reclaimed a dead writer's slot, before either is counted as
+/// retired. Survivors then put and get 100 messages, each `task_done`: every one arrives
+/// exactly once and `join` returns (before the fix it hung for ever).
+fn queue_retire_row(point: &'static str, _a: Action) -> Outcome {
+    let Ok(q) = ipc_queue::Queue::<Fallible>::new(4) else {
+        return Fail("queue".into());
+    };
+    if point == "queue.reclaim.before_retire" {
+        // A writer killed between claim and publish leaves the slot the victim reclaims.
+        let w = fork(|| {
+            arm("queue.put.claimed", 1, KILL).unwrap();
+            let _ = q.put(Fallible::new(999_999, false));
+            0
+        });
+        if let Err(e) = victim_end(w, SECS(10)) {
+            return Fail(format!("setup writer: {e}"));
+        }
+    }
+    let v = fork(|| {
+        arm(point, 1, KILL).unwrap();
+        if point == "queue.publish.before_retire" {
+            let _ = q.put(Fallible::new(0, true));
+        } else {
+            let _ = q.get_timeout(SECS(2));
+        }
+        0
+    });
+    let died = match victim_end(v, SECS(20)) {
+        Ok(d) => d,
+        Err(e) => return Fail(e),
+    };
+    let p = fork(|| {
+        let ok = (0..100).all(|v| q.put_timeout(Fallible::new(v, false), SECS(5)).is_ok());
+        i32::from(!ok)
+    });
+    let mut seen = std::collections::BTreeMap::<u64, u32>::new();
+    for _ in 0..100 {
+        match q.get_timeout(SECS(5)) {
+            Ok(m) => {
+                *seen.entry(m.value).or_default() += 1;
+                let _ = q.task_done();
+            }
+            Err(e) => return Fail(format!("survivor get: {e}")),
+        }
+    }
+    match survivor(p, SECS(20)) {
+        Ok(0) => {}
+        Ok(c) => return Fail(format!("survivor producer exit {c}")),
+        Err(e) => return Fail(e),
+    }
+    if seen.len() != 100 || seen.values().any(|&n| n != 1) || seen.contains_key(&999_999) {
+        return Fail(format!("not exactly once: {} distinct", seen.len()));
+    }
+    if let Err(e) = q.join_timeout(SECS(5)) {
+        return Fail(format!("join after the survivors' task_done: {e}"));
+    }
+    if !died {
+        return NotReached(NOT_REACHED.into());
+    }
+    Pass(
+        "victim SIGKILLed before the retire was counted; 100 delivered exactly once, join returned"
+            .into(),
+    )
 }
 
 // ---- locks -----------------------------------------------------------------------------
@@ -570,8 +666,18 @@ fn kill_matrix() {
         ("queue", "queue.put.claimed", KILL, queue_row),
         ("queue", "queue.get.claimed", KILL, queue_row),
         ("queue", "queue.tombstone.published", KILL, queue_row),
-        ("queue", "queue.publish.before_retire", KILL, queue_row),
-        ("queue", "queue.reclaim.before_retire", KILL, queue_row),
+        (
+            "queue",
+            "queue.publish.before_retire",
+            KILL,
+            queue_retire_row,
+        ),
+        (
+            "queue",
+            "queue.reclaim.before_retire",
+            KILL,
+            queue_retire_row,
+        ),
         ("queue", "queue.close.mid", KILL, queue_row),
         ("shm", "shm.rawlock.held", KILL, |p, a| {
             lock_row(LockKind::Value, p, a)
@@ -614,7 +720,6 @@ fn kill_matrix() {
         ("pool", "pool.fork_server.request", KILL, pool_row),
         ("pool", "pool.parent.dispatching", KILL, pool_row),
     ];
-    let require = std::env::var("IPC_FAULTS_REQUIRE_POINTS").is_ok_and(|v| v == "1");
     let mut lines = Vec::new();
     let mut failed = 0;
     for (mech, point, action, run) in rows {
@@ -640,8 +745,7 @@ fn kill_matrix() {
         let (tag, text) = match outcome {
             _ if !left.is_empty() => ("FAIL", format!("leaks: {}", left.join("; "))),
             Pass(t) => ("ok", t),
-            NotReached(t) if require => ("FAIL", t),
-            NotReached(t) => ("not reached", t),
+            NotReached(t) => ("FAIL", format!("not reached: {t}")),
             Fail(t) => ("FAIL", t),
         };
         if tag == "FAIL" {

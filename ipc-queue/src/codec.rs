@@ -26,6 +26,8 @@ use crate::ring::{SlotReader, SlotWriter};
 pub(crate) const LEN_WORD: usize = 4;
 /// Messages up to this size are copied out of the slot onto the stack (no allocation).
 pub(crate) const INLINE: usize = 256;
+/// The smaller stack scratch buffer of an encoding.
+const SMALL_SCRATCH: usize = 32;
 /// The longest varint postcard writes for a length (a 64-bit `usize`).
 const MAX_VARINT: usize = 10;
 
@@ -79,14 +81,79 @@ fn varint_len(n: usize) -> Result<usize, postcard::Error> {
 }
 
 /// Writes `v`'s length word and encoding into the claimed slot. An encoding that does not
-/// fit is an `Encode` error (the caller then publishes a tombstone).
-pub(crate) fn encode_into<T: Serialize>(v: &T, mut w: SlotWriter<'_>) -> Result<(), Error> {
-    let buf = w.bytes();
-    let (len_word, body) = buf.split_at_mut(LEN_WORD);
-    let used = encode_body(v, body)?;
+/// fit is an `Encode` error (the caller then publishes a tombstone). The slot is written
+/// with atomic stores only ([`SlotWriter::store`]): postcard encodes into a scratch buffer
+/// of the caller's (the stack up to [`INLINE`] bytes of room, else a per-thread buffer), and
+/// a byte vector's bytes go from the vector to the slot in one copy.
+///
+/// `len` is the size of the encoding as [`encoded_len`] found it (the scratch buffer's size;
+/// a `Serialize` that writes more fails with `Encode`).
+pub(crate) fn encode_into<T: Serialize>(
+    v: &T,
+    len: usize,
+    mut w: SlotWriter<'_>,
+) -> Result<(), Error> {
+    let room = w.len() - LEN_WORD;
+    let full = || Error::Encode(postcard::Error::SerializeBufferFull);
+    let used = match ByteVec::<T>::check() {
+        Some(proof) => {
+            let bytes = proof.as_bytes(v);
+            let mut head = [0u8; MAX_VARINT];
+            let h = postcard::to_slice(&(bytes.len() as u64), &mut head)
+                .map_err(Error::Encode)?
+                .len();
+            let end = h
+                .checked_add(bytes.len())
+                .filter(|&e| e <= room)
+                .ok_or_else(full)?;
+            if !(w.store(LEN_WORD, &head[..h]) && w.store(LEN_WORD + h, bytes)) {
+                return Err(full());
+            }
+            end
+        }
+        None => with_scratch(len.min(room), |buf| {
+            let used = encode_body(v, buf)?;
+            if w.store(LEN_WORD, &buf[..used]) {
+                Ok(used)
+            } else {
+                Err(full())
+            }
+        })?,
+    };
     let len = u32::try_from(used).map_err(|_| Error::Corrupted("message length"))?;
-    len_word.copy_from_slice(&len.to_le_bytes());
+    if !w.store(0, &len.to_le_bytes()) {
+        return Err(full());
+    }
     Ok(())
+}
+
+std::thread_local! {
+    /// The scratch buffer of encodings longer than [`INLINE`], kept per thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a scratch buffer of `room` bytes: on the stack if small (two sizes, so a
+/// small message does not zero a large buffer), else the thread's buffer (a fresh one if it
+/// is in use: a `Serialize` that puts into a queue itself).
+#[inline]
+fn with_scratch<R>(room: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    if room <= SMALL_SCRATCH {
+        let mut buf = [0u8; SMALL_SCRATCH];
+        return f(&mut buf[..room]);
+    }
+    if room <= INLINE {
+        let mut buf = [0u8; INLINE];
+        return f(&mut buf[..room]);
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < room {
+                buf.resize(room, 0);
+            }
+            f(&mut buf[..room])
+        }
+        Err(_) => f(&mut vec![0u8; room]),
+    })
 }
 
 /// Writes `v`'s encoding at the start of `body`; returns its length.

@@ -165,7 +165,7 @@ impl Handle {
     pub(crate) fn join(&self, timeout: Option<Duration>) -> Result<()> {
         let ring = self.ring.ring();
         let before = ring.dropped();
-        match ring.join_until(Deadline::from_timeout(timeout), &OsLiveness) {
+        match ring.join_until(Me::current(), Deadline::from_timeout(timeout), &OsLiveness) {
             Ok(()) => {
                 let dropped = ring.dropped().saturating_sub(before);
                 if dropped > 0 {

@@ -56,6 +56,21 @@
 //! ```
 //!
 //! Linux only (memfd, futex, `/proc`).
+//!
+//! # Failpoints
+//! Named fault points (`ipc_failpoints`, armed only with the `failpoints` feature) where crash
+//! tests kill, stop or panic a participant:
+//! - `queue.put.claimed`: a producer between its claim and its publication; a kill leaves a
+//!   slot claimed by a dead writer (it becomes a tombstone), a stop a slow live one.
+//! - `queue.get.claimed`: a consumer between its claim and its release; a kill loses the
+//!   message it held (counted in `dropped_by_dead_peers`).
+//! - `queue.tombstone.published`: a consumer that claimed a tombstone to skip it, before it
+//!   frees the slot; a kill leaves a read claim on a tombstone (freed, nothing counted).
+//! - `queue.publish.before_retire`: a producer whose write failed, after publishing the
+//!   tombstone and before counting it retired for `join`.
+//! - `queue.reclaim.before_retire`: a reclaimer after its CAS on a dead owner's slot and
+//!   before counting the tombstone or dropped message retired.
+//! - `queue.close.mid`: `close` after setting the closed flag, before waking sleepers.
 
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -66,22 +81,13 @@ compile_error!("ipc-queue needs Linux (memfd, futex, /proc)");
 #[allow(unsafe_code)]
 mod codec;
 mod error;
-mod fault;
 mod handle;
 mod loom;
 mod pod_queue;
 mod queue;
 #[allow(unsafe_code)]
 mod ring;
-#[allow(unsafe_code)]
-mod sys;
 
 pub use error::{Error, PutError, PutTimeoutError, Result, TryPutError};
 pub use pod_queue::{PodQueue, PodQueueBuilder};
 pub use queue::{Queue, QueueBuilder, DEFAULT_MAX_MESSAGE_SIZE};
-
-/// Fault injection for tests: not part of the API.
-#[doc(hidden)]
-pub mod __test_hooks {
-    pub use crate::fault::{disarm, sigkill_in_get, sigkill_in_put};
-}

@@ -15,7 +15,7 @@ use crate::handle::{get_error, slot_size_for, Handle};
 use crate::ring::{SlotReader, SlotWriter, Stop, MIN_SLOT};
 
 const KIND: &str = "ipc_queue::PodQueue";
-const KIND_VERSION: u32 = 4;
+const KIND_VERSION: u32 = 5;
 
 /// A bounded multi-producer multi-consumer queue of plain-data values in shared memory.
 ///
@@ -110,9 +110,10 @@ impl<T: Pod> PodQueueBuilder<T> {
     }
 }
 
+#[inline(always)]
 fn write_pod<T: Pod>(v: &T, mut w: SlotWriter<'_>) {
-    let bytes = bytemuck::bytes_of(v);
-    w.bytes()[..bytes.len()].copy_from_slice(bytes);
+    // The slot holds a `T` (checked when the queue was made or opened).
+    let _fits = w.store(0, bytemuck::bytes_of(v));
 }
 
 fn writer<T: Pod>(v: &T) -> impl FnMut(SlotWriter<'_>) -> Result<(), Infallible> + '_ {

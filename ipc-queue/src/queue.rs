@@ -16,7 +16,7 @@ use crate::handle::{get_error, slot_size_for, Handle};
 use crate::ring::{SlotReader, SlotWriter, Stop, MIN_SLOT};
 
 const KIND: &str = "ipc_queue::Queue";
-const KIND_VERSION: u32 = 4;
+const KIND_VERSION: u32 = 5;
 const _: () = assert!(MIN_SLOT >= LEN_WORD);
 /// The default `max_message_size`.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256;
@@ -188,7 +188,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Err(PutFail::TooLarge { len, max: self.max });
         }
         match self.h.put(deadline, &mut |w: SlotWriter<'_>| {
-            codec::encode_into(value, w)
+            codec::encode_into(value, len, w)
         }) {
             Ok(Ok(())) => Ok(()),
             // The slot became a tombstone that consumers skip.

@@ -12,6 +12,13 @@
 //!   first *marks* that previous slot with the recorded id (a CAS from idle to claimed, see
 //!   `mark`) before its own CAS overwrites the record; the owner's publish or release is a
 //!   swap that ends the mark either way.
+//!   A record in the claimer's own thread id is not marked (it is its own last claim,
+//!   already published or released) unless the claimer holds a claim right now (a
+//!   `Serialize` that puts); so a record left by a *dead* thread whose id was reused may be
+//!   overwritten unmarked. `reclaim` infers such a claim: a slot still idle in its phase
+//!   while the position word has moved past it can only be that, and its claimer is dead.
+//!   A claim recorded in the caller's own id while it holds none is likewise dead, whatever
+//!   the stamp says (ids reused within one clock tick have equal stamps).
 //! - **Owner stamps.** Each slot has two stamp words, one for its writer and one for its
 //!   reader. Before its claim CAS a claimer makes the phase's stamp word hold its full
 //!   [`OwnerStamp`] (thread id and start time), storing only if it differs, so a participant
@@ -40,17 +47,26 @@
 //!   flag store, the position re-reads and the slot RMWs are all SeqCst).
 //! - **Counting without counters.** `len()` is the distance between the enqueue and dequeue
 //!   positions, clamped to `0..=capacity` (approximate, like `qsize`). `join` accounting:
-//!   unfinished = claims (the enqueue position as a running count) minus the `retired` word,
-//!   which counts `task_done` calls, tombstones and messages dropped with dead consumers:
-//!   only the user's `task_done` and slow paths touch it. `join` sleeps on it as an
-//!   eventcount (bit 0 someone sleeps, bit 1 closed, count from bit 2); whoever adds wakes only
-//!   when the bit was set. Counts are compared modulo the period of the position encoding.
+//!   unfinished = claims (the enqueue position as a running count) minus `task_done` calls
+//!   (the `done` word) minus positions retired by the system: tombstones and messages dropped
+//!   with dead consumers. A system retirement is recorded in the slot's *retire record*
+//!   (count in the high half, the lap it was for in the low half) by the participant that
+//!   holds the slot's read claim: the consumer that skips a tombstone, or the reclaimer that
+//!   takes over a dead consumer's claim. The record is idempotent (a lap already recorded is
+//!   not counted again) and only the holder writes it, so a kill anywhere leaves the count
+//!   recoverable: whoever takes over the dead holder's claim re-does it. Tombstones nobody
+//!   has skipped yet are counted by `join` from the slot states (a tombstone whose lap is
+//!   not in the record). The `sys` word sums the records as a hint (it misses one per kill
+//!   between record and hint) for `task_done`'s check and `join`'s fast path; `join` decides
+//!   on the exact sum. `retired` is the joiners' eventcount (bit 0 someone sleeps, bit 1
+//!   closed, count from bit 2); whoever adds wakes only when the bit was set. Counts are
+//!   compared modulo the period of the position encoding.
 //!
 //! Layout after the segment header (every value read here is untrusted):
 //! ```text
 //!   0  enq word (u64)                              producer line, 128 bytes
 //! 128  deq word (u64)                              consumer line, 128 bytes
-//! 256  retired eventcount, dropped, tombstones (u64)  rare line, 128 bytes
+//! 256  retired eventcount, dropped, tombstones, done, sys (u64)   rare line, 128 bytes
 //! 384  closed flag (u64)                           read-mostly line, 128 bytes
 //! 512  the slots, in one of two layouts chosen by the slot (payload) size:
 //!
@@ -58,10 +74,12 @@
 //!      states: one u64 per slot                    A = cap * 8 rounded up to 128 bytes
 //!      writer stamps: one u64 per slot             A bytes
 //!      reader stamps: one u64 per slot             A bytes
+//!      retire records: one u64 per slot            A bytes
 //!      payloads: slot_size bytes per slot
 //!
 //!      inline, slot_size > 32:
-//!      slot 0: state, writer stamp, reader stamp (u64 each), payload (slot_size bytes);
+//!      slot 0: state, writer stamp, reader stamp, retire record (u64 each), payload
+//!      (slot_size bytes);
 //!      slot 1; ...
 //! ```
 //! Small slots pack each kind of word in an array of its own, as the sequence words and
@@ -92,7 +110,6 @@ use std::time::Duration;
 
 use ipc_shm::sync::{wait_low_half, wake_low_half, Deadline, OwnerStamp, WaitOutcome};
 
-use crate::fault;
 use crate::loom::{spin, yield_now, AtomicU64, Ordering};
 
 const POS_BITS: u32 = 40;
@@ -106,6 +123,10 @@ const WAITING: u64 = 1 << 22;
 /// How often a helper retries its mark when only the `WAITING` bit moved under it.
 const MARK_TRIES: u32 = 64;
 
+/// A retire record: the lap of its last retirement in the low half (this value: none yet),
+/// their count in the high half.
+const NO_LAP: u64 = 0xFFFF_FFFF;
+
 /// The `retired` eventcount word: bit 0 a joiner sleeps, bit 1 closed, count from bit 2.
 const WAITERS: u64 = 1;
 const CLOSED: u64 = 2;
@@ -117,8 +138,8 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 30;
 pub(crate) const MIN_SLOT: usize = 8;
 /// The largest slot size that uses the packed layout (two or more payloads per line).
 const PACKED_MAX_SLOT: usize = 32;
-/// Bytes of state and stamp words before each payload in the inline layout.
-const INLINE_HEADER: usize = 24;
+/// Bytes of state, stamp and record words before each payload in the inline layout.
+const INLINE_HEADER: usize = 32;
 /// Bytes of control block before slot 0.
 pub(crate) const CONTROL_LEN: usize = 512;
 /// The most steps one attempt takes before it reports contention (a hostile peer flipping
@@ -128,6 +149,9 @@ const MAX_STEPS: u32 = 1 << 16;
 /// How long a blocked caller lets a claimed slot sit before checking whether its owner lives.
 #[cfg(not(loom))]
 const STUCK_CHECK: Duration = Duration::from_millis(10);
+/// How long a get on a closed ring waits for a claim whose owner it cannot verify.
+#[cfg(not(loom))]
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// The longest a blocked caller sleeps before re-checking for dead peers.
 #[cfg(not(loom))]
 const SLICE: Duration = Duration::from_millis(20);
@@ -153,20 +177,26 @@ fn diff(a: u64, b: u64) -> i64 {
     ((a.wrapping_sub(b) & POS_MASK) << OWNER_BITS) as i64 >> OWNER_BITS
 }
 
+/// Padding in the control block: atomics, never accessed, so that `&Control` makes no claim
+/// that the bytes stay unchanged (a faulty or hostile peer may write them).
+type Pad = std::sync::atomic::AtomicU64;
+
 /// The control block: the two position words, each on its own 128-byte pair of cache lines,
 /// the rarely written counters, and the closed flag.
 #[repr(C)]
 pub(crate) struct Control {
     enq: AtomicU64,
-    _pad0: [u8; 120],
+    _pad0: [Pad; 15],
     deq: AtomicU64,
-    _pad1: [u8; 120],
+    _pad1: [Pad; 15],
     retired: AtomicU64,
     dropped: AtomicU64,
     tombstones: AtomicU64,
-    _pad2: [u8; 104],
+    done: AtomicU64,
+    sys: AtomicU64,
+    _pad2: [Pad; 11],
     closed: AtomicU64,
-    _pad3: [u8; 120],
+    _pad3: [Pad; 15],
 }
 
 #[cfg(not(loom))]
@@ -183,15 +213,17 @@ impl Control {
     pub(crate) fn new() -> Control {
         Control {
             enq: AtomicU64::new(0),
-            _pad0: [0; 120],
+            _pad0: std::array::from_fn(|_| Pad::new(0)),
             deq: AtomicU64::new(0),
-            _pad1: [0; 120],
+            _pad1: std::array::from_fn(|_| Pad::new(0)),
             retired: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             tombstones: AtomicU64::new(0),
-            _pad2: [0; 104],
+            done: AtomicU64::new(0),
+            sys: AtomicU64::new(0),
+            _pad2: std::array::from_fn(|_| Pad::new(0)),
             closed: AtomicU64::new(0),
-            _pad3: [0; 120],
+            _pad3: std::array::from_fn(|_| Pad::new(0)),
         }
     }
 }
@@ -200,7 +232,72 @@ impl Control {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Idx(usize);
 
-/// Exclusive write access to a claimed slot's payload.
+/// Copies `n` bytes from shared memory at `src` to `dst` with relaxed atomic loads (words
+/// where `src` is 8-aligned, single bytes at the ends), so that a peer writing the same
+/// bytes meanwhile (only a faulty or hostile one can: the slot is claimed) is a race on
+/// atomics, not undefined behaviour. Ordering comes from the slot's state word.
+///
+/// # Safety
+/// `src..src + n` lies in a live mapping (bytes that may be accessed atomically), and
+/// `dst..dst + n` is writable memory of the caller's own, not overlapping it.
+#[inline(always)]
+unsafe fn load_bytes(src: *const u8, dst: *mut u8, n: usize) {
+    use std::sync::atomic::{AtomicU64 as Word, AtomicU8, Ordering as O};
+    let mut k = 0;
+    while k < n && (src as usize + k) % 8 != 0 {
+        // SAFETY: `k < n`: inside both ranges of the contract; `AtomicU8` has alignment 1.
+        unsafe { *dst.add(k) = (*src.add(k).cast::<AtomicU8>()).load(O::Relaxed) };
+        k += 1;
+    }
+    while k + 8 <= n {
+        // SAFETY: `k + 8 <= n`: inside the ranges of the contract; the address is
+        // 8-aligned (the loop above went to a word boundary).
+        let w = unsafe { (*src.add(k).cast::<Word>()).load(O::Relaxed) };
+        // SAFETY: `k + 8 <= n`: inside the caller's buffer; an unaligned write.
+        unsafe {
+            dst.add(k)
+                .cast::<[u8; 8]>()
+                .write_unaligned(w.to_ne_bytes())
+        };
+        k += 8;
+    }
+    while k < n {
+        // SAFETY: `k < n`: inside both ranges of the contract; `AtomicU8` has alignment 1.
+        unsafe { *dst.add(k) = (*src.add(k).cast::<AtomicU8>()).load(O::Relaxed) };
+        k += 1;
+    }
+}
+
+/// Copies `src` into shared memory at `dst` with relaxed atomic stores, as [`load_bytes`].
+///
+/// # Safety
+/// `dst..dst + src.len()` lies in a live mapping; `src` is the caller's own memory.
+#[inline(always)]
+unsafe fn store_bytes(dst: *mut u8, src: &[u8]) {
+    use std::sync::atomic::{AtomicU64 as Word, AtomicU8, Ordering as O};
+    let n = src.len();
+    let mut k = 0;
+    while k < n && (dst as usize + k) % 8 != 0 {
+        // SAFETY: `k < n`: inside both ranges of the contract; `AtomicU8` has alignment 1.
+        unsafe { (*dst.add(k).cast::<AtomicU8>()).store(src[k], O::Relaxed) };
+        k += 1;
+    }
+    while k + 8 <= n {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&src[k..k + 8]);
+        // SAFETY: `k + 8 <= n`: inside the ranges of the contract; the address is
+        // 8-aligned (the loop above went to a word boundary).
+        unsafe { (*dst.add(k).cast::<Word>()).store(u64::from_ne_bytes(w), O::Relaxed) };
+        k += 8;
+    }
+    while k < n {
+        // SAFETY: `k < n`: inside both ranges of the contract; `AtomicU8` has alignment 1.
+        unsafe { (*dst.add(k).cast::<AtomicU8>()).store(src[k], O::Relaxed) };
+        k += 1;
+    }
+}
+
+/// Write access to a claimed slot's payload; writes are atomic stores (see [`load_bytes`]).
 pub(crate) struct SlotWriter<'a> {
     ptr: *mut u8,
     len: usize,
@@ -208,16 +305,27 @@ pub(crate) struct SlotWriter<'a> {
 }
 
 impl SlotWriter<'_> {
-    /// The payload bytes.
-    pub(crate) fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: the slot is claimed (WRITING with our thread id): by the protocol no other
-        // participant reads or writes its payload until we publish, and `ptr..ptr+len` lies
-        // inside the slot (see `Slots::write`).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    /// The payload length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Writes `src` into the payload at `offset`; false (nothing written) if out of range.
+    #[inline(always)]
+    pub(crate) fn store(&mut self, offset: usize, src: &[u8]) -> bool {
+        match offset.checked_add(src.len()) {
+            Some(end) if end <= self.len => {
+                // SAFETY: `offset..end` is inside the payload (checked), which lies in the
+                // mapping (see `Slots::write`); `src` is the caller's.
+                unsafe { store_bytes(self.ptr.add(offset), src) };
+                true
+            }
+            _ => false,
+        }
     }
 }
 
-/// Read access to a claimed slot's payload; reads copy out.
+/// Read access to a claimed slot's payload; reads copy out with atomic loads.
 pub(crate) struct SlotReader<'a> {
     ptr: *const u8,
     len: usize,
@@ -231,15 +339,11 @@ impl SlotReader<'_> {
     }
 
     /// Copies a `T` out of the payload at `offset`, or `None` if it does not fit.
+    #[inline(always)]
     pub(crate) fn read_pod<T: bytemuck::Pod>(&self, offset: usize) -> Option<T> {
-        let end = offset.checked_add(std::mem::size_of::<T>())?;
-        if end > self.len {
-            return None;
-        }
-        // SAFETY: `offset..end` is inside the payload (checked above); the slot is claimed
-        // (READING with our id), so no correct peer writes it; `T: Pod` accepts any bytes and
-        // the read is unaligned-safe.
-        Some(unsafe { self.ptr.add(offset).cast::<T>().read_unaligned() })
+        let mut v = T::zeroed();
+        self.copy_out(offset, bytemuck::bytes_of_mut(&mut v))
+            .then_some(v)
     }
 
     /// Appends `n` payload bytes from `offset` to `dst`; false (and `dst` unchanged) if out
@@ -248,16 +352,11 @@ impl SlotReader<'_> {
         match offset.checked_add(n) {
             Some(end) if end <= self.len => {
                 dst.reserve_exact(n);
-                // SAFETY: the source range is inside the payload (checked) and the slot is
-                // claimed by us; the reserve makes room for `n` more bytes after `dst.len()`
-                // in `dst`'s own allocation, distinct from the mapping; `set_len` covers
-                // exactly the bytes just written.
+                // SAFETY: the source range is inside the payload (checked), in the mapping;
+                // the reserve makes room for `n` more bytes after `dst.len()` in `dst`'s own
+                // allocation; `set_len` covers exactly the bytes just written.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        self.ptr.add(offset),
-                        dst.as_mut_ptr().add(dst.len()),
-                        n,
-                    );
+                    load_bytes(self.ptr.add(offset), dst.as_mut_ptr().add(dst.len()), n);
                     dst.set_len(dst.len() + n);
                 }
                 true
@@ -267,18 +366,13 @@ impl SlotReader<'_> {
     }
 
     /// Copies `dst.len()` payload bytes from `offset` into `dst`; false if out of range.
+    #[inline(always)]
     pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) -> bool {
         match offset.checked_add(dst.len()) {
             Some(end) if end <= self.len => {
-                // SAFETY: the range is inside the payload (checked); the slot is claimed by
-                // us; `dst` is a distinct local buffer.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        self.ptr.add(offset),
-                        dst.as_mut_ptr(),
-                        dst.len(),
-                    );
-                }
+                // SAFETY: the range is inside the payload (checked), in the mapping; `dst` is
+                // a distinct buffer of the caller's.
+                unsafe { load_bytes(self.ptr.add(offset), dst.as_mut_ptr(), dst.len()) };
                 true
             }
             _ => false,
@@ -292,6 +386,8 @@ pub(crate) trait Slots {
     fn state(&self, i: Idx) -> &AtomicU64;
     /// The stamp word of slot `i` for its writer (`reading` false) or its reader.
     fn stamp(&self, i: Idx, reading: bool) -> &AtomicU64;
+    /// The retire record of slot `i` (see the module doc).
+    fn record(&self, i: Idx) -> &AtomicU64;
     /// Runs `f` on the payload of slot `i`, which the caller has claimed for writing.
     fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R;
     /// Runs `f` on the payload of slot `i`, which the caller has claimed for reading.
@@ -299,7 +395,7 @@ pub(crate) trait Slots {
 }
 
 /// Slots in a shared mapping, in one of the two layouts of the module doc: slot `i`'s word
-/// `k` (0 state, 1 writer stamp, 2 reader stamp) is at `words + i * word_step + k * kind_step`
+/// `k` (0 state, 1 writer stamp, 2 reader stamp, 3 retire record) is at `words + i * word_step + k * kind_step`
 /// (in words), its payload at `base + i * payload_step` (in bytes), `slot_size` bytes long.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ShmSlots {
@@ -312,6 +408,7 @@ pub(crate) struct ShmSlots {
 }
 
 impl ShmSlots {
+    #[inline(always)]
     fn at(&self, i: Idx) -> *mut u8 {
         // SAFETY: `Idx` is below the capacity, and the mapping holds `capacity` payloads of
         // `slot_size` bytes, `payload_step` apart, from `base` (checked in `ShmRing::new`), so
@@ -319,10 +416,10 @@ impl ShmSlots {
         unsafe { self.base.as_ptr().add(i.0 * self.payload_step) }
     }
 
-    /// Word `k` (0 state, 1 writer stamp, 2 reader stamp) of slot `i`.
+    /// Word `k` (0 state, 1 writer stamp, 2 reader stamp, 3 retire record) of slot `i`.
     #[inline]
     fn word(&self, k: usize, i: Idx) -> &AtomicU64 {
-        // SAFETY: `Idx` is below the capacity and `k < 3`; the mapping holds those words at
+        // SAFETY: `Idx` is below the capacity and `k < 4`; the mapping holds those words at
         // these steps from `words` (8-aligned: the area starts 128-aligned and every step is
         // a whole number of words; checked in `ShmRing::new`); the mapping outlives `&self`;
         // an `AtomicU64` is valid for any bits.
@@ -345,6 +442,12 @@ impl Slots for ShmSlots {
         self.word(if reading { 2 } else { 1 }, i)
     }
 
+    #[inline]
+    fn record(&self, i: Idx) -> &AtomicU64 {
+        self.word(3, i)
+    }
+
+    #[inline(always)]
     fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R {
         f(SlotWriter {
             ptr: self.at(i),
@@ -353,6 +456,7 @@ impl Slots for ShmSlots {
         })
     }
 
+    #[inline(always)]
     fn read<R>(&self, i: Idx, f: impl FnOnce(SlotReader<'_>) -> R) -> R {
         f(SlotReader {
             ptr: self.at(i).cast_const(),
@@ -387,17 +491,55 @@ impl Me {
     }
 }
 
+#[cfg(not(loom))]
+std::thread_local!(static HELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+#[cfg(loom)]
+loom::thread_local!(static HELD: std::cell::Cell<u32> = std::cell::Cell::new(0));
+
+/// Whether the calling thread holds a claim now (it runs a caller's `write` inside a put: a
+/// `Serialize` that uses a queue itself).
+fn holding_claim() -> bool {
+    HELD.with(|h| h.get() != 0)
+}
+
+/// Marks the calling thread as holding a claim while it lives (around a caller's `write`).
+struct Holding;
+
+impl Holding {
+    fn new() -> Holding {
+        HELD.with(|h| h.set(h.get().saturating_add(1)));
+        Holding
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get().saturating_sub(1)));
+    }
+}
+
 /// Decides whether the owner recorded in a slot is gone.
 pub(crate) trait Liveness {
     /// Whether thread `tid`, with the stamp word `stamp` read from its slot, is certainly
     /// dead.
     fn is_dead(&self, tid: u64, stamp: u64) -> bool;
+
+    /// Whether thread `tid` is certainly alive *and* `stamp` is its own (the claim is
+    /// self-consistent, not a stray id in corrupted memory).
+    fn is_verified_alive(&self, tid: u64, stamp: u64) -> bool {
+        !self.is_dead(tid, stamp)
+    }
 }
 
 /// The operating system's view (`/proc`), through [`OwnerStamp`].
 pub(crate) struct OsLiveness;
 
 impl Liveness for OsLiveness {
+    fn is_verified_alive(&self, tid: u64, stamp: u64) -> bool {
+        let st = OwnerStamp::from_bits(stamp);
+        u64::from(st.thread_id()) == tid && !st.is_dead()
+    }
+
     fn is_dead(&self, tid: u64, stamp: u64) -> bool {
         let st = OwnerStamp::from_bits(stamp);
         if u64::from(st.thread_id()) == tid {
@@ -407,6 +549,15 @@ impl Liveness for OsLiveness {
             // by the id alone.
             u32::try_from(tid).map_or(true, ipc_shm::sync::is_gone)
         }
+    }
+}
+
+/// Nobody is dead (used where only the caller's own id can be judged).
+struct NeverDead;
+
+impl Liveness for NeverDead {
+    fn is_dead(&self, _tid: u64, _stamp: u64) -> bool {
+        false
     }
 }
 
@@ -451,6 +602,20 @@ pub(crate) enum Reclaim {
     Reclaimed,
     /// The slot's state is impossible.
     Corrupted,
+}
+
+/// Publishes a tombstone for the slot claimed at `p` if dropped, i.e. if the write into it
+/// unwinds; forgotten once the write returns.
+struct TombstoneOnUnwind<'r, 'a, S: Slots> {
+    ring: &'r Ring<'a, S>,
+    i: Idx,
+    p: u64,
+}
+
+impl<S: Slots> Drop for TombstoneOnUnwind<'_, '_, S> {
+    fn drop(&mut self) {
+        self.ring.publish(self.i, self.p, false);
+    }
 }
 
 /// Too many `task_done` calls.
@@ -506,6 +671,7 @@ impl<'a, S: Slots> Ring<'a, S> {
             self.slots.state(idx).store(pack(i, 0), Ordering::Relaxed);
             self.slots.stamp(idx, false).store(0, Ordering::Relaxed);
             self.slots.stamp(idx, true).store(0, Ordering::Relaxed);
+            self.slots.record(idx).store(NO_LAP, Ordering::Relaxed);
         }
         for w in [
             &self.ctl.enq,
@@ -513,6 +679,8 @@ impl<'a, S: Slots> Ring<'a, S> {
             &self.ctl.retired,
             &self.ctl.dropped,
             &self.ctl.tombstones,
+            &self.ctl.done,
+            &self.ctl.sys,
             &self.ctl.closed,
         ] {
             w.store(0, Ordering::Relaxed);
@@ -536,8 +704,8 @@ impl<'a, S: Slots> Ring<'a, S> {
         }
     }
 
-    /// Counts one retired message (`task_done`, tombstone, dropped) and wakes joiners if
-    /// any sleep.
+    /// Bumps the joiners' eventcount after a retirement (`task_done` or a retire record)
+    /// and wakes joiners if any sleep.
     fn retire(&self) {
         let w = &self.ctl.retired;
         // SYNC POINT: SeqCst RMW; a joiner's `prepare_join` RMW on the same word either reads
@@ -546,6 +714,36 @@ impl<'a, S: Slots> Ring<'a, S> {
         if prev & WAITERS != 0 {
             w.fetch_and(!WAITERS, Ordering::Relaxed);
             wake_low_half(w, u32::MAX);
+        }
+    }
+
+    /// The lap of position `p`, as a retire record holds it.
+    fn lap32(&self, p: u64) -> u64 {
+        ((p & POS_MASK) >> self.one_lap.trailing_zeros()) & NO_LAP
+    }
+
+    /// Records that position `p` of slot `i` (a tombstone, or a message lost with a dead
+    /// consumer) is retired, unless its lap is recorded already. Only the holder of the
+    /// slot's read claim calls it, before it frees the slot, so a kill anywhere here leaves
+    /// the slot claimed, and whoever takes the claim over calls it again.
+    fn settle(&self, i: Idx, p: u64) {
+        let lap = self.lap32(p);
+        let w = self.slots.record(i);
+        let mut r = w.load(Ordering::Acquire);
+        for _ in 0..MARK_TRIES {
+            if r & NO_LAP == lap {
+                return;
+            }
+            let next = ((r >> 32).wrapping_add(1) << 32) | lap;
+            // SYNC POINT: AcqRel; `join` reads the records with Acquire.
+            match w.compare_exchange(r, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.ctl.sys.fetch_add(1, Ordering::Relaxed);
+                    self.retire();
+                    return;
+                }
+                Err(now) => r = now,
+            }
         }
     }
 
@@ -571,7 +769,10 @@ impl<'a, S: Slots> Ring<'a, S> {
     /// Sleeps on the slot in `b` (the first one not ready for us at position `b.pos` of the
     /// enqueue word, `getting` false, or of the dequeue word) until its state moves on, the
     /// ring closes, or `deadline`. Returns at once if anything changed since `b` was read.
-    fn park(&self, b: Blocker, getting: bool, deadline: Deadline) {
+    /// `draining` (a get on a closed ring waiting for a claim made before the close to be
+    /// published) sleeps even though the ring is closed: `close` has woken everyone already,
+    /// and the publish it waits for wakes it.
+    fn park(&self, b: Blocker, getting: bool, draining: bool, deadline: Deadline) {
         let st = self.slots.state(b.idx);
         let armed = b.state | WAITING;
         // SYNC POINT: an RMW even when the bit is already set: it and the owner's swap in
@@ -592,7 +793,8 @@ impl<'a, S: Slots> Ring<'a, S> {
         // SYNC POINT: SeqCst loads, against `close`'s SeqCst flag store and position loads: if
         // we miss the flag, `close` reads our position (or a later one, whose slot's owner
         // woke us) and clears WAITING on our slot after our CAS.
-        if seq(word.load(Ordering::SeqCst)) != b.pos || self.ctl.closed.load(Ordering::SeqCst) != 0
+        if seq(word.load(Ordering::SeqCst)) != b.pos
+            || (!draining && self.ctl.closed.load(Ordering::SeqCst) != 0)
         {
             return;
         }
@@ -637,7 +839,11 @@ impl<'a, S: Slots> Ring<'a, S> {
         // SYNC POINT: Acquire, as in `claim_put` and `claim_get`.
         let e = word.load(Ordering::Acquire);
         let x = owner(e) & TID_MASK;
-        if x != 0 && x != me.tid {
+        // A record in our own id is our last claim, published or released, unless we hold a
+        // claim now (a `Serialize` that puts): then the general loop marks it. (If a dead
+        // thread with our id made it, overwriting it unmarked is fine: `reclaim` infers such
+        // a claim from its idle slot behind the position word.)
+        if x != 0 && (x != me.tid || holding_claim()) {
             return None;
         }
         let p = seq(e);
@@ -659,6 +865,23 @@ impl<'a, S: Slots> Ring<'a, S> {
         Some((i, p))
     }
 
+    /// After our claim at `p` (slot `i`): if the ring was closed meanwhile, publishes a
+    /// tombstone and returns true (the put reports `Closed`). A get that finds the ring
+    /// closed waits only for claims it can see (`claim_pending`); one made after its look
+    /// sees the flag here.
+    #[inline(always)]
+    fn refused_by_close(&self, i: Idx, p: u64) -> bool {
+        // SYNC POINT: Acquire, after our AcqRel claim CAS on the enqueue word. A getter that
+        // saw the flag (Acquire, from `close`'s store) then does an RMW on that word: if it
+        // comes first in the word's order our CAS reads from it, so the flag store happens
+        // before this load, which sees it; otherwise the RMW reads our claim.
+        if self.ctl.closed.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.publish(i, p, false);
+        true
+    }
+
     /// A whole put in the common case: [`Ring::claim_put_fast`], `write`, publish. False if
     /// the fast claim declined (nothing changed); the caller then runs [`Ring::put_until`].
     /// For writes that cannot fail (plain data).
@@ -666,8 +889,15 @@ impl<'a, S: Slots> Ring<'a, S> {
     pub(crate) fn put_fast(&self, me: Me, write: impl FnOnce(SlotWriter<'_>)) -> bool {
         match self.claim_put_fast(me) {
             Some((i, p)) => {
-                fault::point(fault::Site::Put);
+                if self.refused_by_close(i, p) {
+                    // `put_until` reports the close.
+                    return false;
+                }
+                ipc_failpoints::failpoint!("queue.put.claimed");
+                // As in `try_put` (free when `write` cannot unwind, as plain-data copies).
+                let guard = TombstoneOnUnwind { ring: self, i, p };
                 self.slots.write(i, write);
+                std::mem::forget(guard);
                 self.publish(i, p, true);
                 true
             }
@@ -681,7 +911,7 @@ impl<'a, S: Slots> Ring<'a, S> {
     #[inline(always)]
     pub(crate) fn get_fast<R>(&self, me: Me, read: impl FnOnce(SlotReader<'_>) -> R) -> Option<R> {
         let (i, p) = self.claim_get_fast(me)?;
-        fault::point(fault::Site::Get);
+        ipc_failpoints::failpoint!("queue.get.claimed");
         let r = self.slots.read(i, read);
         self.release(i, p);
         Some(r)
@@ -711,8 +941,8 @@ impl<'a, S: Slots> Ring<'a, S> {
             if d == 0 && owner(s) & !WAITING == 0 {
                 self.stamp_slot(i, false, me);
                 let x = owner(e) & TID_MASK;
-                if x != 0 && x != me.tid {
-                    self.mark(self.prev(p), 0, x);
+                if x != 0 {
+                    self.mark_or_reclaim(self.prev(p), 0, x, me);
                 }
                 // SYNC POINT: AcqRel: Release publishes our stamp (stored above) to whoever
                 // reads our record, or a helper's mark of it, with Acquire.
@@ -755,6 +985,29 @@ impl<'a, S: Slots> Ring<'a, S> {
         }
     }
 
+    /// The helping step for the claim record `x` of position `q` that our CAS is about to
+    /// overwrite: [`Ring::mark`] for somebody else's record. A record in our own thread id
+    /// whose slot is still idle is not ours (we hold no claim: our own claims are published
+    /// or released before we claim again), so a dead thread with our id made it: reclaim it
+    /// now, while the record still names it.
+    #[cold]
+    fn mark_or_reclaim(&self, q: u64, phase: u64, x: u64, me: Me) {
+        if x != me.tid || holding_claim() {
+            self.mark(q, phase, x);
+            return;
+        }
+        let Some(j) = self.index(q) else { return };
+        let s = self.slots.state(j).load(Ordering::Acquire);
+        if seq(s) == (q + phase) & POS_MASK && owner(s) & TID_MASK == 0 {
+            let b = Blocker {
+                idx: j,
+                state: s,
+                pos: q,
+            };
+            self.reclaim(b, me, &NeverDead);
+        }
+    }
+
     /// Marks slot of position `q`, phase `phase` (0: written, 1: read), as claimed by `x` if
     /// it is still idle: the helping step that moves a claim record from the position word
     /// into the slot before the record is overwritten.
@@ -794,8 +1047,9 @@ impl<'a, S: Slots> Ring<'a, S> {
             self.wake_slot(i);
         }
         if !ok {
+            // Counted for `join` by the consumer that skips it (or by `join` until then).
+            ipc_failpoints::failpoint!("queue.publish.before_retire");
             self.ctl.tombstones.fetch_add(1, Ordering::Relaxed);
-            self.retire();
         }
     }
 
@@ -812,9 +1066,16 @@ impl<'a, S: Slots> Ring<'a, S> {
             None => self.claim_put(me),
         };
         match claimed {
+            Claimed::Slot(i, p) if self.refused_by_close(i, p) => Attempt::Closed,
             Claimed::Slot(i, p) => {
-                fault::point(fault::Site::Put);
+                ipc_failpoints::failpoint!("queue.put.claimed");
+                // A `write` that unwinds (a panicking `Serialize`) publishes a tombstone on
+                // the way out, so the slot is not left claimed by a thread that lives on.
+                let guard = TombstoneOnUnwind { ring: self, i, p };
+                let held = Holding::new();
                 let r = self.slots.write(i, write);
+                drop(held);
+                std::mem::forget(guard);
                 self.publish(i, p, r.is_ok());
                 Attempt::Done(r)
             }
@@ -841,8 +1102,8 @@ impl<'a, S: Slots> Ring<'a, S> {
             if d == 0 && owner(s) & TID_MASK == 0 {
                 self.stamp_slot(i, true, me);
                 let x = owner(e) & TID_MASK;
-                if x != 0 && x != me.tid {
-                    self.mark(self.prev(p), 1, x);
+                if x != 0 {
+                    self.mark_or_reclaim(self.prev(p), 1, x, me);
                 }
                 // SYNC POINT: AcqRel, as in `claim_put`.
                 match self.ctl.deq.compare_exchange_weak(
@@ -852,7 +1113,9 @@ impl<'a, S: Slots> Ring<'a, S> {
                     Ordering::Acquire,
                 ) {
                     Ok(_) if owner(s) & TOMB != 0 => {
-                        // A tombstone: ours to free; then go on.
+                        // A tombstone: ours to count and free; then go on.
+                        self.settle(i, p);
+                        ipc_failpoints::failpoint!("queue.tombstone.published");
                         self.release(i, p);
                         e = pack(self.next(p), me.tid);
                     }
@@ -901,7 +1164,7 @@ impl<'a, S: Slots> Ring<'a, S> {
         };
         match claimed {
             Claimed::Slot(i, p) => {
-                fault::point(fault::Site::Get);
+                ipc_failpoints::failpoint!("queue.get.claimed");
                 let r = self.slots.read(i, read);
                 self.release(i, p);
                 Attempt::Done(r)
@@ -918,7 +1181,7 @@ impl<'a, S: Slots> Ring<'a, S> {
     /// marked there, the record in the position word. The CAS goes from exactly the inspected
     /// state, so a slot that moved on meanwhile is left alone; a live claimer is never
     /// reclaimed.
-    pub(crate) fn reclaim(&self, b: Blocker, live: &impl Liveness) -> Reclaim {
+    pub(crate) fn reclaim(&self, b: Blocker, me: Me, live: &impl Liveness) -> Reclaim {
         let sq = seq(b.state);
         let at = sq & (self.one_lap - 1);
         let i = b.idx.0 as u64;
@@ -943,36 +1206,61 @@ impl<'a, S: Slots> Ring<'a, S> {
                 &self.ctl.enq
             }
             .load(Ordering::Acquire);
-            if seq(rec) != self.next(q) {
-                // Nobody claimed q (or the record moved on, and then the slot is marked).
+            let past = diff(seq(rec), self.next(q));
+            if past < 0 {
+                // Nobody claimed q.
                 return Reclaim::Nothing;
             }
             tid = owner(rec) & TID_MASK;
+            if past > 0 {
+                // Claimed, and the record moved on without marking the slot: only a claimer
+                // with the same thread id that held no claim skips the mark (`claim_fast`),
+                // so the claimer of q had that id and was not that thread: it is dead. (A
+                // slot that was marked or moved on meanwhile fails the CAS below.)
+                return self.reclaim_dead(b, q, reading, me);
+            }
             if tid == 0 {
                 return Reclaim::Nothing;
             }
         }
-        let stamp = self.slots.stamp(b.idx, reading).load(Ordering::Relaxed);
-        if !live.is_dead(tid, stamp) {
+        // A claim in our own thread id is ours only while we hold one (inside a write); else
+        // it was made by a dead thread whose id we now have, whatever its stamp says (a
+        // stamp can match ours when the id was reused within one clock tick).
+        let dead = if tid == me.tid {
+            !holding_claim()
+        } else {
+            let stamp = self.slots.stamp(b.idx, reading).load(Ordering::Relaxed);
+            live.is_dead(tid, stamp)
+        };
+        if !dead {
             return Reclaim::Nothing;
         }
+        self.reclaim_dead(b, q, reading, me)
+    }
+
+    /// The reclaim of the slot in `b` (position `q`, read claim if `reading`), whose claimer
+    /// is dead: by a CAS from exactly `b.state`.
+    fn reclaim_dead(&self, b: Blocker, q: u64, reading: bool, me: Me) -> Reclaim {
         let st = self.slots.state(b.idx);
         if reading {
-            let free = pack(q.wrapping_add(self.one_lap), 0);
-            // SYNC POINT: AcqRel; the next lap's producer Acquires the freed state.
+            // Take the dead reader's claim over (keeping TOMB and WAITING), so that we are
+            // the holder that records the retirement; then free the slot. Killed in between,
+            // we leave a claim of a dead reader again, and the next reclaimer re-does both.
+            let taken = pack(q + 1, me.tid | (owner(b.state) & (TOMB | WAITING)));
+            // SYNC POINT: AcqRel; the dead reader's reads are over, and our release's
+            // Release orders this before the next lap's producer.
             if st
-                .compare_exchange(b.state, free, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(b.state, taken, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
             {
                 return Reclaim::Nothing;
             }
-            if b.state & WAITING != 0 {
-                self.wake_slot(b.idx);
-            }
+            ipc_failpoints::failpoint!("queue.reclaim.before_retire");
+            self.settle(b.idx, q);
             if owner(b.state) & TOMB == 0 {
                 self.ctl.dropped.fetch_add(1, Ordering::Relaxed);
-                self.retire();
             }
+            self.release(b.idx, q);
         } else {
             // SYNC POINT: AcqRel; the consumer that skips the tombstone Acquires it.
             if st
@@ -989,14 +1277,15 @@ impl<'a, S: Slots> Ring<'a, S> {
             if b.state & WAITING != 0 {
                 self.wake_slot(b.idx);
             }
+            // Counted for `join` by the consumer that skips it (or by `join` until then).
+            ipc_failpoints::failpoint!("queue.reclaim.before_retire");
             self.ctl.tombstones.fetch_add(1, Ordering::Relaxed);
-            self.retire();
         }
         Reclaim::Reclaimed
     }
 
     /// Reclaims every slot whose claimer is dead (for `join`, which waits on all of them).
-    pub(crate) fn reclaim_all(&self, live: &impl Liveness) -> usize {
+    pub(crate) fn reclaim_all(&self, me: Me, live: &impl Liveness) -> usize {
         let mut n = 0;
         for i in 0..self.cap {
             let idx = Idx(i as usize);
@@ -1006,11 +1295,60 @@ impl<'a, S: Slots> Ring<'a, S> {
                 state: s,
                 pos: 0,
             };
-            if self.reclaim(b, live) == Reclaim::Reclaimed {
+            if self.reclaim(b, me, live) == Reclaim::Reclaimed {
                 n += 1;
             }
         }
         n
+    }
+
+    /// Whether the slot in `b`, which blocked a get at position `b.pos`, is claimed by a
+    /// producer that has not published yet (its claim marked in the slot, or still only
+    /// recorded in the enqueue word): a get on a closed ring must wait for that message (or
+    /// for its owner's death) instead of reporting `Closed`.
+    fn claim_pending(&self, b: Blocker) -> Option<u64> {
+        if seq(b.state) != b.pos {
+            return None;
+        }
+        let tid = owner(b.state) & TID_MASK;
+        if tid != 0 {
+            return Some(tid);
+        }
+        // SYNC POINT: an RMW that changes nothing, after the caller's Acquire load of the
+        // closed flag: it reads the latest record, or a claim after it sees the flag (see
+        // `refused_by_close`). Only gets on a closed ring come here.
+        let rec = self.ctl.enq.fetch_add(0, Ordering::AcqRel);
+        let tid = owner(rec) & TID_MASK;
+        (seq(rec) == self.next(b.pos) && tid != 0).then_some(tid)
+    }
+
+    /// Whether a get on a closed ring keeps waiting for the claim of `tid` on the slot in
+    /// `b`: while the claimer is verified alive (its stamp is its own), or, when that cannot
+    /// be verified (a racing claimer overwrote the stamp, or the memory is corrupted), for
+    /// `DRAIN_GRACE` from `since`, so stray ids in corrupted memory cannot keep a plain
+    /// `get` on a closed queue waiting for ever.
+    fn keep_draining(
+        &self,
+        b: Blocker,
+        tid: u64,
+        live: &impl Liveness,
+        since: &mut Option<Deadline>,
+    ) -> bool {
+        let stamp = self.slots.stamp(b.idx, false).load(Ordering::Relaxed);
+        if live.is_verified_alive(tid, stamp) {
+            return true;
+        }
+        #[cfg(not(loom))]
+        {
+            !since
+                .get_or_insert_with(|| Deadline::after(DRAIN_GRACE))
+                .is_expired()
+        }
+        #[cfg(loom)]
+        {
+            let _ = since;
+            true
+        }
     }
 
     /// Closes the ring and wakes every sleeper.
@@ -1018,6 +1356,7 @@ impl<'a, S: Slots> Ring<'a, S> {
         // SYNC POINT: SeqCst store, then SeqCst position loads and slot RMWs: pairs with the
         // SeqCst CAS and loads in `park`.
         self.ctl.closed.store(1, Ordering::SeqCst);
+        ipc_failpoints::failpoint!("queue.close.mid");
         for word in [&self.ctl.enq, &self.ctl.deq] {
             if let Some(i) = self.index(seq(word.load(Ordering::SeqCst))) {
                 // Clearing the bit changes the word, so a sleeper between its flag check and
@@ -1084,45 +1423,80 @@ impl<'a, S: Slots> Ring<'a, S> {
         self.ctl.dropped.load(Ordering::Relaxed)
     }
 
-    /// Tasks claimed but not retired, given the `retired` word `r`.
-    fn unfinished_with(&self, r: u64) -> u64 {
-        // After `r` was read: every claim a retirement in `r` accounts for is visible now.
+    /// Tasks claimed but not retired, given `done` `task_done` calls and `sys` system
+    /// retirements (both read before this call).
+    fn unfinished_with(&self, done: u64, sys: u64) -> u64 {
+        // After the counts were read: every claim a retirement in them accounts for is
+        // visible now.
         let claims = self.count(seq(self.ctl.enq.load(Ordering::Acquire)));
-        self.distance(claims, (r >> 2) % self.period()).max(0) as u64
+        let retired = done.wrapping_add(sys) % self.period();
+        self.distance(claims, retired).max(0) as u64
     }
 
-    /// Tasks put but neither marked done, tombstoned nor dropped.
+    /// Tasks put but not retired, by the `sys` hint: never fewer than [`Ring::unfinished`]
+    /// (the hint misses at most one retirement per kill).
+    fn unfinished_fast(&self) -> u64 {
+        // SYNC POINT: Acquire pairs with the RMWs in `settle` and `task_done`.
+        let done = self.ctl.done.load(Ordering::Acquire);
+        let sys = self.ctl.sys.load(Ordering::Acquire);
+        self.unfinished_with(done, sys)
+    }
+
+    /// Tasks put but neither marked done, tombstoned nor dropped, exactly: the retire
+    /// records summed, plus tombstones not yet skipped (so not yet recorded). Reads every
+    /// slot: for `join`. The records are summed before the states are read, and a
+    /// tombstone's record is read again after its state, so a retirement recorded meanwhile
+    /// is counted at most once (at worst not at all, and the next look counts it).
     pub(crate) fn unfinished(&self) -> u64 {
-        // SYNC POINT: Acquire pairs with the SeqCst RMWs in `retire` and `task_done`.
-        self.unfinished_with(self.ctl.retired.load(Ordering::Acquire))
+        // SYNC POINT: Acquire pairs with the RMWs in `settle` and `task_done`.
+        let mut retired = self.ctl.done.load(Ordering::Acquire);
+        for i in 0..self.cap {
+            let r = self.slots.record(Idx(i as usize)).load(Ordering::Acquire);
+            retired = retired.wrapping_add(r >> 32);
+        }
+        for i in 0..self.cap {
+            let idx = Idx(i as usize);
+            let s = self.slots.state(idx).load(Ordering::Acquire);
+            if owner(s) & TOMB == 0 {
+                continue;
+            }
+            let q = seq(s).wrapping_sub(1) & POS_MASK;
+            if self.index(q) != Some(idx) {
+                continue;
+            }
+            let r = self.slots.record(idx).load(Ordering::Acquire);
+            if r & NO_LAP != self.lap32(q) {
+                retired = retired.wrapping_add(1);
+            }
+        }
+        self.unfinished_with(retired, 0)
     }
 
     /// Marks one task done (`JoinableQueue.task_done`).
     pub(crate) fn task_done(&self) -> Result<(), TooManyDone> {
-        let w = &self.ctl.retired;
+        let w = &self.ctl.done;
         let mut cur = w.load(Ordering::Acquire);
         for _ in 0..MAX_STEPS {
-            if self.unfinished_with(cur) == 0 {
+            let sys = self.ctl.sys.load(Ordering::Acquire);
+            if self.unfinished_with(cur, sys) == 0 {
                 return Err(TooManyDone);
             }
-            // SYNC POINT: SeqCst, as in `retire`; Release pairs with a joiner's Acquire load.
+            // SYNC POINT: AcqRel; Release pairs with a joiner's Acquire load.
             match w.compare_exchange_weak(
                 cur,
-                cur.wrapping_add(ONE),
-                Ordering::SeqCst,
+                cur.wrapping_add(1),
+                Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(prev) => {
-                    if prev & WAITERS != 0 {
-                        w.fetch_and(!WAITERS, Ordering::Relaxed);
-                        wake_low_half(w, u32::MAX);
-                    }
+                Ok(_) => {
+                    self.retire();
                     return Ok(());
                 }
                 Err(now) => cur = now,
             }
         }
         // Only a peer rewriting the word on every step gets here: count it anyway.
+        w.fetch_add(1, Ordering::AcqRel);
         self.retire();
         Ok(())
     }
@@ -1239,11 +1613,12 @@ impl<S: Slots> Ring<'_, S> {
     fn recover(
         &self,
         b: Option<Blocker>,
+        me: Me,
         watch: &DeathWatch,
         live: &impl Liveness,
     ) -> Result<bool, Stop> {
         match b {
-            Some(b) if watch.due() => match self.reclaim(b, live) {
+            Some(b) if watch.due() => match self.reclaim(b, me, live) {
                 Reclaim::Nothing => Ok(false),
                 Reclaim::Reclaimed => Ok(true),
                 Reclaim::Corrupted => Err(Stop::Corrupted),
@@ -1257,13 +1632,14 @@ impl<S: Slots> Ring<'_, S> {
     fn reclaimed(
         &self,
         b: Option<Blocker>,
+        me: Me,
         backoff: &Backoff,
         deadline: Deadline,
         watch: &DeathWatch,
         live: &impl Liveness,
     ) -> Result<bool, Stop> {
         if backoff.is_completed() || deadline.is_expired() {
-            self.recover(b, watch, live)
+            self.recover(b, me, watch, live)
         } else {
             Ok(false)
         }
@@ -1280,6 +1656,7 @@ impl<S: Slots> Ring<'_, S> {
         backoff: &mut Backoff,
         deadline: Deadline,
         watch: &DeathWatch,
+        draining: bool,
     ) -> Result<(), Stop> {
         if deadline.is_expired() {
             return Err(Stop::Deadline);
@@ -1289,7 +1666,7 @@ impl<S: Slots> Ring<'_, S> {
             return Ok(());
         }
         match b {
-            Some(b) => self.park(b, getting, watch.slice(deadline)),
+            Some(b) => self.park(b, getting, draining, watch.slice(deadline)),
             None => yield_now(),
         }
         Ok(())
@@ -1338,10 +1715,10 @@ impl<S: Slots> Ring<'_, S> {
                     Attempt::Blocked(b) => b,
                 },
             };
-            if self.reclaimed(b, &backoff, deadline, watch, live)? {
+            if self.reclaimed(b, me, &backoff, deadline, watch, live)? {
                 continue;
             }
-            self.pause(b, false, &mut backoff, deadline, watch)?;
+            self.pause(b, false, &mut backoff, deadline, watch, false)?;
         }
     }
 
@@ -1376,6 +1753,7 @@ impl<S: Slots> Ring<'_, S> {
         live: &impl Liveness,
         read: &mut impl FnMut(SlotReader<'_>) -> R,
     ) -> Result<R, Stop> {
+        let mut grace = None;
         let mut backoff = Backoff::new();
         let mut blocked = Some(first);
         loop {
@@ -1388,30 +1766,55 @@ impl<S: Slots> Ring<'_, S> {
                     Attempt::Blocked(b) => b,
                 },
             };
-            if self.reclaimed(b, &backoff, deadline, watch, live)? {
+            if self.reclaimed(b, me, &backoff, deadline, watch, live)? {
                 continue;
             }
-            if self.is_closed() {
-                // Drained: anything published before the close was seen by the attempt above
-                // (Acquire on the closed flag orders this after it).
-                return match self.try_get(me, read) {
-                    Attempt::Done(r) => Ok(r),
-                    Attempt::Corrupted => Err(Stop::Corrupted),
-                    _ => Err(Stop::Closed),
-                };
+            let mut draining = false;
+            // SYNC POINT: Acquire (see `refused_by_close`).
+            if self.ctl.closed.load(Ordering::Acquire) != 0 {
+                // Drained unless a producer claimed a slot before the close (or racing it) and
+                // has not published yet: its put will return `Ok`, so its message must be
+                // delivered; wait for it (a dead claimer's slot is reclaimed as usual).
+                // Anything published before the close is seen by the attempt below (Acquire
+                // on the closed flag orders it after the flag).
+                match self.try_get(me, read) {
+                    Attempt::Done(r) => return Ok(r),
+                    Attempt::Corrupted => return Err(Stop::Corrupted),
+                    Attempt::Blocked(Some(b)) => match self.claim_pending(b) {
+                        Some(tid) if self.keep_draining(b, tid, live, &mut grace) => {
+                            draining = true;
+                            blocked = Some(Some(b));
+                        }
+                        _ => return Err(Stop::Closed),
+                    },
+                    _ => return Err(Stop::Closed),
+                }
             }
-            self.pause(b, true, &mut backoff, deadline, watch)?;
+            if draining {
+                self.pause(blocked.flatten(), true, &mut backoff, deadline, watch, true)?;
+                continue;
+            }
+            self.pause(b, true, &mut backoff, deadline, watch, false)?;
         }
     }
 
     /// Waits until every task put has been marked done (or dropped with a dead consumer).
-    pub(crate) fn join_until(&self, deadline: Deadline, live: &impl Liveness) -> Result<(), Stop> {
+    pub(crate) fn join_until(
+        &self,
+        me: Me,
+        deadline: Deadline,
+        live: &impl Liveness,
+    ) -> Result<(), Stop> {
+        // The exact count reads every slot: only when the hint is small enough that
+        // tombstones not yet skipped may explain it, or after a quiet slice.
+        let mut quiet = false;
         loop {
-            if self.unfinished() == 0 {
+            if self.unfinished_fast() == 0 {
                 return Ok(());
             }
             let key = self.prepare_join();
-            if self.unfinished() == 0 {
+            let fast = self.unfinished_fast();
+            if fast == 0 || ((fast <= self.cap || quiet) && self.unfinished() == 0) {
                 return Ok(());
             }
             if deadline.is_expired() {
@@ -1421,8 +1824,9 @@ impl<S: Slots> Ring<'_, S> {
             let slice = deadline.min(Deadline::after(SLICE));
             #[cfg(loom)]
             let slice = deadline;
-            if self.wait_join(key, slice) == WaitOutcome::TimedOut {
-                self.reclaim_all(live);
+            quiet = self.wait_join(key, slice) == WaitOutcome::TimedOut;
+            if quiet {
+                self.reclaim_all(me, live);
             }
         }
     }
@@ -1460,7 +1864,7 @@ impl ShmRing {
     pub(crate) fn payload_len(cap: usize, slot_size: usize) -> Option<usize> {
         let slots = if Self::packed(slot_size) {
             cap.checked_mul(slot_size)?
-                .checked_add(Self::array_words(cap)?.checked_mul(3 * 8)?)?
+                .checked_add(Self::array_words(cap)?.checked_mul(4 * 8)?)?
         } else {
             cap.checked_mul(slot_size.checked_add(INLINE_HEADER)?)?
         };
@@ -1478,8 +1882,8 @@ impl ShmRing {
                 words: words.cast::<AtomicU64>(),
                 word_step: 1,
                 kind_step: stride,
-                // SAFETY: as above: the three word arrays come first, then the payloads.
-                base: unsafe { words.add(3 * stride * 8) },
+                // SAFETY: as above: the four word arrays come first, then the payloads.
+                base: unsafe { words.add(4 * stride * 8) },
                 payload_step: slot_size,
                 slot_size,
             })
@@ -1489,7 +1893,7 @@ impl ShmRing {
                 words: words.cast::<AtomicU64>(),
                 word_step: record / 8,
                 kind_step: 1,
-                // SAFETY: as above: each record holds its three words, then its payload.
+                // SAFETY: as above: each record holds its four words, then its payload.
                 base: unsafe { words.add(INLINE_HEADER) },
                 payload_step: record,
                 slot_size,
@@ -1572,6 +1976,7 @@ mod loom_tests {
     struct HeapSlot {
         state: AtomicU64,
         stamps: [AtomicU64; 2],
+        record: AtomicU64,
         data: UnsafeCell<[u8; 8]>,
     }
 
@@ -1583,6 +1988,9 @@ mod loom_tests {
         }
         fn stamp(&self, i: Idx, reading: bool) -> &AtomicU64 {
             &self.0[i.0].stamps[usize::from(reading)]
+        }
+        fn record(&self, i: Idx) -> &AtomicU64 {
+            &self.0[i.0].record
         }
         fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R {
             self.0[i.0].data.with_mut(|p| {
@@ -1631,6 +2039,7 @@ mod loom_tests {
                         .map(|_| HeapSlot {
                             state: AtomicU64::new(0),
                             stamps: [AtomicU64::new(0), AtomicU64::new(0)],
+                            record: AtomicU64::new(0),
                             data: UnsafeCell::new([0; 8]),
                         })
                         .collect(),
@@ -1653,7 +2062,7 @@ mod loom_tests {
     fn put(r: &Ring<'_, HeapSlots>, who: Me, v: u64) -> bool {
         matches!(
             r.try_put(who, &mut |mut w: SlotWriter<'_>| {
-                w.bytes().copy_from_slice(&v.to_le_bytes());
+                assert!(w.store(0, &v.to_le_bytes()));
                 Ok::<(), ()>(())
             }),
             Attempt::Done(Ok(()))
@@ -1675,7 +2084,7 @@ mod loom_tests {
                 &w,
                 &m.deaths,
                 &mut |mut wr: SlotWriter<'_>| {
-                    wr.bytes().copy_from_slice(&v.to_le_bytes());
+                    assert!(wr.store(0, &v.to_le_bytes()));
                     Ok::<(), ()>(())
                 },
             )
@@ -1795,6 +2204,38 @@ mod loom_tests {
         });
     }
 
+    /// A put racing `close` while a consumer waits: a put that returns `Ok` is delivered to
+    /// the consumer, which reports `Closed` only when the put was refused (a claim made
+    /// before the close is waited for, never abandoned).
+    #[test]
+    fn put_racing_close_is_delivered_or_refused() {
+        loom::model(|| {
+            let m = Model::new(1);
+            let m2 = Arc::clone(&m);
+            let c = loom::thread::spawn(move || {
+                let r = m2.ring();
+                let w = DeathWatch::new();
+                r.get_until(
+                    me(2),
+                    Deadline::never(),
+                    &w,
+                    &m2.deaths,
+                    &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0),
+                )
+            });
+            let m3 = Arc::clone(&m);
+            let p = loom::thread::spawn(move || put(&m3.ring(), me(1), 7));
+            m.ring().close();
+            let sent = p.join().unwrap();
+            let got = c.join().unwrap();
+            if sent {
+                assert_eq!(got, Ok(Some(7)));
+            } else {
+                assert_eq!(got, Err(Stop::Closed));
+            }
+        });
+    }
+
     /// A producer parked on a full ring is woken by `close` and reports it closed.
     #[test]
     fn close_wakes_a_parked_producer() {
@@ -1871,7 +2312,7 @@ mod loom_tests {
                         Attempt::Done(v) => return v,
                         Attempt::Blocked(Some(b)) => {
                             if m3.deaths.0[1].load(Ordering::SeqCst) {
-                                r.reclaim(b, &m3.deaths);
+                                r.reclaim(b, me(3), &m3.deaths);
                             }
                         }
                         _ => {}
@@ -1888,7 +2329,7 @@ mod loom_tests {
                 match r.try_get(me(3), &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0)) {
                     Attempt::Done(v) => rest.extend(v),
                     Attempt::Blocked(Some(b)) => {
-                        r.reclaim(b, &m.deaths);
+                        r.reclaim(b, me(3), &m.deaths);
                     }
                     _ => {}
                 }
@@ -1919,12 +2360,12 @@ mod loom_tests {
                 let r = m3.ring();
                 for _ in 0..3 {
                     match r.try_put(me(1), &mut |mut w: SlotWriter<'_>| {
-                        w.bytes().copy_from_slice(&2u64.to_le_bytes());
+                        assert!(w.store(0, &2u64.to_le_bytes()));
                         Ok::<(), ()>(())
                     }) {
                         Attempt::Done(_) => return true,
                         Attempt::Blocked(Some(b)) => {
-                            r.reclaim(b, &m3.deaths);
+                            r.reclaim(b, me(3), &m3.deaths);
                         }
                         _ => {}
                     }
@@ -1941,7 +2382,7 @@ mod loom_tests {
                         Claimed::Blocked(Some(b)) => b,
                         other => panic!("{other:?}"),
                     };
-                    assert_eq!(r.reclaim(b, &m.deaths), Reclaim::Reclaimed);
+                    assert_eq!(r.reclaim(b, me(1), &m.deaths), Reclaim::Reclaimed);
                     assert!(put(&r, me(1), 2));
                 }
             }

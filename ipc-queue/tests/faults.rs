@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{consume, encode, produce, Counters, Mode, Setup, TestQueue, WATCHDOG};
-use ipc_queue::__test_hooks::{sigkill_in_get, sigkill_in_put};
+use ipc_failpoints::Action;
 use ipc_queue::{Error, PodQueue, PutError, Queue, TryPutError};
 use ipc_testkit::{Exit, Leaks};
 
@@ -134,7 +134,7 @@ fn producer_killed_between_claim_and_publish<Q: TestQueue>(mode: Mode) {
         .map(|_| s.child(|q| consume(q, &c, PER, 2)))
         .collect();
     let victim = s.child(|q| {
-        sigkill_in_put(1000);
+        ipc_failpoints::arm("queue.put.claimed", 1000, Action::Kill).unwrap();
         produce(q, &c, 0, PER)
     });
     let other = s.child(|q| produce(q, &c, 1, PER));
@@ -158,7 +158,7 @@ fn consumer_killed_between_claim_and_release<Q: TestQueue>(mode: Mode) {
     let s = Setup::<Q>::new(mode, 16);
     let c = Counters::new((2 * PER) as usize);
     let victim = s.child(|q| {
-        sigkill_in_get(500);
+        ipc_failpoints::arm("queue.get.claimed", 500, Action::Kill).unwrap();
         consume(q, &c, PER, 2)
     });
     let survivor = s.child(|q| consume(q, &c, PER, 2));
@@ -185,7 +185,7 @@ fn join_reports_a_task_lost_with_its_consumer<Q: TestQueue>(mode: Mode) {
         s.q.put(i).unwrap();
     }
     let victim = s.child(|q| {
-        sigkill_in_get(1);
+        ipc_failpoints::arm("queue.get.claimed", 1, Action::Kill).unwrap();
         i32::from(q.get().is_ok())
     });
     assert_eq!(victim.wait(WATCHDOG), Exit::Signal(libc::SIGKILL));
@@ -280,19 +280,19 @@ fn corrupted_slots_are_errors_and_the_queue_goes_on(
 
 #[test]
 fn corrupted_slots_in_the_packed_layout() {
-    // `max_message_size(16)`: 4-byte length word + 16 = 24-byte slots, packed: three word
-    // arrays (states, writer stamps, reader stamps) of 16 words each, then the payloads.
+    // `max_message_size(16)`: 4-byte length word + 16 = 24-byte slots, packed: four word
+    // arrays (states, writer stamps, reader stamps, retire records) of 16 words each, then the payloads.
     corrupted_slots_are_errors_and_the_queue_goes_on("corrupt", 16, |i| {
-        HEADER + CONTROL + 3 * 16 * 8 + i * 24
+        HEADER + CONTROL + 4 * 16 * 8 + i * 24
     });
 }
 
 #[test]
 fn corrupted_slots_in_the_inline_layout() {
     // `max_message_size(64)`: 68 -> 72-byte slots, above the packed layout's limit: each slot
-    // is its state and stamp words (24 bytes) followed by its payload, 96-byte records.
+    // is its state, stamp and record words (32 bytes) followed by its payload, 104-byte records.
     corrupted_slots_are_errors_and_the_queue_goes_on("corrupti", 64, |i| {
-        HEADER + CONTROL + i * (24 + 72) + 24
+        HEADER + CONTROL + i * (32 + 72) + 32
     });
 }
 
@@ -444,7 +444,7 @@ fn corrupted_byte_vectors_are_errors_and_the_queue_goes_on() {
         .create()
         .unwrap();
     let raw = ipc_testkit::Hostile::open(&name);
-    let payload = |i: usize| HEADER + CONTROL + i * (24 + 72) + 24;
+    let payload = |i: usize| HEADER + CONTROL + i * (32 + 72) + 32;
     // The varint claims 200 bytes; the message holds 2 + 3.
     q.put(vec![1u8, 2, 3]).unwrap();
     raw.write_at(payload(0), &5u32.to_le_bytes()).unwrap();

@@ -2,12 +2,14 @@
 //! modes, per-message delivery counters in shared memory, and the stress workload.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 use ipc_queue::{Error, PodQueue, PutTimeoutError, Queue, TryPutError};
 use ipc_shm::SharedMemory;
 use ipc_testkit::{fork, Child};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The watchdog for every child.
 pub const WATCHDOG: Duration = Duration::from_secs(60);
@@ -267,4 +269,59 @@ pub fn stress<Q: TestQueue>(mode: Mode, cap: usize, producers: u64, consumers: u
     assert_eq!(c.word(0).load(Ordering::SeqCst), producers * per);
     assert_eq!(s.q.len(), 0);
     assert_eq!(s.q.dropped(), 0);
+}
+
+/// A value whose `Serialize` succeeds for the size pass and then panics (`Panic`), fails
+/// (`Fail`), or always works (`Ok`); it travels as its `u32`.
+#[derive(Debug)]
+pub struct Bomb {
+    pub value: u32,
+    mode: Mode2,
+    calls: Cell<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode2 {
+    Ok,
+    Panic,
+    Fail,
+}
+
+impl Bomb {
+    pub fn new(value: u32, mode: Mode2) -> Bomb {
+        Bomb {
+            value,
+            mode,
+            calls: Cell::new(0),
+        }
+    }
+}
+
+impl Serialize for Bomb {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.calls.get() + 1;
+        self.calls.set(n);
+        if n >= 2 {
+            match self.mode {
+                Mode2::Ok => {}
+                Mode2::Panic => panic!("Serialize panics in the slot"),
+                Mode2::Fail => return Err(serde::ser::Error::custom("fails in the slot")),
+            }
+        }
+        self.value.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bomb {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Bomb, D::Error> {
+        Ok(Bomb::new(u32::deserialize(d)?, Mode2::Ok))
+    }
+}
+
+pub fn bomb_queue() -> Queue<Bomb> {
+    Queue::<Bomb>::builder()
+        .capacity(4)
+        .max_message_size(16)
+        .create()
+        .unwrap()
 }

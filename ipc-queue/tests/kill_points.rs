@@ -1,0 +1,215 @@
+//! A participant SIGKILLed at each of the crate's fault points (see the crate docs): no
+//! survivor blocks past its deadline, every message the victim did not hold is delivered
+//! exactly once, `join` returns once the rest is marked done, and nothing leaks.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{bomb_queue, Bomb, Mode, Mode2, Setup, TestQueue, WATCHDOG};
+use ipc_failpoints::Action;
+use ipc_queue::{Error, PodQueue, Queue};
+use ipc_testkit::{Exit, Leaks};
+
+/// The leak checks look at every `ipct-q-` segment: one test at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long a survivor's get may wait for one message.
+const GET: Duration = Duration::from_secs(5);
+
+/// Runs `victim` in a child that arms `point` to kill it, and checks it died there.
+fn kill_at<Q: TestQueue>(s: &Setup<Q>, point: &'static str, victim: fn(&Q) -> i32) {
+    let child = s.child(move |q| {
+        ipc_failpoints::arm(point, 1, Action::Kill).unwrap();
+        victim(q)
+    });
+    assert_eq!(child.wait(WATCHDOG), Exit::Signal(libc::SIGKILL), "{point}");
+}
+
+/// After the victim: a producer child puts 0..10, this process gets them (each within
+/// [`GET`]) and marks them done; `held` is a value the victim may have held (never
+/// delivered). Then `join` returns (`PeerDied` if a reclaim during it dropped the victim's
+/// message), and the queue is empty.
+fn survivors_deliver_and_join<Q: TestQueue>(s: &Setup<Q>, held: Option<u64>) {
+    let producer = s.child(|q| {
+        for v in 0..10 {
+            if q.put_timeout(v, GET).is_err() {
+                return 3;
+            }
+        }
+        0
+    });
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        let start = Instant::now();
+        let v = s.q.get_timeout(GET).unwrap();
+        assert!(start.elapsed() < GET + Duration::from_secs(1));
+        assert_ne!(Some(v), held, "the victim's message arrived");
+        got.push(v);
+        s.q.task_done().unwrap();
+    }
+    producer.wait_success(WATCHDOG);
+    got.sort_unstable();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    match s.q.join_timeout(WATCHDOG) {
+        Ok(()) | Err(Error::PeerDied { .. }) => {}
+        other => panic!("join: {other:?}"),
+    }
+    assert!(matches!(s.q.try_get(), Err(Error::Empty)));
+    assert!(matches!(s.q.task_done(), Err(Error::TaskDoneTooManyTimes)));
+}
+
+fn put_claimed<Q: TestQueue>() {
+    let _serial = serial();
+    let leaks = Leaks::snapshot("ipct-q-");
+    {
+        let s = Setup::<Q>::new(Mode::Named, 4);
+        kill_at(&s, "queue.put.claimed", |q| i32::from(q.put(100).is_ok()));
+        survivors_deliver_and_join(&s, Some(100));
+        assert_eq!(s.q.dropped(), 0);
+    }
+    leaks.assert_no_new_shm();
+}
+
+fn get_claimed<Q: TestQueue>() {
+    let _serial = serial();
+    let leaks = Leaks::snapshot("ipct-q-");
+    {
+        let s = Setup::<Q>::new(Mode::Named, 4);
+        s.q.put(100).unwrap();
+        kill_at(&s, "queue.get.claimed", |q| i32::from(q.get().is_ok()));
+        survivors_deliver_and_join(&s, Some(100));
+        assert_eq!(s.q.dropped(), 1);
+    }
+    leaks.assert_no_new_shm();
+}
+
+fn tombstone_published<Q: TestQueue>() {
+    let _serial = serial();
+    let leaks = Leaks::snapshot("ipct-q-");
+    {
+        let s = Setup::<Q>::new(Mode::Named, 4);
+        // A dead writer's slot, then a consumer killed while skipping its tombstone.
+        kill_at(&s, "queue.put.claimed", |q| i32::from(q.put(100).is_ok()));
+        kill_at(&s, "queue.tombstone.published", |q| {
+            i32::from(q.get_timeout(GET).is_ok())
+        });
+        survivors_deliver_and_join(&s, Some(100));
+        assert_eq!(s.q.dropped(), 0);
+    }
+    leaks.assert_no_new_shm();
+}
+
+fn reclaim_before_retire<Q: TestQueue>() {
+    let _serial = serial();
+    let leaks = Leaks::snapshot("ipct-q-");
+    {
+        let s = Setup::<Q>::new(Mode::Named, 4);
+        kill_at(&s, "queue.put.claimed", |q| i32::from(q.put(100).is_ok()));
+        kill_at(&s, "queue.reclaim.before_retire", |q| {
+            i32::from(q.get_timeout(GET).is_ok())
+        });
+        survivors_deliver_and_join(&s, Some(100));
+    }
+    leaks.assert_no_new_shm();
+}
+
+/// `close` killed after setting the flag, before waking anyone: a consumer blocked in a
+/// plain `get` and a producer blocked in a plain `put` on a full queue both return `Closed`.
+fn close_mid<Q: TestQueue>() {
+    let _serial = serial();
+    let leaks = Leaks::snapshot("ipct-q-");
+    {
+        let s = Setup::<Q>::new(Mode::Named, 1);
+        let consumer = s.child(|q| match q.get() {
+            Err(Error::Closed) => 0,
+            _ => 3,
+        });
+        let filler = Setup::<Q>::new(Mode::Named, 1);
+        filler.q.put(1).unwrap();
+        let producer = filler.child(|q| match q.put(2) {
+            Err(Error::Closed) => 0,
+            _ => 3,
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        kill_at(&s, "queue.close.mid", |q| {
+            q.close();
+            0
+        });
+        kill_at(&filler, "queue.close.mid", |q| {
+            q.close();
+            0
+        });
+        consumer.wait_success(WATCHDOG);
+        producer.wait_success(WATCHDOG);
+        assert_eq!(filler.q.get().unwrap(), 1);
+        assert!(matches!(filler.q.get(), Err(Error::Closed)));
+    }
+    leaks.assert_no_new_shm();
+}
+
+macro_rules! kill_suite {
+    ($name:ident, $ty:ty) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn put_claimed() {
+                super::put_claimed::<$ty>();
+            }
+            #[test]
+            fn get_claimed() {
+                super::get_claimed::<$ty>();
+            }
+            #[test]
+            fn tombstone_published() {
+                super::tombstone_published::<$ty>();
+            }
+            #[test]
+            fn reclaim_before_retire() {
+                super::reclaim_before_retire::<$ty>();
+            }
+            #[test]
+            fn close_mid() {
+                super::close_mid::<$ty>();
+            }
+        }
+    };
+}
+
+kill_suite!(pod, PodQueue<u64>);
+kill_suite!(serde, Queue<u64>);
+
+/// `queue.publish.before_retire`: a producer whose encoding fails in the slot is killed after
+/// publishing the tombstone, before it is counted; the survivors go on and `join` returns.
+#[test]
+fn publish_before_retire() {
+    let q = bomb_queue();
+    let victim = ipc_testkit::fork(|| {
+        ipc_failpoints::arm("queue.publish.before_retire", 1, Action::Kill).unwrap();
+        i32::from(q.put(Bomb::new(100, Mode2::Fail)).is_ok())
+    });
+    assert_eq!(victim.wait(WATCHDOG), Exit::Signal(libc::SIGKILL));
+    let producer = ipc_testkit::fork(|| {
+        let ok = (0..10).all(|v| q.put_timeout(Bomb::new(v, Mode2::Ok), GET).is_ok());
+        if ok {
+            0
+        } else {
+            3
+        }
+    });
+    let mut got: Vec<u32> = (0..10)
+        .map(|_| {
+            let v = q.get_timeout(GET).unwrap().value;
+            q.task_done().unwrap();
+            v
+        })
+        .collect();
+    producer.wait_success(WATCHDOG);
+    got.sort_unstable();
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    q.join_timeout(WATCHDOG).unwrap();
+}
