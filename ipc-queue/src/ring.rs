@@ -232,72 +232,7 @@ impl Control {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Idx(usize);
 
-/// Copies `n` bytes from shared memory at `src` to `dst` with relaxed atomic loads (words
-/// where `src` is 8-aligned, single bytes at the ends), so that a peer writing the same
-/// bytes meanwhile (only a faulty or hostile one can: the slot is claimed) is a race on
-/// atomics, not undefined behaviour. Ordering comes from the slot's state word.
-///
-/// # Safety
-/// `src..src + n` lies in a live mapping (bytes that may be accessed atomically), and
-/// `dst..dst + n` is writable memory of the caller's own, not overlapping it.
-#[inline(always)]
-unsafe fn load_bytes(src: *const u8, dst: *mut u8, n: usize) {
-    use std::sync::atomic::{AtomicU64 as Word, AtomicU8, Ordering as O};
-    let mut k = 0;
-    while k < n && (src as usize + k) % 8 != 0 {
-        // SAFETY: `k < n`: inside both ranges of the contract; `AtomicU8` has alignment 1.
-        unsafe { *dst.add(k) = (*src.add(k).cast::<AtomicU8>()).load(O::Relaxed) };
-        k += 1;
-    }
-    while k + 8 <= n {
-        // SAFETY: `k + 8 <= n`: inside the ranges of the contract; the address is
-        // 8-aligned (the loop above went to a word boundary).
-        let w = unsafe { (*src.add(k).cast::<Word>()).load(O::Relaxed) };
-        // SAFETY: `k + 8 <= n`: inside the caller's buffer; an unaligned write.
-        unsafe {
-            dst.add(k)
-                .cast::<[u8; 8]>()
-                .write_unaligned(w.to_ne_bytes())
-        };
-        k += 8;
-    }
-    while k < n {
-        // SAFETY: `k < n`: inside both ranges of the contract; `AtomicU8` has alignment 1.
-        unsafe { *dst.add(k) = (*src.add(k).cast::<AtomicU8>()).load(O::Relaxed) };
-        k += 1;
-    }
-}
-
-/// Copies `src` into shared memory at `dst` with relaxed atomic stores, as [`load_bytes`].
-///
-/// # Safety
-/// `dst..dst + src.len()` lies in a live mapping; `src` is the caller's own memory.
-#[inline(always)]
-unsafe fn store_bytes(dst: *mut u8, src: &[u8]) {
-    use std::sync::atomic::{AtomicU64 as Word, AtomicU8, Ordering as O};
-    let n = src.len();
-    let mut k = 0;
-    while k < n && (dst as usize + k) % 8 != 0 {
-        // SAFETY: `k < n`: inside both ranges of the contract; `AtomicU8` has alignment 1.
-        unsafe { (*dst.add(k).cast::<AtomicU8>()).store(src[k], O::Relaxed) };
-        k += 1;
-    }
-    while k + 8 <= n {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&src[k..k + 8]);
-        // SAFETY: `k + 8 <= n`: inside the ranges of the contract; the address is
-        // 8-aligned (the loop above went to a word boundary).
-        unsafe { (*dst.add(k).cast::<Word>()).store(u64::from_ne_bytes(w), O::Relaxed) };
-        k += 8;
-    }
-    while k < n {
-        // SAFETY: `k < n`: inside both ranges of the contract; `AtomicU8` has alignment 1.
-        unsafe { (*dst.add(k).cast::<AtomicU8>()).store(src[k], O::Relaxed) };
-        k += 1;
-    }
-}
-
-/// Write access to a claimed slot's payload; writes are atomic stores (see [`load_bytes`]).
+/// Write access to a claimed slot's payload; writes are atomic stores (`ipc_shm::sync::store_bytes`).
 pub(crate) struct SlotWriter<'a> {
     ptr: *mut u8,
     len: usize,
@@ -317,7 +252,7 @@ impl SlotWriter<'_> {
             Some(end) if end <= self.len => {
                 // SAFETY: `offset..end` is inside the payload (checked), which lies in the
                 // mapping (see `Slots::write`); `src` is the caller's.
-                unsafe { store_bytes(self.ptr.add(offset), src) };
+                unsafe { ipc_shm::sync::store_bytes(self.ptr.add(offset), src) };
                 true
             }
             _ => false,
@@ -356,7 +291,11 @@ impl SlotReader<'_> {
                 // the reserve makes room for `n` more bytes after `dst.len()` in `dst`'s own
                 // allocation; `set_len` covers exactly the bytes just written.
                 unsafe {
-                    load_bytes(self.ptr.add(offset), dst.as_mut_ptr().add(dst.len()), n);
+                    ipc_shm::sync::load_bytes_raw(
+                        self.ptr.add(offset),
+                        dst.as_mut_ptr().add(dst.len()),
+                        n,
+                    );
                     dst.set_len(dst.len() + n);
                 }
                 true
@@ -372,7 +311,7 @@ impl SlotReader<'_> {
             Some(end) if end <= self.len => {
                 // SAFETY: the range is inside the payload (checked), in the mapping; `dst` is
                 // a distinct buffer of the caller's.
-                unsafe { load_bytes(self.ptr.add(offset), dst.as_mut_ptr(), dst.len()) };
+                unsafe { ipc_shm::sync::load_bytes(self.ptr.add(offset), dst) };
                 true
             }
             _ => false,

@@ -17,26 +17,49 @@ const WORD: usize = std::mem::size_of::<u64>();
 /// - `src..src + dst.len()` lies inside one live mapping, readable for the whole call;
 /// - every access to those bytes by this process (and, for a sound program, by peers written
 ///   in Rust) is atomic, so the range is never the target of a non-atomic `&mut` while copied.
+#[inline]
 pub unsafe fn load_bytes(src: *const u8, dst: &mut [u8]) {
-    let len = dst.len();
-    let head = src.align_offset(WORD).min(len);
+    // SAFETY: forwarded from the caller; `dst` is a writable buffer of its own of that length.
+    unsafe { load_bytes_raw(src, dst.as_mut_ptr(), dst.len()) }
+}
+
+/// [`load_bytes`] into `n` bytes at `dst`, which may be uninitialised (a `Vec`'s spare
+/// capacity).
+///
+/// # Safety
+/// As [`load_bytes`] for `src..src + n`; `dst..dst + n` is writable memory of the caller's own
+/// that does not overlap the source.
+#[inline(always)]
+pub unsafe fn load_bytes_raw(src: *const u8, dst: *mut u8, n: usize) {
+    let head = src.align_offset(WORD).min(n);
     let mut i = 0;
     while i < head {
-        // SAFETY: `src + i` is inside the range (i < len); AtomicU8 has alignment 1 and is
-        // valid for every bit pattern.
-        dst[i] = unsafe { &*src.add(i).cast::<AtomicU8>() }.load(Ordering::Relaxed);
+        // SAFETY: `src + i` is inside the range (i < n); AtomicU8 has alignment 1 and is
+        // valid for every bit pattern; `dst + i` is inside the caller's buffer.
+        unsafe {
+            dst.add(i)
+                .write((*src.add(i).cast::<AtomicU8>()).load(Ordering::Relaxed))
+        };
         i += 1;
     }
-    while i + WORD <= len {
+    while i + WORD <= n {
         // SAFETY: `src + i` is 8-byte aligned (i >= head, stepping by 8) and the 8 bytes lie
-        // inside the range; AtomicU64 is valid for every bit pattern.
-        let w = unsafe { &*src.add(i).cast::<AtomicU64>() }.load(Ordering::Relaxed);
-        dst[i..i + WORD].copy_from_slice(&w.to_ne_bytes());
+        // inside the range; AtomicU64 is valid for every bit pattern; the unaligned write
+        // stays inside the caller's buffer.
+        unsafe {
+            let w = (*src.add(i).cast::<AtomicU64>()).load(Ordering::Relaxed);
+            dst.add(i)
+                .cast::<[u8; WORD]>()
+                .write_unaligned(w.to_ne_bytes());
+        }
         i += WORD;
     }
-    while i < len {
+    while i < n {
         // SAFETY: as for the head bytes.
-        dst[i] = unsafe { &*src.add(i).cast::<AtomicU8>() }.load(Ordering::Relaxed);
+        unsafe {
+            dst.add(i)
+                .write((*src.add(i).cast::<AtomicU8>()).load(Ordering::Relaxed))
+        };
         i += 1;
     }
 }
@@ -47,6 +70,7 @@ pub unsafe fn load_bytes(src: *const u8, dst: &mut [u8]) {
 /// - `dst..dst + src.len()` lies inside one live, writable mapping for the whole call;
 /// - every access to those bytes by this process is atomic (no live `&`/`&mut` of a
 ///   non-atomic type covers them).
+#[inline(always)]
 pub unsafe fn store_bytes(dst: *mut u8, src: &[u8]) {
     let len = src.len();
     let head = dst.align_offset(WORD).min(len);

@@ -16,7 +16,7 @@ pub(crate) mod loom;
 pub(crate) mod owner;
 mod raw_lock;
 
-pub use bytes::{load_bytes, load_pod, store_bytes};
+pub use bytes::{load_bytes, load_bytes_raw, load_pod, store_bytes};
 pub use deadline::Deadline;
 pub use futex::{wait_low_half, wake_low_half, Futex, WaitOutcome};
 pub use owner::{current_thread_id, is_gone, OwnerStamp};
