@@ -1,57 +1,29 @@
-//! The crate's raw OS calls: a shared anonymous mapping and the monotonic clock.
+//! The crate's unsafe corner: shared words over an `ipc_shm::SharedMemory`, and the monotonic
+//! clock.
 #![allow(unsafe_code)]
 
 use std::sync::atomic::AtomicU64;
 
-/// A `MAP_SHARED | MAP_ANONYMOUS` mapping viewed as atomics.
+/// A shared memory segment (`ipc_shm::SharedMemory`, inherited by forked children) viewed as
+/// atomics.
 #[derive(Debug)]
 pub(crate) struct SharedWords {
-    ptr: *mut AtomicU64,
+    shm: ipc_shm::SharedMemory,
     n: usize,
 }
-
-// SAFETY: the mapping holds only atomics, which are Sync; the pointer is owned by this value.
-unsafe impl Send for SharedWords {}
-// SAFETY: as above: every access goes through `&AtomicU64`.
-unsafe impl Sync for SharedWords {}
 
 impl SharedWords {
     pub(crate) fn new(n: usize) -> std::io::Result<SharedWords> {
         let len = n.max(1) * std::mem::size_of::<AtomicU64>();
-        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(SharedWords {
-            ptr: p.cast::<AtomicU64>(),
-            n,
-        })
+        let shm = ipc_shm::SharedMemory::new(len).map_err(std::io::Error::other)?;
+        Ok(SharedWords { shm, n })
     }
 
     pub(crate) fn words(&self) -> &[AtomicU64] {
-        // SAFETY: `ptr` maps `n` page-aligned, zero-initialised words for as long as `self`
-        // lives; zero is a valid AtomicU64 and every access is atomic.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.n) }
-    }
-}
-
-impl Drop for SharedWords {
-    fn drop(&mut self) {
-        let len = self.n.max(1) * std::mem::size_of::<AtomicU64>();
-        // SAFETY: unmaps exactly the mapping `new` made; no reference outlives `self`.
-        unsafe {
-            libc::munmap(self.ptr.cast(), len);
-        }
+        // SAFETY: the segment holds `n` zero-initialised words, page-aligned, for as long as
+        // `self` (which owns it) lives; zero is a valid AtomicU64 and every access, in every
+        // process that inherited it, goes through these atomics.
+        unsafe { std::slice::from_raw_parts(self.shm.as_ptr().cast::<AtomicU64>(), self.n) }
     }
 }
 
