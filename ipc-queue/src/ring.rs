@@ -2030,6 +2030,24 @@ mod loom_tests {
         })
     }
 
+    /// A consumer thread blocked in `get_until` with no deadline.
+    fn spawn_blocking_get(
+        m: &Arc<Model>,
+        who: Me,
+    ) -> loom::thread::JoinHandle<Result<Option<u64>, Stop>> {
+        let m = Arc::clone(m);
+        loom::thread::spawn(move || {
+            let w = DeathWatch::new();
+            m.ring().get_until(
+                who,
+                Deadline::never(),
+                &w,
+                &m.deaths,
+                &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0),
+            )
+        })
+    }
+
     fn get(r: &Ring<'_, HeapSlots>, who: Me) -> Option<u64> {
         match r.try_get(who, &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0)) {
             Attempt::Done(v) => v,
@@ -2103,18 +2121,7 @@ mod loom_tests {
     fn slot_waiting_loses_no_wakeup() {
         loom::model(|| {
             let m = Model::new(1);
-            let m2 = Arc::clone(&m);
-            let c = loom::thread::spawn(move || {
-                let r = m2.ring();
-                let w = DeathWatch::new();
-                r.get_until(
-                    me(2),
-                    Deadline::never(),
-                    &w,
-                    &m2.deaths,
-                    &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0),
-                )
-            });
+            let c = spawn_blocking_get(&m, me(2));
             assert!(put(&m.ring(), me(1), 7));
             assert_eq!(c.join().unwrap(), Ok(Some(7)));
         });
@@ -2126,18 +2133,7 @@ mod loom_tests {
     fn close_wakes_a_parked_consumer() {
         loom::model(|| {
             let m = Model::new(1);
-            let m2 = Arc::clone(&m);
-            let c = loom::thread::spawn(move || {
-                let r = m2.ring();
-                let w = DeathWatch::new();
-                r.get_until(
-                    me(2),
-                    Deadline::never(),
-                    &w,
-                    &m2.deaths,
-                    &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0),
-                )
-            });
+            let c = spawn_blocking_get(&m, me(2));
             m.ring().close();
             assert_eq!(c.join().unwrap(), Err(Stop::Closed));
         });
@@ -2150,18 +2146,7 @@ mod loom_tests {
     fn put_racing_close_is_delivered_or_refused() {
         loom::model(|| {
             let m = Model::new(1);
-            let m2 = Arc::clone(&m);
-            let c = loom::thread::spawn(move || {
-                let r = m2.ring();
-                let w = DeathWatch::new();
-                r.get_until(
-                    me(2),
-                    Deadline::never(),
-                    &w,
-                    &m2.deaths,
-                    &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0),
-                )
-            });
+            let c = spawn_blocking_get(&m, me(2));
             let m3 = Arc::clone(&m);
             let p = loom::thread::spawn(move || put(&m3.ring(), me(1), 7));
             m.ring().close();

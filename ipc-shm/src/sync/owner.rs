@@ -98,7 +98,7 @@ mod imp {
 
     /// Marks the calling model thread dead: it must then return without touching shared state,
     /// standing for a process killed where it is.
-    pub(crate) fn die() {
+    pub fn die() {
         let me = current().0;
         if let Ok(mut d) = DEAD.lock() {
             d.push(me);
@@ -107,7 +107,7 @@ mod imp {
 }
 
 #[cfg(loom)]
-pub(crate) use imp::die;
+pub use imp::die;
 pub(crate) use imp::{current, is_dead};
 
 /// Set once this process joined a segment whose peers' pid namespace it cannot verify.
