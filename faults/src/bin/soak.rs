@@ -39,10 +39,14 @@ const POOL_TIMEOUTS: usize = 8;
 const POOL_REBUILDS: usize = 9;
 const LOCK_TIMEOUTS: usize = 10;
 const SEM_TIMEOUTS: usize = 11;
+/// One bit per semaphore user slot holding a permit: set and cleared with one atomic RMW, so
+/// a holder sees every holder of that instant (scanning per-slot words is no snapshot: a
+/// holder could count one that released before another acquired).
+const SEM_HELD: usize = 12;
 const POOL_PID0: usize = 16;
-const SLOT0: usize = POOL_PID0 + POOL_PIDS; // per slot: heartbeat, tally, holding
+const SLOT0: usize = POOL_PID0 + POOL_PIDS; // per slot: heartbeat, tally
 const SLOTS: usize = 64;
-const SLOT_WORDS: usize = 3;
+const SLOT_WORDS: usize = 2;
 const Q0: usize = SLOT0 + SLOTS * SLOT_WORDS; // per queue: delivered, dups, then acked[IDS], bitmap
 const Q_WORDS: usize = 2 + IDS + IDS * SEQ_WORDS;
 const BOARD_WORDS: usize = Q0 + QUEUES * Q_WORDS;
@@ -53,8 +57,9 @@ fn hb(slot: usize) -> usize {
 fn tally(slot: usize) -> usize {
     hb(slot) + 1
 }
-fn holding(slot: usize) -> usize {
-    hb(slot) + 2
+/// The bit of `slot` in the `SEM_HELD` word.
+fn held_bit(slot: usize) -> u64 {
+    1 << slot
 }
 fn q_delivered(q: usize) -> usize {
     Q0 + q * Q_WORDS
@@ -85,7 +90,7 @@ struct Shared {
     serq: ipc_queue::Queue<(u32, u32)>,
     lock: ipc_sem::Lock,
     value: ipc_shm::Value<u64>,
-    sem: ipc_sem::Semaphore,
+    sem: ipc_sem::BoundedSemaphore,
 }
 
 fn beat(b: &Board, slot: usize) {
@@ -222,7 +227,7 @@ fn value_user(s: &Shared, slot: usize) -> i32 {
     0
 }
 
-fn sem_user(s: &Shared, slot: usize, sem_slots: &[usize]) -> i32 {
+fn sem_user(s: &Shared, slot: usize) -> i32 {
     let b = &s.board;
     while !stopping(b) {
         beat(b, slot);
@@ -230,16 +235,12 @@ fn sem_user(s: &Shared, slot: usize, sem_slots: &[usize]) -> i32 {
             b.at(SEM_TIMEOUTS).fetch_add(1, Relaxed);
             continue;
         }
-        b.at(holding(slot)).store(1, SeqCst);
-        let holders: u64 = sem_slots
-            .iter()
-            .map(|&o| b.at(holding(o)).load(SeqCst))
-            .sum();
-        if holders > SEM_PERMITS {
+        let before = b.at(SEM_HELD).fetch_or(held_bit(slot), SeqCst);
+        if u64::from((before | held_bit(slot)).count_ones()) > SEM_PERMITS {
             b.at(SEM_VIOLATIONS).fetch_add(1, SeqCst);
         }
         b.at(tally(slot)).fetch_add(1, Relaxed);
-        b.at(holding(slot)).store(0, SeqCst);
+        b.at(SEM_HELD).fetch_and(!held_bit(slot), SeqCst);
         if let Err(e) = s.sem.release() {
             eprintln!("soak: semaphore user: {e}");
             return 2;
@@ -410,11 +411,11 @@ fn make_shared() -> Result<Shared, String> {
         serq: ipc_queue::Queue::new(64).map_err(|x| e(&x))?,
         lock: ipc_sem::Lock::new().map_err(|x| e(&x))?,
         value: ipc_shm::Value::new(0u64).map_err(|x| e(&x))?,
-        sem: ipc_sem::Semaphore::new(SEM_PERMITS as u32).map_err(|x| e(&x))?,
+        sem: ipc_sem::BoundedSemaphore::new(SEM_PERMITS as u32).map_err(|x| e(&x))?,
     })
 }
 
-fn spawn(s: &Shared, slot: &mut Slot, index: usize, sem_slots: &[usize]) {
+fn spawn(s: &Shared, slot: &mut Slot, index: usize) {
     let b = &s.board;
     b.at(hb(index)).store(now_ms(), SeqCst);
     slot.started = now_ms();
@@ -427,7 +428,7 @@ fn spawn(s: &Shared, slot: &mut Slot, index: usize, sem_slots: &[usize]) {
         Role::Consumer(q) => consumer(s, q, index),
         Role::LockUser => lock_user(s, index),
         Role::ValueUser => value_user(s, index),
-        Role::SemUser => sem_user(s, index, sem_slots),
+        Role::SemUser => sem_user(s, index),
         Role::PoolOwner => pool_owner(s, index),
     }));
 }
@@ -445,9 +446,7 @@ fn soak(s: &Shared, secs: u64) -> i32 {
     roles.extend(std::iter::repeat(Role::ValueUser).take(VALUE_USERS));
     roles.extend(std::iter::repeat(Role::SemUser).take(SEM_USERS));
     roles.push(Role::PoolOwner);
-    let sem_slots: Vec<usize> = (0..roles.len())
-        .filter(|&i| roles[i] == Role::SemUser)
-        .collect();
+    assert!(roles.len() <= 64, "SEM_HELD has one bit per slot");
     let mut slots: Vec<Slot> = roles
         .iter()
         .map(|&role| Slot {
@@ -465,7 +464,7 @@ fn soak(s: &Shared, secs: u64) -> i32 {
             slot.id = next_id[q];
             next_id[q] += 1;
         }
-        spawn(s, slot, i, &sem_slots);
+        spawn(s, slot, i);
     }
     let mut worker_stops: Vec<(i32, u64)> = Vec::new();
     let mut orphans_seen: BTreeMap<i32, u64> = BTreeMap::new();
@@ -484,9 +483,13 @@ fn soak(s: &Shared, secs: u64) -> i32 {
             let ended = slot.child.as_mut().and_then(Child::try_wait);
             if let Some(exit) = ended {
                 slot.child = None;
-                if slot.role == Role::SemUser && b.at(holding(i)).swap(0, SeqCst) != 0 {
+                if slot.role == Role::SemUser
+                    && b.at(SEM_HELD).fetch_and(!held_bit(i), SeqCst) & held_bit(i) != 0
+                {
                     // It died holding a permit: give the permit back for it.
-                    let _ = s.sem.release();
+                    if s.sem.release().is_err() {
+                        eprintln!("soak: supervisor release for dead slot {i} refused (too many)");
+                    }
                 }
                 match exit {
                     Exit::Signal(libc::SIGKILL) => {}
@@ -505,7 +508,7 @@ fn soak(s: &Shared, secs: u64) -> i32 {
                     slot.id = next_id[q];
                     next_id[q] += 1;
                 }
-                spawn(s, slot, i, &sem_slots);
+                spawn(s, slot, i);
                 continue;
             }
             if let Some(until) = slot.stopped_until {
@@ -613,7 +616,9 @@ fn soak(s: &Shared, secs: u64) -> i32 {
                     )),
                 }
             }
-            if slot.role == Role::SemUser && b.at(holding(i)).swap(0, SeqCst) != 0 {
+            if slot.role == Role::SemUser
+                && b.at(SEM_HELD).fetch_and(!held_bit(i), SeqCst) & held_bit(i) != 0
+            {
                 let _ = s.sem.release();
             }
         }
