@@ -391,4 +391,58 @@ mod loom_tests {
             assert!(matches!(release(&m.s), Err(Error::NotOwner)));
         });
     }
+
+    /// An owner is killed holding the lock. Exactly one later locker takes it over with
+    /// `OwnerDied` at depth 1, one release frees it, and a waiter does not sleep for ever (the
+    /// dead owner's model thread keeps waking sleepers, as their periodic liveness checks
+    /// would).
+    ///
+    /// The victim holds depth 1, not 2: the model's death (`ipc_shm::sync::die`) does not
+    /// publish the dead thread's writes to the thread that takes over (a real death does,
+    /// through the kernel), so a dead owner's Relaxed `depth = 2` could be read after the
+    /// new owner's `depth = 1` and the model would report that, not a fault of the protocol.
+    #[test]
+    fn loom_rlock_take_over_from_a_dead_owner() {
+        loom::model(|| {
+            let m = model();
+            let done = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let victim = {
+                let m = Arc::clone(&m);
+                let done = Arc::clone(&done);
+                loom::thread::spawn(move || {
+                    acquire(&m.s, Some(Deadline::never())).unwrap();
+                    // No write to `value` either (see above).
+                    ipc_shm::sync::die();
+                    // The futex model wakes every sleeper whatever the word.
+                    let any = crate::loom::AtomicU64::new(0);
+                    while !done.load(Ordering::SeqCst) {
+                        ipc_shm::sync::wake_low_half(&any, u32::MAX);
+                        loom::thread::yield_now();
+                    }
+                })
+            };
+            let take = |m: &Model| match acquire(&m.s, Some(Deadline::never())) {
+                Ok(()) => false,
+                Err(LockError::OwnerDied(())) => {
+                    assert_eq!(depth(&m.s), 1);
+                    m.s.raw.mark_consistent().unwrap();
+                    true
+                }
+                Err(e) => panic!("{e:?}"),
+            };
+            let first = take(&m);
+            bump(&m);
+            release(&m.s).unwrap();
+            assert_eq!(depth(&m.s), 0);
+            done.store(true, Ordering::SeqCst);
+            victim.join().unwrap();
+            let second = take(&m);
+            assert!(first ^ second, "exactly one take-over");
+            assert_eq!(depth(&m.s), 1);
+            // SAFETY: the lock is held and the other thread is done.
+            assert_eq!(m.value.with(|v| unsafe { *v }), 1);
+            release(&m.s).unwrap();
+            assert!(!m.s.raw.is_locked());
+        });
+    }
 }
