@@ -18,6 +18,11 @@
 //! same check a sleeper also looks at the lock's holder and takes a dead one over, which
 //! breaks the barrier; a later arrival gets the same through the lock (`OwnerDied`). A waiter whose
 //! generation ended reads `ends` to tell completion from a reset.
+//!
+//! The protocol lives in `Core`, over the state and the slots, so the loom models run it on
+//! the heap with threads standing in for processes. The model has no timers: a sleeper makes
+//! its periodic death check before every sleep, and a model thread that "dies"
+//! (`ipc_shm::sync::die`) keeps waking the sleepers, as their timers would.
 
 use std::fmt;
 use std::time::Duration;
@@ -155,71 +160,12 @@ impl Barrier {
         self.shared.state()
     }
 
-    fn slots(&self) -> &[AtomicU64] {
-        self.shared.tail()
-    }
-
-    /// Runs `f` on the word with the internal lock held; `f` returns the new word (if any),
-    /// whether to wake every sleeper, and the result. A participant that died holding the
-    /// lock breaks the barrier.
-    fn locked<R>(
-        &self,
-        deadline: Deadline,
-        f: impl FnOnce(u64) -> (Option<u64>, Result<R>),
-    ) -> Result<R> {
-        let s = self.state();
-        match s.lock.lock(deadline) {
-            Ok(()) => {}
-            Err(LockError::OwnerDied(())) => return Err(self.break_taken_over()),
-            Err(e) => return Err(e.into()),
-        }
-        let w = s.word.load(Ordering::Relaxed);
-        let (new, r) = f(w);
-        if let Some(new) = new {
-            // SYNC POINT: Release pairs with the Acquire loads of sleeping waiters: the slot
-            // and `ends` entry written before this store are visible with it.
-            s.word.store(new, Ordering::Release);
-        }
-        let _ = s.lock.unlock();
-        if new.is_some_and(|n| n & LOW != w & LOW) {
-            wake_low_half(&s.word, u32::MAX);
-        }
-        r
-    }
-
-    /// Called holding the internal lock just taken over from a participant that died inside
-    /// it: breaks the barrier, lets the lock go and wakes every sleeper.
-    fn break_taken_over(&self) -> Error {
-        let s = self.state();
-        // A participant died mid-transition. Every transition is a single store of `word`
-        // (after the slot or `ends` entry it covers), so the state is consistent; the barrier
-        // breaks because a participant is gone.
-        let _ = s.lock.mark_consistent();
-        let w = s.word.load(Ordering::Relaxed);
-        s.word.store(w | BROKEN, Ordering::Release);
-        let _ = s.lock.unlock();
-        wake_low_half(&s.word, u32::MAX);
-        Error::BrokenBarrier
-    }
-
-    /// For a sleeper's periodic check: if the internal lock is held by a participant that
-    /// died inside it (mid-arrival: its slot stored, the count not), takes it over and breaks
-    /// the barrier. Sleepers never otherwise touch the lock, and the dead arrival is not in
-    /// the count that [`Barrier::check_next`] walks, so without this nobody would notice.
-    fn check_lock_holder(&self) -> Result<()> {
-        let lock = &self.state().lock;
-        if !lock.is_locked() {
-            return Ok(());
-        }
-        match lock.try_lock() {
-            Ok(()) => {
-                // Freed meanwhile: nothing to see.
-                let _ = lock.unlock();
-                Ok(())
-            }
-            Err(LockError::OwnerDied(())) => Err(self.break_taken_over()),
-            Err(LockError::WouldBlock) => Ok(()),
-            Err(e) => Err(e.into()),
+    /// The protocol over this handle's mapping.
+    fn core(&self) -> Core<'_> {
+        Core {
+            s: self.shared.state(),
+            slots: self.shared.tail(),
+            parties: self.parties,
         }
     }
 
@@ -235,7 +181,7 @@ impl Barrier {
     /// arriving cannot be told from a late one: use [`Barrier::wait_timeout`] when that can
     /// happen.
     pub fn wait(&self) -> Result<BarrierWaitResult> {
-        self.wait_until(Deadline::never())
+        self.core().wait_until(Deadline::never())
     }
 
     /// [`Barrier::wait`] for at most `timeout`; if the others do not all arrive in time, the
@@ -248,7 +194,7 @@ impl Barrier {
     /// # Peer death
     /// As [`Barrier::wait`].
     pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult> {
-        self.wait_until(Deadline::after(timeout))
+        self.core().wait_until(Deadline::after(timeout))
     }
 
     /// Completes the barrier if this call is the last arrival; otherwise does not arrive and
@@ -257,143 +203,13 @@ impl Barrier {
     /// # Errors
     /// `WouldBlock` if other parties are still missing; `BrokenBarrier`; `Corrupted`.
     pub fn try_wait(&self) -> Result<BarrierWaitResult> {
-        let n = self.parties;
-        self.locked(Deadline::never(), |w| {
-            if w & BROKEN != 0 {
-                return (None, Err(Error::BrokenBarrier));
-            }
-            match count_of(w).checked_add(1) {
-                Some(c) if c == n => (
-                    Some(self.complete(w)),
-                    Ok(BarrierWaitResult { leader: true }),
-                ),
-                Some(c) if c < n => (None, Err(Error::WouldBlock)),
-                _ => (Some(w | BROKEN), Err(Error::Corrupted("barrier count"))),
-            }
-        })
-    }
-
-    /// Records that the generation in `w` completed and returns the word of the next one.
-    fn complete(&self, w: u64) -> u64 {
-        let gen = gen_of(w);
-        self.state().ends[(gen as usize) % ENDS].store((gen << 1) as u32, Ordering::Relaxed);
-        make(gen + 1, 0)
-    }
-
-    fn wait_until(&self, deadline: Deadline) -> Result<BarrierWaitResult> {
-        let n = self.parties;
-        let me = OwnerStamp::current().to_bits();
-        let arrival = self.locked(deadline, |w| {
-            if w & BROKEN != 0 {
-                return (None, Err(Error::BrokenBarrier));
-            }
-            let count = count_of(w);
-            match count.checked_add(1) {
-                Some(c) if c == n => (Some(self.complete(w)), Ok(None)),
-                Some(c) if c < n => {
-                    let Some(slot) = self.slots().get(count as usize) else {
-                        return (Some(w | BROKEN), Err(Error::Corrupted("barrier count")));
-                    };
-                    slot.store(me, Ordering::Relaxed);
-                    ipc_failpoints::failpoint!("sem.barrier.mid_arrival");
-                    (Some(make(gen_of(w), c)), Ok(Some((gen_of(w), count))))
-                }
-                _ => (Some(w | BROKEN), Err(Error::Corrupted("barrier count"))),
-            }
-        })?;
-        let Some((gen, index)) = arrival else {
-            return Ok(BarrierWaitResult { leader: true });
-        };
-        self.sleep(gen, index, deadline)
-    }
-
-    /// Sleeps as the arrival at `index` of generation `gen` until the generation ends.
-    fn sleep(&self, gen: u64, index: u32, deadline: Deadline) -> Result<BarrierWaitResult> {
-        let s = self.state();
-        let expected = (make(gen, 0) & LOW) as u32;
-        loop {
-            // SYNC POINT: Acquire pairs with the Release store in `locked`.
-            let w = s.word.load(Ordering::Acquire);
-            if gen_of(w) != gen {
-                return self.ended(gen);
-            }
-            if w & BROKEN != 0 {
-                return Err(Error::BrokenBarrier);
-            }
-            if deadline.is_expired() {
-                self.break_if(gen, None)?;
-                continue; // re-read: the generation may have completed just before
-            }
-            let slice = deadline.min(Deadline::after(DEATH_CHECK));
-            if wait_low_half(&s.word, expected, slice) == WaitOutcome::TimedOut {
-                self.check_lock_holder()?;
-                self.check_next(gen, index)?;
-            }
-        }
-    }
-
-    /// How generation `gen` ended, for a waiter that saw the next one start.
-    fn ended(&self, gen: u64) -> Result<BarrierWaitResult> {
-        // SYNC POINT: the entry was stored before the word that started the next generation,
-        // which the caller loaded with Acquire.
-        let e = u64::from(self.state().ends[(gen as usize) % ENDS].load(Ordering::Relaxed));
-        if (e >> 1) & GEN_MASK == gen && e & BROKEN != 0 {
-            Err(Error::BrokenBarrier)
-        } else {
-            // Completed (or, after 16 further generations, no longer known: assume completed).
-            Ok(BarrierWaitResult { leader: false })
-        }
-    }
-
-    /// Checks that the participant after `index` (cyclically among those arrived) lives;
-    /// breaks the barrier if it died.
-    fn check_next(&self, gen: u64, index: u32) -> Result<()> {
-        let w = self.state().word.load(Ordering::Acquire);
-        let count = count_of(w);
-        if gen_of(w) != gen || w & BROKEN != 0 || count <= 1 || index >= count {
-            return Ok(());
-        }
-        let next = (index + 1) % count;
-        let Some(slot) = self.slots().get(next as usize) else {
-            return Ok(());
-        };
-        let stamp = slot.load(Ordering::Relaxed);
-        if OwnerStamp::from_bits(stamp).is_dead() {
-            self.break_if(gen, Some((next, stamp)))?;
-        }
-        Ok(())
-    }
-
-    /// Breaks generation `gen` if it is still running (and, with `dead`, if that slot still
-    /// holds that stamp).
-    fn break_if(&self, gen: u64, dead: Option<(u32, u64)>) -> Result<()> {
-        let r = self.locked(Deadline::never(), |w| {
-            let same = gen_of(w) == gen && w & BROKEN == 0;
-            let still = dead.map_or(true, |(i, stamp)| {
-                i < count_of(w)
-                    && self
-                        .slots()
-                        .get(i as usize)
-                        .is_some_and(|s| s.load(Ordering::Relaxed) == stamp)
-            });
-            if same && still {
-                (Some(w | BROKEN), Ok(()))
-            } else {
-                (None, Ok(()))
-            }
-        });
-        match r {
-            Err(Error::BrokenBarrier) | Ok(()) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.core().try_wait()
     }
 
     /// Breaks the barrier: every waiter, and every `wait` until [`Barrier::reset`], gets
     /// `BrokenBarrier`.
     pub fn abort(&self) {
-        let _ = self.locked(Deadline::never(), |w| {
-            (Some(w | BROKEN), Ok::<(), Error>(()))
-        });
+        self.core().abort();
     }
 
     /// Returns the barrier to its empty state. Participants waiting now get
@@ -402,23 +218,7 @@ impl Barrier {
     /// # Errors
     /// `Poisoned`/`Corrupted` if the internal lock is unusable.
     pub fn reset(&self) -> Result<()> {
-        match self.reset_once() {
-            // A participant had died inside the lock, which broke the barrier: reset that.
-            Err(Error::BrokenBarrier) => self.reset_once(),
-            r => r,
-        }
-    }
-
-    fn reset_once(&self) -> Result<()> {
-        self.locked(Deadline::never(), |w| {
-            if count_of(w) == 0 && w & BROKEN == 0 {
-                return (None, Ok(()));
-            }
-            let gen = gen_of(w);
-            self.state().ends[(gen as usize) % ENDS]
-                .store(((gen << 1) | BROKEN) as u32, Ordering::Relaxed);
-            (Some(make(gen + 1, 0)), Ok(()))
-        })
+        self.core().reset()
     }
 
     /// How many participants the barrier waits for.
@@ -450,6 +250,258 @@ impl Barrier {
     }
 }
 
+/// The barrier's protocol over its shared state: the mapped one, or one on the heap in the
+/// loom models, where threads stand in for processes.
+#[derive(Clone, Copy)]
+struct Core<'a> {
+    s: &'a BarrierState,
+    slots: &'a [AtomicU64],
+    parties: u32,
+}
+
+impl Core<'_> {
+    /// Runs `f` on the word with the internal lock held; `f` returns the new word (if any)
+    /// and the result. Every sleeper is woken if the low half changed. A participant that
+    /// died holding the lock breaks the barrier.
+    fn locked<R>(
+        self,
+        deadline: Deadline,
+        f: impl FnOnce(u64) -> (Option<u64>, Result<R>),
+    ) -> Result<R> {
+        let s = self.s;
+        match s.lock.lock(deadline) {
+            Ok(()) => {}
+            Err(LockError::OwnerDied(())) => return Err(self.break_taken_over()),
+            Err(e) => return Err(e.into()),
+        }
+        let w = s.word.load(Ordering::Relaxed);
+        let (new, r) = f(w);
+        if let Some(new) = new {
+            // SYNC POINT: Release pairs with the Acquire loads of sleeping waiters: the slot
+            // and `ends` entry written before this store are visible with it.
+            s.word.store(new, Ordering::Release);
+        }
+        let _ = s.lock.unlock();
+        if new.is_some_and(|n| n & LOW != w & LOW) {
+            wake_low_half(&s.word, u32::MAX);
+        }
+        r
+    }
+
+    /// Called holding the internal lock just taken over from a participant that died inside
+    /// it: breaks the barrier, lets the lock go and wakes every sleeper.
+    fn break_taken_over(self) -> Error {
+        let s = self.s;
+        // A participant died mid-transition. Every transition is a single store of `word`
+        // (after the slot or `ends` entry it covers), so the state is consistent; the barrier
+        // breaks because a participant is gone.
+        let _ = s.lock.mark_consistent();
+        let w = s.word.load(Ordering::Relaxed);
+        s.word.store(w | BROKEN, Ordering::Release);
+        let _ = s.lock.unlock();
+        wake_low_half(&s.word, u32::MAX);
+        Error::BrokenBarrier
+    }
+
+    /// For a sleeper's periodic check: if the internal lock is held by a participant that
+    /// died inside it (mid-arrival: its slot stored, the count not), takes it over and breaks
+    /// the barrier. Sleepers never otherwise touch the lock, and the dead arrival is not in
+    /// the count that [`Core::check_next`] walks, so without this nobody would notice.
+    fn check_lock_holder(self) -> Result<()> {
+        let lock = &self.s.lock;
+        if !lock.is_locked() {
+            return Ok(());
+        }
+        match lock.try_lock() {
+            Ok(()) => {
+                // Freed meanwhile: nothing to see.
+                let _ = lock.unlock();
+                Ok(())
+            }
+            Err(LockError::OwnerDied(())) => Err(self.break_taken_over()),
+            Err(LockError::WouldBlock) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Barrier::try_wait`].
+    fn try_wait(self) -> Result<BarrierWaitResult> {
+        let n = self.parties;
+        self.locked(Deadline::never(), |w| {
+            if w & BROKEN != 0 {
+                return (None, Err(Error::BrokenBarrier));
+            }
+            match count_of(w).checked_add(1) {
+                Some(c) if c == n => (
+                    Some(self.complete(w)),
+                    Ok(BarrierWaitResult { leader: true }),
+                ),
+                Some(c) if c < n => (None, Err(Error::WouldBlock)),
+                _ => (Some(w | BROKEN), Err(Error::Corrupted("barrier count"))),
+            }
+        })
+    }
+
+    /// Records that the generation in `w` completed and returns the word of the next one.
+    fn complete(self, w: u64) -> u64 {
+        let gen = gen_of(w);
+        self.s.ends[(gen as usize) % ENDS].store((gen << 1) as u32, Ordering::Relaxed);
+        make(gen + 1, 0)
+    }
+
+    /// [`Barrier::wait`] / [`Barrier::wait_timeout`]: arrives, then sleeps unless last.
+    fn wait_until(self, deadline: Deadline) -> Result<BarrierWaitResult> {
+        let me = OwnerStamp::current().to_bits();
+        match self.arrive(me, deadline)? {
+            None => Ok(BarrierWaitResult { leader: true }),
+            Some((gen, index)) => self.sleep(gen, index, deadline),
+        }
+    }
+
+    /// Arrives as `me`: `None` if this arrival completed the generation (the leader), else
+    /// the generation and this arrival's index in it.
+    fn arrive(self, me: u64, deadline: Deadline) -> Result<Option<(u64, u32)>> {
+        let n = self.parties;
+        self.locked(deadline, |w| {
+            if w & BROKEN != 0 {
+                return (None, Err(Error::BrokenBarrier));
+            }
+            let count = count_of(w);
+            match count.checked_add(1) {
+                Some(c) if c == n => (Some(self.complete(w)), Ok(None)),
+                Some(c) if c < n => {
+                    let Some(slot) = self.slots.get(count as usize) else {
+                        return (Some(w | BROKEN), Err(Error::Corrupted("barrier count")));
+                    };
+                    slot.store(me, Ordering::Relaxed);
+                    ipc_failpoints::failpoint!("sem.barrier.mid_arrival");
+                    (Some(make(gen_of(w), c)), Ok(Some((gen_of(w), count))))
+                }
+                _ => (Some(w | BROKEN), Err(Error::Corrupted("barrier count"))),
+            }
+        })
+    }
+
+    /// Sleeps as the arrival at `index` of generation `gen` until the generation ends.
+    fn sleep(self, gen: u64, index: u32, deadline: Deadline) -> Result<BarrierWaitResult> {
+        let s = self.s;
+        let expected = (make(gen, 0) & LOW) as u32;
+        loop {
+            // SYNC POINT: Acquire pairs with the Release store in `locked`.
+            let w = s.word.load(Ordering::Acquire);
+            if gen_of(w) != gen {
+                return self.ended(gen);
+            }
+            if w & BROKEN != 0 {
+                return Err(Error::BrokenBarrier);
+            }
+            if deadline.is_expired() {
+                self.break_if(gen, None)?;
+                continue; // re-read: the generation may have completed just before
+            }
+            // The model has no timed wake-ups: the periodic check is modelled by a check
+            // before every sleep, and the models wake sleepers where a timer would.
+            #[cfg(loom)]
+            self.check_peers(gen, index)?;
+            let slice = deadline.min(Deadline::after(DEATH_CHECK));
+            if wait_low_half(&s.word, expected, slice) == WaitOutcome::TimedOut {
+                self.check_peers(gen, index)?;
+            }
+        }
+    }
+
+    /// A sleeper's periodic check: a dead holder of the internal lock, or a dead participant
+    /// among those arrived, breaks the barrier.
+    fn check_peers(self, gen: u64, index: u32) -> Result<()> {
+        self.check_lock_holder()?;
+        self.check_next(gen, index)
+    }
+
+    /// How generation `gen` ended, for a waiter that saw the next one start.
+    fn ended(self, gen: u64) -> Result<BarrierWaitResult> {
+        // SYNC POINT: the entry was stored before the word that started the next generation,
+        // which the caller loaded with Acquire.
+        let e = u64::from(self.s.ends[(gen as usize) % ENDS].load(Ordering::Relaxed));
+        if (e >> 1) & GEN_MASK == gen && e & BROKEN != 0 {
+            Err(Error::BrokenBarrier)
+        } else {
+            // Completed (or, after 16 further generations, no longer known: assume completed).
+            Ok(BarrierWaitResult { leader: false })
+        }
+    }
+
+    /// Checks that the participant after `index` (cyclically among those arrived) lives;
+    /// breaks the barrier if it died.
+    fn check_next(self, gen: u64, index: u32) -> Result<()> {
+        let w = self.s.word.load(Ordering::Acquire);
+        let count = count_of(w);
+        if gen_of(w) != gen || w & BROKEN != 0 || count <= 1 || index >= count {
+            return Ok(());
+        }
+        let next = (index + 1) % count;
+        let Some(slot) = self.slots.get(next as usize) else {
+            return Ok(());
+        };
+        let stamp = slot.load(Ordering::Relaxed);
+        if OwnerStamp::from_bits(stamp).is_dead() {
+            self.break_if(gen, Some((next, stamp)))?;
+        }
+        Ok(())
+    }
+
+    /// Breaks generation `gen` if it is still running (and, with `dead`, if that slot still
+    /// holds that stamp).
+    fn break_if(self, gen: u64, dead: Option<(u32, u64)>) -> Result<()> {
+        let r = self.locked(Deadline::never(), |w| {
+            let same = gen_of(w) == gen && w & BROKEN == 0;
+            let still = dead.map_or(true, |(i, stamp)| {
+                i < count_of(w)
+                    && self
+                        .slots
+                        .get(i as usize)
+                        .is_some_and(|s| s.load(Ordering::Relaxed) == stamp)
+            });
+            if same && still {
+                (Some(w | BROKEN), Ok(()))
+            } else {
+                (None, Ok(()))
+            }
+        });
+        match r {
+            Err(Error::BrokenBarrier) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Barrier::abort`].
+    fn abort(self) {
+        let _ = self.locked(Deadline::never(), |w| {
+            (Some(w | BROKEN), Ok::<(), Error>(()))
+        });
+    }
+
+    /// [`Barrier::reset`].
+    fn reset(self) -> Result<()> {
+        match self.reset_once() {
+            // A participant had died inside the lock, which broke the barrier: reset that.
+            Err(Error::BrokenBarrier) => self.reset_once(),
+            r => r,
+        }
+    }
+
+    fn reset_once(self) -> Result<()> {
+        self.locked(Deadline::never(), |w| {
+            if count_of(w) == 0 && w & BROKEN == 0 {
+                return (None, Ok(()));
+            }
+            let gen = gen_of(w);
+            self.s.ends[(gen as usize) % ENDS]
+                .store(((gen << 1) | BROKEN) as u32, Ordering::Relaxed);
+            (Some(make(gen + 1, 0)), Ok(()))
+        })
+    }
+}
+
 impl fmt::Debug for Barrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Barrier")
@@ -458,5 +510,228 @@ impl fmt::Debug for Barrier {
             .field("waiting", &self.n_waiting())
             .field("broken", &self.is_broken())
             .finish()
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Arc;
+
+    /// A barrier's state and slots on the heap; threads stand in for processes.
+    struct Model {
+        s: BarrierState,
+        slots: Vec<AtomicU64>,
+        parties: u32,
+    }
+
+    impl Model {
+        fn new(parties: u32) -> Arc<Model> {
+            Arc::new(Model {
+                s: BarrierState {
+                    lock: RawLock::new(),
+                    word: AtomicU64::new(0),
+                    ends: std::array::from_fn(|_| AtomicU32::new(0)),
+                },
+                slots: (0..parties).map(|_| AtomicU64::new(0)).collect(),
+                parties,
+            })
+        }
+
+        fn core(&self) -> Core<'_> {
+            Core {
+                s: &self.s,
+                slots: &self.slots,
+                parties: self.parties,
+            }
+        }
+
+        fn wait(&self) -> Result<BarrierWaitResult> {
+            self.core().wait_until(Deadline::never())
+        }
+
+        /// A `wait_timeout` whose timeout passes after it arrived (a model cannot let time
+        /// pass: the sleep starts with its deadline already expired).
+        fn wait_timing_out(&self) -> Result<BarrierWaitResult> {
+            let me = OwnerStamp::current().to_bits();
+            match self.core().arrive(me, Deadline::never())? {
+                None => Ok(BarrierWaitResult { leader: true }),
+                Some((gen, index)) => self.core().sleep(gen, index, Deadline::expired()),
+            }
+        }
+
+        fn is_broken(&self) -> bool {
+            self.s.word.load(Ordering::SeqCst) & BROKEN != 0
+        }
+
+        /// What the kernel does for a participant that died: nothing, but the sleepers'
+        /// periodic timers keep firing. Wakes every sleeper until `done` is set, so a
+        /// sleeper that checked just before the death does not sleep for ever.
+        fn timer_until(&self, done: &AtomicBool) {
+            while !done.load(Ordering::SeqCst) {
+                // The futex model wakes every sleeper, the lock's included.
+                wake_low_half(&self.s.word, u32::MAX);
+                loom::thread::yield_now();
+            }
+        }
+    }
+
+    fn leaders(results: &[Result<BarrierWaitResult>]) -> usize {
+        results
+            .iter()
+            .filter(|r| matches!(r, Ok(w) if w.is_leader()))
+            .count()
+    }
+
+    /// Three parties: all leave with `Ok`, exactly one as the leader, and the barrier is
+    /// empty and ready for the next generation (a lost wake-up deadlocks the model).
+    #[test]
+    fn loom_barrier_three_parties_leave_together_with_one_leader() {
+        loom::model(|| {
+            let m = Model::new(3);
+            let others: Vec<_> = (0..2)
+                .map(|_| {
+                    let m = Arc::clone(&m);
+                    loom::thread::spawn(move || m.wait())
+                })
+                .collect();
+            let mut results = vec![m.wait()];
+            results.extend(others.into_iter().map(|t| t.join().unwrap()));
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+            assert_eq!(leaders(&results), 1);
+            let w = m.s.word.load(Ordering::SeqCst);
+            assert_eq!((gen_of(w), count_of(w), w & BROKEN), (1, 0, 0));
+        });
+    }
+
+    /// Two parties, two generations: a party may re-arrive for the next generation before
+    /// the other has woken from the last one; each generation still has exactly one leader
+    /// and the late waker reads its generation's end as completed.
+    #[test]
+    fn loom_barrier_two_generations_one_leader_each() {
+        loom::model(|| {
+            let m = Model::new(2);
+            let other = {
+                let m = Arc::clone(&m);
+                loom::thread::spawn(move || [m.wait(), m.wait()])
+            };
+            let mine = [m.wait(), m.wait()];
+            let theirs = other.join().unwrap();
+            for (g, (a, b)) in mine.into_iter().zip(theirs).enumerate() {
+                let pair = [a, b];
+                assert!(pair.iter().all(Result::is_ok), "{pair:?}");
+                assert_eq!(leaders(&pair), 1, "generation {g}");
+            }
+            assert_eq!(gen_of(m.s.word.load(Ordering::SeqCst)), 2);
+        });
+    }
+
+    /// Three parties, two present, one of them times out: it breaks the barrier, and both
+    /// get `BrokenBarrier` (the other does not sleep for ever).
+    #[test]
+    fn loom_barrier_timeout_breaks_it_for_the_others() {
+        loom::model(|| {
+            let m = Model::new(3);
+            let waiter = {
+                let m = Arc::clone(&m);
+                loom::thread::spawn(move || m.wait())
+            };
+            let mine = m.wait_timing_out();
+            let theirs = waiter.join().unwrap();
+            assert!(matches!(mine, Err(Error::BrokenBarrier)), "{mine:?}");
+            assert!(matches!(theirs, Err(Error::BrokenBarrier)), "{theirs:?}");
+            assert!(m.is_broken());
+        });
+    }
+
+    /// Two parties, one times out while the other arrives: either the generation completes
+    /// (both `Ok`, one leader) or it breaks (both `BrokenBarrier`), never a mix.
+    #[test]
+    fn loom_barrier_timeout_racing_the_last_arrival() {
+        loom::model(|| {
+            let m = Model::new(2);
+            let waiter = {
+                let m = Arc::clone(&m);
+                loom::thread::spawn(move || m.wait())
+            };
+            let mine = m.wait_timing_out();
+            let theirs = waiter.join().unwrap();
+            let pair = [mine, theirs];
+            if pair.iter().all(Result::is_ok) {
+                assert_eq!(leaders(&pair), 1);
+                assert!(!m.is_broken());
+            } else {
+                assert!(
+                    pair.iter().all(|r| matches!(r, Err(Error::BrokenBarrier))),
+                    "{pair:?}"
+                );
+                assert!(m.is_broken());
+            }
+        });
+    }
+
+    /// Two parties; one is killed holding the internal lock in the middle of its arrival
+    /// (its slot stored, the count not; or, if it came last, before completing). The other,
+    /// whether it arrives before or after, gets `BrokenBarrier`, and the lock is left free
+    /// and consistent, so `reset` makes the barrier usable again.
+    #[test]
+    fn loom_barrier_death_mid_arrival_breaks_it() {
+        loom::model(|| {
+            let m = Model::new(2);
+            let done = Arc::new(AtomicBool::new(false));
+            let victim = {
+                let m = Arc::clone(&m);
+                let done = Arc::clone(&done);
+                loom::thread::spawn(move || {
+                    m.s.lock.lock(Deadline::never()).unwrap();
+                    let count = count_of(m.s.word.load(Ordering::Relaxed));
+                    if count + 1 < m.parties {
+                        m.slots[count as usize]
+                            .store(OwnerStamp::current().to_bits(), Ordering::Relaxed);
+                    }
+                    ipc_shm::sync::die();
+                    m.timer_until(&done);
+                })
+            };
+            let r = m.wait();
+            done.store(true, Ordering::SeqCst);
+            victim.join().unwrap();
+            assert!(matches!(r, Err(Error::BrokenBarrier)), "{r:?}");
+            assert!(m.is_broken());
+            assert!(!m.s.lock.is_locked());
+            assert!(!m.s.lock.is_poisoned());
+            m.core().reset().unwrap();
+            assert!(!m.is_broken());
+        });
+    }
+
+    /// Three parties; one arrives and is killed while it sleeps, the third never comes. The
+    /// other present party, arriving before or after the death, finds it dead through its
+    /// slot and gets `BrokenBarrier` instead of sleeping for ever.
+    #[test]
+    fn loom_barrier_death_after_arrival_breaks_it() {
+        loom::model(|| {
+            let m = Model::new(3);
+            let done = Arc::new(AtomicBool::new(false));
+            let victim = {
+                let m = Arc::clone(&m);
+                let done = Arc::clone(&done);
+                loom::thread::spawn(move || {
+                    let me = OwnerStamp::current().to_bits();
+                    match m.core().arrive(me, Deadline::never()) {
+                        Ok(Some(_)) => {}
+                        other => panic!("{other:?}"),
+                    }
+                    ipc_shm::sync::die();
+                    m.timer_until(&done);
+                })
+            };
+            let r = m.wait();
+            done.store(true, Ordering::SeqCst);
+            victim.join().unwrap();
+            assert!(matches!(r, Err(Error::BrokenBarrier)), "{r:?}");
+            assert!(m.is_broken());
+        });
     }
 }

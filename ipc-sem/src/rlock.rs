@@ -1,4 +1,7 @@
 //! [`RLock`]: a re-entrant process-shared lock, owned by one (process, thread) at a time.
+//!
+//! The protocol (`acquire`, `release`, `depth`) works on `&RLockState`, so the loom models
+//! run it on the heap with threads standing in for processes.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -25,6 +28,54 @@ struct RLockState {
 unsafe impl SharedState for RLockState {
     const KIND: &'static str = "ipc_sem::RLock";
     const VERSION: u32 = 1;
+}
+
+/// Takes the lock for the calling thread, or once more if it owns it already; `deadline`
+/// `None` means do not wait. On `OwnerDied` the caller owns the lock with depth 1.
+fn acquire(s: &RLockState, deadline: Option<Deadline>) -> std::result::Result<(), LockError<()>> {
+    if s.raw.is_held_by_current_thread() {
+        // Only the owner writes `depth`, so a plain read-modify-write is race-free; the
+        // value is untrusted, so overflow is reported, not wrapped.
+        let d = s.depth.load(Ordering::Relaxed);
+        let Some(next) = d.checked_add(1) else {
+            return Err(LockError::Corrupted);
+        };
+        s.depth.store(next.max(2), Ordering::Relaxed);
+        return Ok(());
+    }
+    let r = match deadline {
+        Some(d) => s.raw.lock(d),
+        None => s.raw.try_lock(),
+    };
+    if matches!(r, Ok(()) | Err(LockError::OwnerDied(()))) {
+        s.depth.store(1, Ordering::Relaxed);
+    }
+    r
+}
+
+/// Releases one level for the calling thread: `NotOwner` (and no change) unless it owns the
+/// lock; frees it when the depth reaches zero.
+fn release(s: &RLockState) -> Result<()> {
+    if !s.raw.is_held_by_current_thread() {
+        return Err(Error::NotOwner);
+    }
+    let d = s.depth.load(Ordering::Relaxed);
+    if d > 1 {
+        s.depth.store(d - 1, Ordering::Relaxed);
+        return Ok(());
+    }
+    s.depth.store(0, Ordering::Relaxed);
+    ipc_failpoints::failpoint!("sem.rlock.depth_set");
+    s.raw.unlock().map_err(|_| Error::NotOwner)
+}
+
+/// How many times the calling thread holds the lock (0 if it does not own it).
+fn depth(s: &RLockState) -> u32 {
+    if s.raw.is_held_by_current_thread() {
+        s.depth.load(Ordering::Relaxed).max(1)
+    } else {
+        0
+    }
 }
 
 /// The result of an `RLock` lock call.
@@ -99,33 +150,9 @@ impl RLock {
     }
 
     fn acquire(&self, deadline: Option<Deadline>) -> RLockResult<'_> {
-        let s = self.state();
-        if s.raw.is_held_by_current_thread() {
-            // Only the owner writes `depth`, so a plain read-modify-write is race-free; the
-            // value is untrusted, so overflow is reported, not wrapped.
-            let d = s.depth.load(Ordering::Relaxed);
-            let Some(next) = d.checked_add(1) else {
-                return Err(LockError::Corrupted);
-            };
-            s.depth.store(next.max(2), Ordering::Relaxed);
-            return Ok(self.guard());
-        }
-        let r = match deadline {
-            Some(d) => s.raw.lock(d),
-            None => s.raw.try_lock(),
-        };
-        match r {
-            Ok(()) => {
-                s.depth.store(1, Ordering::Relaxed);
-                Ok(self.guard())
-            }
-            Err(e) => {
-                if matches!(e, LockError::OwnerDied(())) {
-                    s.depth.store(1, Ordering::Relaxed);
-                }
-                Err(e.map(|()| self.guard()))
-            }
-        }
+        acquire(self.state(), deadline)
+            .map(|()| self.guard())
+            .map_err(|e| e.map(|()| self.guard()))
     }
 
     /// Takes the lock (or, for its owner, takes it once more), waiting as long as it takes.
@@ -166,18 +193,7 @@ impl RLock {
     /// # Errors
     /// `NotOwner` if the calling thread does not own the lock (nothing changes).
     pub fn release(&self) -> Result<()> {
-        let s = self.state();
-        if !s.raw.is_held_by_current_thread() {
-            return Err(Error::NotOwner);
-        }
-        let d = s.depth.load(Ordering::Relaxed);
-        if d > 1 {
-            s.depth.store(d - 1, Ordering::Relaxed);
-            return Ok(());
-        }
-        s.depth.store(0, Ordering::Relaxed);
-        ipc_failpoints::failpoint!("sem.rlock.depth_set");
-        s.raw.unlock().map_err(|_| Error::NotOwner)
+        release(self.state())
     }
 
     /// Whether somebody owns the lock (a snapshot).
@@ -192,12 +208,7 @@ impl RLock {
 
     /// How many times the calling thread holds the lock (0 if it does not own it).
     pub fn depth(&self) -> u32 {
-        let s = self.state();
-        if s.raw.is_held_by_current_thread() {
-            s.depth.load(Ordering::Relaxed).max(1)
-        } else {
-            0
-        }
+        depth(self.state())
     }
 
     /// Whether the lock is poisoned: an owner died and nobody marked the data consistent.
@@ -261,5 +272,177 @@ impl fmt::Debug for RLockGuard<'_> {
 impl Drop for RLockGuard<'_> {
     fn drop(&mut self) {
         let _ = self.lock.release();
+    }
+}
+
+#[cfg(all(test, loom))]
+#[allow(unsafe_code)] // loom's `UnsafeCell` checks that the lock orders the data it guards
+mod loom_tests {
+    use super::*;
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+
+    /// The lock's state on the heap, and data it guards.
+    struct Model {
+        s: RLockState,
+        value: UnsafeCell<u32>,
+    }
+
+    // SAFETY: `value` is touched only by the thread that owns the lock (the property under
+    // test; loom reports a data race otherwise).
+    unsafe impl Sync for Model {}
+
+    fn model() -> Arc<Model> {
+        Arc::new(Model {
+            s: RLockState {
+                raw: RawLock::new(),
+                depth: AtomicU32::new(0),
+                _reserved: AtomicU32::new(0),
+            },
+            value: UnsafeCell::new(0),
+        })
+    }
+
+    /// Adds one to the guarded value; the caller owns the lock.
+    fn bump(m: &Model) {
+        // SAFETY: the calling thread owns the lock, so no other thread touches `value`.
+        m.value.with_mut(|v| unsafe { *v += 1 });
+    }
+
+    /// Two owners in turn, each taking the lock twice: each sees only its own depth (1, 2,
+    /// 1, 0), the first release of two keeps the lock held, the data is never touched by
+    /// both, and a blocked owner is woken by the other's last release (a lost wake-up
+    /// deadlocks the model).
+    #[test]
+    fn loom_rlock_reentrant_depth_and_mutual_exclusion() {
+        loom::model(|| {
+            let m = model();
+            let owners: Vec<_> = (0..2)
+                .map(|_| {
+                    let m = Arc::clone(&m);
+                    loom::thread::spawn(move || {
+                        assert_eq!(depth(&m.s), 0);
+                        acquire(&m.s, Some(Deadline::never())).unwrap();
+                        assert_eq!(depth(&m.s), 1);
+                        bump(&m);
+                        acquire(&m.s, Some(Deadline::never())).unwrap();
+                        assert_eq!(depth(&m.s), 2);
+                        bump(&m);
+                        release(&m.s).unwrap();
+                        assert_eq!(depth(&m.s), 1);
+                        assert!(m.s.raw.is_held_by_current_thread());
+                        bump(&m);
+                        release(&m.s).unwrap();
+                        assert_eq!(depth(&m.s), 0);
+                    })
+                })
+                .collect();
+            for t in owners {
+                t.join().unwrap();
+            }
+            assert!(!m.s.raw.is_locked());
+            acquire(&m.s, None).unwrap();
+            // SAFETY: the lock is held and the other threads are done.
+            assert_eq!(m.value.with(|v| unsafe { *v }), 6);
+            release(&m.s).unwrap();
+        });
+    }
+
+    /// A thread that does not own the lock cannot release it (`NotOwner`, nothing changes),
+    /// whenever it tries, while the owner goes through depths 2, 1, 0; its `try_lock` either
+    /// finds the lock taken or gets it free.
+    #[test]
+    fn loom_rlock_release_by_non_owner_is_an_error() {
+        loom::model(|| {
+            let m = model();
+            let owner = {
+                let m = Arc::clone(&m);
+                loom::thread::spawn(move || {
+                    acquire(&m.s, Some(Deadline::never())).unwrap();
+                    acquire(&m.s, Some(Deadline::never())).unwrap();
+                    bump(&m);
+                    release(&m.s).unwrap();
+                    assert_eq!(depth(&m.s), 1);
+                    release(&m.s).unwrap();
+                    assert_eq!(depth(&m.s), 0);
+                })
+            };
+            let intruder = {
+                let m = Arc::clone(&m);
+                loom::thread::spawn(move || {
+                    assert!(matches!(release(&m.s), Err(Error::NotOwner)));
+                    assert_eq!(depth(&m.s), 0);
+                    match acquire(&m.s, None) {
+                        Ok(()) => {
+                            assert_eq!(depth(&m.s), 1);
+                            bump(&m);
+                            release(&m.s).unwrap();
+                        }
+                        Err(LockError::WouldBlock) => {
+                            assert!(matches!(release(&m.s), Err(Error::NotOwner)));
+                        }
+                        Err(e) => panic!("{e:?}"),
+                    }
+                })
+            };
+            owner.join().unwrap();
+            intruder.join().unwrap();
+            assert!(!m.s.raw.is_locked());
+            assert!(matches!(release(&m.s), Err(Error::NotOwner)));
+        });
+    }
+
+    /// An owner is killed holding the lock. Exactly one later locker takes it over with
+    /// `OwnerDied` at depth 1, one release frees it, and a waiter does not sleep for ever (the
+    /// dead owner's model thread keeps waking sleepers, as their periodic liveness checks
+    /// would).
+    ///
+    /// The victim holds depth 1, not 2: the model's death (`ipc_shm::sync::die`) does not
+    /// publish the dead thread's writes to the thread that takes over (a real death does,
+    /// through the kernel), so a dead owner's Relaxed `depth = 2` could be read after the
+    /// new owner's `depth = 1` and the model would report that, not a fault of the protocol.
+    #[test]
+    fn loom_rlock_take_over_from_a_dead_owner() {
+        loom::model(|| {
+            let m = model();
+            let done = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let victim = {
+                let m = Arc::clone(&m);
+                let done = Arc::clone(&done);
+                loom::thread::spawn(move || {
+                    acquire(&m.s, Some(Deadline::never())).unwrap();
+                    // No write to `value` either (see above).
+                    ipc_shm::sync::die();
+                    // The futex model wakes every sleeper whatever the word.
+                    let any = crate::loom::AtomicU64::new(0);
+                    while !done.load(Ordering::SeqCst) {
+                        ipc_shm::sync::wake_low_half(&any, u32::MAX);
+                        loom::thread::yield_now();
+                    }
+                })
+            };
+            let take = |m: &Model| match acquire(&m.s, Some(Deadline::never())) {
+                Ok(()) => false,
+                Err(LockError::OwnerDied(())) => {
+                    assert_eq!(depth(&m.s), 1);
+                    m.s.raw.mark_consistent().unwrap();
+                    true
+                }
+                Err(e) => panic!("{e:?}"),
+            };
+            let first = take(&m);
+            bump(&m);
+            release(&m.s).unwrap();
+            assert_eq!(depth(&m.s), 0);
+            done.store(true, Ordering::SeqCst);
+            victim.join().unwrap();
+            let second = take(&m);
+            assert!(first ^ second, "exactly one take-over");
+            assert_eq!(depth(&m.s), 1);
+            // SAFETY: the lock is held and the other thread is done.
+            assert_eq!(m.value.with(|v| unsafe { *v }), 1);
+            release(&m.s).unwrap();
+            assert!(!m.s.raw.is_locked());
+        });
     }
 }

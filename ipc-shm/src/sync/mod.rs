@@ -26,3 +26,13 @@ pub use futex::{wait_low_half, wake_low_half, Futex, WaitOutcome};
 pub use owner::die;
 pub use owner::{current_thread_id, is_gone, OwnerStamp};
 pub use raw_lock::{NotHeld, RawLock};
+
+/// Marks the calling loom model thread dead, for the models of crates built on this module
+/// (a participant killed where it stands): from then on [`OwnerStamp::is_dead`] is true for
+/// its stamp and a [`RawLock`] it holds is taken over. The thread must then return without
+/// touching shared state. Only under `--cfg loom`.
+#[cfg(loom)]
+#[doc(hidden)]
+pub fn die() {
+    owner::die();
+}
