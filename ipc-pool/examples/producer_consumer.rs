@@ -23,7 +23,7 @@ use ipc_pool::Process;
 use ipc_queue::Queue;
 use ipc_shm::Value;
 
-type Res = Result<(), Box<dyn std::error::Error>>;
+type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 /// Runs the example (also called by `tests/examples.rs`).
 pub fn main() -> Res {
@@ -31,26 +31,30 @@ pub fn main() -> Res {
     let queue: Queue<Option<(String, u64)>> = Queue::new(64)?;
     let total = Value::new(0u64)?;
 
-    let mut producer = Process::builder().name("producer").spawn(|| {
-        for i in 0..N {
-            if queue.put(Some(("item".to_string(), i))).is_err() {
-                ipc_pool::exit(2);
+    // `scope`: the children borrow `queue` and `total` from this frame.
+    ipc_pool::scope(|s| -> Res {
+        let mut producer = s.spawn_with(Process::builder().name("producer"), || {
+            for i in 0..N {
+                if queue.put(Some(("item".to_string(), i))).is_err() {
+                    ipc_pool::exit(2);
+                }
             }
-        }
-        let _ = queue.put(None);
+            let _ = queue.put(None);
+        })?;
+        let mut consumer = s.spawn_with(Process::builder().name("consumer"), || {
+            let mut sum = 0;
+            // A dead producer shows up as a timeout here, never as a hang.
+            while let Ok(Some((_, i))) = queue.get_timeout(Duration::from_secs(10)) {
+                sum += i;
+            }
+            if total.set(sum).is_err() {
+                ipc_pool::exit(3);
+            }
+        })?;
+        assert!(producer.join()?.success());
+        assert!(consumer.join()?.success());
+        Ok(())
     })?;
-    let mut consumer = Process::builder().name("consumer").spawn(|| {
-        let mut sum = 0;
-        // A dead producer shows up as a timeout here, never as a hang.
-        while let Ok(Some((_, i))) = queue.get_timeout(Duration::from_secs(10)) {
-            sum += i;
-        }
-        if total.set(sum).is_err() {
-            ipc_pool::exit(3);
-        }
-    })?;
-    assert!(producer.join()?.success());
-    assert!(consumer.join()?.success());
     let sum = total.get()?;
     println!("consumer summed {sum} (expected {})", N * (N - 1) / 2);
     assert_eq!(sum, N * (N - 1) / 2);

@@ -14,7 +14,6 @@
 //!
 //! Run: `cargo run --example shared_counter -p ipc-pool`
 
-use ipc_pool::Process;
 use ipc_shm::{Array, Value};
 
 type Res = Result<(), Box<dyn std::error::Error>>;
@@ -37,9 +36,13 @@ pub fn main() -> Res {
             }
         }
     };
-    let mut a = Process::spawn(|| work(0))?;
-    let mut b = Process::spawn(|| work(1))?;
-    assert!(a.join()?.success() && b.join()?.success());
+    // `scope`: the children borrow `work` (and through it `counter` and `arr`).
+    ipc_pool::scope(|s| -> Res {
+        let mut a = s.spawn(|| work(0))?;
+        let mut b = s.spawn(|| work(1))?;
+        assert!(a.join()?.success() && b.join()?.success());
+        Ok(())
+    })?;
     let n = counter.get()?;
     let v = arr.to_vec()?;
     println!("counter = {n}; arr[7] = {}, arr[99] = {}", v[7], v[99]);

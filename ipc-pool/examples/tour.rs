@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ipc_pool::{Error, Pool, Process};
 
-type Res = Result<(), Box<dyn std::error::Error>>;
+type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 fn square(x: u64) -> u64 {
     x * x
@@ -66,42 +66,48 @@ pub fn main() -> Res {
 
     // 3. Queue: bounded MPMC in shared memory, two producers, one consumer (us).
     let q: ipc_queue::Queue<(u32, u64)> = ipc_queue::Queue::new(16)?;
-    let mut producers = Vec::new();
-    for id in 0..2u32 {
-        let q = &q;
-        producers.push(Process::spawn(move || {
-            for i in 0..100u64 {
-                if q.put((id, i)).is_err() {
-                    ipc_pool::exit(2);
+    let sum = ipc_pool::scope(|s| -> Res<u64> {
+        let mut producers = Vec::new();
+        for id in 0..2u32 {
+            let q = &q;
+            producers.push(s.spawn(move || {
+                for i in 0..100u64 {
+                    if q.put((id, i)).is_err() {
+                        ipc_pool::exit(2);
+                    }
                 }
-            }
-        })?);
-    }
-    let mut sum = 0;
-    for _ in 0..200 {
-        sum += q.get_timeout(Duration::from_secs(10))?.1;
-    }
-    for mut p in producers {
-        p.join()?;
-    }
+            })?);
+        }
+        let mut sum = 0;
+        for _ in 0..200 {
+            sum += q.get_timeout(Duration::from_secs(10))?.1;
+        }
+        for mut p in producers {
+            p.join()?;
+        }
+        Ok(sum)
+    })?;
     println!("3. Queue: 200 items from 2 producers, sum {sum}");
 
     // 4. Value and Array: shared memory with a lock that survives its holder.
     let counter = ipc_shm::Value::new(0u64)?;
     let arr: ipc_shm::Array<u32> = ipc_shm::Array::new(4)?;
-    let mut kids = Vec::new();
-    for k in 0..4usize {
-        let (counter, arr) = (&counter, &arr);
-        kids.push(Process::spawn(move || {
-            for _ in 0..1000 {
-                let _ = counter.update(|c| *c += 1);
-            }
-            let _ = arr.set(k, (k as u32 + 1) * 10);
-        })?);
-    }
-    for mut k in kids {
-        k.join()?;
-    }
+    ipc_pool::scope(|s| -> Res {
+        let mut kids = Vec::new();
+        for k in 0..4usize {
+            let (counter, arr) = (&counter, &arr);
+            kids.push(s.spawn(move || {
+                for _ in 0..1000 {
+                    let _ = counter.update(|c| *c += 1);
+                }
+                let _ = arr.set(k, (k as u32 + 1) * 10);
+            })?);
+        }
+        for mut k in kids {
+            k.join()?;
+        }
+        Ok(())
+    })?;
     println!(
         "4. Value/Array: counter {}, array {:?}",
         counter.get()?,
@@ -113,27 +119,30 @@ pub fn main() -> Res {
     let inside = ipc_shm::Value::new(0u32)?;
     let peak = ipc_shm::Value::new(0u32)?;
     let lock = ipc_sem::Lock::new()?;
-    let mut kids = Vec::new();
-    for _ in 0..4 {
-        let (sem, inside, peak, lock) = (&sem, &inside, &peak, &lock);
-        kids.push(Process::spawn(move || {
-            let _g = sem.guard();
-            let now = inside.update(|n| {
-                *n += 1;
-                *n
-            });
-            let _ = peak.update(|p| *p = (*p).max(now.unwrap_or(0)));
-            std::thread::sleep(Duration::from_millis(10));
-            let _ = inside.update(|n| *n -= 1);
-            // The lock serialises this line across processes.
-            if let Ok(_l) = lock.lock() {
-                println!("  [child {}] leaving", ipc_pool::current_pid());
-            }
-        })?);
-    }
-    for mut k in kids {
-        k.join()?;
-    }
+    ipc_pool::scope(|s| -> Res {
+        let mut kids = Vec::new();
+        for _ in 0..4 {
+            let (sem, inside, peak, lock) = (&sem, &inside, &peak, &lock);
+            kids.push(s.spawn(move || {
+                let _g = sem.guard();
+                let now = inside.update(|n| {
+                    *n += 1;
+                    *n
+                });
+                let _ = peak.update(|p| *p = (*p).max(now.unwrap_or(0)));
+                std::thread::sleep(Duration::from_millis(10));
+                let _ = inside.update(|n| *n -= 1);
+                // The lock serialises this line across processes.
+                if let Ok(_l) = lock.lock() {
+                    println!("  [child {}] leaving", ipc_pool::current_pid());
+                }
+            })?);
+        }
+        for mut k in kids {
+            k.join()?;
+        }
+        Ok(())
+    })?;
     println!(
         "5. Semaphore(2): at most {} children inside at once",
         peak.get()?

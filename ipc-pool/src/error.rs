@@ -58,6 +58,41 @@ pub enum Error {
         /// The file of the module holding it, as `dladdr` names it (empty if none).
         module: String,
     },
+    /// The child of a [`ProcessHandle`](crate::ProcessHandle) was killed by `signal` before it
+    /// sent its value.
+    #[error("child {pid} was killed by signal {signal} before returning a value")]
+    Killed {
+        /// The child's pid.
+        pid: i32,
+        /// The signal's number.
+        signal: i32,
+    },
+    /// The child of a [`ProcessHandle`](crate::ProcessHandle) exited with `exitcode` without
+    /// sending a value ([`exit`](crate::exit) inside its closure).
+    #[error("child {pid} exited with code {exitcode} without returning a value")]
+    NoResult {
+        /// The child's pid.
+        pid: i32,
+        /// Its exit code.
+        exitcode: i32,
+    },
+    /// [`ThreadPolicy::Refuse`](crate::ThreadPolicy::Refuse) and the process runs `threads`
+    /// threads: it was not forked.
+    #[error("refusing to fork a process that runs {threads} threads")]
+    Multithreaded {
+        /// The number of threads found in `/proc/self/task`.
+        threads: usize,
+    },
+    /// A [`PoolBuilder`](crate::PoolBuilder) setting is out of range (0 processes).
+    #[error("invalid pool setting: {0}")]
+    InvalidConfig(&'static str),
+    /// A handle was used in a process other than the one that spawned its child (it was
+    /// moved into a forked child): only the parent can join its child.
+    #[error("this handle belongs to process {owner}, not to this one")]
+    NotOwner {
+        /// The pid of the process that spawned the child.
+        owner: i32,
+    },
     /// A message between the parent, the fork server and a worker failed.
     #[error("pipe error: {0}")]
     Pipe(#[from] ipc_pipe::Error),

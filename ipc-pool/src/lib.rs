@@ -111,8 +111,8 @@ mod task;
 pub use error::{Error, Result};
 pub use pool::{AsyncResult, IMap, IMapUnordered, Policy, Pool, PoolBuilder, DROP_JOIN_TIMEOUT};
 pub use process::{
-    current_pid, exit, parent_pid, thread_count, Process, ProcessBuilder, ThreadPolicy,
-    PANIC_EXIT_CODE,
+    current_pid, exit, parent_pid, scope, thread_count, Process, ProcessBuilder, ProcessHandle,
+    Scope, ThreadPolicy, PANIC_EXIT_CODE,
 };
 
 /// Starts the process-wide fork server. Call it first in `main`, while the program has one

@@ -64,6 +64,7 @@ pub struct PoolBuilder {
     initializer: Option<fn()>,
     max_tasks_per_child: Option<u64>,
     policy: Policy,
+    drop_timeout: Option<Duration>,
 }
 
 impl PoolBuilder {
@@ -98,21 +99,42 @@ impl PoolBuilder {
         self
     }
 
+    /// How long dropping the pool waits for its submitted tasks before it terminates the
+    /// workers (default [`DROP_JOIN_TIMEOUT`]). [`Pool::join`] is not affected.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_pool::{Policy, Pool};
+    ///
+    /// let pool = Pool::builder()
+    ///     .processes(2)
+    ///     .max_tasks_per_child(100)
+    ///     .on_worker_death(Policy::Retry(1))
+    ///     .drop_timeout(Duration::from_secs(1))
+    ///     .build()?;
+    /// assert_eq!(pool.processes(), 2);
+    /// assert_eq!(pool.apply(|x: u8| x + 1, 1)?, 2);
+    /// # Ok::<(), ipc_pool::Error>(())
+    /// ```
+    #[must_use]
+    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = Some(timeout);
+        self
+    }
+
     /// Forks the fork server and the workers, then starts the dispatcher thread.
     ///
     /// # Errors
-    /// `Io(InvalidInput)` for 0 processes; [`Error::Io`] or [`Error::Pipe`] if a fork, a
-    /// socket or the fork server fails.
+    /// [`Error::InvalidConfig`] for 0 processes; [`Error::Io`] or [`Error::Pipe`] if a fork,
+    /// a socket or the fork server fails.
     pub fn build(self) -> Result<Pool> {
         let processes = match self.processes {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, usize::from),
         };
         if processes == 0 {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a pool needs at least one process",
-            )));
+            return Err(Error::InvalidConfig("a pool needs at least one process"));
         }
         let config = WorkerConfig {
             init: self.initializer.map_or(0, task::init_addr),
@@ -139,6 +161,7 @@ impl PoolBuilder {
             shared,
             thread: Mutex::new(Some(thread)),
             processes,
+            drop_timeout: self.drop_timeout.unwrap_or(DROP_JOIN_TIMEOUT),
         })
     }
 }
@@ -175,6 +198,7 @@ pub struct Pool {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
     processes: usize,
+    drop_timeout: Duration,
 }
 
 impl fmt::Debug for Pool {
@@ -375,6 +399,27 @@ impl Pool {
 
     /// Queues `f(arg)` and returns at once (Python's `apply_async`).
     ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_pool::Pool;
+    ///
+    /// fn slow_square(x: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(10));
+    ///     x * x
+    /// }
+    ///
+    /// let pool = Pool::new(2)?;
+    /// let pending: Vec<_> = (0..4)
+    ///     .map(|x| pool.apply_async(slow_square, x))
+    ///     .collect::<Result<_, _>>()?;
+    /// let mut first = pool.apply_async(slow_square, 9)?;
+    /// assert_eq!(first.get_timeout(Duration::from_secs(20))?, 81);
+    /// let got: Vec<u64> = pending.into_iter().map(|r| r.get()).collect::<Result<_, _>>()?;
+    /// assert_eq!(got, [0, 1, 4, 9]);
+    /// # Ok::<(), ipc_pool::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Encode`] if `arg` cannot be encoded; [`Error::Closed`], [`Error::Terminated`]
     /// or [`Error::Broken`] if the pool takes no more work. The task's own errors come from
@@ -446,6 +491,17 @@ impl Pool {
     /// Applies `f(a, b)` to every pair (Python's `starmap`, for two-argument functions; pass
     /// a tuple to [`map`](Self::map) for more).
     ///
+    /// # Example
+    /// ```
+    /// let pool = ipc_pool::Pool::new(2)?;
+    /// let pow = pool.starmap(|b: u64, e: u32| b.pow(e), [(2, 10), (3, 3), (10, 2)])?;
+    /// assert_eq!(pow, [1024, 27, 100]);
+    /// // Three or more arguments: one tuple argument through `map`.
+    /// let fma = pool.map(|(a, b, c): (i64, i64, i64)| a * b + c, [(2, 3, 4), (5, 6, 7)])?;
+    /// assert_eq!(fma, [10, 37]);
+    /// # Ok::<(), ipc_pool::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// As [`map`](Self::map).
     pub fn starmap<A, B, R, I>(&self, f: fn(A, B) -> R, iter: I) -> Result<Vec<R>>
@@ -467,6 +523,18 @@ impl Pool {
     ///
     /// Each item is `Ok(result)`; a failed chunk yields one `Err` in place of its items and
     /// the iteration goes on with the next chunk.
+    ///
+    /// # Example
+    /// ```
+    /// let pool = ipc_pool::Pool::new(2)?;
+    /// // An endless input: only what is consumed (plus a bounded look-ahead) is computed.
+    /// let first: Vec<u64> = pool
+    ///     .imap(|x: u64| x * x, 0..)
+    ///     .take(5)
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(first, [0, 1, 4, 9, 16]);
+    /// # Ok::<(), ipc_pool::Error>(())
+    /// ```
     pub fn imap<A, R, I>(&self, f: fn(A) -> R, iter: I) -> IMap<'_, A, R, I::IntoIter>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -499,6 +567,17 @@ impl Pool {
 
     /// As [`imap`](Self::imap), but results come in completion order (Python's
     /// `imap_unordered`).
+    ///
+    /// # Example
+    /// ```
+    /// let pool = ipc_pool::Pool::new(2)?;
+    /// let mut got: Vec<u32> = pool
+    ///     .imap_unordered(|x: u32| x + 100, 0..50)
+    ///     .collect::<Result<_, _>>()?;
+    /// got.sort_unstable();
+    /// assert_eq!(got, (100..150).collect::<Vec<_>>());
+    /// # Ok::<(), ipc_pool::Error>(())
+    /// ```
     pub fn imap_unordered<A, R, I>(
         &self,
         f: fn(A) -> R,
@@ -595,10 +674,11 @@ impl Pool {
 }
 
 impl Drop for Pool {
-    /// Closes the pool and waits up to [`DROP_JOIN_TIMEOUT`] for its tasks; then terminates
-    /// it and waits for the workers to be reaped.
+    /// Closes the pool and waits up to its drop timeout ([`PoolBuilder::drop_timeout`],
+    /// default [`DROP_JOIN_TIMEOUT`]) for its tasks; then terminates it and waits for the
+    /// workers to be reaped.
     fn drop(&mut self) {
-        if self.join_timeout(DROP_JOIN_TIMEOUT).is_err() {
+        if self.join_timeout(self.drop_timeout).is_err() {
             self.terminate();
             let _ = self.join();
         }

@@ -6,9 +6,11 @@
 //! on first need), which polls the pidfds it holds and reaps each child as it exits; so no
 //! handle ever leaves a zombie, and no other code's children are touched.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitStatus;
@@ -16,6 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::sys::{self, Fork, Status};
 use crate::{Error, Result};
@@ -40,7 +44,7 @@ pub enum ThreadPolicy {
     /// Fork, and print one warning per process to stderr the first time it happens.
     #[default]
     Warn,
-    /// Refuse: `spawn` fails with an `Io` error of kind `Unsupported`.
+    /// Refuse: `spawn` fails with [`Error::Multithreaded`].
     Refuse,
 }
 
@@ -110,47 +114,155 @@ impl ProcessBuilder {
     ///
     /// The child inherits what a `fork` gives: a copy of the memory, the shared mappings,
     /// and every open fd of the parent (no close-on-exec applies), including the ends of pipes
-    /// and sockets other code holds. A reader waiting for a writer's end of stream only sees
-    /// it once every process holding the write end has closed it: drop the ends a child does
-    /// not need inside `f`, or create them after spawning it. (Pool workers and fork servers
-    /// close all inherited fds instead.) `stdout`'s and `stderr`'s locks are taken across the
-    /// fork, so a thread holding one delays `spawn` until it lets go.
+    /// and sockets other code holds, except the result pipes of other
+    /// [`ProcessHandle`]s, which it closes. A reader waiting for a writer's end of stream only
+    /// sees it once every process holding the write end has closed it (see below for the
+    /// parent's copy of what `f` captured). (Pool workers and fork servers close all inherited
+    /// fds instead.) `stdout`'s and `stderr`'s locks are taken across the fork, so a thread
+    /// holding one delays `spawn` until it lets go.
+    ///
+    /// # What happens to the values `f` captured
+    /// The child gets its copy of `f` and owns it: it runs and drops it there. The parent's
+    /// copy is not called and not dropped at `spawn`: the handle keeps it until the child has
+    /// been reaped ([`Process::join`], [`Process::is_alive`] or [`Process::exitcode`] finding
+    /// it ended, or the reaper thread after the handle is dropped), and drops it then, in the
+    /// parent. So a named object moved into the child (an `ipc_shm::Value::create`, a
+    /// `Listener`'s socket file) keeps its name for as long as the child runs and is unlinked
+    /// by its creator afterwards, exactly once; fds and memory `f` captured are released in
+    /// the parent when the child is reaped, never leaked. One consequence: the parent's copy
+    /// of a pipe's write end moved into `f` stays open until the child is reaped, so a reader
+    /// in the parent that waits for end of stream must join the child first (or use a message
+    /// or a deadline to know the child is done).
     ///
     /// `f` must be `Send`, as for `std::thread::spawn`: the child runs it on its own copy of
     /// the parent's memory, but what lives in shared memory (an `ipc_shm::Value`, a mapped
     /// segment) is shared, and a `!Send` guard of it would let the child write through it while
-    /// the parent still holds the same lock. `f` needs no `'static` bound: the parent drops its
-    /// copy of `f` without calling it.
+    /// the parent still holds the same lock. `f` must be `'static` because the handle keeps it;
+    /// a closure that borrows from the caller's stack is spawned through [`scope`], which
+    /// waits for its children before the borrows end.
     ///
     /// A guard cannot be captured:
     /// ```compile_fail,E0277
     /// let v = ipc_shm::Value::new(0u64).unwrap();
-    /// let mut guard = v.lock().unwrap();
-    /// let held = &mut guard;
-    /// // `ValueGuard` is `!Send`: the child would write while the parent holds the lock.
-    /// let mut p = ipc_pool::Process::spawn(move || **held += 1).unwrap();
-    /// *guard += 1;
-    /// p.join().unwrap();
+    /// let guard = v.lock().unwrap();
+    /// ipc_pool::scope(|s| {
+    ///     // `ValueGuard` is `!Send`: the child would write while the parent holds the lock.
+    ///     let mut p = s.spawn(|| drop(guard)).unwrap();
+    ///     p.join().unwrap();
+    /// });
     /// ```
     ///
     /// # Errors
-    /// [`Error::Io`] if `fork` or `pidfd_open` fails (`EAGAIN` at the process limit), or if
-    /// the process is multithreaded under [`ThreadPolicy::Refuse`].
+    /// [`Error::Io`] if `fork` or `pidfd_open` fails (`EAGAIN` at the process limit);
+    /// [`Error::Multithreaded`] if the process is multithreaded under
+    /// [`ThreadPolicy::Refuse`].
     ///
     /// # Panics
     /// Never in the parent; a panic in `f` ends the child with [`PANIC_EXIT_CODE`].
+    pub fn spawn<F: FnOnce() + Send + 'static>(self, f: F) -> Result<Process> {
+        let (daemon, parent) = (self.daemon, sys::getpid());
+        let (name, forked) = self.fork_child(false, move |_| run_child(f, daemon, parent))?;
+        Ok(Process::new(
+            name,
+            daemon,
+            forked.pid,
+            forked.pidfd,
+            Box::new(forked.child),
+        ))
+    }
+
+    /// Forks a child that runs `f` and sends its return value back to the parent, where
+    /// [`ProcessHandle::join`] returns it (as `std::thread::JoinHandle<T>`, across processes).
+    ///
+    /// The value travels once, postcard-encoded, over a close-on-exec pipe made for this child
+    /// alone: the parent keeps the read end (which later children of this process close at
+    /// their start, so they hold no copy of it), the child the write end. A panic in `f` is
+    /// [`Error::Panicked`] with its message; a child killed by a signal is [`Error::Killed`];
+    /// one that left without a value ([`exit`] inside `f`) is [`Error::NoResult`]. Captured
+    /// values are handled as by [`spawn`](Self::spawn).
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn), and [`Error::Io`] if the pipe cannot be made.
+    ///
+    /// # Example
+    /// ```
+    /// use ipc_pool::Process;
+    ///
+    /// let mut h = Process::builder()
+    ///     .name("summer")
+    ///     .spawn_with_result(|| (1..=10u64).sum::<u64>())?;
+    /// assert_eq!(h.join()?, 55);
+    /// # Ok::<(), ipc_pool::Error>(())
+    /// ```
+    pub fn spawn_with_result<T, F>(self, f: F) -> Result<ProcessHandle<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let (daemon, parent) = (self.daemon, sys::getpid());
+        let (name, forked) =
+            self.fork_child(true, move |w| run_child_result(f, daemon, parent, w))?;
+        let Some(rx) = forked.rx else {
+            unreachable!("fork_child(true) makes the pipe")
+        };
+        let process = Process::new(
+            name,
+            daemon,
+            forked.pid,
+            forked.pidfd,
+            Box::new(forked.child),
+        );
+        Ok(ProcessHandle {
+            process,
+            rx: Some(rx),
+            buf: Vec::new(),
+            owner: sys::getpid(),
+            taken: false,
+            _t: PhantomData,
+        })
+    }
+
+    /// Forks; the child closes the result pipes of other handles and runs `child` with the
+    /// write end of its own pipe (if `pipe`). The parent gets `child` back, uncalled, to keep.
     #[allow(unsafe_code)]
-    pub fn spawn<F: FnOnce() + Send>(self, f: F) -> Result<Process> {
+    #[allow(unreachable_code)] // `child` returns `Infallible` (it leaves with `_exit`).
+    fn fork_child<G>(self, pipe: bool, child: G) -> Result<(String, Forked<G>)>
+    where
+        G: FnOnce(Option<OwnedFd>) -> Infallible,
+    {
         check_threads(self.threads)?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = self.name.unwrap_or_else(|| format!("Process-{id}"));
-        let parent = sys::getpid();
-        // SAFETY: the child only runs `run_child`, which calls `f` (the caller's code, warned
-        // about multithreaded forks by `check_threads`) and leaves with `_exit`.
+        // Held from the pipe's creation until the parent has closed its write end and
+        // registered its read end, and across the fork: no other child of ours forks in
+        // between with a copy of either end it does not know to close.
+        let mut reg = RESULT_FDS.lock();
+        let pipe = if pipe {
+            Some(sys::result_pipe()?)
+        } else {
+            None
+        };
+        // SAFETY: the child only closes fds and runs `child` (which calls the caller's `f`,
+        // warned about multithreaded forks by `check_threads`), and leaves with `_exit`.
         match unsafe { fork_stdio_quiesced() }? {
-            Fork::Child => run_child(f, self.daemon, parent),
+            Fork::Child => {
+                // The read ends of other handles' pipes are the parent's: close our copies
+                // (their handles are never dropped here, the child leaves with `_exit`).
+                for fd in std::mem::take(&mut *reg) {
+                    sys::close_fd(fd);
+                }
+                drop(reg);
+                let w = pipe.map(|(r, w)| {
+                    drop(r);
+                    w
+                });
+                match child(w) {}
+            }
             Fork::Parent(pid) => {
-                drop(f);
+                let rx = pipe.map(|(r, w)| {
+                    drop(w);
+                    r
+                });
                 let pidfd = match sys::pidfd_open(pid) {
                     Ok(fd) => fd,
                     Err(e) => {
@@ -160,17 +272,36 @@ impl ProcessBuilder {
                         return Err(e.into());
                     }
                 };
-                Ok(Process {
-                    pid,
+                if let Some(r) = &rx {
+                    reg.push(r.as_raw_fd());
+                }
+                drop(reg);
+                Ok((
                     name,
-                    daemon: self.daemon,
-                    pidfd: Some(pidfd),
-                    status: None,
-                })
+                    Forked {
+                        pid,
+                        pidfd,
+                        rx,
+                        child,
+                    },
+                ))
             }
         }
     }
 }
+
+/// What [`ProcessBuilder::fork_child`] gives the parent.
+struct Forked<G> {
+    pid: i32,
+    pidfd: OwnedFd,
+    rx: Option<OwnedFd>,
+    /// The parent's copy of the child's closure, uncalled.
+    child: G,
+}
+
+/// The read ends of the result pipes that handles of this process hold; every child forked
+/// by [`ProcessBuilder`] closes them first thing. Locked across those forks.
+static RESULT_FDS: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
 
 /// `fork` with `stdout`'s and `stderr`'s locks held by the calling thread across it, so that
 /// no other thread holds them at the fork (as glibc takes its own stdio locks around `fork`).
@@ -203,10 +334,7 @@ fn check_threads(policy: ThreadPolicy) -> Result<()> {
         return Ok(());
     }
     match policy {
-        ThreadPolicy::Refuse => Err(Error::Io(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            format!("refusing to fork a process that runs {n} threads"),
-        ))),
+        ThreadPolicy::Refuse => Err(Error::Multithreaded { threads: n }),
         _ => {
             if !WARNED_THREADS.swap(true, Ordering::Relaxed) {
                 eprintln!(
@@ -219,18 +347,63 @@ fn check_threads(policy: ThreadPolicy) -> Result<()> {
     }
 }
 
-fn run_child<F: FnOnce()>(f: F, daemon: bool, parent: i32) -> ! {
-    if daemon {
-        // Set the death signal, then check the parent did not die before it took effect.
-        if sys::set_parent_death_signal(libc::SIGKILL).is_err() || sys::getppid() != parent {
-            sys::exit_now(PANIC_EXIT_CODE);
-        }
+/// The start of a child of [`ProcessBuilder`]: a daemon sets its death signal, then checks
+/// the parent did not die before it took effect.
+fn child_start(daemon: bool, parent: i32) {
+    if daemon && (sys::set_parent_death_signal(libc::SIGKILL).is_err() || sys::getppid() != parent)
+    {
+        sys::exit_now(PANIC_EXIT_CODE);
     }
+}
+
+fn run_child<F: FnOnce()>(f: F, daemon: bool, parent: i32) -> Infallible {
+    child_start(daemon, parent);
     let code = match catch_unwind(AssertUnwindSafe(f)) {
         Ok(()) => 0,
         Err(_) => PANIC_EXIT_CODE,
     };
     exit(code)
+}
+
+/// Result message status: the value follows.
+const RES_OK: u8 = 0;
+/// Result message status: `f` panicked; its message follows.
+const RES_PANICKED: u8 = 1;
+/// Result message status: the value did not encode; postcard's message follows.
+const RES_ENCODE: u8 = 2;
+/// Result message header: `len u64` (LE) of what follows the status byte, then the status.
+const RES_HDR: usize = 9;
+
+fn run_child_result<T, F>(f: F, daemon: bool, parent: i32, w: Option<OwnedFd>) -> Infallible
+where
+    T: Serialize,
+    F: FnOnce() -> T,
+{
+    child_start(daemon, parent);
+    let mut msg = vec![0u8; RES_HDR];
+    let status = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => match crate::task::encode_onto(&v, &mut msg) {
+            Ok(()) => RES_OK,
+            Err(e) => {
+                msg.truncate(RES_HDR);
+                msg.extend_from_slice(e.to_string().as_bytes());
+                RES_ENCODE
+            }
+        },
+        Err(p) => {
+            msg.extend_from_slice(crate::task::panic_message(&*p).as_bytes());
+            RES_PANICKED
+        }
+    };
+    let len = (msg.len() - RES_HDR) as u64;
+    msg[..8].copy_from_slice(&len.to_le_bytes());
+    msg[8] = status;
+    if let Some(w) = w {
+        // A parent that dropped its handle closed the read end: EPIPE, not a signal.
+        sys::ignore_signal(libc::SIGPIPE);
+        let _ = sys::write_all(w.as_fd(), &msg);
+    }
+    exit(if status == RES_OK { 0 } else { PANIC_EXIT_CODE })
 }
 
 /// A child process running a closure (Python's `multiprocessing.Process`).
@@ -260,7 +433,13 @@ pub struct Process {
     daemon: bool,
     pidfd: Option<OwnedFd>,
     status: Option<Status>,
+    /// The parent's copy of the child's closure, dropped once the child is reaped (see
+    /// [`ProcessBuilder::spawn`]). In a mutex only to keep `Process: Sync`.
+    kept: Mutex<Option<Kept>>,
 }
+
+/// Something whose drop waits until a child is reaped: the parent's copy of its closure.
+pub(crate) type Kept = Box<dyn Send>;
 
 impl Process {
     /// Forks a child that runs `f`, with the default settings
@@ -268,8 +447,45 @@ impl Process {
     ///
     /// # Errors
     /// As [`ProcessBuilder::spawn`].
-    pub fn spawn<F: FnOnce() + Send>(f: F) -> Result<Process> {
+    pub fn spawn<F: FnOnce() + Send + 'static>(f: F) -> Result<Process> {
         Process::builder().spawn(f)
+    }
+
+    /// Forks a child that runs `f` and returns its value to [`ProcessHandle::join`], with the
+    /// default settings ([`ProcessBuilder::spawn_with_result`]).
+    ///
+    /// # Errors
+    /// As [`ProcessBuilder::spawn_with_result`].
+    ///
+    /// # Example
+    /// ```
+    /// use ipc_pool::{Error, Process};
+    ///
+    /// let mut h = Process::spawn_with_result(|| format!("child {}", ipc_pool::current_pid()))?;
+    /// let pid = h.pid();
+    /// assert_eq!(h.join()?, format!("child {pid}"));
+    ///
+    /// let mut p = Process::spawn_with_result(|| -> u32 { panic!("no value") })?;
+    /// assert!(matches!(p.join(), Err(Error::Panicked(m)) if m == "no value"));
+    /// # Ok::<(), ipc_pool::Error>(())
+    /// ```
+    pub fn spawn_with_result<T, F>(f: F) -> Result<ProcessHandle<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        Process::builder().spawn_with_result(f)
+    }
+
+    fn new(name: String, daemon: bool, pid: i32, pidfd: OwnedFd, kept: Kept) -> Process {
+        Process {
+            pid,
+            name,
+            daemon,
+            pidfd: Some(pidfd),
+            status: None,
+            kept: Mutex::new(Some(kept)),
+        }
     }
 
     /// A builder for a named or daemon child.
@@ -306,6 +522,8 @@ impl Process {
         let s = sys::waitid_pidfd(fd, nohang)?;
         if s.is_some() {
             self.status = s;
+            // The child is gone: the parent's copy of what it captured goes now.
+            drop(self.kept.get_mut().take());
         }
         Ok(s)
     }
@@ -423,8 +641,304 @@ impl Drop for Process {
             return;
         }
         if let Some(fd) = self.pidfd.take() {
-            reaper().adopt(fd);
+            reaper().adopt(fd, self.kept.get_mut().take());
         }
+    }
+}
+
+// ------------------------------------------------------------ ProcessHandle
+
+/// A child that returns a value: made by [`Process::spawn_with_result`] (the counterpart of
+/// `std::thread::JoinHandle<T>` across processes).
+///
+/// It owns a [`Process`] ([`process`](Self::process) for its pid, signals, sentinel) and the
+/// read end of the child's result pipe. Dropping it unjoined closes that pipe (a child still
+/// writing gets `EPIPE` and exits) and hands the child to the reaper, as for a `Process`.
+pub struct ProcessHandle<T> {
+    process: Process,
+    rx: Option<OwnedFd>,
+    buf: Vec<u8>,
+    /// The pid that spawned the child (only it may read the pipe or reap the child).
+    owner: i32,
+    taken: bool,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> ProcessHandle<T> {
+    /// The child's pid.
+    pub fn pid(&self) -> i32 {
+        self.process.pid()
+    }
+
+    /// The child as a [`Process`]: name, [`sentinel`](Process::sentinel),
+    /// [`kill`](Process::kill), [`terminate`](Process::terminate).
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    /// As [`process`](Self::process), for [`Process::is_alive`] and
+    /// [`Process::exitcode`] (which reap a finished child; its value stays readable).
+    pub fn process_mut(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// Waits for the child to end, reaps it, and returns the value its closure returned.
+    ///
+    /// # Errors
+    /// [`Error::Panicked`] if the closure panicked; [`Error::Killed`] if a signal ended the
+    /// child before it sent its value; [`Error::NoResult`] if it exited without one;
+    /// [`Error::Encode`]/[`Error::Decode`] if the value could not cross; [`Error::Taken`] on a
+    /// second call after a value or error was returned; [`Error::NotOwner`] in another process
+    /// than the one that spawned the child; [`Error::Io`] if `poll`, `read` or `waitid` fails.
+    ///
+    /// # Peer death
+    /// A child that dies is seen through its pidfd, never waited for through its pipe, so a
+    /// grandchild holding the pipe open cannot make this hang.
+    pub fn join(&mut self) -> Result<T> {
+        self.join_until(None)
+    }
+
+    /// [`join`](Self::join) waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if the child still runs after `timeout` (it is left running and the
+    /// handle stays usable; what it sent so far is kept); else as [`join`](Self::join).
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<T> {
+        self.join_until(Some(Instant::now().checked_add(timeout).unwrap_or_else(
+            || Instant::now() + Duration::from_secs(u64::from(u32::MAX)),
+        )))
+    }
+
+    fn join_until(&mut self, deadline: Option<Instant>) -> Result<T> {
+        if self.taken {
+            return Err(Error::Taken);
+        }
+        if self.owner != sys::getpid() {
+            return Err(Error::NotOwner { owner: self.owner });
+        }
+        let status = loop {
+            self.drain()?;
+            if let Some(s) = self.process.reap(true)? {
+                // Everything it wrote is in the pipe now.
+                self.drain()?;
+                break s;
+            }
+            let Some(pidfd) = self.process.fd() else {
+                return Err(Error::Io(std::io::Error::other("child vanished")));
+            };
+            let mut p = [sys::pollin(pidfd.as_raw_fd()), sys::pollin(-1)];
+            if let Some(rx) = &self.rx {
+                p[1] = sys::pollin(rx.as_raw_fd());
+            }
+            if sys::poll(&mut p, deadline)? == 0 {
+                return Err(Error::Timeout);
+            }
+        };
+        self.taken = true;
+        self.close_rx();
+        let buf = std::mem::take(&mut self.buf);
+        self.outcome(&buf, status)
+    }
+
+    /// Reads what the pipe holds now; closes it at end of stream.
+    fn drain(&mut self) -> Result<()> {
+        let Some(rx) = &self.rx else { return Ok(()) };
+        loop {
+            match sys::read_some(rx.as_fd(), &mut self.buf)? {
+                sys::ReadSome::Data => {}
+                sys::ReadSome::Empty => return Ok(()),
+                sys::ReadSome::Eof => {
+                    self.close_rx();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Closes the read end, under the registry's lock (so its number is not closed by a
+    /// child forked after it was reused).
+    fn close_rx(&mut self) {
+        if let Some(rx) = self.rx.take() {
+            let mut reg = RESULT_FDS.lock();
+            let fd = rx.as_raw_fd();
+            reg.retain(|&r| r != fd);
+            drop(rx);
+            drop(reg);
+        }
+    }
+
+    fn outcome(&self, buf: &[u8], status: Status) -> Result<T> {
+        if let Some((hdr, body)) = buf.split_first_chunk::<RES_HDR>() {
+            let mut len = [0u8; 8];
+            len.copy_from_slice(&hdr[..8]);
+            if u64::from_le_bytes(len) == body.len() as u64 {
+                let msg = || String::from_utf8_lossy(body).into_owned();
+                return match hdr[8] {
+                    RES_OK => postcard::from_bytes(body).map_err(|e| Error::Decode(e.to_string())),
+                    RES_PANICKED => Err(Error::Panicked(msg())),
+                    RES_ENCODE => Err(Error::Encode(msg())),
+                    other => Err(Error::Decode(format!("unknown result status {other}"))),
+                };
+            }
+        }
+        let pid = self.process.pid();
+        match status {
+            Status::Signaled(signal) => Err(Error::Killed { pid, signal }),
+            Status::Exited(exitcode) => Err(Error::NoResult { pid, exitcode }),
+        }
+    }
+}
+
+impl<T> AsFd for ProcessHandle<T> {
+    /// The child's pidfd, as [`Process::sentinel`].
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.process.sentinel()
+    }
+}
+
+impl<T> fmt::Debug for ProcessHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessHandle")
+            .field("process", &self.process)
+            .field("taken", &self.taken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Drop for ProcessHandle<T> {
+    fn drop(&mut self) {
+        if let Some(rx) = self.rx.take() {
+            if self.owner == sys::getpid() {
+                let mut reg = RESULT_FDS.lock();
+                let fd = rx.as_raw_fd();
+                reg.retain(|&r| r != fd);
+                drop(rx);
+                drop(reg);
+            } else {
+                // A copy moved into a child: that child closed this number at its start and
+                // may have reused it; leave it alone.
+                let _ = rx.into_raw_fd();
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ scope
+
+/// Runs `f` with a [`Scope`] whose [`spawn`](Scope::spawn) takes closures that borrow from
+/// the caller's stack (as `std::thread::scope`). Before `scope` returns (or unwinds), it waits
+/// until every child spawned through the scope has ended, and only then drops the parent's
+/// copies of their closures; the children themselves are reaped by their handles as usual
+/// (a handle dropped unjoined hands its child to the reaper).
+///
+/// A child that never ends keeps `scope` waiting: give it a way to stop.
+///
+/// # Example
+/// ```
+/// use ipc_shm::Value;
+///
+/// let total = Value::new(0u64)?;
+/// let parts = [1u64, 2, 3];
+/// ipc_pool::scope(|s| -> ipc_pool::Result<()> {
+///     let mut kids = Vec::new();
+///     for p in &parts {
+///         // Borrows `total` and `parts` from this stack frame.
+///         kids.push(s.spawn(|| {
+///             total.update(|t| *t += *p).unwrap();
+///         })?);
+///     }
+///     for mut k in kids {
+///         assert!(k.join()?.success());
+///     }
+///     Ok(())
+/// })?;
+/// assert_eq!(total.get()?, 6);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn scope<'env, F, R>(f: F) -> R
+where
+    F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
+{
+    let s = Scope {
+        kept: Mutex::new(Vec::new()),
+        _scope: PhantomData,
+        _env: PhantomData,
+    };
+    let r = catch_unwind(AssertUnwindSafe(|| f(&s)));
+    s.wait_all();
+    match r {
+        Ok(r) => r,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+/// Spawns children whose closures borrow from the stack: see [`scope`].
+pub struct Scope<'scope, 'env: 'scope> {
+    /// A copy of each child's pidfd (to see it end without reaping it), with the parent's copy
+    /// of its closure.
+    #[allow(clippy::type_complexity)]
+    kept: Mutex<Vec<(Option<OwnedFd>, Box<dyn Send + 'env>)>>,
+    _scope: PhantomData<&'scope mut &'scope ()>,
+    _env: PhantomData<&'env mut &'env ()>,
+}
+
+impl<'scope, 'env> Scope<'scope, 'env> {
+    /// Forks a child running `f` (as [`Process::spawn`]), which may borrow what lives longer
+    /// than the call to [`scope`] (`'env`).
+    ///
+    /// # Errors
+    /// As [`ProcessBuilder::spawn`].
+    pub fn spawn<F: FnOnce() + Send + 'env>(&'scope self, f: F) -> Result<Process> {
+        self.spawn_with(Process::builder(), f)
+    }
+
+    /// [`spawn`](Self::spawn) with a builder's settings.
+    ///
+    /// # Errors
+    /// As [`ProcessBuilder::spawn`].
+    pub fn spawn_with<F: FnOnce() + Send + 'env>(
+        &'scope self,
+        builder: ProcessBuilder,
+        f: F,
+    ) -> Result<Process> {
+        let (daemon, parent) = (builder.daemon, sys::getpid());
+        let (name, forked) = builder.fork_child(false, move |_| run_child(f, daemon, parent))?;
+        // If the copy cannot be made, `wait_all` cannot see the child end: then its closure
+        // copy is never dropped (forgotten), the only sound choice.
+        let watch = forked.pidfd.try_clone().ok();
+        let Forked {
+            pid, pidfd, child, ..
+        } = forked;
+        match watch {
+            Some(w) => self.kept.lock().push((Some(w), Box::new(child))),
+            None => std::mem::forget(child),
+        }
+        Ok(Process::new(name, daemon, pid, pidfd, Box::new(())))
+    }
+
+    fn wait_all(&self) {
+        let kept = std::mem::take(&mut *self.kept.lock());
+        for (watch, closure) in kept {
+            if let Some(w) = watch {
+                loop {
+                    let mut p = [sys::pollin(w.as_raw_fd())];
+                    match sys::poll(&mut p, None) {
+                        Ok(n) if n > 0 => break,
+                        Ok(_) => {}
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            }
+            drop(closure);
+        }
+    }
+}
+
+impl fmt::Debug for Scope<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("children", &self.kept.lock().len())
+            .finish()
     }
 }
 
@@ -439,7 +953,7 @@ impl Drop for Process {
 /// makes its own (the inherited one is left alone: its fds are among those a fork inherits).
 pub(crate) struct Reaper {
     pid: i32,
-    pending: Mutex<Vec<OwnedFd>>,
+    pending: Mutex<Vec<(OwnedFd, Option<Kept>)>>,
     bell: OwnedFd,
     /// Whether its thread started; without one, `adopt` waits in the caller.
     running: AtomicBool,
@@ -510,23 +1024,26 @@ fn drop_unpublished(r: &'static Reaper) {
 pub(crate) struct Reaper2(Option<&'static Reaper>);
 
 impl Reaper2 {
-    /// Takes over the pidfd of a running child of ours and reaps it when it exits.
-    pub(crate) fn adopt(&self, pidfd: OwnedFd) {
+    /// Takes over the pidfd of a running child of ours and reaps it when it exits; `kept`
+    /// is dropped after that.
+    pub(crate) fn adopt(&self, pidfd: OwnedFd, kept: Option<Kept>) {
         match self.0 {
             Some(r) if r.running.load(Ordering::Acquire) => {
-                r.pending.lock().push(pidfd);
+                r.pending.lock().push((pidfd, kept));
                 sys::eventfd_ring(r.bell.as_fd());
             }
             Some(r) => {
                 // Its thread could not start: wait here (and for anything queued meanwhile)
                 // rather than leak a zombie.
                 let queued = std::mem::take(&mut *r.pending.lock());
-                for fd in queued.iter().chain(std::iter::once(&pidfd)) {
+                for (fd, kept) in queued.into_iter().chain(std::iter::once((pidfd, kept))) {
                     let _ = sys::waitid_pidfd(fd.as_fd(), false);
+                    drop(kept);
                 }
             }
             None => {
                 let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
+                drop(kept);
             }
         }
     }
@@ -534,15 +1051,18 @@ impl Reaper2 {
 
 impl Reaper {
     fn run(&self) {
-        let mut held: Vec<OwnedFd> = Vec::new();
+        let mut held: Vec<(OwnedFd, Option<Kept>)> = Vec::new();
         let mut fds: Vec<libc::pollfd> = Vec::new();
         loop {
             held.append(&mut self.pending.lock());
             // Reap everything that has exited.
-            held.retain(|fd| !matches!(sys::waitid_pidfd(fd.as_fd(), true), Ok(Some(_)) | Err(_)));
+            // (`kept` is dropped with its entry, after the child was reaped.)
+            held.retain(|(fd, _)| {
+                !matches!(sys::waitid_pidfd(fd.as_fd(), true), Ok(Some(_)) | Err(_))
+            });
             fds.clear();
             fds.push(sys::pollin(self.bell.as_raw_fd()));
-            fds.extend(held.iter().map(|fd| sys::pollin(fd.as_raw_fd())));
+            fds.extend(held.iter().map(|(fd, _)| sys::pollin(fd.as_raw_fd())));
             if sys::poll(&mut fds, None).is_err() {
                 std::thread::sleep(Duration::from_millis(10));
             }

@@ -319,6 +319,89 @@ pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
     }
 }
 
+/// A pipe for a child's result: `(read end, write end)`, both close-on-exec, the read end
+/// non-blocking (the parent polls it with the child's pidfd), the write end blocking.
+pub(crate) fn result_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned these two fds to us; each is owned once.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_SETFL with O_NONBLOCK on an fd we own; no memory is involved.
+    if unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((r, w))
+}
+
+/// What a non-blocking read of a pipe gave.
+pub(crate) enum ReadSome {
+    /// Some bytes were appended.
+    Data,
+    /// End of stream: every write end is closed.
+    Eof,
+    /// Nothing to read now.
+    Empty,
+}
+
+/// Appends what can be read from a non-blocking fd now (at most 64 KiB) to `buf`; EINTR is
+/// retried.
+pub(crate) fn read_some(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<ReadSome> {
+    const CHUNK: usize = 64 * 1024;
+    buf.reserve(CHUNK);
+    let spare = buf.spare_capacity_mut();
+    let n = spare.len().min(CHUNK);
+    loop {
+        // SAFETY: reads at most `n` bytes into the vector's spare capacity, which is valid
+        // for writes of that many bytes.
+        let r = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), n) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(ReadSome::Empty),
+                _ => return Err(e),
+            }
+        }
+        if r == 0 {
+            return Ok(ReadSome::Eof);
+        }
+        let got = r.unsigned_abs();
+        // SAFETY: the kernel initialised the first `got <= n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + got) };
+        return Ok(ReadSome::Data);
+    }
+}
+
+/// Writes all of `data` to a blocking fd, EINTR retried. Used by a child for its result,
+/// after [`ignore_signal`] of `SIGPIPE`: a parent that closed its end makes this an `EPIPE`
+/// error instead of a signal.
+pub(crate) fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        // SAFETY: writes at most `data.len()` bytes from a valid slice.
+        let r = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        data = &data[r.unsigned_abs().min(data.len())..];
+    }
+    Ok(())
+}
+
+/// Ignores `sig` in this process (a child about to write its result ignores `SIGPIPE`).
+pub(crate) fn ignore_signal(sig: i32) {
+    // SAFETY: installs SIG_IGN; no handler code is involved.
+    unsafe {
+        libc::signal(sig, libc::SIG_IGN);
+    }
+}
+
 /// The number of threads of this process (entries of `/proc/self/task`), or `None` if `/proc`
 /// is not readable.
 pub(crate) fn thread_count() -> Option<usize> {

@@ -403,3 +403,37 @@ fn decode_errors_are_task_errors() {
         pool.join().unwrap();
     });
 }
+
+#[test]
+fn zero_processes_is_its_own_error() {
+    assert!(matches!(
+        Pool::builder().processes(0).build(),
+        Err(Error::InvalidConfig(_))
+    ));
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
+}
+
+/// Dropping a pool waits at least its drop timeout for a running task, then terminates the
+/// workers (the task's 30 s are not waited for) and leaves no child.
+#[test]
+fn drop_timeout_bounds_the_wait_of_drop() {
+    in_child(60, || {
+        let pool = Pool::builder()
+            .processes(1)
+            .drop_timeout(std::time::Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let r = pool.apply_async(nap, 30_000).unwrap();
+        // Let the task start.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let t = std::time::Instant::now();
+        drop(pool);
+        assert!(t.elapsed() >= std::time::Duration::from_millis(200));
+        assert!(matches!(r.get(), Err(Error::Terminated)));
+        assert!(children().is_empty());
+    });
+}

@@ -15,6 +15,9 @@ fn auto_traits() {
     sync::<AsyncResult<u64>>();
     send::<Process>();
     sync::<Process>();
+    send::<ProcessHandle<String>>();
+    sync::<ProcessHandle<String>>();
+    sync::<Scope<'static, 'static>>();
     send::<ProcessBuilder>();
     sync::<ProcessBuilder>();
     send::<Policy>();
