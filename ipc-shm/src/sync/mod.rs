@@ -19,11 +19,6 @@ mod raw_lock;
 pub use bytes::{load_bytes, load_bytes_raw, load_pod, store_bytes};
 pub use deadline::Deadline;
 pub use futex::{wait_low_half, wake_low_half, Futex, WaitOutcome};
-/// Model-checking only: marks the calling loom thread dead (see `owner::die`), for models of
-/// crates built on this one.
-#[cfg(loom)]
-#[doc(hidden)]
-pub use owner::die;
 pub use owner::{current_thread_id, is_gone, OwnerStamp};
 pub use raw_lock::{NotHeld, RawLock};
 

@@ -92,7 +92,15 @@ mod imp {
     /// Ids of model threads that "died" ([`die`]); ids are never reused across models.
     static DEAD: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
+    loom::lazy_static! {
+        /// Deaths so far: `die` bumps it with Release and `is_dead` reads it with an Acquire
+        /// read-modify-write, so whoever sees a thread dead also sees everything it wrote
+        /// (as a real process's stores are visible once the kernel reports it gone).
+        static ref DEATHS: loom::sync::atomic::AtomicUsize = loom::sync::atomic::AtomicUsize::new(0);
+    }
+
     pub(crate) fn is_dead(tid: u32, _start: u64) -> bool {
+        DEATHS.fetch_add(0, std::sync::atomic::Ordering::AcqRel);
         DEAD.lock().is_ok_and(|d| d.contains(&tid))
     }
 
@@ -100,6 +108,7 @@ mod imp {
     /// standing for a process killed where it is.
     pub fn die() {
         let me = current().0;
+        DEATHS.fetch_add(1, std::sync::atomic::Ordering::Release);
         if let Ok(mut d) = DEAD.lock() {
             d.push(me);
         }

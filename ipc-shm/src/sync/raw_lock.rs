@@ -484,10 +484,6 @@ mod loom_tests {
                     // SAFETY: the lock is held.
                     s.value.with_mut(|v| unsafe { *v += 1 });
                     crate::sync::owner::die();
-                    // A real death ends with the kernel tearing the task down: its stores are
-                    // visible to whoever then reads `/proc` and swaps the word. Model that as
-                    // a Release on the word, which the take-over's Acquire swap reads.
-                    s.lock.word.fetch_add(0, Ordering::Release);
                     wake_low_half(&s.lock.word, u32::MAX);
                 })
             };
