@@ -195,8 +195,27 @@ pub(crate) fn read2(
             iov_len: buf.len(),
         },
     ];
+    // Without a first part, one buffer: a plain `read` (or a one-iovec
+    // `recvmsg`) skips the kernel's import of an iovec array.
+    let single = first_len == 0;
     let mut got = if socket {
-        recvmsg(fd, &mut iov, cmsg)?
+        recvmsg(fd, &mut iov, single, cmsg)?
+    } else if single {
+        loop {
+            // SAFETY: `buf` is writable memory exclusively borrowed for this
+            // call; the kernel writes at most `buf.len()` bytes into it.
+            let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if r >= 0 {
+                break Received {
+                    n: r as usize,
+                    ..Received::default()
+                };
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
     } else {
         loop {
             // SAFETY: both iovecs describe writable memory exclusively borrowed
@@ -227,11 +246,14 @@ pub(crate) fn read2(
     Ok(got)
 }
 
+/// `recvmsg` into `iov` (only its second entry when `single`).
 fn recvmsg(
     fd: BorrowedFd<'_>,
     iov: &mut [libc::iovec; 2],
+    single: bool,
     cmsg: Option<&mut CmsgBuf>,
 ) -> io::Result<Received> {
+    let iovs: &mut [libc::iovec] = if single { &mut iov[1..] } else { &mut iov[..] };
     let (ctrl_ptr, ctrl_len) = match cmsg {
         Some(c) => (c.0.as_mut_ptr().cast::<libc::c_void>(), c.0.len() * 8),
         None => (ptr::null_mut(), 0),
@@ -239,8 +261,8 @@ fn recvmsg(
     loop {
         // SAFETY: msghdr is plain data; all-zero is a valid empty header.
         let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = 2;
+        msg.msg_iov = iovs.as_mut_ptr();
+        msg.msg_iovlen = iovs.len() as _;
         msg.msg_control = ctrl_ptr;
         msg.msg_controllen = ctrl_len as _;
         // SAFETY: `msg` points to the caller's iovecs (writable memory borrowed
@@ -416,7 +438,12 @@ fn write_once(
         Some(CmsgBuf::new())
     };
     loop {
-        let r = if socket {
+        let r = if socket && cmsg.is_none() && cnt == 1 {
+            let flags = libc::MSG_NOSIGNAL | if nowait { libc::MSG_DONTWAIT } else { 0 };
+            // SAFETY: `a` is a live borrowed slice; the kernel only reads it.
+            // `send` skips the copy-in of a msghdr and its iovec array.
+            unsafe { libc::send(fd.as_raw_fd(), a.as_ptr().cast(), a.len(), flags) }
+        } else if socket {
             // SAFETY: msghdr is plain data; all-zero is a valid empty header.
             let mut msg: libc::msghdr = unsafe { mem::zeroed() };
             msg.msg_iov = iovs.as_ptr().cast_mut();
