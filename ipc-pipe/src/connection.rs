@@ -1,6 +1,7 @@
 //! [`Connection`] (duplex), [`Sender`] and [`Receiver`] (simplex), and the one
 //! framing core they share: [`Reader`] (buffered, incremental receive on
-//! [`frame::Decoder`]) and [`Writer`] (one vectored write per frame).
+//! [`frame::Decoder`]) and [`Writer`] (one write per frame, or per group of
+//! small frames in a batch).
 //!
 //! Receive path: a read fills a small internal buffer (so one syscall can bring
 //! the header, a small payload and the next few messages); the payload of a
@@ -916,9 +917,10 @@ macro_rules! send_methods {
             self.tx.send(self.fd.as_fd(), value, Some(Instant::now()))
         }
 
-        /// Sends `bytes` as one message: header and payload in one vectored
-        /// write (no copy of the payload), continued if the kernel takes part.
-        /// Blocks while the peer's buffer is full.
+        /// Sends `bytes` as one message in one write, continued if the kernel
+        /// takes part: up to 2 KiB copied behind the header, larger payloads
+        /// uncopied in a vectored write. Blocks while the peer's buffer is
+        /// full.
         ///
         /// # Errors
         /// [`Error::TooLarge`] if longer than `max_message_size` (nothing sent);
