@@ -167,7 +167,7 @@ pub(crate) struct Received {
 /// One read: first into the spare capacity of `out.0` (at most `out.1`
 /// bytes; its length is extended by what arrives), then into `buf`. Sockets
 /// use `recvmsg(MSG_CMSG_CLOEXEC)` with `cmsg` when given, collecting passed
-/// descriptors; anything else uses `readv`. EINTR is retried; `WouldBlock`
+/// descriptors; anything else uses `readv`, or `read` into `buf` alone. EINTR is retried; `WouldBlock`
 /// (an `O_NONBLOCK` fd) goes back to the caller, which polls.
 pub(crate) fn read2(
     fd: BorrowedFd<'_>,
@@ -410,8 +410,9 @@ const RWF_NOSIGNAL: libc::c_int = 0x0000_0100;
 /// the [`SigpipeGuard`] (two `pthread_sigmask` calls per send) instead.
 static NOSIGNAL_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
-/// One `sendmsg(MSG_NOSIGNAL)` (sockets) or `writev`/`pwritev2` (others) of
-/// `a` then `b`, with optional descriptors attached (sockets only). EINTR
+/// One `sendmsg(MSG_NOSIGNAL)` (sockets; `send` for one buffer without
+/// descriptors) or `writev`/`pwritev2` (others) of `a` then `b` (`b` empty:
+/// one iovec), with optional descriptors attached (sockets only). EINTR
 /// retried.
 ///
 /// With `nowait` the write never blocks, whatever the fd's `O_NONBLOCK`:
