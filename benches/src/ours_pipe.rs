@@ -1,4 +1,4 @@
-//! Our pipe rows (`ipc-pipe`): C1d, C1s, C2, C2s, C3d, C3s, C4@s.
+//! Our pipe rows (`ipc-pipe`): C1d, C1s, C2, C2s, C3d, C3s, C4@s, C5.
 //!
 //! Connections are made in the parent before the fork; each child uses its copy (through a
 //! `RefCell`, since the role body is shared by all roles but runs alone in each process).
@@ -160,4 +160,54 @@ pub fn c2(r: &Run, duplex: bool) -> Outcome {
 /// C3d/C3s (`size` 64) and C4@s: `size`-byte messages over `duplex()` or `simplex()`.
 pub fn c_msgs(r: &Run, duplex: bool, size: usize) -> Outcome {
     stream(r, duplex, size, false).into()
+}
+
+/// Messages per batch in C5.
+pub const C5_BATCH: usize = 64;
+
+/// C5: 64-byte messages over `duplex()`, sent `C5_BATCH` per `send_bytes_many`; the consumer
+/// takes one message per `recv_bytes_into`, as in C3d.
+pub fn c5(r: &Run) -> Outcome {
+    let run = || -> Result<Measure, String> {
+        const SIZE: usize = 64;
+        let ends = Ends::new(true)?;
+        let plan = Plan::new(r.n, 1, 1);
+        run_mxn(plan, r.pin, |g, role| {
+            g.start();
+            match (role, &ends) {
+                (Role::Producer(_), Ends::Duplex(a, _)) => {
+                    let mut a = a.borrow_mut();
+                    let mut batch = vec![[0x5au8; SIZE]; C5_BATCH];
+                    let mut i = 0;
+                    while i < plan.per {
+                        let k = (plan.per - i).min(C5_BATCH as u64) as usize;
+                        for m in &mut batch[..k] {
+                            stamp(m, i);
+                            i += 1;
+                        }
+                        a.send_bytes_many(&batch[..k]).map_err(pipe_err)?;
+                    }
+                    Ok(RoleOut {
+                        sum: 0,
+                        count: plan.per,
+                    })
+                }
+                (Role::Consumer(_), Ends::Duplex(_, b)) => {
+                    let mut b = b.borrow_mut();
+                    let mut acc = Acc::default();
+                    let mut buf = Vec::with_capacity(SIZE);
+                    for _ in 0..plan.per_consumer() {
+                        let k = b.recv_bytes_into(&mut buf).map_err(pipe_err)?;
+                        if k != SIZE {
+                            return Err(format!("message of {k} bytes, want {SIZE}"));
+                        }
+                        acc.add_bytes(&buf);
+                    }
+                    Ok(acc.out())
+                }
+                _ => Err("unexpected pipe layout".into()),
+            }
+        })
+    };
+    run().into()
 }

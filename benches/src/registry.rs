@@ -789,6 +789,15 @@ pub fn build(quick: bool) -> Registry {
     b.ours("C3s", "simplex() 64 B", MMSG, 1_000_000, 64, |r| {
         ours_pipe::c_msgs(r, false, 64)
     });
+    // C5 shares C3's references, so it runs in C3's group (`--only C3` selects all).
+    b.ours(
+        "C5",
+        "duplex() 64 B, send_bytes_many of 64",
+        MMSG,
+        1_000_000,
+        64,
+        ours_pipe::c5,
+    );
     b.refr(
         "P3c@64",
         "ipc-channel bytes_channel 64 B",
@@ -1017,6 +1026,14 @@ pub fn build(quick: bool) -> Registry {
             None,
         ),
         t("C3d", "py-C3d", "Python Pipe() 64 B", Ge, 3.0, None),
+        t(
+            "C5",
+            "P3c@64",
+            "ipc-channel bytes_channel 64 B",
+            Ge,
+            5.0,
+            Some(10.0),
+        ),
         t(
             "C3s",
             "py-C3s",

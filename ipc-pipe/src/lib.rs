@@ -27,10 +27,13 @@
 //! started cannot finish by the deadline, poisons the sending direction rather
 //! than leave the peer a cut frame: see [`Connection::send_bytes_timeout`].
 //!
-//! Sending costs one `sendmsg`/`writev` per message (header and payload
-//! together, no copy of the payload); receiving reads ahead into a small buffer
-//! so one `recvmsg` usually brings whole messages, and large payloads are read
-//! straight into the caller's `Vec`.
+//! Sending costs one system call per message (a small payload is copied
+//! behind its header into one buffer; a large one goes uncopied in a vectored
+//! write); receiving reads ahead into a small buffer so one read usually
+//! brings whole messages, and large payloads are read straight into the
+//! caller's `Vec`. To go below one system call per message, send in batches:
+//! [`Connection::send_bytes_many`] writes many small messages at once, and the
+//! receiver still takes them one by one.
 //!
 //! # Example: parent and child
 //! ```
