@@ -74,13 +74,8 @@ pub fn v2(r: &Run) -> Outcome {
     )
 }
 
-/// Sum of an 8 Mi-element f64 block filled with `v`, as wrapping u64 words.
-fn f64_block_sum(v: f64) -> u64 {
-    v.to_bits().wrapping_mul((BLOCK / 8) as u64)
-}
-
 /// V3: L5b on two `Array::<f64>::new(8 Mi)` slots written by the parent; the writer
-/// `lock().fill(..)`s, the reader sums the locked slice as u64 words (checked).
+/// fills the locked slice as bytes (memset, as L5b), the reader sums it as u64 words (checked).
 pub fn v3(r: &Run) -> Outcome {
     let run = || -> Result<Measure, String> {
         let words = BLOCK / 8;
@@ -118,14 +113,18 @@ pub fn v3(r: &Run) -> Outcome {
                 let round = k / 2;
                 if writer {
                     with_backoff(|| (consumed[s].load(Acquire) == round).then_some(()));
-                    slots[s].lock().map_err(shm_err)?.fill((k & 0xFF) as f64);
+                    // The same bytes with the same primitive as L5b: the slice as bytes,
+                    // `fill` (memset).
+                    let mut guard = slots[s].lock().map_err(shm_err)?;
+                    bytemuck::cast_slice_mut::<f64, u8>(&mut guard).fill((k & 0xFF) as u8);
+                    drop(guard);
                     published[s].store(round + 1, Release);
                 } else {
                     with_backoff(|| (published[s].load(Acquire) == round + 1).then_some(()));
                     let guard = slots[s].lock().map_err(shm_err)?;
                     let sum = crate::refs_shm::sum_words(bytemuck::cast_slice::<f64, u64>(&guard));
                     drop(guard);
-                    if sum != f64_block_sum((k & 0xFF) as f64) {
+                    if sum != crate::refs_shm::block_sum((k & 0xFF) as u8) {
                         return Err(format!("block {k}: sum {sum:#x} wrong"));
                     }
                     consumed[s].store(round + 1, Release);

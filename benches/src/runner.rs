@@ -34,6 +34,8 @@ pub struct Options {
     pub with_python: bool,
     /// Draw the progress bar.
     pub progress: bool,
+    /// Exit 1 when any verdict is `FAIL` (for scripts).
+    pub check: bool,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/compare")),
             with_python: false,
             progress: true,
+            check: false,
         }
     }
 }

@@ -26,6 +26,7 @@ USAGE: cargo run --release -p benches --bin compare -- [OPTIONS]
   --out DIR             output directory (default target/compare)
   --with-python         add the Python multiprocessing column (needs python3 on PATH)
   --no-progress         no progress bar
+  --check               exit 1 when any verdict is FAIL (0: the run completed; 2: it could not)
   -h, --help            this text
 ";
 
@@ -73,6 +74,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--out" => o.out = PathBuf::from(val(&mut it, a)?),
             "--with-python" => o.with_python = true,
             "--no-progress" => o.progress = false,
+            "--check" => o.check = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other}")),
         }
@@ -109,11 +111,16 @@ fn main() -> ExitCode {
                 "Wrote {0}/table.md, {0}/results.json, {0}/ratios.svg and {0}/curve-*.svg",
                 dir.display()
             );
-            ExitCode::SUCCESS
+            // Verdict cells are the only ones that say FAIL (see WORKLOADS.md, "Table").
+            if opts.check && md.lines().any(|l| l.contains("| FAIL")) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("compare: writing results: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
