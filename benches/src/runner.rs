@@ -150,6 +150,8 @@ pub struct Pair {
     pub ratio: f64,
     /// From the extra pairs at the end.
     pub extra: bool,
+    /// Our roles' CPU-s per wall-s over the reference's, this round (parked rows).
+    pub cpu_ratio: Option<f64>,
 }
 
 /// A target's outcome.
@@ -475,6 +477,10 @@ fn make_pair(
     if fr <= 0.0 {
         return None;
     }
+    let cpu_ratio = match (so.cpu_per_wall, sr.cpu_per_wall) {
+        (Some(o), Some(r)) if r > 0.0 => Some(o / r),
+        _ => None,
+    };
     Some(Pair {
         round,
         class,
@@ -482,6 +488,7 @@ fn make_pair(
         reference: fr,
         ratio: fo / fr,
         extra,
+        cpu_ratio,
     })
 }
 
@@ -499,6 +506,7 @@ fn pair_target(reg: &Registry, results: &[RowResult], t: &Target, reference: &st
                         reference: 1.0,
                         ratio: f,
                         extra: false,
+                        cpu_ratio: None,
                     });
                 }
             }
@@ -518,6 +526,9 @@ fn pair_target(reg: &Registry, results: &[RowResult], t: &Target, reference: &st
     }
     finish_target(reg, results, t, reference, pairs)
 }
+
+/// How much more CPU per wall second than its reference a parked row may use.
+const PARKED_CPU_RATIO: f64 = 1.25;
 
 fn finish_target(
     reg: &Registry,
@@ -570,10 +581,18 @@ fn finish_target(
         (Some(Status::Ok), ..) => match ratio {
             None => "skipped: no same-class pairs".to_string(),
             Some(r) => {
+                // Parked check (WORKLOADS.md section 1): our roles' CPU-s per wall-s must stay
+                // within 1.25x of the reference's in the same round (median over the pairs);
+                // a reference that records no CPU time falls back to the absolute 0.5 bound.
+                let cpu_ratio =
+                    median(&pairs.iter().filter_map(|p| p.cpu_ratio).collect::<Vec<_>>());
                 let spun = reg.row(&t.ours).is_some_and(|row| row.parked)
-                    && ours
-                        .and_then(|o| o.cpu_per_wall())
-                        .is_some_and(|c| c >= 0.5);
+                    && match cpu_ratio {
+                        Some(c) => c > PARKED_CPU_RATIO,
+                        None => ours
+                            .and_then(|o| o.cpu_per_wall())
+                            .is_some_and(|c| c >= 0.5),
+                    };
                 if spun {
                     "FAIL (spun)".to_string()
                 } else if t.met(r) {
