@@ -21,7 +21,7 @@ macro_rules! example {
 }
 
 example!(echo_server, "../examples/echo_server.rs", 30);
-example!(producer_consumer, "../examples/producer_consumer.rs", 30);
+example!(process_queue, "../examples/process_queue.rs", 30);
 example!(shared_counter, "../examples/shared_counter.rs", 30);
 example!(primes, "../examples/primes.rs", 60);
 example!(fork_basics, "../examples/fork_basics.rs", 30);

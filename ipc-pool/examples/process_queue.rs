@@ -15,7 +15,7 @@
 //! ps = [Process(target=producer, args=(q,)), Process(target=consumer, args=(q, total))]
 //! ```
 //!
-//! Run: `cargo run --example producer_consumer -p ipc-pool`
+//! Run: `cargo run -p ipc-pool --example process_queue`
 
 use std::time::Duration;
 
