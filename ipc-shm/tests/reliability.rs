@@ -276,3 +276,67 @@ fn a_creator_killed_before_ready_leaves_a_name_that_sweep_removes() {
     assert_eq!(removed.len(), 1, "{removed:?}");
     l.assert_no_new_shm();
 }
+
+/// A scribbler process writes random bytes over a named `Value`'s lock word and data while two
+/// processes use it with deadlines: every call returns (a value or a typed error), none
+/// panics, and none overruns its deadline by more than a liveness check and scheduling.
+#[test]
+fn a_scribbled_value_gives_typed_errors_and_keeps_its_deadlines() {
+    const RUN: Duration = Duration::from_millis(1500);
+    let l = leaks("scribv");
+    let name = unique_name("scribv");
+    let v = Value::create_named(&name, 0u64).unwrap();
+    let user = || {
+        fork(|| {
+            let Ok(v) = Value::<u64>::open_named(&name) else {
+                return 3;
+            };
+            let op = Duration::from_millis(20);
+            let start = Instant::now();
+            while start.elapsed() < RUN {
+                let t = Instant::now();
+                match v.lock_timeout(op) {
+                    Ok(mut g) => *g = g.wrapping_add(1),
+                    Err(LockError::OwnerDied(g)) => g.mark_consistent(),
+                    Err(_) => {}
+                }
+                if t.elapsed() > op + Duration::from_secs(2) {
+                    return 4;
+                }
+            }
+            0
+        })
+    };
+    let users = [user(), user()];
+    let scribbler = {
+        let name = name.clone();
+        fork(move || {
+            let raw = ipc_testkit::Hostile::open(&name);
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
+            let start = Instant::now();
+            while start.elapsed() < RUN {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // The payload: the 16-byte lock (word, state) and the value after it.
+                let off = 128 + (x as usize % 24);
+                let len = 1 + (x >> 40) as usize % 8;
+                let bytes = x.rotate_left(17).to_le_bytes();
+                let end = (off + len).min(raw.len());
+                let _ = raw.write_at(off, &bytes[..end - off]);
+                std::thread::yield_now();
+            }
+            0
+        })
+    };
+    assert_eq!(scribbler.wait(WATCHDOG), Exit::Code(0));
+    for u in users {
+        assert_eq!(
+            u.wait(WATCHDOG),
+            Exit::Code(0),
+            "a user panicked (101) or overran (4)"
+        );
+    }
+    drop(v);
+    l.assert_no_new_shm();
+}
