@@ -302,3 +302,53 @@ impl<T: Pod> PodQueue<T> {
 }
 
 crate::handle::shared_methods!(PodQueue);
+
+/// Single-process round trips through both slot layouts (packed arrays for small slots,
+/// inline words for large ones), wrap-around, a full and an empty ring, and close: run under
+/// valgrind by `.ci/valgrind.sh` with the other unit tests.
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn round_trips<T: Pod + PartialEq + std::fmt::Debug>(make: impl Fn(u64) -> T) {
+        let q = PodQueue::<T>::new(4).unwrap();
+        // Many laps of a small ring: every slot wraps many times.
+        for i in 0..1000u64 {
+            q.put(make(i)).unwrap();
+            if i % 3 == 0 {
+                q.put(make(i + 1_000_000)).unwrap();
+                assert_eq!(q.get().unwrap(), make(i));
+                assert_eq!(q.get().unwrap(), make(i + 1_000_000));
+            } else {
+                assert_eq!(q.try_get().unwrap(), make(i));
+            }
+        }
+        assert!(matches!(q.try_get(), Err(Error::Empty)));
+        for i in 0..4 {
+            q.try_put(make(i)).unwrap();
+        }
+        assert!(matches!(q.try_put(make(9)), Err(TryPutError::Full(_))));
+        q.close();
+        assert!(q.try_put(make(9)).is_err());
+        for i in 0..4 {
+            assert_eq!(q.get().unwrap(), make(i));
+        }
+        assert!(matches!(q.get(), Err(Error::Closed)));
+        assert_eq!(q.dropped_by_dead_peers(), 0);
+    }
+
+    #[test]
+    fn packed_layout_round_trips() {
+        round_trips(|i| i);
+    }
+
+    #[test]
+    fn inline_layout_round_trips() {
+        round_trips(|i| {
+            let mut a = [0u64; 8];
+            a[0] = i;
+            a[7] = !i;
+            a
+        });
+    }
+}
