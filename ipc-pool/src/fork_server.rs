@@ -125,10 +125,10 @@ impl Zygote {
         let (mine, theirs) = ipc_pipe::duplex()?;
         let owner = sys::getpid();
         // SAFETY: the child runs only `zygote_main`, which takes no lock but the allocator's
-        // and leaves with `_exit`. (Stdio locks are not taken across this fork: in a process
-        // that was itself forked while another thread held one, waiting for it would hang
-        // `Pool::new`; workers of such a pool must not print. `init` avoids the problem.)
-        match unsafe { sys::fork() }? {
+        // and leaves with `_exit`. Stdout's and stderr's locks are held across the fork, so
+        // the zygote (and every worker it forks) starts with them free: a worker forked with
+        // a copy held by another thread of ours would hang in its first `println!`.
+        match unsafe { crate::process::fork_stdio_quiesced() }? {
             Fork::Child => {
                 drop(mine);
                 zygote_main(theirs, config, owner, owner)
@@ -426,8 +426,9 @@ pub(crate) fn init_server() -> Result<()> {
     let (mine, theirs) = ipc_pipe::duplex()?;
     let owner = sys::getpid();
     let code = Arc::new(task::CodeMap::snapshot());
-    // SAFETY: the child runs only `server_main` (no lock but the allocator's) and `_exit`s.
-    match unsafe { sys::fork() }? {
+    // SAFETY: the child runs only `server_main` (no lock but the allocator's) and `_exit`s;
+    // stdio locks are held across the fork, as for a pool's own zygote.
+    match unsafe { crate::process::fork_stdio_quiesced() }? {
         Fork::Child => {
             drop(mine);
             server_main(theirs, owner)

@@ -109,3 +109,44 @@ fn a_forked_child_reaps_the_children_it_drops() {
         }
     });
 }
+
+/// A task that prints straight to stdout and stderr, then squares.
+fn print_and_square(x: u64) -> u64 {
+    let _ = writeln!(
+        std::io::stdout(),
+        "worker {} prints",
+        ipc_pool::current_pid()
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "worker {} warns",
+        ipc_pool::current_pid()
+    );
+    x * x
+}
+
+/// A pool built while another thread holds stdout's and stderr's locks: its workers (forked
+/// from a zygote forked at that moment) must still print. Before the fix the zygote inherited
+/// the locks held by a thread it does not have, and a worker's first `println!` hung.
+#[test]
+fn a_pool_built_while_another_thread_holds_stdout_has_workers_that_print() {
+    in_child(60, || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let out = std::io::stdout().lock();
+            let err = std::io::stderr().lock();
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            drop(err);
+            drop(out);
+        });
+        rx.recv().unwrap();
+        let pool = ipc_pool::Pool::builder().processes(1).build().unwrap();
+        holder.join().unwrap();
+        let r = pool
+            .apply_async(print_and_square, 7u64)
+            .unwrap()
+            .get_timeout(Duration::from_secs(10));
+        assert_eq!(r.ok(), Some(49), "the worker hung printing (or failed)");
+    });
+}
