@@ -104,7 +104,10 @@ impl PoolBuilder {
     /// and every replacement, decodes its own copy and passes it to `f`. If `f` panics (or the
     /// arguments do not decode), the worker exits and the pool breaks ([`Error::Broken`]), as
     /// with [`initializer`](Self::initializer), which this replaces. Arguments that do not
-    /// encode make [`build`](Self::build) fail with [`Error::Encode`].
+    /// encode make [`build`](Self::build) fail with [`Error::Encode`]. After [`crate::init`]
+    /// the encoded arguments travel to the process-wide server in one message, so they are
+    /// limited to `ipc_pipe`'s default message size (64 MiB; more is [`Error::Pipe`] from
+    /// `build`).
     ///
     /// # Example
     /// ```
