@@ -331,6 +331,7 @@ pub(crate) fn start(
     config: fork_server::WorkerConfig,
     policy: Policy,
 ) -> Result<Arc<Shared>, Error> {
+    let max_jobs = config.max_jobs;
     let mut zygote = Zygote::start(config)?;
     let code = Arc::clone(&zygote.code);
     let mut workers = Vec::with_capacity(processes);
@@ -375,7 +376,7 @@ pub(crate) fn start(
             zygote: Some(zygote),
             zygote_gone: false,
             exit_codes: HashMap::new(),
-            max_jobs: config.max_jobs,
+            max_jobs,
             processes,
             policy,
         }),

@@ -50,10 +50,16 @@ const PROTOCOL_ERROR: i32 = 71;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// What a worker is told at fork.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct WorkerConfig {
-    /// Address of the initializer (`fn()`), 0 for none.
+    /// Address of the initializer (`fn()`, or `fn(A)` with `init_tramp`), 0 for none.
     pub init: u64,
+    /// Address of the trampoline of an initializer with arguments (made with
+    /// `task::init_with_addrs`), 0 for a plain `fn()`.
+    pub init_tramp: u64,
+    /// The initializer's arguments, postcard-encoded once by the pool; every worker decodes
+    /// its own copy.
+    pub init_args: Vec<u8>,
     /// Jobs after which a worker leaves (`u64::MAX`: never).
     pub max_jobs: u64,
 }
@@ -100,9 +106,7 @@ impl Zygote {
     /// forked from; [`Error::Io`] or [`Error::Pipe`] if the fork or the sockets fail.
     pub(crate) fn start(config: WorkerConfig) -> Result<Zygote> {
         if let Some((server, code)) = SERVER.get() {
-            if config.init != 0 {
-                code.check(config.init)?;
-            }
+            check_init(code, &config)?;
             let code = Arc::clone(code);
             let mut ctl = server.lock();
             ctl.send(&Request::NewZygote {
@@ -119,9 +123,7 @@ impl Zygote {
             });
         }
         let code = Arc::new(task::CodeMap::snapshot());
-        if config.init != 0 {
-            code.check(config.init)?;
-        }
+        check_init(&code, &config)?;
         let (mine, theirs) = ipc_pipe::duplex()?;
         let owner = sys::getpid();
         // SAFETY: the child runs only `zygote_main`, which takes no lock but the allocator's
@@ -151,6 +153,17 @@ impl Zygote {
             }
         }
     }
+}
+
+/// Fails an initializer (or its trampoline) that is not in the workers' image.
+fn check_init(code: &task::CodeMap, config: &WorkerConfig) -> Result<()> {
+    if config.init != 0 {
+        code.check(config.init)?;
+    }
+    if config.init_tramp != 0 {
+        code.check(config.init_tramp)?;
+    }
+    Ok(())
 }
 
 /// Reads a `Spawned` reply and its fds. Any other reply is an error.
@@ -288,7 +301,7 @@ fn zygote_main(mut ctl: Connection, config: WorkerConfig, owner: i32, parent: i3
                                         // `child_setup`); the zygote's fds are never dropped
                                         // here, `worker_main` never returns.
                                         drop(parent_end);
-                                        worker_main(child_end, config, me)
+                                        worker_main(child_end, &config, me)
                                     }
                                     Forked::Parent(pid, pidfd) => {
                                         ipc_failpoints::failpoint!("pool.zygote.mid_fork");
@@ -350,9 +363,19 @@ fn finish(workers: &mut Vec<(i32, OwnedFd)>, grace: Duration) -> ! {
 
 /// A worker: runs the initializer, then jobs until told to stop, its socket closes, or it has
 /// done `max_jobs` jobs. Never returns.
-fn worker_main(mut conn: Connection, config: WorkerConfig, zygote: i32) -> ! {
+fn worker_main(mut conn: Connection, config: &WorkerConfig, zygote: i32) -> ! {
     child_setup(zygote, true, &[conn.as_raw_fd()]);
-    if config.init != 0 {
+    if config.init != 0 && config.init_tramp != 0 {
+        let ran = catch_unwind(|| {
+            // SAFETY: both addresses were made by one `task::init_with_addrs` call in the
+            // pool's process, of which this worker is a fork.
+            unsafe { task::call_init_trampoline(config.init_tramp, config.init, &config.init_args) }
+        });
+        // A panic, or arguments that do not decode: the initializer failed.
+        if !matches!(ran, Ok(Ok(()))) {
+            crate::process::exit(INIT_FAILED);
+        }
+    } else if config.init != 0 {
         // SAFETY: the address was made by `task::init_addr` in the pool's process, of which
         // this worker is a fork.
         let init = unsafe { task::init_from_addr(config.init) };

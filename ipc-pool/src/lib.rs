@@ -7,6 +7,7 @@
 //! | [`Pool`], [`PoolBuilder`] | worker processes running `fn(A) -> R` tasks | `Pool`, `ProcessPoolExecutor` |
 //! | [`AsyncResult`] | the pending result of [`Pool::apply_async`] | `AsyncResult`, `Future` |
 //! | [`IMap`], [`IMapUnordered`] | lazy result iterators of [`Pool::imap`] / [`Pool::imap_unordered`] | `imap`, `imap_unordered` |
+//! | [`StarArgs`] | the argument tuples of [`Pool::starmap`], 1 to 8 fields | `starmap` |
 //! | [`Policy`] | what a dead worker's task becomes: fail, retry, or break the pool | `BrokenProcessPool` |
 //! | [`init`] | start the process-wide fork server first thing in `main` | `set_start_method("forkserver")` |
 //! | [`current_pid`], [`parent_pid`], [`thread_count`], [`exit`] | process helpers | `os.getpid`, `os.getppid`, `sys.exit` |
@@ -114,6 +115,7 @@ pub use process::{
     current_pid, exit, parent_pid, scope, thread_count, Process, ProcessBuilder, ProcessHandle,
     Scope, ThreadPolicy, PANIC_EXIT_CODE,
 };
+pub use task::StarArgs;
 
 /// Starts the process-wide fork server. Call it first in `main`, while the program has one
 /// thread: every [`Pool`] built afterwards gets its own fork server forked from this clean
@@ -122,8 +124,8 @@ pub use process::{
 ///
 /// The server exits when this process does (it watches a pidfd of it). Workers of later pools
 /// see the memory of the program as it was at `init`, plus nothing else: globals set after
-/// `init` are not visible in them (pass such state as task arguments or through an
-/// `initializer`).
+/// `init` are not visible in them (pass such state as task arguments or as the arguments of
+/// [`PoolBuilder::initializer_with`]).
 ///
 /// # Errors
 /// [`Error::Io`] or [`Error::Pipe`] if the socket or the fork fails.

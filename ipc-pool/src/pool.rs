@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::dispatcher::{self, check_open, Collector, Done, Job, JobResult, Shared};
 use crate::fork_server::WorkerConfig;
 use crate::sys;
-use crate::task::{self, Callable};
+use crate::task::{self, Callable, Spread, StarArgs};
 use crate::{Error, Result};
 
 /// Worker time a chunk of `map`/`imap` aims at once its items' cost is measured.
@@ -57,11 +57,25 @@ pub enum Policy {
     BreakPool,
 }
 
+/// A worker initializer as the builder keeps it.
+#[derive(Clone, Debug)]
+enum Init {
+    /// `initializer(fn())`.
+    Plain(fn()),
+    /// `initializer_with(fn(A), args)`: the function's and its trampoline's addresses, and
+    /// the arguments encoded once (or why they could not be).
+    With {
+        func: u64,
+        tramp: u64,
+        args: std::result::Result<Vec<u8>, String>,
+    },
+}
+
 /// Configures a [`Pool`].
 #[derive(Clone, Debug, Default)]
 pub struct PoolBuilder {
     processes: Option<usize>,
-    initializer: Option<fn()>,
+    initializer: Option<Init>,
     max_tasks_per_child: Option<u64>,
     policy: Policy,
     drop_timeout: Option<Duration>,
@@ -78,9 +92,54 @@ impl PoolBuilder {
     /// A function each worker runs once when it starts (Python's `initializer`). If it panics,
     /// the worker exits and the pool breaks ([`Error::Broken`]) instead of respawning it
     /// forever.
+    /// Replaces an [`initializer_with`](Self::initializer_with).
     #[must_use]
     pub fn initializer(mut self, f: fn()) -> Self {
-        self.initializer = Some(f);
+        self.initializer = Some(Init::Plain(f));
+        self
+    }
+
+    /// A function each worker runs once when it starts, with `args` (Python's `initializer`
+    /// and `initargs`). `args` is encoded (postcard) once, here; every worker, the first ones
+    /// and every replacement, decodes its own copy and passes it to `f`. If `f` panics (or the
+    /// arguments do not decode), the worker exits and the pool breaks ([`Error::Broken`]), as
+    /// with [`initializer`](Self::initializer), which this replaces. Arguments that do not
+    /// encode make [`build`](Self::build) fail with [`Error::Encode`]. After [`crate::init`]
+    /// the encoded arguments travel to the process-wide server in one message, so they are
+    /// limited to `ipc_pipe`'s default message size (64 MiB; more is [`Error::Pipe`] from
+    /// `build`).
+    ///
+    /// # Example
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use ipc_pool::Pool;
+    ///
+    /// // Per-worker state, set once by the initializer in each worker process.
+    /// static SCALE: AtomicU64 = AtomicU64::new(1);
+    ///
+    /// fn set_scale((scale, _label): (u64, String)) {
+    ///     SCALE.store(scale, Ordering::Relaxed);
+    /// }
+    ///
+    /// fn scaled(x: u64) -> u64 {
+    ///     x * SCALE.load(Ordering::Relaxed)
+    /// }
+    ///
+    /// let pool = Pool::builder()
+    ///     .processes(2)
+    ///     .initializer_with(set_scale, (10, "tens".to_string()))
+    ///     .build()?;
+    /// assert_eq!(pool.map(scaled, 1..=3)?, [10, 20, 30]);
+    /// # Ok::<(), ipc_pool::Error>(())
+    /// ```
+    #[must_use]
+    pub fn initializer_with<A>(mut self, f: fn(A), args: A) -> Self
+    where
+        A: Serialize + DeserializeOwned + 'static,
+    {
+        let (func, tramp) = task::init_with_addrs(f);
+        let args = encode_into(&args, Vec::new()).map_err(|e| e.to_string());
+        self.initializer = Some(Init::With { func, tramp, args });
         self
     }
 
@@ -136,8 +195,19 @@ impl PoolBuilder {
         if processes == 0 {
             return Err(Error::InvalidConfig("a pool needs at least one process"));
         }
+        let (init, init_tramp, init_args) = match self.initializer {
+            None => (0, 0, Vec::new()),
+            Some(Init::Plain(f)) => (task::init_addr(f), 0, Vec::new()),
+            Some(Init::With { func, tramp, args }) => (
+                func,
+                tramp,
+                args.map_err(|e| Error::Encode(format!("initializer arguments: {e}")))?,
+            ),
+        };
         let config = WorkerConfig {
-            init: self.initializer.map_or(0, task::init_addr),
+            init,
+            init_tramp,
+            init_args,
             max_jobs: self.max_tasks_per_child.unwrap_or(u64::MAX),
         };
         let shared = dispatcher::start(processes, config, self.policy)?;
@@ -488,30 +558,51 @@ impl Pool {
             .collect_all()
     }
 
-    /// Applies `f(a, b)` to every pair (Python's `starmap`, for two-argument functions; pass
-    /// a tuple to [`map`](Self::map) for more).
+    /// Applies `f` to every tuple of arguments, spread over its parameters (Python's
+    /// `starmap`): `f(a1, ..., an)` for each item `(a1, ..., an)`, `n` from 1 to 8 (see
+    /// [`StarArgs`]). Results come in input order; chunking is as in [`map`](Self::map).
+    ///
+    /// `f` is a function pointer `fn(A1, ..., An) -> R`, its type found from the items: a
+    /// non-capturing closure fits as it is; a named function is cast to its pointer type,
+    /// `pool.starmap(add as fn(u64, u64) -> u64, pairs)` (or `as fn(_, _) -> _` when the
+    /// items' types are already fixed), since a function item has a type of its own that
+    /// coerces only to a pointer type already known.
     ///
     /// # Example
     /// ```
+    /// fn weighted(a: i64, b: i64, c: i64, w: u8) -> i64 {
+    ///     (a + b + c) * i64::from(w)
+    /// }
+    ///
     /// let pool = ipc_pool::Pool::new(2)?;
     /// let pow = pool.starmap(|b: u64, e: u32| b.pow(e), [(2, 10), (3, 3), (10, 2)])?;
     /// assert_eq!(pow, [1024, 27, 100]);
-    /// // Three or more arguments: one tuple argument through `map`.
-    /// let fma = pool.map(|(a, b, c): (i64, i64, i64)| a * b + c, [(2, 3, 4), (5, 6, 7)])?;
-    /// assert_eq!(fma, [10, 37]);
+    /// // A named function of four parameters: cast it to its pointer type.
+    /// let w = pool.starmap(
+    ///     weighted as fn(i64, i64, i64, u8) -> i64,
+    ///     [(1, 2, 3, 2), (4, 5, 6, 1)],
+    /// )?;
+    /// assert_eq!(w, [12, 15]);
+    /// // One parameter: the items are one-field tuples.
+    /// let neg = pool.starmap(|x: i32| -x, [(1,), (2,)])?;
+    /// assert_eq!(neg, [-1, -2]);
     /// # Ok::<(), ipc_pool::Error>(())
     /// ```
     ///
     /// # Errors
     /// As [`map`](Self::map).
-    pub fn starmap<A, B, R, I>(&self, f: fn(A, B) -> R, iter: I) -> Result<Vec<R>>
+    ///
+    /// # Peer death
+    /// As [`map`](Self::map): a worker's death fails the chunk it was running (under
+    /// [`Policy::FailTask`]).
+    pub fn starmap<T, R, I>(&self, f: T::Fn<R>, iter: I) -> Result<Vec<R>>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        B: Serialize + DeserializeOwned + 'static,
+        T: StarArgs,
         R: Serialize + DeserializeOwned + 'static,
-        I: IntoIterator<Item = (A, B)>,
+        I: IntoIterator<Item = T>,
     {
-        Feed::<fn(A, B) -> R, I::IntoIter>::new(self, f, iter.into_iter(), None).collect_all()
+        Feed::<Spread<T, R>, I::IntoIter>::new(self, Spread(f), iter.into_iter(), None)
+            .collect_all()
     }
 
     /// A lazy, ordered iterator of `f(item)` (Python's `imap`). Items are pulled from `iter`

@@ -46,12 +46,90 @@ pub(crate) type Trampoline = fn(u64, u32, &[u8], &mut Vec<u8>) -> u8;
 mod sealed {
     pub trait Sealed {}
     impl<A, R> Sealed for fn(A) -> R {}
-    impl<A, B, R> Sealed for fn(A, B) -> R {}
+
+    /// How a function of a [`StarArgs`](super::StarArgs) tuple's arity is called and sent:
+    /// implemented only for `fn(A1, ..., An) -> R`, which is what makes the address round
+    /// trip in [`from_addr`](SpreadFn::from_addr) sound. Not nameable outside the crate.
+    pub trait SpreadFn<T, R>: Copy + 'static {
+        /// Calls the function with the tuple's fields as its arguments.
+        fn spread(self, args: T) -> R;
+        /// The function's address.
+        fn addr(self) -> u64;
+        /// # Safety
+        /// `addr` must come from [`SpreadFn::addr`] of the same type in a process with the
+        /// same executable image (this process or a fork of it).
+        unsafe fn from_addr(addr: u64) -> Self;
+    }
 }
 
-/// A function pointer type a worker can call: `fn(A) -> R` (map, apply) and `fn(A, B) -> R`
-/// (starmap). Implemented only for function pointer types, which is what makes the address
-/// round trip in [`Callable::from_addr`] sound.
+/// A tuple of arguments [`Pool::starmap`](crate::Pool::starmap) spreads over a function of as
+/// many parameters: `(A1, ..., An)` for `n` = 1 to 8, each `Ai: Serialize + DeserializeOwned`.
+///
+/// Sealed: implemented for those tuples only. [`Fn<R>`](StarArgs::Fn) is the matching
+/// function pointer type `fn(A1, ..., An) -> R`.
+pub trait StarArgs: Serialize + DeserializeOwned + Sized + 'static {
+    /// `fn(A1, ..., An) -> R` for the tuple `(A1, ..., An)`.
+    type Fn<R: Serialize + DeserializeOwned + 'static>: sealed::SpreadFn<Self, R>;
+}
+
+macro_rules! star_args {
+    ($($a:ident),+) => {
+        impl<$($a),+> StarArgs for ($($a,)+)
+        where
+            $($a: Serialize + DeserializeOwned + 'static),+
+        {
+            type Fn<R: Serialize + DeserializeOwned + 'static> = fn($($a),+) -> R;
+        }
+
+        impl<$($a,)+ R> sealed::SpreadFn<($($a,)+), R> for fn($($a),+) -> R
+        where
+            $($a: 'static,)+
+            R: 'static,
+        {
+            #[allow(non_snake_case)]
+            fn spread(self, ($($a,)+): ($($a,)+)) -> R {
+                self($($a),+)
+            }
+            fn addr(self) -> u64 {
+                self as usize as u64
+            }
+            unsafe fn from_addr(addr: u64) -> Self {
+                let a = addr as usize;
+                // SAFETY: by the contract, `a` is the address of a function of this very
+                // pointer type in this image; function pointers and `usize` have the same
+                // size on every supported target.
+                unsafe { std::mem::transmute::<usize, fn($($a),+) -> R>(a) }
+            }
+        }
+    };
+}
+
+star_args!(A1);
+star_args!(A1, A2);
+star_args!(A1, A2, A3);
+star_args!(A1, A2, A3, A4);
+star_args!(A1, A2, A3, A4, A5);
+star_args!(A1, A2, A3, A4, A5, A6);
+star_args!(A1, A2, A3, A4, A5, A6, A7);
+star_args!(A1, A2, A3, A4, A5, A6, A7, A8);
+
+/// A task function of `starmap`: `T::Fn<R>` called with a tuple's fields (its own type, so
+/// its trampoline differs from that of `map` over a one-field tuple's function).
+pub(crate) struct Spread<T: StarArgs, R: Serialize + DeserializeOwned + 'static>(pub T::Fn<R>);
+
+impl<T: StarArgs, R: Serialize + DeserializeOwned + 'static> Clone for Spread<T, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: StarArgs, R: Serialize + DeserializeOwned + 'static> Copy for Spread<T, R> {}
+
+impl<T: StarArgs, R: Serialize + DeserializeOwned + 'static> sealed::Sealed for Spread<T, R> {}
+
+/// A function pointer type a worker can call: `fn(A) -> R` (map, apply) and [`Spread`]
+/// (starmap). Implemented only for function pointer types (and `Spread` over them), which is
+/// what makes the address round trip in [`Callable::from_addr`] sound.
 pub(crate) trait Callable: Copy + sealed::Sealed + 'static {
     type In: Serialize + DeserializeOwned;
     type Out: Serialize + DeserializeOwned;
@@ -84,24 +162,23 @@ where
     }
 }
 
-impl<A, B, R> Callable for fn(A, B) -> R
+impl<T, R> Callable for Spread<T, R>
 where
-    A: Serialize + DeserializeOwned + 'static,
-    B: Serialize + DeserializeOwned + 'static,
+    T: StarArgs,
     R: Serialize + DeserializeOwned + 'static,
 {
-    type In = (A, B);
+    type In = T;
     type Out = R;
-    fn call(self, (a, b): (A, B)) -> R {
-        self(a, b)
+    fn call(self, x: T) -> R {
+        sealed::SpreadFn::spread(self.0, x)
     }
     fn addr(self) -> u64 {
-        self as usize as u64
+        sealed::SpreadFn::addr(self.0)
     }
     unsafe fn from_addr(addr: u64) -> Self {
-        let a = addr as usize;
-        // SAFETY: as for `fn(A) -> R`.
-        unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(a) }
+        // SAFETY: the contract is `SpreadFn::from_addr`'s: `addr` came from `Spread::addr`,
+        // which is `SpreadFn::addr` of the same `T::Fn<R>`.
+        Spread(unsafe { <T::Fn<R> as sealed::SpreadFn<T, R>>::from_addr(addr) })
     }
 }
 
@@ -140,6 +217,44 @@ pub(crate) fn init_addr(f: fn()) -> u64 {
 pub(crate) unsafe fn init_from_addr(addr: u64) -> fn() {
     // SAFETY: by the contract `addr` is a `fn()` of this image.
     unsafe { std::mem::transmute::<usize, fn()>(addr as usize) }
+}
+
+/// The signature of an initializer's trampoline: `(func, encoded args) -> Err(message)` if
+/// the arguments do not decode. The initializer's own panic unwinds out of it.
+pub(crate) type InitTrampoline = fn(u64, &[u8]) -> Result<(), String>;
+
+/// The addresses of an initializer with arguments and of its trampoline.
+pub(crate) fn init_with_addrs<A>(f: fn(A)) -> (u64, u64)
+where
+    A: Serialize + DeserializeOwned + 'static,
+{
+    let t: InitTrampoline = run_init::<A>;
+    (f as usize as u64, t as usize as u64)
+}
+
+/// Worker side of an initializer with arguments: decode them, call it.
+fn run_init<A: DeserializeOwned + 'static>(func: u64, args: &[u8]) -> Result<(), String> {
+    // SAFETY: the parent made `func` with `init_with_addrs::<A>`, which also made the address
+    // of this very trampoline (whose type fixes `A`); the worker is a fork of the parent.
+    let f = unsafe { std::mem::transmute::<usize, fn(A)>(func as usize) };
+    let a: A = postcard::from_bytes(args).map_err(|e| format!("initializer arguments: {e}"))?;
+    f(a);
+    Ok(())
+}
+
+/// Calls the initializer trampoline at `tramp` (worker side).
+///
+/// # Safety
+/// `tramp` and `func` must come from one [`init_with_addrs`] call in a process with this
+/// executable image.
+pub(crate) unsafe fn call_init_trampoline(
+    tramp: u64,
+    func: u64,
+    args: &[u8],
+) -> Result<(), String> {
+    // SAFETY: by the contract `tramp` is the address of an `InitTrampoline` of this image.
+    let t = unsafe { std::mem::transmute::<usize, InitTrampoline>(tramp as usize) };
+    t(func, args)
 }
 
 /// The code a pool's workers have: the modules mapped when its fork server was forked, and
@@ -462,6 +577,54 @@ mod tests {
         v.clear();
         decode_results(&input, 3, &mut v).unwrap();
         assert_eq!(v, [1, 2, 3]);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn eight(a: u8, b: u16, c: u32, d: u64, e: i8, f: i16, g: i32, h: String) -> String {
+        format!("{a}{b}{c}{d}{e}{f}{g}{h}")
+    }
+
+    #[test]
+    fn spread_trampoline_round_trip_in_process() {
+        type T = (u8, u16, u32, u64, i8, i16, i32, String);
+        let f: fn(u8, u16, u32, u64, i8, i16, i32, String) -> String = eight;
+        let s = Spread::<T, String>(f);
+        let mut input = Vec::new();
+        encode_onto(&(1u8, 2u16, 3u32, 4u64, -5i8, 6i16, -7i32, "x"), &mut input).unwrap();
+        let mut out = Vec::new();
+        // SAFETY: the contract of `call_trampoline`: the trampoline and the address of the
+        // same `Spread` type, taken in this process.
+        let st = unsafe {
+            call_trampoline(
+                trampoline_addr::<Spread<T, String>>(),
+                s.addr(),
+                1,
+                &input,
+                &mut out,
+            )
+        };
+        assert_eq!(st, ST_OK);
+        let mut v: Vec<String> = Vec::new();
+        decode_results(&out, 1, &mut v).unwrap();
+        assert_eq!(v, ["1234-56-7x"]);
+    }
+
+    fn check_init(x: (u32, String)) {
+        assert_eq!(x, (7, "seven".to_string()), "wrong initializer arguments");
+    }
+
+    #[test]
+    fn init_trampoline_decodes_its_arguments() {
+        let (func, tramp) = init_with_addrs(check_init as fn((u32, String)));
+        let mut args = Vec::new();
+        encode_onto(&(7u32, "seven"), &mut args).unwrap();
+        // SAFETY: both addresses from one `init_with_addrs` call in this process.
+        let r = unsafe { call_init_trampoline(tramp, func, &args) };
+        assert_eq!(r, Ok(()));
+        // Arguments that do not decode are an error, not a call.
+        // SAFETY: as above.
+        let r = unsafe { call_init_trampoline(tramp, func, &args[..3]) };
+        assert!(r.is_err(), "{r:?}");
     }
 
     #[test]
