@@ -425,8 +425,8 @@ impl Reader {
         let res = self.recv_frame(fd, &mut buf, deadline, Want::Bytes);
         let value = res.and_then(|_| match postcard::take_from_bytes::<T>(&buf) {
             Ok((v, [])) => Ok(v),
-            Ok(_) => Err(Error::Decode(postcard::Error::DeserializeBadEncoding)),
-            Err(e) => Err(Error::Decode(e)),
+            Ok(_) => Err(Error::decode(postcard::Error::DeserializeBadEncoding)),
+            Err(e) => Err(Error::decode(e)),
         });
         if buf.capacity() <= SCRATCH_KEEP {
             self.scratch = buf;
@@ -671,7 +671,7 @@ impl Writer {
         buf.extend_from_slice(&[0; SHORT]);
         let mut buf = match postcard::to_extend(value, buf) {
             Ok(b) => b,
-            Err(e) => return Err(Error::Encode(e)),
+            Err(e) => return Err(Error::encode(e)),
         };
         let len = buf.len() - SHORT;
         let hdr = Header::bytes(len);

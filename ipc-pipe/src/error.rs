@@ -26,10 +26,10 @@ pub enum Error {
     /// A complete frame arrived but `postcard` could not decode it as the
     /// requested type. The frame was consumed whole; the connection stays usable.
     #[error("message could not be decoded: {0}")]
-    Decode(#[source] postcard::Error),
+    Decode(#[source] CodecError),
     /// A value could not be encoded with `postcard` (nothing was sent).
     #[error("message could not be encoded: {0}")]
-    Encode(#[source] postcard::Error),
+    Encode(#[source] CodecError),
     /// The deadline passed: before a complete message arrived (a partly
     /// received message is kept and the next receive continues it), or before
     /// the peer made room for a send to start (nothing was sent; `try_` forms
@@ -72,5 +72,31 @@ impl Error {
             }
             _ => Error::Io(e),
         }
+    }
+}
+
+/// Why a message could not be encoded or decoded, in the codec's words. Opaque: the codec's
+/// own error type is not part of this crate's API, so upgrading the codec (`postcard`) is not
+/// a breaking change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodecError(postcard::Error);
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+impl Error {
+    /// `Decode`, from the codec's error.
+    pub(crate) fn decode(e: postcard::Error) -> Error {
+        Error::Decode(CodecError(e))
+    }
+
+    /// `Encode`, from the codec's error.
+    pub(crate) fn encode(e: postcard::Error) -> Error {
+        Error::Encode(CodecError(e))
     }
 }

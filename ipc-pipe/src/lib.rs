@@ -91,7 +91,7 @@ mod wait;
 use std::os::fd::AsFd;
 
 pub use connection::{Connection, Receiver, Sender};
-pub use error::{Error, Result};
+pub use error::{CodecError, Error, Result};
 pub use listener::{Address, Client, Listener, AUTH_TIMEOUT, MAX_PENDING_HANDSHAKES};
 pub use wait::wait;
 

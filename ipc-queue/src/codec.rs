@@ -94,13 +94,13 @@ pub(crate) fn encode_into<T: Serialize>(
     mut w: SlotWriter<'_>,
 ) -> Result<(), Error> {
     let room = w.len() - LEN_WORD;
-    let full = || Error::Encode(postcard::Error::SerializeBufferFull);
+    let full = || Error::encode(postcard::Error::SerializeBufferFull);
     let used = match ByteVec::<T>::check() {
         Some(proof) => {
             let bytes = proof.as_bytes(v);
             let mut head = [0u8; MAX_VARINT];
             let h = postcard::to_slice(&(bytes.len() as u64), &mut head)
-                .map_err(Error::Encode)?
+                .map_err(Error::encode)?
                 .len();
             let end = h
                 .checked_add(bytes.len())
@@ -164,16 +164,16 @@ fn encode_body<T: Serialize>(v: &T, body: &mut [u8]) -> Result<usize, Error> {
             // The sequence length as postcard writes it (a varint `usize`: the same bytes as
             // a varint `u64` of the same value), then the bytes.
             let head = postcard::to_slice(&(bytes.len() as u64), body)
-                .map_err(Error::Encode)?
+                .map_err(Error::encode)?
                 .len();
             let end = head
                 .checked_add(bytes.len())
                 .filter(|&end| end <= body.len())
-                .ok_or(Error::Encode(postcard::Error::SerializeBufferFull))?;
+                .ok_or(Error::encode(postcard::Error::SerializeBufferFull))?;
             body[head..end].copy_from_slice(bytes);
             Ok(end)
         }
-        None => Ok(postcard::to_slice(v, body).map_err(Error::Encode)?.len()),
+        None => Ok(postcard::to_slice(v, body).map_err(Error::encode)?.len()),
     }
 }
 
@@ -181,12 +181,12 @@ fn encode_body<T: Serialize>(v: &T, body: &mut [u8]) -> Result<usize, Error> {
 /// first `min(len, MAX_VARINT)`: returns the varint's size and the vector's length, which
 /// must fit in what follows the varint.
 fn byte_vec_header(head: &[u8], len: usize) -> Result<(usize, usize), Error> {
-    let (n, rest) = postcard::take_from_bytes::<u64>(head).map_err(Error::Decode)?;
+    let (n, rest) = postcard::take_from_bytes::<u64>(head).map_err(Error::decode)?;
     let varint = head.len() - rest.len();
     let n = usize::try_from(n)
         .ok()
         .filter(|&n| n <= len - varint)
-        .ok_or(Error::Decode(postcard::Error::DeserializeUnexpectedEnd))?;
+        .ok_or(Error::decode(postcard::Error::DeserializeUnexpectedEnd))?;
     Ok((varint, n))
 }
 
@@ -254,7 +254,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
             } else {
                 &heap[..]
             };
-            postcard::from_bytes(bytes).map_err(Error::Decode)
+            postcard::from_bytes(bytes).map_err(Error::decode)
         }
     }
 }

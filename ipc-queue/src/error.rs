@@ -28,10 +28,10 @@ pub enum Error {
     },
     /// The message could not be encoded (its `Serialize` implementation failed).
     #[error("cannot encode message: {0}")]
-    Encode(postcard::Error),
+    Encode(#[source] CodecError),
     /// The message in the slot does not decode as the queue's type.
     #[error("cannot decode message: {0}")]
-    Decode(postcard::Error),
+    Decode(#[source] CodecError),
     /// `join` finished, but some tasks were lost with consumers that died holding them.
     #[error("{dropped} task(s) were lost with consumers that died")]
     PeerDied {
@@ -199,5 +199,31 @@ impl PutFail {
             PutFail::TooLarge { len, max } => PutError::TooLarge { value: v, len, max },
             PutFail::Failed(e) => PutError::Failed(v, e),
         }
+    }
+}
+
+/// Why a message could not be encoded or decoded, in the codec's words. Opaque: the codec's
+/// own error type is not part of this crate's API, so upgrading the codec (`postcard`) is not
+/// a breaking change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodecError(postcard::Error);
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+impl Error {
+    /// `Decode`, from the codec's error.
+    pub(crate) fn decode(e: postcard::Error) -> Error {
+        Error::Decode(CodecError(e))
+    }
+
+    /// `Encode`, from the codec's error.
+    pub(crate) fn encode(e: postcard::Error) -> Error {
+        Error::Encode(CodecError(e))
     }
 }

@@ -88,6 +88,6 @@ mod queue;
 #[allow(unsafe_code)]
 mod ring;
 
-pub use error::{Error, PutError, PutTimeoutError, Result, TryPutError};
+pub use error::{CodecError, Error, PutError, PutTimeoutError, Result, TryPutError};
 pub use pod_queue::{PodQueue, PodQueueBuilder};
 pub use queue::{Queue, QueueBuilder, DEFAULT_MAX_MESSAGE_SIZE};

@@ -183,7 +183,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_until(&self, value: &T, deadline: Deadline) -> Result<(), PutFail> {
         // Size first (no allocation, no copy): a message that cannot fit fails at once, even
         // on a full queue, and never takes a slot.
-        let len = codec::encoded_len(value).map_err(|e| PutFail::Failed(Error::Encode(e)))?;
+        let len = codec::encoded_len(value).map_err(|e| PutFail::Failed(Error::encode(e)))?;
         if len > self.max {
             return Err(PutFail::TooLarge { len, max: self.max });
         }
