@@ -1,33 +1,4 @@
-//! Named fault points for the workspace's crash tests.
-//!
-//! A library marks the places where a participant may die mid-operation with
-//! [`failpoint!`]`("crate.operation.step")`; a test arms one of them in a forked child with
-//! [`arm`] and checks what the survivors see. Names are dotted, starting with the crate's
-//! mechanism (`queue.put.claimed`, `lock.held`, `pipe.frame.header_written`, ...); each crate
-//! lists its points in its `failpoints` module docs.
-//!
-//! Without the `enabled` feature every point is an empty inline function: nothing is
-//! compiled into normal builds. With it, a disarmed point costs one relaxed load.
-//!
-//! The armed table is a fixed array of atomics, with no lock and no allocation, so a child
-//! forked from a multi-threaded test harness can arm and hit points without the deadlocks a
-//! lock-based registry would risk after `fork`. The table is per process and inherited by
-//! children: arm in the process that should fail, after it was forked.
-//!
-//! ```
-//! use ipc_failpoints::{arm, failpoint, Action};
-//!
-//! fn step() {
-//!     failpoint!("doc.step");
-//! }
-//! // Disarmed: nothing happens.
-//! step();
-//! // Armed to panic at the second hit (only with the `enabled` feature).
-//! arm("doc.step", 2, Action::Panic).unwrap();
-//! step();
-//! # ipc_failpoints::disarm_all();
-//! ```
-
+#![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

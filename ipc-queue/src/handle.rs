@@ -243,6 +243,17 @@ macro_rules! shared_methods {
             /// # Errors
             /// [`Error::TaskDoneTooManyTimes`](crate::Error::TaskDoneTooManyTimes) if called
             /// more often than messages were put.
+            ///
+            /// # Example
+            /// ```
+            #[doc = concat!("let q = ipc_queue::", stringify!($ty), "::<u64>::new(4)?;")]
+            /// q.put(7u64)?;
+            /// assert_eq!(q.get()?, 7);
+            /// q.task_done()?; // the one message put is processed
+            /// q.join()?; // so join returns at once
+            /// assert!(matches!(q.task_done(), Err(ipc_queue::Error::TaskDoneTooManyTimes)));
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn task_done(&self) -> crate::Result<()> {
                 self.h.task_done()
             }
@@ -257,6 +268,29 @@ macro_rules! shared_methods {
             /// Messages held by dead consumers count as done (they are reclaimed while
             /// waiting). A consumer that dies after a successful get but before `task_done`
             /// leaves its task unfinished forever, as in Python: use `join_timeout`.
+            ///
+            /// # Example
+            /// A producer waits until a consumer process has processed everything it put:
+            /// ```
+            #[doc = concat!("let q = ipc_queue::", stringify!($ty), "::<u64>::new(8)?;")]
+            /// // SAFETY of the example: the child only uses the queue, then leaves with `_exit`.
+            /// match unsafe { libc::fork() } {
+            ///     0 => {
+            ///         let ok = (0..3).all(|_| q.get().is_ok() && q.task_done().is_ok());
+            ///         unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            ///     }
+            ///     child => {
+            ///         for i in 0..3u64 {
+            ///             q.put(i)?;
+            ///         }
+            ///         q.join()?; // returns once the child has marked all three done
+            ///         let mut status = 0;
+            ///         unsafe { libc::waitpid(child, &mut status, 0) };
+            ///         assert_eq!(status, 0);
+            ///     }
+            /// }
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
             pub fn join(&self) -> crate::Result<()> {
                 self.h.join(None)
             }

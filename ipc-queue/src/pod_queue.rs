@@ -55,6 +55,24 @@ impl<T> fmt::Debug for PodQueue<T> {
 }
 
 /// Configures and creates a [`PodQueue`] (from [`PodQueue::builder`]).
+///
+/// # Example
+/// A named queue that an unrelated process opens by name (here the same process):
+/// ```
+/// use ipc_queue::PodQueue;
+///
+/// let name = format!("/ipc-queue-doc-pod-{}", std::process::id());
+/// let q = PodQueue::<[u32; 4]>::builder().capacity(16).named(&name).create()?;
+/// let other = PodQueue::<[u32; 4]>::open_named(&name)?; // checks element type and layout
+/// q.put([1, 2, 3, 4])?;
+/// assert_eq!(other.get()?, [1, 2, 3, 4]);
+/// assert_eq!(other.capacity(), 16);
+/// // The builder's `open` also checks the capacity.
+/// assert!(PodQueue::<[u32; 4]>::builder().capacity(8).named(&name).open().is_err());
+/// drop(other);
+/// drop(q); // the creator's handle removes the name
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct PodQueueBuilder<T> {
     capacity: usize,

@@ -68,6 +68,22 @@ impl<T> fmt::Debug for Queue<T> {
 }
 
 /// Configures and creates a [`Queue`] (from [`Queue::builder`]).
+///
+/// # Example
+/// ```
+/// use ipc_queue::{Queue, TryPutError};
+///
+/// let q = Queue::<String>::builder().capacity(2).max_message_size(16).create()?;
+/// assert!(q.max_message_size() >= 16);
+/// q.try_put("short".to_string())?;
+/// // A message whose encoding does not fit a slot is refused and handed back.
+/// match q.try_put("x".repeat(100)) {
+///     Err(TryPutError::TooLarge { value, .. }) => assert_eq!(value.len(), 100),
+///     other => panic!("expected TooLarge, got {other:?}"),
+/// }
+/// assert_eq!(q.get()?, "short");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct QueueBuilder<T> {
     capacity: usize,

@@ -180,6 +180,38 @@ impl Barrier {
     /// about 50 ms, and every waiter gets `BrokenBarrier`. A participant that dies *before*
     /// arriving cannot be told from a late one: use [`Barrier::wait_timeout`] when that can
     /// happen.
+    ///
+    /// # Example
+    /// Two processes meet; exactly one of them is the leader:
+    /// ```
+    /// use ipc_sem::Barrier;
+    ///
+    /// let barrier = Barrier::new(2)?;
+    /// // SAFETY of the example: the child only uses the barrier and leaves with `_exit`.
+    /// match unsafe { libc::fork() } {
+    ///     0 => {
+    ///         let code = match barrier.wait() {
+    ///             Ok(r) if r.is_leader() => 10,
+    ///             Ok(_) => 0,
+    ///             Err(_) => 1,
+    ///         };
+    ///         unsafe { libc::_exit(code) }
+    ///     }
+    ///     child => {
+    ///         let me = barrier.wait()?;
+    ///         let mut status = 0;
+    ///         unsafe { libc::waitpid(child, &mut status, 0) };
+    ///         assert!(libc::WIFEXITED(status));
+    ///         let child_leader = match libc::WEXITSTATUS(status) {
+    ///             10 => true,
+    ///             0 => false,
+    ///             other => panic!("child failed: {other}"),
+    ///         };
+    ///         assert_ne!(me.is_leader(), child_leader);
+    ///     }
+    /// }
+    /// # Ok::<(), ipc_sem::Error>(())
+    /// ```
     pub fn wait(&self) -> Result<BarrierWaitResult> {
         self.core().wait_until(Deadline::never())
     }

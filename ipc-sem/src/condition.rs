@@ -298,6 +298,44 @@ impl Condition {
     ///
     /// # Peer death
     /// As [`Condition::wait`].
+    ///
+    /// # Example
+    /// A process waits until another one has set a flag in shared memory:
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    ///
+    /// use ipc_sem::ipc_shm::{AtomicFlag, AtomicValue};
+    /// use ipc_sem::Condition;
+    ///
+    /// let cond = Condition::new()?;
+    /// let ready = AtomicValue::<AtomicFlag>::new(false)?;
+    /// // SAFETY of the example: the child only uses the shared objects and leaves with `_exit`.
+    /// match unsafe { libc::fork() } {
+    ///     0 => {
+    ///         let ok = match cond.lock() {
+    ///             Ok(_guard) => {
+    ///                 ready.store(true, Ordering::SeqCst);
+    ///                 cond.notify(); // holding the lock, as Python requires
+    ///                 true
+    ///             }
+    ///             Err(_) => false,
+    ///         };
+    ///         unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+    ///     }
+    ///     child => {
+    ///         let guard = cond.lock().map_err(ipc_sem::Error::from)?;
+    ///         let guard = cond
+    ///             .wait_while(guard, || !ready.load(Ordering::SeqCst))
+    ///             .map_err(ipc_sem::Error::from)?;
+    ///         assert!(ready.load(Ordering::SeqCst));
+    ///         drop(guard);
+    ///         let mut status = 0;
+    ///         unsafe { libc::waitpid(child, &mut status, 0) };
+    ///         assert_eq!(status, 0);
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait_while<'a>(
         &'a self,
         mut guard: LockGuard<'a>,

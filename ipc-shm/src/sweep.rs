@@ -25,6 +25,32 @@ const STALE_EMPTY: std::time::Duration = std::time::Duration::from_secs(10);
 ///
 /// # Errors
 /// `Io` if `/dev/shm` cannot be listed.
+///
+/// # Example
+/// A creator that dies without unlinking its name, and the sweep that removes it:
+/// ```
+/// use ipc_shm::{sweep, Value};
+///
+/// let prefix = format!("ipc-shm-doc-sweep-{}", std::process::id());
+/// let name = format!("/{prefix}-counter");
+/// // SAFETY of the example: the child only creates the value and leaves with `_exit`.
+/// match unsafe { libc::fork() } {
+///     0 => {
+///         // `_exit` runs no destructor: the name is left behind, as after a SIGKILL.
+///         let ok = Value::create_named(&name, 7u64).map(std::mem::forget).is_ok();
+///         unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+///     }
+///     child => {
+///         let mut status = 0;
+///         unsafe { libc::waitpid(child, &mut status, 0) };
+///         assert_eq!(status, 0);
+///         assert_eq!(Value::<u64>::open_named(&name)?.get()?, 7); // still there
+///         assert_eq!(sweep(&prefix)?.len(), 1);
+///         assert!(Value::<u64>::open_named(&name).is_err()); // gone
+///     }
+/// }
+/// # Ok::<(), ipc_shm::Error>(())
+/// ```
 pub fn sweep(prefix: &str) -> Result<Vec<String>> {
     let bare = prefix.strip_prefix('/').unwrap_or(prefix);
     let mut removed = Vec::new();
