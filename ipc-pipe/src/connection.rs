@@ -1169,6 +1169,27 @@ impl Connection {
     ///
     /// # Peer death
     /// As [`send_bytes`](Self::send_bytes).
+    ///
+    /// # Example
+    /// An open file handed to the peer, which reads it through its own descriptor:
+    /// ```
+    /// use std::io::{Read, Seek, Write};
+    /// use std::os::fd::AsFd;
+    ///
+    /// let (mut a, mut b) = ipc_pipe::duplex()?;
+    /// let path = std::env::temp_dir().join(format!("ipc-pipe-doc-{}", std::process::id()));
+    /// let mut file = std::fs::File::options()
+    ///     .read(true).write(true).create(true).truncate(true).open(&path)?;
+    /// std::fs::remove_file(&path)?; // the descriptors keep it alive
+    /// file.write_all(b"shared")?;
+    /// a.send_fds(&[file.as_fd()])?;
+    /// let mut theirs = std::fs::File::from(b.recv_fds()?.remove(0));
+    /// theirs.rewind()?;
+    /// let mut s = String::new();
+    /// theirs.read_to_string(&mut s)?;
+    /// assert_eq!(s, "shared");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send_fds(&mut self, fds: &[BorrowedFd<'_>]) -> Result<()> {
         self.tx.send_fds(self.fd.as_fd(), fds, None)
     }
