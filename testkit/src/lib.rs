@@ -256,7 +256,7 @@ pub struct Leaks {
     threads: BTreeSet<i32>,
     maps: BTreeSet<String>,
     children: BTreeSet<i32>,
-    watched: Vec<(std::path::PathBuf, BTreeSet<String>)>,
+    watched: Vec<(std::path::PathBuf, String, BTreeSet<String>)>,
 }
 
 impl Leaks {
@@ -296,10 +296,16 @@ impl Leaks {
 
     /// Also watches `dir` (for example the directory a test binds its Unix sockets in): an
     /// entry that appears there after this call is a leak.
-    pub fn watch_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Leaks {
+    pub fn watch_dir(self, dir: impl Into<std::path::PathBuf>) -> Leaks {
+        self.watch_dir_prefix(dir, "")
+    }
+
+    /// Also watches the entries of `dir` whose names start with `prefix`: for a directory
+    /// other processes use too (`/tmp`), with a prefix only this test binary's files have.
+    pub fn watch_dir_prefix(mut self, dir: impl Into<std::path::PathBuf>, prefix: &str) -> Leaks {
         let dir = dir.into();
-        let now = dir_entries(&dir);
-        self.watched.push((dir, now));
+        let now = dir_entries_with(&dir, prefix);
+        self.watched.push((dir, prefix.to_owned(), now));
         self
     }
 
@@ -331,10 +337,10 @@ impl Leaks {
             "shared mappings left",
             new_of(&shared_mappings(), &self.maps),
         );
-        for (dir, before) in &self.watched {
+        for (dir, prefix, before) in &self.watched {
             diff(
                 &format!("entries left in {}", dir.display()),
-                new_of(&dir_entries(dir), before),
+                new_of(&dir_entries_with(dir, prefix), before),
             );
         }
         let kids: Vec<String> = child_pids()
@@ -456,10 +462,20 @@ pub struct LeakGuard {
 
 impl LeakGuard {
     /// Also watches `dir`, as [`Leaks::watch_dir`].
-    pub fn watch_dir(mut self, dir: impl Into<std::path::PathBuf>) -> LeakGuard {
+    pub fn watch_dir(self, dir: impl Into<std::path::PathBuf>) -> LeakGuard {
+        self.watch_dir_prefix(dir, "")
+    }
+
+    /// Also watches the entries of `dir` starting with `prefix`, as
+    /// [`Leaks::watch_dir_prefix`].
+    pub fn watch_dir_prefix(
+        mut self,
+        dir: impl Into<std::path::PathBuf>,
+        prefix: &str,
+    ) -> LeakGuard {
         let dir = dir.into();
-        let now = dir_entries(&dir);
-        self.leaks.watched.push((dir, now));
+        let now = dir_entries_with(&dir, prefix);
+        self.leaks.watched.push((dir, prefix.to_owned(), now));
         self
     }
 
@@ -505,6 +521,13 @@ impl Drop for LeakGuard {
 
 fn new_of<T: Ord + ToString>(now: &BTreeSet<T>, before: &BTreeSet<T>) -> Vec<String> {
     now.difference(before).map(ToString::to_string).collect()
+}
+
+fn dir_entries_with(dir: &std::path::Path, prefix: &str) -> BTreeSet<String> {
+    dir_entries(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect()
 }
 
 fn dir_entries(dir: &std::path::Path) -> BTreeSet<String> {
