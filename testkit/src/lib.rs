@@ -329,10 +329,9 @@ impl Leaks {
             ),
         );
         diff("file descriptors left open", new_of(&open_fds(), &self.fds));
-        diff(
-            "threads still running",
-            new_of(&thread_ids(), &self.threads),
-        );
+        let waiters = waiting().clone();
+        let threads: BTreeSet<i32> = thread_ids().difference(&waiters).copied().collect();
+        diff("threads still running", new_of(&threads, &self.threads));
         diff(
             "shared mappings left",
             new_of(&shared_mappings(), &self.maps),
@@ -425,11 +424,34 @@ impl Leaks {
 /// The lock [`Leaks::exclusive`] and [`serial`] take: one per test binary (process).
 static EXCLUSIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn lock_exclusive() -> std::sync::MutexGuard<'static, ()> {
-    // Poison-tolerant: a test that failed while holding the lock must not fail the others.
-    EXCLUSIVE
+/// The thread ids waiting in [`lock_exclusive`]: the harness starts the next tests' threads
+/// while a test holds the lock, and they wait for it; the thread check of [`Leaks::report`]
+/// does not count them (they are not the holder's leftovers).
+static WAITING: std::sync::Mutex<BTreeSet<i32>> = std::sync::Mutex::new(BTreeSet::new());
+
+fn waiting() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    WAITING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn gettid() -> i32 {
+    // SAFETY: gettid(2) has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::gettid()
+    }
+}
+
+fn lock_exclusive() -> std::sync::MutexGuard<'static, ()> {
+    let me = gettid();
+    waiting().insert(me);
+    // Poison-tolerant: a test that failed while holding the lock must not fail the others.
+    let guard = EXCLUSIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    waiting().remove(&me);
+    guard
 }
 
 /// Holds the binary-wide lock of [`Leaks::exclusive`] without a snapshot, for a test that
