@@ -49,3 +49,11 @@ pub fn until(mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// The leak guard every test of the cross-process files holds for its whole run
+/// (`ipc_testkit::Leaks::exclusive`): tests of one binary then run one at a time, so the
+/// fd, thread, mapping and child checks are exact. Its `/dev/shm` prefix matches nothing: the
+/// named objects are checked per name by the snapshots [`fresh`] returns.
+pub fn leak_guard() -> ipc_testkit::LeakGuard {
+    ipc_testkit::Leaks::exclusive(&unique_name("sem-noshm"))
+}
