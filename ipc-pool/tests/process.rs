@@ -11,6 +11,7 @@ use ipc_pool::{Error, Process, ThreadPolicy, PANIC_EXIT_CODE};
 
 #[test]
 fn exit_codes_zero_panic_and_signals() {
+    let _leaks = common::leak_guard();
     in_child(30, || {
         let mut ok = Process::spawn(|| {}).unwrap();
         let st = ok.join().unwrap();
@@ -47,6 +48,7 @@ fn exit_codes_zero_panic_and_signals() {
 
 #[test]
 fn join_timeout_waits_at_least_the_timeout() {
+    let _leaks = common::leak_guard();
     in_child(30, || {
         let mut p = Process::spawn(|| std::thread::sleep(Duration::from_millis(300))).unwrap();
         let t = Instant::now();
@@ -61,6 +63,7 @@ fn join_timeout_waits_at_least_the_timeout() {
 
 #[test]
 fn sentinel_becomes_readable_when_the_child_exits() {
+    let _leaks = common::leak_guard();
     in_child(30, || {
         let (mut a, b) = ipc_pipe::duplex().unwrap();
         let mut p = Process::spawn(move || {
@@ -79,6 +82,7 @@ fn sentinel_becomes_readable_when_the_child_exits() {
 
 #[test]
 fn dropping_unjoined_handles_leaves_no_zombie() {
+    let _leaks = common::leak_guard();
     in_child(30, || {
         // Finished child: reaped at drop.
         let p = Process::spawn(|| {}).unwrap();
@@ -99,6 +103,7 @@ fn dropping_unjoined_handles_leaves_no_zombie() {
 
 #[test]
 fn daemon_child_dies_with_its_parent() {
+    let _leaks = common::leak_guard();
     let (mut rx, tx) = ipc_pipe::duplex().unwrap();
     // The middle process spawns a daemon, reports its pid, then waits to be killed.
     let middle = ipc_testkit::fork(move || {
@@ -132,6 +137,7 @@ fn pidfd(pid: i32) -> std::os::fd::OwnedFd {
 
 #[test]
 fn multithreaded_fork_is_detected() {
+    let _leaks = common::leak_guard();
     // The harness runs tests in threads, so this process is multithreaded here.
     assert!(ipc_pool::thread_count().unwrap_or(1) > 1);
     let r = Process::builder()

@@ -22,3 +22,11 @@ pub fn in_child(secs: u64, f: impl FnOnce()) {
 pub fn children() -> Vec<i32> {
     ipc_testkit::child_pids().into_iter().collect()
 }
+
+/// The leak guard every test of the cross-process files holds for its whole run
+/// (`ipc_testkit::Leaks::exclusive`): tests of one binary then run one at a time, so the
+/// fd, thread, mapping and child checks are exact. Its `/dev/shm` prefix matches nothing:
+/// `Process` makes no named segments.
+pub fn leak_guard() -> ipc_testkit::LeakGuard {
+    ipc_testkit::Leaks::exclusive(&ipc_testkit::unique_name("pool-noshm"))
+}
