@@ -30,3 +30,13 @@ pub fn children() -> Vec<i32> {
 pub fn leak_guard() -> ipc_testkit::LeakGuard {
     ipc_testkit::Leaks::exclusive(&ipc_testkit::unique_name("pool-noshm"))
 }
+
+/// [`in_child`] with a leak check inside the child too: the child is single-threaded when
+/// `f` starts, so every fd, thread, shared mapping and child `f` leaves is seen exactly.
+pub fn in_child_checked(secs: u64, f: impl FnOnce()) {
+    in_child(secs, || {
+        let leaks = ipc_testkit::Leaks::snapshot(&ipc_testkit::unique_name("pool-noshm"));
+        f();
+        leaks.assert_all_clean(Duration::from_secs(5));
+    });
+}
