@@ -284,7 +284,9 @@ impl Leaks {
     /// that failed while holding it does not fail the next).
     ///
     /// Do not hold it across a call that waits for another leak-checked test (it would
-    /// deadlock); a forked child inherits a held copy it never uses.
+    /// deadlock). A child forked while it is held inherits a held copy: never call
+    /// `exclusive` or [`serial`] in a forked child (it would wait forever); use
+    /// [`Leaks::snapshot`] there (a forked child is single-threaded, so its checks are exact).
     pub fn exclusive(shm_prefix: &str) -> LeakGuard {
         let lock = lock_exclusive();
         LeakGuard {
