@@ -17,6 +17,7 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[test]
 fn request_response_with_child() {
+    let _leaks = common::leak_guard();
     let (mut parent, mut child_end) = duplex().unwrap();
     let parent_fd = parent.as_raw_fd();
     let mut child = fork(move || {
@@ -39,6 +40,7 @@ fn request_response_with_child() {
 
 #[test]
 fn simplex_both_ends_survive_fork() {
+    let _leaks = common::leak_guard();
     let (mut rx, mut tx) = simplex().unwrap();
     let rx_fd = rx.as_raw_fd();
     let mut child = fork(move || {
@@ -57,6 +59,7 @@ fn simplex_both_ends_survive_fork() {
 
 #[test]
 fn big_message_round_trip_16mib() {
+    let _leaks = common::leak_guard();
     let (mut parent, mut child_end) = duplex().unwrap();
     let parent_fd = parent.as_raw_fd();
     let mut child = fork(move || {
@@ -74,6 +77,7 @@ fn big_message_round_trip_16mib() {
 
 #[test]
 fn simplex_big_message_and_many_small() {
+    let _leaks = common::leak_guard();
     let (mut rx, mut tx) = simplex().unwrap();
     let rx_fd = rx.as_raw_fd();
     let mut child = fork(move || {
@@ -97,6 +101,7 @@ fn simplex_big_message_and_many_small() {
 
 #[test]
 fn peer_sigkilled_mid_message() {
+    let _leaks = common::leak_guard();
     let (mut parent, mut child_end) = duplex().unwrap();
     let parent_fd = parent.as_raw_fd();
     let mut child = fork(move || {
@@ -118,6 +123,7 @@ fn peer_sigkilled_mid_message() {
 
 #[test]
 fn eof_after_buffered_messages() {
+    let _leaks = common::leak_guard();
     let (mut parent, mut child_end) = duplex().unwrap();
     let parent_fd = parent.as_raw_fd();
     let mut child = fork(move || {
@@ -142,6 +148,7 @@ fn eof_after_buffered_messages() {
 
 #[test]
 fn decode_error_keeps_connection_usable() {
+    let _leaks = common::leak_guard();
     let (mut parent, mut child_end) = duplex().unwrap();
     let parent_fd = parent.as_raw_fd();
     let mut child = fork(move || {
@@ -162,6 +169,7 @@ fn decode_error_keeps_connection_usable() {
 /// limit is refused at the header, and the connection is poisoned.
 #[test]
 fn hostile_header_through_raw_fd_is_too_large() {
+    let _leaks = common::leak_guard();
     for header in [
         // Short form: 4 GiB - 2.
         vec![0xFE, 0xFF, 0xFF, 0xFF],
@@ -201,6 +209,7 @@ fn hostile_header_through_raw_fd_is_too_large() {
 
 #[test]
 fn malformed_header_poisons() {
+    let _leaks = common::leak_guard();
     let (mut parent, child_end) = duplex().unwrap();
     let parent_fd = parent.as_raw_fd();
     let mut child = fork(move || {
@@ -217,6 +226,7 @@ fn malformed_header_poisons() {
 
 #[test]
 fn set_max_message_size_applies_both_ways() {
+    let _leaks = common::leak_guard();
     let (mut parent, mut child_end) = duplex().unwrap();
     parent.set_max_message_size(100);
     assert_eq!(parent.max_message_size(), 100);
@@ -240,6 +250,7 @@ fn set_max_message_size_applies_both_ways() {
 
 #[test]
 fn poll_false_then_true() {
+    let _leaks = common::leak_guard();
     let (mut parent, mut child_end) = duplex().unwrap();
     let parent_fd = parent.as_raw_fd();
     let mut child = fork(move || {
@@ -262,6 +273,7 @@ fn poll_false_then_true() {
 
 #[test]
 fn recv_timeout_waits_at_least_the_timeout() {
+    let _leaks = common::leak_guard();
     let (mut a, _b) = duplex().unwrap();
     let t = Duration::from_millis(150);
     let start = Instant::now();
@@ -278,6 +290,7 @@ fn recv_timeout_waits_at_least_the_timeout() {
 /// receive completes the same message.
 #[test]
 fn timeout_mid_frame_resumes() {
+    let _leaks = common::leak_guard();
     let (mut parent, child_end) = duplex().unwrap();
     let (mut go_rx, mut go_tx) = simplex().unwrap();
     let msg = pattern(300_000);
@@ -314,6 +327,7 @@ fn timeout_mid_frame_resumes() {
 
 #[test]
 fn try_recv_none_then_some() {
+    let _leaks = common::leak_guard();
     let (mut parent, mut child_end) = duplex().unwrap();
     assert!(parent.try_recv::<u16>().unwrap().is_none());
     let parent_fd = parent.as_raw_fd();
@@ -338,6 +352,7 @@ fn memfd_with(content: &[u8]) -> File {
 
 #[test]
 fn fd_passing_file_the_receiver_reads() {
+    let _leaks = common::leak_guard();
     let (mut parent, mut child_end) = duplex().unwrap();
     let parent_fd = parent.as_raw_fd();
     let mut child = fork(move || {
@@ -379,6 +394,7 @@ fn fd_passing_file_the_receiver_reads() {
 
 #[test]
 fn send_fds_limits() {
+    let _leaks = common::leak_guard();
     let (mut a, mut b) = duplex().unwrap();
     assert!(matches!(a.send_fds(&[]), Err(Error::Io(_))));
     let f = memfd_with(b"x");
@@ -395,6 +411,7 @@ fn send_fds_limits() {
 
 #[test]
 fn wait_returns_ready_subset() {
+    let _leaks = common::leak_guard();
     let conns: Vec<(Connection, Connection)> = (0..3).map(|_| duplex().unwrap()).collect();
     let (mut ours, mut theirs): (Vec<Connection>, Vec<Connection>) = conns.into_iter().unzip();
     let our_fds: Vec<i32> = ours.iter().map(|c| c.as_raw_fd()).collect();
@@ -435,6 +452,7 @@ fn wait_returns_ready_subset() {
 
 #[test]
 fn wait_on_pidfd_and_connection() {
+    let _leaks = common::leak_guard();
     let (mut parent, mut child_end) = duplex().unwrap();
     let parent_fd = parent.as_raw_fd();
     let mut child = fork(move || {
@@ -463,6 +481,7 @@ fn wait_on_pidfd_and_connection() {
 /// MSG_CTRUNC: `recv_fds` reports it, keeps none, and the connection goes on.
 #[test]
 fn truncated_fd_message_is_an_error_and_connection_survives() {
+    let _leaks = common::leak_guard();
     let (mut parent, mut child_end) = duplex().unwrap();
     let parent_fd = parent.as_raw_fd();
     let mut child = fork(move || {

@@ -36,6 +36,7 @@ const FLOOD: usize = 300;
 
 #[test]
 fn peer_cannot_fill_the_fd_table() {
+    let _leaks = common::leak_guard();
     let before = open_fds();
 
     // 1. A bytes frame of 1 MiB whose first bytes each carry 4 descriptors;

@@ -21,6 +21,7 @@ const WATCH: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[test]
 fn duplex_writer_killed_after_header() {
+    let _leaks = common::leak_guard();
     let (mut parent, mut child_end) = duplex().unwrap();
     let parent_fd = parent.as_raw_fd();
     let mut child = fork(move || {
@@ -44,6 +45,7 @@ fn duplex_writer_killed_after_header() {
 
 #[test]
 fn simplex_writer_killed_after_header() {
+    let _leaks = common::leak_guard();
     let (mut rx, mut tx) = simplex().unwrap();
     let rx_fd = rx.as_raw_fd();
     let mut child = fork(move || {
@@ -62,6 +64,7 @@ fn simplex_writer_killed_after_header() {
 
 #[test]
 fn reader_sees_every_cut_point_as_disconnected() {
+    let _leaks = common::leak_guard();
     // A frame cut after each possible number of bytes: header (short and
     // long form) or body. Whole frames before it are delivered.
     let mut frames = Vec::new();

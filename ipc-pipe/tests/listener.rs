@@ -9,6 +9,12 @@ use std::os::fd::AsRawFd;
 use common::{close_in_child, fork, s, unique_socket_path};
 use ipc_pipe::{Address, Client, Error, Listener};
 
+/// The binary's leak guard, also watching the temporary directory the sockets are bound in
+/// (only names with this process's socket prefix: other programs use that directory too).
+fn leak_guard() -> ipc_testkit::LeakGuard {
+    common::leak_guard().watch_dir_prefix(std::env::temp_dir(), &common::socket_prefix())
+}
+
 fn serve_one_client(
     address: Address,
     server_key: Option<&'static [u8]>,
@@ -42,11 +48,13 @@ fn serve_one_client(
 
 #[test]
 fn unix_with_right_key() {
+    let _leaks = leak_guard();
     serve_one_client(unique_socket_path("ok").into(), Some(b"key"), Some(b"key"));
 }
 
 #[test]
 fn unix_with_wrong_key_fails_on_both_sides() {
+    let _leaks = leak_guard();
     serve_one_client(
         unique_socket_path("bad").into(),
         Some(b"key"),
@@ -56,22 +64,26 @@ fn unix_with_wrong_key_fails_on_both_sides() {
 
 #[test]
 fn unix_without_key() {
+    let _leaks = leak_guard();
     serve_one_client(unique_socket_path("nokey").into(), None, None);
 }
 
 #[test]
 fn tcp_with_right_key() {
+    let _leaks = leak_guard();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     serve_one_client(any.into(), Some(b"tcp key"), Some(b"tcp key"));
 }
 
 #[test]
 fn tcp_with_wrong_key_fails_on_both_sides() {
+    let _leaks = leak_guard();
     serve_one_client("127.0.0.1:0".into(), Some(b"tcp key"), Some(b"nope"));
 }
 
 #[test]
 fn socket_file_is_private_and_removed() {
+    let _leaks = leak_guard();
     use std::os::unix::fs::PermissionsExt;
     let path = unique_socket_path("perm");
     let l = Listener::bind(path.as_path(), None).unwrap();
@@ -87,6 +99,7 @@ fn socket_file_is_private_and_removed() {
 
 #[test]
 fn client_speaking_no_protocol_is_rejected() {
+    let _leaks = leak_guard();
     // A peer that connects and sends garbage instead of an answer.
     let path = unique_socket_path("garbage");
     let listener = Listener::bind(path.as_path(), Some(b"key")).unwrap();
@@ -108,6 +121,7 @@ fn client_speaking_no_protocol_is_rejected() {
 
 #[test]
 fn drop_in_forked_child_keeps_socket_file() {
+    let _leaks = leak_guard();
     // A child inherits a copy of the listener; its drop must not remove the
     // parent's socket file (only the pid that bound it unlinks).
     let path = unique_socket_path("forkdrop");
@@ -168,10 +182,14 @@ fn attrib_changes_during(dir: &std::path::Path, f: impl FnOnce()) -> Vec<String>
 
 #[test]
 fn socket_file_never_exists_with_a_looser_mode() {
+    let _leaks = leak_guard();
     // The socket file must appear with mode 0600 already: no chmod after it
     // is visible at its path (that window would let others connect).
-    let dir =
-        std::env::temp_dir().join(ipc_testkit::unique_name("pipe-dir").trim_start_matches('/'));
+    let dir = std::env::temp_dir().join(format!(
+        "{}dir-{}",
+        common::socket_prefix(),
+        ipc_testkit::unique_name("x").trim_start_matches("/ipct-x-")
+    ));
     std::fs::create_dir(&dir).unwrap();
     let path = dir.join("l.sock");
     let mut listener = None;
@@ -196,6 +214,7 @@ fn socket_file_never_exists_with_a_looser_mode() {
 
 #[test]
 fn silent_client_does_not_stall_accept() {
+    let _leaks = leak_guard();
     // A peer that connects and never answers the challenge must not hold up
     // the next client's accept.
     let path = unique_socket_path("silent");
@@ -232,6 +251,7 @@ fn silent_client_does_not_stall_accept() {
 
 #[test]
 fn accept_timeout_waits_at_least_the_timeout() {
+    let _leaks = leak_guard();
     use std::time::{Duration, Instant};
     for key in [None, Some(&b"key"[..])] {
         let path = unique_socket_path("acctmo");

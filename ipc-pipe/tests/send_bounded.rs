@@ -97,6 +97,7 @@ macro_rules! fill_and_refuse {
 
 #[test]
 fn duplex_full_buffer_refuses_whole_frames_only() {
+    let _leaks = common::leak_guard();
     let (mut conn, mut peer) = duplex().unwrap();
     let (mut go_rx, mut go_tx) = simplex().unwrap();
     let (conn_fd, go_tx_fd) = (conn.as_raw_fd(), go_tx.as_raw_fd());
@@ -131,6 +132,7 @@ fn duplex_full_buffer_refuses_whole_frames_only() {
 
 #[test]
 fn simplex_full_pipe_refuses_whole_frames_only() {
+    let _leaks = common::leak_guard();
     let (mut rx, mut tx) = simplex().unwrap();
     let (mut go_rx, mut go_tx) = simplex().unwrap();
     let (tx_fd, go_tx_fd) = (tx.as_raw_fd(), go_tx.as_raw_fd());
@@ -155,6 +157,7 @@ fn simplex_full_pipe_refuses_whole_frames_only() {
 /// receive direction still works.
 #[test]
 fn deadline_mid_frame_poisons_and_peer_sees_whole_frames() {
+    let _leaks = common::leak_guard();
     let (mut conn, mut peer) = duplex().unwrap();
     let (mut go_rx, mut go_tx) = simplex().unwrap();
     let (conn_fd, go_tx_fd) = (conn.as_raw_fd(), go_tx.as_raw_fd());
@@ -201,6 +204,7 @@ fn deadline_mid_frame_poisons_and_peer_sees_whole_frames() {
 /// not a timeout and not a signal.
 #[test]
 fn peer_killed_while_send_waits_is_disconnected() {
+    let _leaks = common::leak_guard();
     let (mut conn, peer) = duplex().unwrap();
     let conn_fd = conn.as_raw_fd();
     let mut child = fork(move || {

@@ -7,7 +7,6 @@
 mod common;
 
 use std::os::fd::AsRawFd;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{close_in_child, fork, s, Exit};
@@ -15,15 +14,11 @@ use ipc_pipe::{duplex, simplex, Error};
 
 const WAIT: Duration = Duration::from_millis(100);
 
-/// Held by every test of this file for its whole run. A child inherits every
-/// fd open in the test process when it forks, other tests' included, and
-/// several tests here wait for end of stream: two children holding each
-/// other's write ends would wait for each other until the watchdog.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Every test of this file holds `common::leak_guard()` for its whole run, which
+// also runs them one at a time. That is needed here beyond the leak checks: a
+// child inherits every fd open in the test process when it forks, other tests'
+// included, and several tests here wait for end of stream: two children holding
+// each other's write ends would wait for each other until the watchdog.
 
 /// Message `i` of a stream: `i` (u64 LE), then `len - 8` bytes derived
 /// from `i` (shorter messages: a prefix of that).
@@ -85,7 +80,7 @@ const TOTAL: u64 = 600;
 
 #[test]
 fn duplex_batches_arrive_whole_in_order_one_per_receive() {
-    let _serial = serial();
+    let _leaks = common::leak_guard();
     let (mut a, mut b) = duplex().unwrap();
     let a_fd = a.as_raw_fd();
     let mut child = fork(move || {
@@ -108,7 +103,7 @@ fn duplex_batches_arrive_whole_in_order_one_per_receive() {
 
 #[test]
 fn simplex_batches_arrive_whole_in_order_bounded_and_blocking() {
-    let _serial = serial();
+    let _leaks = common::leak_guard();
     let (mut rx, mut tx) = simplex().unwrap();
     let tx_fd = tx.as_raw_fd();
     let mut child = fork(move || {
@@ -214,7 +209,7 @@ fn check_fill(recv: &mut dyn FnMut(&mut Vec<u8>) -> Result<usize, Error>) -> Res
 
 #[test]
 fn simplex_full_pipe_bounded_batches_stop_between_messages() {
-    let _serial = serial();
+    let _leaks = common::leak_guard();
     let (mut rx, mut tx) = simplex().unwrap();
     let (mut go_rx, mut go_tx) = simplex().unwrap();
     let (tx_fd, go_tx_fd) = (tx.as_raw_fd(), go_tx.as_raw_fd());
@@ -234,7 +229,7 @@ fn simplex_full_pipe_bounded_batches_stop_between_messages() {
 
 #[test]
 fn duplex_full_socket_bounded_batches_stop_between_messages() {
-    let _serial = serial();
+    let _leaks = common::leak_guard();
     let (mut conn, mut peer) = duplex().unwrap();
     let (mut go_rx, mut go_tx) = simplex().unwrap();
     let (conn_fd, go_tx_fd) = (conn.as_raw_fd(), go_tx.as_raw_fd());
@@ -256,7 +251,7 @@ fn duplex_full_socket_bounded_batches_stop_between_messages() {
 /// of stream, never the cut one.
 #[test]
 fn bounded_batch_cut_mid_message_poisons_peer_gets_whole_ones() {
-    let _serial = serial();
+    let _leaks = common::leak_guard();
     let (mut conn, mut peer) = duplex().unwrap();
     let (mut go_rx, mut go_tx) = simplex().unwrap();
     let (conn_fd, go_tx_fd) = (conn.as_raw_fd(), go_tx.as_raw_fd());
@@ -301,7 +296,7 @@ fn bounded_batch_cut_mid_message_poisons_peer_gets_whole_ones() {
 /// before anything is written.
 #[test]
 fn too_large_in_batch_sends_nothing() {
-    let _serial = serial();
+    let _leaks = common::leak_guard();
     let (mut a, mut b) = duplex().unwrap();
     a.set_max_message_size(1000);
     let msgs = [vec![1u8; 10], vec![2u8; 1001]];
@@ -327,7 +322,7 @@ fn too_large_in_batch_sends_nothing() {
 /// (no `SIGPIPE`), and every later send says so too.
 #[test]
 fn receiver_killed_mid_batch_is_disconnected() {
-    let _serial = serial();
+    let _leaks = common::leak_guard();
     for simplex_pair in [false, true] {
         let (mut tx, child) = if simplex_pair {
             let (rx, tx) = simplex().unwrap();
@@ -392,7 +387,7 @@ impl Tx {
 /// `Disconnected`, and `Poisoned` if a message was cut.
 #[test]
 fn sender_killed_mid_batch_receiver_gets_only_whole_messages() {
-    let _serial = serial();
+    let _leaks = common::leak_guard();
     for simplex_pair in [false, true] {
         let (mut go_rx, mut go_tx) = simplex().unwrap();
         let go_rx_fd = go_rx.as_raw_fd();

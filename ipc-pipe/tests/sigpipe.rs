@@ -79,6 +79,7 @@ fn writes_to_closed_peers() -> Result<(), String> {
 
 #[test]
 fn sigpipe_not_raised_with_default_disposition() {
+    let _leaks = common::leak_guard();
     let mut child = fork(|| {
         set_default_sigpipe();
         writes_to_closed_peers()?;
@@ -93,6 +94,7 @@ fn sigpipe_not_raised_with_default_disposition() {
 
 #[test]
 fn sigpipe_not_left_pending_when_caller_blocks_it() {
+    let _leaks = common::leak_guard();
     let mut child = fork(|| {
         set_default_sigpipe();
         block_sigpipe(true);

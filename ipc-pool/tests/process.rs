@@ -6,12 +6,13 @@ use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-use common::{children, in_child};
+use common::{children, in_child, in_child_checked};
 use ipc_pool::{Error, Process, ThreadPolicy, PANIC_EXIT_CODE};
 
 #[test]
 fn exit_codes_zero_panic_and_signals() {
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let mut ok = Process::spawn(|| {}).unwrap();
         let st = ok.join().unwrap();
         assert!(st.success());
@@ -47,7 +48,8 @@ fn exit_codes_zero_panic_and_signals() {
 
 #[test]
 fn join_timeout_waits_at_least_the_timeout() {
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let mut p = Process::spawn(|| std::thread::sleep(Duration::from_millis(300))).unwrap();
         let t = Instant::now();
         assert!(matches!(
@@ -61,7 +63,8 @@ fn join_timeout_waits_at_least_the_timeout() {
 
 #[test]
 fn sentinel_becomes_readable_when_the_child_exits() {
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let (mut a, b) = ipc_pipe::duplex().unwrap();
         let mut p = Process::spawn(move || {
             let mut b = b;
@@ -79,7 +82,20 @@ fn sentinel_becomes_readable_when_the_child_exits() {
 
 #[test]
 fn dropping_unjoined_handles_leaves_no_zombie() {
+    let _leaks = common::leak_guard();
     in_child(30, || {
+        // The first unjoined running child starts the process-wide reaper thread, which
+        // stays for the process's life: start it first (a dropped sleeper), then snapshot,
+        // so the check below still sees every thread, fd and child this test leaves.
+        let warm = Process::spawn(|| std::thread::sleep(Duration::from_millis(10))).unwrap();
+        let warm_pid = warm.pid();
+        drop(warm);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while children().contains(&warm_pid) {
+            assert!(Instant::now() < deadline, "child {warm_pid} never reaped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let leaks = ipc_testkit::Leaks::snapshot(&ipc_testkit::unique_name("pool-noshm"));
         // Finished child: reaped at drop.
         let p = Process::spawn(|| {}).unwrap();
         std::thread::sleep(Duration::from_millis(50));
@@ -94,11 +110,17 @@ fn dropping_unjoined_handles_leaves_no_zombie() {
             assert!(Instant::now() < deadline, "child {pid} never reaped");
             std::thread::sleep(Duration::from_millis(10));
         }
+        leaks.assert_all_clean(Duration::from_secs(5));
     });
 }
 
 #[test]
 fn daemon_child_dies_with_its_parent() {
+    // Subreaper: the daemon, orphaned when the middle process is killed, becomes this
+    // process's child instead of init's, so the leak guard sees it if it outlives the test.
+    // (It stays set for this binary's later tests: their orphans are then seen too.)
+    ipc_testkit::become_subreaper().unwrap();
+    let _leaks = common::leak_guard();
     let (mut rx, tx) = ipc_pipe::duplex().unwrap();
     // The middle process spawns a daemon, reports its pid, then waits to be killed.
     let middle = ipc_testkit::fork(move || {
@@ -117,6 +139,16 @@ fn daemon_child_dies_with_its_parent() {
     let _ = middle.wait(Duration::from_secs(20));
     let ready = ipc_pipe::wait(&[&daemon_fd], Some(Duration::from_secs(20))).unwrap();
     assert_eq!(ready, [0], "daemon {daemon} outlived its parent");
+    // It died: reap it (it is our child now, a zombie until waited for).
+    let pids = std::iter::once(daemon).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ipc_testkit::reap_children(&pids).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "daemon {daemon} never reparented to us"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn pidfd(pid: i32) -> std::os::fd::OwnedFd {
@@ -132,13 +164,14 @@ fn pidfd(pid: i32) -> std::os::fd::OwnedFd {
 
 #[test]
 fn multithreaded_fork_is_detected() {
+    let _leaks = common::leak_guard();
     // The harness runs tests in threads, so this process is multithreaded here.
     assert!(ipc_pool::thread_count().unwrap_or(1) > 1);
     let r = Process::builder()
         .if_multithreaded(ThreadPolicy::Refuse)
         .spawn(|| {});
     assert!(r.is_err());
-    in_child(30, || {
+    in_child_checked(30, || {
         assert_eq!(ipc_pool::thread_count(), Some(1));
         let mut p = Process::builder()
             .if_multithreaded(ThreadPolicy::Refuse)

@@ -40,6 +40,7 @@ fn killed(child: Child) {
 
 #[test]
 fn lock_holder_killed_at_held_point_is_reported() {
+    let _leaks = common::leak_guard();
     let lock = Lock::new().unwrap();
     killed(victim("sem.lock.held", || drop(lock.lock())));
     assert!(lock.is_locked(), "the dead victim still holds it");
@@ -52,6 +53,7 @@ fn lock_holder_killed_at_held_point_is_reported() {
 
 #[test]
 fn rlock_owner_killed_between_depth_and_unlock_is_reported() {
+    let _leaks = common::leak_guard();
     let lock = RLock::new().unwrap();
     killed(victim("sem.rlock.depth_set", || {
         let outer = lock.lock();
@@ -76,6 +78,7 @@ fn rlock_owner_killed_between_depth_and_unlock_is_reported() {
 /// already asleep never looked at the lock: they slept forever.
 #[test]
 fn barrier_participant_killed_mid_arrival_breaks_it_for_the_sleepers() {
+    let _leaks = common::leak_guard();
     let (name, shm, _) = fresh("barmid");
     let barrier = Barrier::create_named(&name, 3).unwrap();
     let sleeper = fork(|| {
@@ -109,6 +112,7 @@ fn barrier_participant_killed_mid_arrival_breaks_it_for_the_sleepers() {
 /// one takes the dead holder's lock over and sees the barrier broken.
 #[test]
 fn barrier_arrival_after_a_mid_arrival_death_is_broken() {
+    let _leaks = common::leak_guard();
     let barrier = Barrier::new(2).unwrap();
     killed(victim("sem.barrier.mid_arrival", || {
         let _ = barrier.wait();
@@ -144,6 +148,7 @@ fn semaphore_sleepers(sem: &Semaphore, started: &AtomicValue<AtomicU32>, n: u32)
 /// the sleeper must still get it.
 #[test]
 fn semaphore_releaser_killed_before_its_wake_loses_no_unit() {
+    let _leaks = common::leak_guard();
     let sem = Semaphore::new(0).unwrap();
     let started = AtomicValue::<AtomicU32>::new(0).unwrap();
     let sleepers = semaphore_sleepers(&sem, &started, 1);
@@ -160,6 +165,7 @@ fn semaphore_releaser_killed_before_its_wake_loses_no_unit() {
 /// so the other sleeper gets it.
 #[test]
 fn semaphore_sleeper_killed_after_its_wake_leaves_the_unit_to_others() {
+    let _leaks = common::leak_guard();
     let sem = Semaphore::new(0).unwrap();
     let started = AtomicValue::<AtomicU32>::new(0).unwrap();
     // The victim sleeps first, so the kernel's FIFO wake picks it.
@@ -197,6 +203,7 @@ fn condition_sleeper(cond: &Condition, registered: &AtomicValue<AtomicU32>) -> C
 /// and a live sleeper still gets the notification.
 #[test]
 fn condition_waiter_killed_after_registering_does_not_eat_a_notify() {
+    let _leaks = common::leak_guard();
     let cond = Condition::new().unwrap();
     let registered = AtomicValue::<AtomicU32>::new(0).unwrap();
     killed(victim("sem.condition.registered", || {
@@ -214,6 +221,7 @@ fn condition_waiter_killed_after_registering_does_not_eat_a_notify() {
 /// for goes to the other sleeper.
 #[test]
 fn condition_sleeper_killed_after_its_wake_passes_the_notify_on() {
+    let _leaks = common::leak_guard();
     let cond = Condition::new().unwrap();
     let registered = AtomicValue::<AtomicU32>::new(0).unwrap();
     let v = victim("sem.condition.woken", || {

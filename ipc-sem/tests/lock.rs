@@ -26,6 +26,7 @@ fn child_holding(lock: &Lock, ready: &AtomicValue<AtomicU32>) -> Child {
 
 #[test]
 fn killed_holder_is_reported_to_the_next_locker() {
+    let _leaks = common::leak_guard();
     let lock = Lock::new().unwrap();
     let ready = AtomicValue::<AtomicU32>::new(0).unwrap();
     let child = child_holding(&lock, &ready);
@@ -50,6 +51,7 @@ fn killed_holder_is_reported_to_the_next_locker() {
 
 #[test]
 fn parked_waiter_sees_the_holder_die() {
+    let _leaks = common::leak_guard();
     let lock = Lock::new().unwrap();
     let ready = AtomicValue::<AtomicU32>::new(0).unwrap();
     let child = child_holding(&lock, &ready);
@@ -76,6 +78,7 @@ fn parked_waiter_sees_the_holder_die() {
 
 #[test]
 fn dropping_the_owner_died_guard_poisons_the_lock() {
+    let _leaks = common::leak_guard();
     let (name, shm, _) = fresh("poison");
     let lock = Lock::create_named(&name).unwrap();
     let ready = AtomicValue::<AtomicU32>::new(0).unwrap();
@@ -121,6 +124,7 @@ fn dropping_the_owner_died_guard_poisons_the_lock() {
 
 #[test]
 fn exclusion_between_processes() {
+    let _leaks = common::leak_guard();
     const ROUNDS: u64 = 5000;
     let lock = Lock::new().unwrap();
     let counter = ipc_shm::RawValue::new(0u64).unwrap();
@@ -148,6 +152,7 @@ fn exclusion_between_processes() {
 
 #[test]
 fn release_by_a_non_holder_is_an_error() {
+    let _leaks = common::leak_guard();
     let lock = Lock::new().unwrap();
     assert!(matches!(lock.release(), Err(Error::NotHeld)));
     lock.lock().unwrap().leak();
@@ -165,6 +170,7 @@ fn release_by_a_non_holder_is_an_error() {
 
 #[test]
 fn lock_timeout_waits_at_least_the_timeout() {
+    let _leaks = common::leak_guard();
     let lock = Lock::new().unwrap();
     let _g = lock.lock().unwrap();
     fork(|| {
@@ -180,6 +186,7 @@ fn lock_timeout_waits_at_least_the_timeout() {
 
 #[test]
 fn rlock_is_reentrant_for_its_owner_only() {
+    let _leaks = common::leak_guard();
     let lock = RLock::new().unwrap();
     let a = lock.lock().unwrap();
     let b = lock.try_lock().unwrap();
@@ -217,6 +224,7 @@ fn rlock_is_reentrant_for_its_owner_only() {
 
 #[test]
 fn rlock_owner_killed_is_reported_with_depth_one() {
+    let _leaks = common::leak_guard();
     let lock = RLock::new().unwrap();
     let ready = AtomicValue::<AtomicU32>::new(0).unwrap();
     let child = fork(|| {

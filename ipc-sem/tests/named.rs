@@ -49,6 +49,7 @@ fn open(kind: &str, name: &str) -> ipc_sem::Result<Box<dyn std::any::Any>> {
 
 #[test]
 fn opening_as_another_kind_is_a_layout_error() {
+    let _leaks = common::leak_guard();
     for made in KINDS {
         let (name, shm, _) = fresh("kind");
         let obj = create(made, &name).unwrap();
@@ -70,6 +71,7 @@ fn opening_as_another_kind_is_a_layout_error() {
 
 #[test]
 fn named_objects_are_private_to_their_owner() {
+    let _leaks = common::leak_guard();
     for kind in KINDS {
         let (name, shm, _) = fresh("perm");
         let obj = create(kind, &name).unwrap();
@@ -89,6 +91,7 @@ fn named_objects_are_private_to_their_owner() {
 
 #[test]
 fn only_the_creator_removes_the_name() {
+    let _leaks = common::leak_guard();
     let (name, shm, _) = fresh("owner");
     let creator = Semaphore::create_named(&name, 0).unwrap();
     assert!(matches!(
@@ -122,6 +125,7 @@ fn only_the_creator_removes_the_name() {
 
 #[test]
 fn posix_named_only_the_creator_unlinks() {
+    let _leaks = common::leak_guard();
     let (name, _, sem) = fresh("pown");
     let creator = PosixSemaphore::create_named(&name, 0).unwrap();
     assert!(matches!(
@@ -148,6 +152,7 @@ fn posix_named_only_the_creator_unlinks() {
 
 #[test]
 fn geometry_comes_from_the_header() {
+    let _leaks = common::leak_guard();
     let (name, shm, _) = fresh("geo");
     let b = BoundedSemaphore::create_named_with_bound(&name, 1, 5).unwrap();
     let o = BoundedSemaphore::open_named(&name).unwrap();
@@ -163,6 +168,7 @@ fn geometry_comes_from_the_header() {
 
 #[test]
 fn racing_over_releases_of_a_bounded_semaphore_let_exactly_one_through() {
+    let _leaks = common::leak_guard();
     const CHILDREN: usize = 4;
     for _ in 0..10 {
         let sem = BoundedSemaphore::new(1).unwrap();

@@ -94,6 +94,7 @@ fn user(sem_name: &str, lock_name: &str) -> Child {
 
 #[test]
 fn scribbled_semaphore_and_lock_give_typed_errors_and_never_hang() {
+    let _leaks = common::leak_guard();
     let (sem_name, sem_leaks, _) = fresh("scrsem");
     let (lock_name, lock_leaks, _) = fresh("scrlock");
     let sem = Semaphore::create_named(&sem_name, 2).unwrap();

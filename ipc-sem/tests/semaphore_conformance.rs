@@ -311,30 +311,37 @@ macro_rules! conformance {
 
             #[test]
             fn counts_and_try_acquire() {
+                let _leaks = crate::common::leak_guard();
                 super::counts_and_try_acquire::<$ty>($mode);
             }
             #[test]
             fn timeout_waits_at_least_the_timeout() {
+                let _leaks = crate::common::leak_guard();
                 super::timeout_waits_at_least_the_timeout::<$ty>($mode);
             }
             #[test]
             fn release_in_parent_wakes_child() {
+                let _leaks = crate::common::leak_guard();
                 super::release_in_parent_wakes_child::<$ty>($mode);
             }
             #[test]
             fn release_in_child_wakes_parent() {
+                let _leaks = crate::common::leak_guard();
                 super::release_in_child_wakes_parent::<$ty>($mode);
             }
             #[test]
             fn mutual_exclusion_across_processes() {
+                let _leaks = crate::common::leak_guard();
                 super::mutual_exclusion_across_processes::<$ty>($mode);
             }
             #[test]
             fn killed_waiter_does_not_break_it() {
+                let _leaks = crate::common::leak_guard();
                 super::killed_waiter_does_not_break_it::<$ty>($mode);
             }
             #[test]
             fn over_release_is_an_error() {
+                let _leaks = crate::common::leak_guard();
                 super::over_release_is_an_error::<$ty>($mode);
             }
         }

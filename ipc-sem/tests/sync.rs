@@ -11,6 +11,7 @@ use ipc_shm::AtomicValue;
 
 #[test]
 fn event_set_in_child_wakes_parent() {
+    let _leaks = common::leak_guard();
     let ev = Event::new().unwrap();
     let child = fork(|| {
         std::thread::sleep(Duration::from_millis(50));
@@ -25,6 +26,7 @@ fn event_set_in_child_wakes_parent() {
 
 #[test]
 fn event_set_in_parent_wakes_waiting_children_and_clear_resets() {
+    let _leaks = common::leak_guard();
     let (name, shm, _) = fresh("ev");
     let ev = Event::create_named(&name).unwrap();
     let waiting = AtomicValue::<AtomicU32>::new(0).unwrap();
@@ -56,6 +58,7 @@ fn event_set_in_parent_wakes_waiting_children_and_clear_resets() {
 
 #[test]
 fn condition_notify_crosses_processes() {
+    let _leaks = common::leak_guard();
     let cond = Condition::new().unwrap();
     let flag = AtomicValue::<AtomicU32>::new(0).unwrap();
     let child = fork(|| {
@@ -81,6 +84,7 @@ fn condition_notify_crosses_processes() {
 
 #[test]
 fn condition_notify_one_wakes_a_waiting_child() {
+    let _leaks = common::leak_guard();
     let (name, shm, _) = fresh("cond");
     let cond = Condition::create_named(&name).unwrap();
     let state = AtomicValue::<AtomicU32>::new(0).unwrap();
@@ -113,6 +117,7 @@ fn condition_notify_one_wakes_a_waiting_child() {
 
 #[test]
 fn condition_wait_timeout_returns_the_lock() {
+    let _leaks = common::leak_guard();
     let cond = Condition::new().unwrap();
     let g = cond.lock().unwrap();
     let start = Instant::now();
@@ -127,6 +132,7 @@ fn condition_wait_timeout_returns_the_lock() {
 
 #[test]
 fn a_killed_sleeper_does_not_block_notifiers() {
+    let _leaks = common::leak_guard();
     let cond = Condition::new().unwrap();
     let state = AtomicValue::<AtomicU32>::new(0).unwrap();
     let sleeper = fork(|| {
@@ -164,6 +170,7 @@ fn a_killed_sleeper_does_not_block_notifiers() {
 
 #[test]
 fn barrier_of_three_processes_has_exactly_one_leader_per_round() {
+    let _leaks = common::leak_guard();
     const ROUNDS: i32 = 20;
     let barrier = Barrier::new(3).unwrap();
     let run = || {
@@ -192,6 +199,7 @@ fn barrier_of_three_processes_has_exactly_one_leader_per_round() {
 
 #[test]
 fn barrier_breaks_when_a_participant_is_killed() {
+    let _leaks = common::leak_guard();
     let (name, shm, _) = fresh("bar");
     let barrier = Barrier::create_named(&name, 3).unwrap();
     assert_eq!(barrier.parties(), 3);
@@ -231,6 +239,7 @@ fn barrier_breaks_when_a_participant_is_killed() {
 
 #[test]
 fn barrier_timeout_breaks_it_for_every_waiter() {
+    let _leaks = common::leak_guard();
     let barrier = Barrier::new(3).unwrap();
     let child = fork(|| i32::from(!matches!(barrier.wait(), Err(Error::BrokenBarrier))));
     until(|| barrier.n_waiting() == 1);
@@ -246,6 +255,7 @@ fn barrier_timeout_breaks_it_for_every_waiter() {
 
 #[test]
 fn barrier_abort_and_reset_release_waiters_with_broken() {
+    let _leaks = common::leak_guard();
     let barrier = Barrier::new(2).unwrap();
     for use_reset in [false, true] {
         let child = fork(|| i32::from(!matches!(barrier.wait(), Err(Error::BrokenBarrier))));

@@ -7,6 +7,8 @@
 //!   test fails; [`Child::kill`] injects a `SIGKILL` fault.
 //! - [`Leaks`] snapshots open fds, `/dev/shm` and `sem.*` names, threads, shared mappings,
 //!   watched socket directories and children, and asserts (or reports) nothing was left;
+//!   [`Leaks::exclusive`] takes that snapshot under a binary-wide lock (a [`LeakGuard`]), so
+//!   leak-checked tests of one binary run one at a time and the process-wide checks are exact;
 //!   [`unique_name`] gives each test its own random segment name.
 //!
 //! Tests that fork should run in a test binary whose other tests do not hold locks across the
@@ -239,10 +241,12 @@ pub fn child_pids() -> BTreeSet<i32> {
 /// socket files a test creates) and this process's children.
 ///
 /// Fds, threads and mappings are process-wide and tests run in parallel threads, so those
-/// checks belong in tests that run alone in their binary (use [`Leaks::assert_no_new_shm`]
-/// otherwise). Children are only seen as leaks once reaped ones are gone: call the checks after
-/// every child was waited for. Orphans (grandchildren whose parent died) are only seen if this
-/// process was made a subreaper first ([`become_subreaper`]).
+/// checks belong in tests that run alone in their binary, or that take the binary-wide lock
+/// with [`Leaks::exclusive`] (the other tests of the binary holding [`serial`]); use
+/// [`Leaks::assert_no_new_shm`] otherwise. Children are only seen as leaks once reaped ones
+/// are gone: call the checks after every child was waited for. Orphans (grandchildren whose
+/// parent died) are only seen if this process was made a subreaper first
+/// ([`become_subreaper`]).
 #[derive(Debug)]
 pub struct Leaks {
     fds: BTreeSet<i32>,
@@ -252,7 +256,7 @@ pub struct Leaks {
     threads: BTreeSet<i32>,
     maps: BTreeSet<String>,
     children: BTreeSet<i32>,
-    watched: Vec<(std::path::PathBuf, BTreeSet<String>)>,
+    watched: Vec<(std::path::PathBuf, String, BTreeSet<String>)>,
 }
 
 impl Leaks {
@@ -273,12 +277,37 @@ impl Leaks {
         }
     }
 
+    /// Takes this test binary's leak lock (waiting for any other holder), then snapshots as
+    /// [`Leaks::snapshot`]: leak-checked tests of one binary run one at a time, so the
+    /// process-wide checks are exact. Tests of the binary that do not check leaks but make
+    /// fds, threads or children should hold [`serial`]. The lock tolerates poisoning (a test
+    /// that failed while holding it does not fail the next).
+    ///
+    /// Do not hold it across a call that waits for another leak-checked test (it would
+    /// deadlock). A child forked while it is held inherits a held copy: never call
+    /// `exclusive` or [`serial`] in a forked child (it would wait forever); use
+    /// [`Leaks::snapshot`] there (a forked child is single-threaded, so its checks are exact).
+    pub fn exclusive(shm_prefix: &str) -> LeakGuard {
+        let lock = lock_exclusive();
+        LeakGuard {
+            leaks: Leaks::snapshot(shm_prefix),
+            done: false,
+            _lock: lock,
+        }
+    }
+
     /// Also watches `dir` (for example the directory a test binds its Unix sockets in): an
     /// entry that appears there after this call is a leak.
-    pub fn watch_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Leaks {
+    pub fn watch_dir(self, dir: impl Into<std::path::PathBuf>) -> Leaks {
+        self.watch_dir_prefix(dir, "")
+    }
+
+    /// Also watches the entries of `dir` whose names start with `prefix`: for a directory
+    /// other processes use too (`/tmp`), with a prefix only this test binary's files have.
+    pub fn watch_dir_prefix(mut self, dir: impl Into<std::path::PathBuf>, prefix: &str) -> Leaks {
         let dir = dir.into();
-        let now = dir_entries(&dir);
-        self.watched.push((dir, now));
+        let now = dir_entries_with(&dir, prefix);
+        self.watched.push((dir, prefix.to_owned(), now));
         self
     }
 
@@ -302,18 +331,17 @@ impl Leaks {
             ),
         );
         diff("file descriptors left open", new_of(&open_fds(), &self.fds));
-        diff(
-            "threads still running",
-            new_of(&thread_ids(), &self.threads),
-        );
+        let waiters = waiting().clone();
+        let threads: BTreeSet<i32> = thread_ids().difference(&waiters).copied().collect();
+        diff("threads still running", new_of(&threads, &self.threads));
         diff(
             "shared mappings left",
             new_of(&shared_mappings(), &self.maps),
         );
-        for (dir, before) in &self.watched {
+        for (dir, prefix, before) in &self.watched {
             diff(
                 &format!("entries left in {}", dir.display()),
-                new_of(&dir_entries(dir), before),
+                new_of(&dir_entries_with(dir, prefix), before),
             );
         }
         let kids: Vec<String> = child_pids()
@@ -395,8 +423,135 @@ impl Leaks {
     }
 }
 
+/// The lock [`Leaks::exclusive`] and [`serial`] take: one per test binary (process).
+static EXCLUSIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The thread ids waiting in [`lock_exclusive`]: the harness starts the next tests' threads
+/// while a test holds the lock, and they wait for it; the thread check of [`Leaks::report`]
+/// does not count them (they are not the holder's leftovers).
+static WAITING: std::sync::Mutex<BTreeSet<i32>> = std::sync::Mutex::new(BTreeSet::new());
+
+fn waiting() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    WAITING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn gettid() -> i32 {
+    // SAFETY: gettid(2) has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::gettid()
+    }
+}
+
+fn lock_exclusive() -> std::sync::MutexGuard<'static, ()> {
+    let me = gettid();
+    waiting().insert(me);
+    // Poison-tolerant: a test that failed while holding the lock must not fail the others.
+    let guard = EXCLUSIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    waiting().remove(&me);
+    guard
+}
+
+/// Holds the binary-wide lock of [`Leaks::exclusive`] without a snapshot, for a test that
+/// checks no leaks itself but opens fds, threads, mappings or children that would show up in
+/// a leak-checked test running at the same time in another thread of the same binary.
+#[must_use = "the lock is released when the guard is dropped"]
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    lock_exclusive()
+}
+
+/// How long [`LeakGuard::finish`] (and an unfinished guard's drop) allows threads and
+/// children to go.
+pub const LEAK_SETTLE: Duration = Duration::from_secs(5);
+
+/// A [`Leaks`] snapshot taken while holding a lock shared by every [`Leaks::exclusive`] (and
+/// [`serial`]) caller of this test binary, so the process-wide checks (fds, threads, shared
+/// mappings, children) see only this test's leftovers. Made by [`Leaks::exclusive`].
+///
+/// Check with [`LeakGuard::finish`] or [`LeakGuard::assert_all_clean`], which release the
+/// lock after checking. A guard dropped unchecked checks on drop (unless its thread is already
+/// panicking, then it only releases the lock), so a forgotten `finish` still checks.
+#[derive(Debug)]
+#[must_use = "a leak guard checks when finished or dropped; bind it for the test's duration"]
+pub struct LeakGuard {
+    leaks: Leaks,
+    done: bool,
+    // Declared last: released after the check in `drop`.
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+impl LeakGuard {
+    /// Also watches `dir`, as [`Leaks::watch_dir`].
+    pub fn watch_dir(self, dir: impl Into<std::path::PathBuf>) -> LeakGuard {
+        self.watch_dir_prefix(dir, "")
+    }
+
+    /// Also watches the entries of `dir` starting with `prefix`, as
+    /// [`Leaks::watch_dir_prefix`].
+    pub fn watch_dir_prefix(
+        mut self,
+        dir: impl Into<std::path::PathBuf>,
+        prefix: &str,
+    ) -> LeakGuard {
+        let dir = dir.into();
+        let now = dir_entries_with(&dir, prefix);
+        self.leaks.watched.push((dir, prefix.to_owned(), now));
+        self
+    }
+
+    /// The snapshot (for [`Leaks::report`] or the single-kind checks).
+    pub fn leaks(&self) -> &Leaks {
+        &self.leaks
+    }
+
+    /// Asserts nothing of any kind was left ([`Leaks::assert_all_clean`]), allowing
+    /// `timeout` for threads and children to go, then releases the lock.
+    ///
+    /// # Panics
+    /// If something was left.
+    pub fn assert_all_clean(mut self, timeout: Duration) {
+        self.done = true;
+        self.leaks.assert_all_clean(timeout);
+    }
+
+    /// [`LeakGuard::assert_all_clean`] with [`LEAK_SETTLE`].
+    ///
+    /// # Panics
+    /// If something was left.
+    pub fn finish(self) {
+        self.assert_all_clean(LEAK_SETTLE);
+    }
+}
+
+impl std::ops::Deref for LeakGuard {
+    type Target = Leaks;
+    fn deref(&self) -> &Leaks {
+        &self.leaks
+    }
+}
+
+impl Drop for LeakGuard {
+    fn drop(&mut self) {
+        if !self.done && !std::thread::panicking() {
+            self.done = true;
+            self.leaks.assert_all_clean(LEAK_SETTLE);
+        }
+    }
+}
+
 fn new_of<T: Ord + ToString>(now: &BTreeSet<T>, before: &BTreeSet<T>) -> Vec<String> {
     now.difference(before).map(ToString::to_string).collect()
+}
+
+fn dir_entries_with(dir: &std::path::Path, prefix: &str) -> BTreeSet<String> {
+    dir_entries(dir)
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect()
 }
 
 fn dir_entries(dir: &std::path::Path) -> BTreeSet<String> {

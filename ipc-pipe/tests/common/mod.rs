@@ -118,8 +118,14 @@ impl Drop for Child {
 
 /// A fresh Unix socket path in the temp dir, with the kit's random name.
 pub fn unique_socket_path(tag: &str) -> PathBuf {
-    let name = ipc_testkit::unique_name(&format!("pipe-{tag}"));
+    let name = ipc_testkit::unique_name(&format!("pipe-{}-{tag}", std::process::id()));
     std::env::temp_dir().join(format!("{}.sock", name.trim_start_matches('/')))
+}
+
+/// The prefix of every name [`unique_socket_path`] makes in this process (it has the
+/// pid, so a leak check of the shared temporary directory sees only this binary's files).
+pub fn socket_prefix() -> String {
+    format!("ipct-pipe-{}-", std::process::id())
 }
 
 /// Turns any error into the child's `Err(String)`.
@@ -134,4 +140,12 @@ pub fn close_in_child(fd: std::os::fd::RawFd) {
     // SAFETY: close(2) on an inherited fd whose owning handle in this child is
     // never dropped (the child `_exit`s).
     unsafe { libc::close(fd) };
+}
+
+/// The leak guard every test of the cross-process files holds for its whole run
+/// (`ipc_testkit::Leaks::exclusive`): tests of one binary then run one at a time, so
+/// the fd, thread, mapping and child checks are exact. Connections make no
+/// `/dev/shm` names: the prefix is one nothing has, so that part checks nothing.
+pub fn leak_guard() -> ipc_testkit::LeakGuard {
+    ipc_testkit::Leaks::exclusive(&ipc_testkit::unique_name("pipe-noshm"))
 }

@@ -22,3 +22,21 @@ pub fn in_child(secs: u64, f: impl FnOnce()) {
 pub fn children() -> Vec<i32> {
     ipc_testkit::child_pids().into_iter().collect()
 }
+
+/// The leak guard every test of the cross-process files holds for its whole run
+/// (`ipc_testkit::Leaks::exclusive`): tests of one binary then run one at a time, so the
+/// fd, thread, mapping and child checks are exact. Its `/dev/shm` prefix matches nothing:
+/// `Process` makes no named segments.
+pub fn leak_guard() -> ipc_testkit::LeakGuard {
+    ipc_testkit::Leaks::exclusive(&ipc_testkit::unique_name("pool-noshm"))
+}
+
+/// [`in_child`] with a leak check inside the child too: the child is single-threaded when
+/// `f` starts, so every fd, thread, shared mapping and child `f` leaves is seen exactly.
+pub fn in_child_checked(secs: u64, f: impl FnOnce()) {
+    in_child(secs, || {
+        let leaks = ipc_testkit::Leaks::snapshot(&ipc_testkit::unique_name("pool-noshm"));
+        f();
+        leaks.assert_all_clean(Duration::from_secs(5));
+    });
+}

@@ -24,7 +24,7 @@ pub const WATCHDOG: Duration = Duration::from_secs(20);
 /// A unique `/dev/shm` name for this test and a leak snapshot covering it (and the `sem.`
 /// file glibc makes for a named POSIX semaphore of the same name).
 pub fn fresh(tag: &str) -> (String, Leaks, Leaks) {
-    let name = unique_name(tag);
+    let name = unique_name(&format!("{}-{tag}", std::process::id()));
     let bare = name.trim_start_matches('/').to_owned();
     let shm = Leaks::snapshot(&bare);
     let sem = Leaks::snapshot(&format!("sem.{bare}"));
@@ -48,4 +48,13 @@ pub fn until(mut cond: impl FnMut() -> bool) {
         assert!(start.elapsed() < WATCHDOG, "condition never became true");
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// The leak guard every test of the cross-process files holds for its whole run
+/// (`ipc_testkit::Leaks::exclusive`): tests of one binary then run one at a time, so the
+/// fd, thread, mapping and child checks are exact. Its `/dev/shm` prefix is the one every
+/// [`fresh`] name of this process has (`ipct-<pid>-`), so it also sees any named object (or
+/// `sem.*` name) a test of this binary leaves, not only the ones a test checks itself.
+pub fn leak_guard() -> ipc_testkit::LeakGuard {
+    ipc_testkit::Leaks::exclusive(&format!("ipct-{}-", std::process::id()))
 }
