@@ -7,6 +7,13 @@ use std::time::Duration;
 
 use ipc_pipe::{duplex, simplex, Client, Connection, Error, Listener, Receiver, Sender};
 
+/// The binary's leak guard (`common::leak_guard`: tests run one at a time, fds, threads and
+/// children checked exactly), also watching the temporary directory the Unix sockets are
+/// bound in (only this process's socket names: other programs use that directory too).
+fn leak_guard() -> ipc_testkit::LeakGuard {
+    common::leak_guard().watch_dir_prefix(std::env::temp_dir(), &common::socket_prefix())
+}
+
 fn listener_pair(address: ipc_pipe::Address) -> (Connection, Connection) {
     let listener = Listener::bind(address, Some(b"conformance")).unwrap();
     let addr = listener.address().clone();
@@ -35,6 +42,7 @@ macro_rules! conformance {
 
             #[test]
             fn typed_and_bytes_in_order() {
+                let _leaks = super::leak_guard();
                 let (mut tx, mut rx) = $pair;
                 tx.send(&(1u8, "two".to_string(), vec![3u16; 3])).unwrap();
                 tx.send_bytes(b"").unwrap();
@@ -49,6 +57,7 @@ macro_rules! conformance {
 
             #[test]
             fn many_small_messages_stream() {
+                let _leaks = super::leak_guard();
                 let (mut tx, mut rx) = $pair;
                 let t = std::thread::spawn(move || {
                     for i in 0..20_000u32 {
@@ -65,6 +74,7 @@ macro_rules! conformance {
 
             #[test]
             fn eof_after_messages_then_disconnected() {
+                let _leaks = super::leak_guard();
                 let (mut tx, mut rx) = $pair;
                 tx.send(&7u8).unwrap();
                 drop(tx);
@@ -75,6 +85,7 @@ macro_rules! conformance {
 
             #[test]
             fn send_to_closed_peer_is_disconnected() {
+                let _leaks = super::leak_guard();
                 let (mut tx, rx) = $pair;
                 drop(rx);
                 let mut last = Ok(());
@@ -91,6 +102,7 @@ macro_rules! conformance {
 
             #[test]
             fn timeouts() {
+                let _leaks = super::leak_guard();
                 let (_tx, mut rx) = $pair;
                 assert!(matches!(
                     rx.recv_timeout::<u8>(Duration::from_millis(20)),

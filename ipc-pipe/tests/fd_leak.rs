@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use common::{close_in_child, fork, s, unique_socket_path};
 use ipc_pipe::{duplex, simplex, Client, Error, Listener};
-use ipc_testkit::Leaks;
 
 #[test]
 fn no_fd_left_open_after_drop() {
-    // ipc-pipe makes no /dev/shm entries; only the fd check is used.
-    let before = Leaks::snapshot("ipct-pipe");
+    // Every kind is checked (fds, threads, mappings, children, the socket file); ipc-pipe
+    // makes no /dev/shm entries, so the guard's prefix matches nothing.
+    let leaks =
+        common::leak_guard().watch_dir_prefix(std::env::temp_dir(), &common::socket_prefix());
     {
         let (mut a, mut b) = duplex().unwrap();
         let (mut rx, mut tx) = simplex().unwrap();
@@ -69,5 +70,5 @@ fn no_fd_left_open_after_drop() {
         drop(listener);
         assert!(!path.exists(), "listener removes its socket file");
     }
-    before.assert_no_new_fds();
+    leaks.finish();
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{children, in_child};
+use common::{children, in_child_checked};
 
 macro_rules! example {
     ($name:ident, $path:literal, $secs:expr) => {
@@ -12,7 +12,8 @@ macro_rules! example {
 
         #[test]
         fn $name() {
-            in_child($secs, || {
+            let _leaks = common::leak_guard();
+            in_child_checked($secs, || {
                 $name::main().unwrap();
                 assert!(children().is_empty(), "children left: {:?}", children());
             });

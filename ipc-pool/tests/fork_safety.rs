@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{children, in_child};
+use common::{children, in_child_checked, in_child_checked_after};
 use ipc_pool::{Error, Process, ThreadPolicy, PANIC_EXIT_CODE};
 
 /// Joins `p` within `secs`, killing and reaping it (and failing) if it hangs.
@@ -25,7 +25,8 @@ fn join_or_fail(p: &mut Process, secs: u64, what: &str) -> std::process::ExitSta
 
 #[test]
 fn a_child_forked_while_another_thread_holds_stdout_and_stderr_prints_and_panics() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let (tx, rx) = std::sync::mpsc::channel();
         let holder = std::thread::spawn(move || {
             let out = std::io::stdout().lock();
@@ -74,10 +75,10 @@ fn a_child_forked_while_another_thread_holds_stdout_and_stderr_prints_and_panics
 
 #[test]
 fn a_forked_child_reaps_the_children_it_drops() {
-    in_child(60, || {
-        // Start this process's reaper: drop a running child.
-        let p = Process::spawn(|| std::thread::sleep(Duration::from_millis(50))).unwrap();
-        drop(p);
+    let _leaks = common::leak_guard();
+    // Starts this process's reaper (drops a running child) before the snapshot: see
+    // `warm_reaper`. The rest of the body is checked exactly.
+    in_child_checked_after(60, common::warm_reaper, || {
         // A child of this (now multithreaded) process drops a running child of its own: its
         // reaper must be its own, not the copy of ours whose thread it does not have.
         let mut c = Process::builder()
@@ -130,7 +131,8 @@ fn print_and_square(x: u64) -> u64 {
 /// the locks held by a thread it does not have, and a worker's first `println!` hung.
 #[test]
 fn a_pool_built_while_another_thread_holds_stdout_has_workers_that_print() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let (tx, rx) = std::sync::mpsc::channel();
         let holder = std::thread::spawn(move || {
             let out = std::io::stdout().lock();

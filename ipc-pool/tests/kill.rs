@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{children, in_child};
+use common::{children, in_child_checked};
 use ipc_failpoints::{arm, Action};
 use ipc_pool::{Error, Pool};
 
@@ -30,8 +30,8 @@ fn wait_no_children(secs: u64) {
 
 #[test]
 fn a_worker_killed_mid_task_fails_that_task_and_the_pool_goes_on() {
-    in_child(60, || {
-        let leaks = ipc_testkit::Leaks::snapshot("/nothing-");
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let pool = Pool::new(2).unwrap();
         for _ in 0..3 {
             match pool.apply(die_after, 7) {
@@ -48,14 +48,12 @@ fn a_worker_killed_mid_task_fails_that_task_and_the_pool_goes_on() {
         pool.join().unwrap();
         drop(pool);
         wait_no_children(10);
-        leaks.assert_no_new_fds();
     });
 }
 
 /// Kills the fork server at `point` on its third hit (the two start-up spawns pass), which a
 /// worker death then triggers: the pool must report it broken, never hang.
 fn fork_server_killed_at(point: &str) {
-    let leaks = ipc_testkit::Leaks::snapshot("/nothing-");
     arm(point, 3, Action::Kill).unwrap();
     let pool = Pool::new(2).unwrap();
     ipc_failpoints::disarm_all();
@@ -86,22 +84,24 @@ fn fork_server_killed_at(point: &str) {
     assert!(matches!(pool.apply(sq, 2), Err(Error::Broken(_))));
     drop(pool);
     wait_no_children(10);
-    leaks.assert_no_new_fds();
 }
 
 #[test]
 fn the_fork_server_killed_mid_fork_breaks_the_pool_without_a_hang() {
-    in_child(60, || fork_server_killed_at("pool.zygote.mid_fork"));
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || fork_server_killed_at("pool.zygote.mid_fork"));
 }
 
 #[test]
 fn the_fork_server_killed_on_a_request_breaks_the_pool_without_a_hang() {
-    in_child(60, || fork_server_killed_at("pool.fork_server.request"));
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || fork_server_killed_at("pool.fork_server.request"));
 }
 
 #[test]
 fn the_pools_process_killed_while_dispatching_leaves_no_orphans() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         // Orphans of the killed process are reparented to us, so we see (and reap) them.
         // SAFETY: plain prctl with integer arguments.
         #[allow(unsafe_code)]

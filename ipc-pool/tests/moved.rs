@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::in_child;
+use common::in_child_checked;
 use ipc_pool::Process;
 use ipc_shm::Value;
 use ipc_testkit::{fork, unique_name, Leaks};
@@ -15,7 +15,8 @@ use ipc_testkit::{fork, unique_name, Leaks};
 /// third process while the child runs; its name is gone once the child was joined.
 #[test]
 fn a_named_value_moved_into_a_child_keeps_its_name_while_the_child_runs() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let name = unique_name("moved");
         let leaks = Leaks::snapshot(&name);
         let v = Value::create_named(&name, 7u64).unwrap();
@@ -61,7 +62,8 @@ fn a_named_value_moved_into_a_child_keeps_its_name_while_the_child_runs() {
 /// file is deleted once the child was joined.
 #[test]
 fn a_listener_moved_into_a_child_keeps_its_socket_file() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let dir = std::env::temp_dir().join(unique_name("moved-dir").trim_start_matches('/'));
         std::fs::create_dir(&dir).unwrap();
         let path: PathBuf = dir.join("sock");
@@ -86,7 +88,9 @@ fn a_listener_moved_into_a_child_keeps_its_socket_file() {
 /// ended, so the name is removed then, not at the drop.
 #[test]
 fn a_dropped_handle_removes_the_name_after_the_child_ends() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    // The drop below starts the process-wide reaper: warm it up first (`warm_reaper`).
+    common::in_child_checked_after(60, common::warm_reaper, || {
         let name = unique_name("moved-drop");
         let leaks = Leaks::snapshot(&name);
         let v = Value::create_named(&name, 1u64).unwrap();

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{children, in_child};
+use common::{children, in_child_checked};
 use ipc_pool::{Error, Policy, Pool};
 
 fn sq(x: u64) -> u64 {
@@ -48,7 +48,8 @@ fn unsafe_kill_self() {
 
 #[test]
 fn map_is_correct_and_ordered() {
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let pool = Pool::new(2).unwrap();
         let out = pool.map(sq, 0..10_000u64).unwrap();
         assert_eq!(out, (0..10_000u64).map(sq).collect::<Vec<_>>());
@@ -79,7 +80,8 @@ fn map_is_correct_and_ordered() {
 
 #[test]
 fn apply_and_apply_async_with_timeouts() {
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let pool = Pool::new(2).unwrap();
         for i in 0..200u64 {
             assert_eq!(pool.apply(sq, i).unwrap(), i * i);
@@ -115,7 +117,8 @@ fn apply_and_apply_async_with_timeouts() {
 #[test]
 fn imap_is_lazy_and_ordered() {
     static PULLED: AtomicUsize = AtomicUsize::new(0);
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let pool = Pool::new(2).unwrap();
         let endless = (0u64..).inspect(|_| {
             PULLED.fetch_add(1, Ordering::Relaxed);
@@ -139,7 +142,8 @@ fn imap_is_lazy_and_ordered() {
 
 #[test]
 fn imap_unordered_is_complete() {
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let pool = Pool::new(3).unwrap();
         let mut got: Vec<u64> = pool
             .imap_unordered(sq, 0..5_000u64)
@@ -155,7 +159,8 @@ fn imap_unordered_is_complete() {
 
 #[test]
 fn panicking_task_is_an_error_and_the_worker_survives() {
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let pool = Pool::new(1).unwrap();
         let pid = pool.pids();
         match pool.apply(boom, 3) {
@@ -174,7 +179,8 @@ fn panicking_task_is_an_error_and_the_worker_survives() {
 
 #[test]
 fn killed_worker_fails_only_its_task_and_pool_keeps_serving() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let pool = Pool::new(2).unwrap();
         let before = pool.pids();
         // Direct path (apply with an idle worker).
@@ -214,7 +220,8 @@ fn killed_worker_fails_only_its_task_and_pool_keeps_serving() {
 
 #[test]
 fn retry_policy_reruns_and_break_policy_breaks() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let pool = Pool::builder()
             .processes(2)
             .on_worker_death(Policy::Retry(2))
@@ -251,7 +258,8 @@ fn retry_policy_reruns_and_break_policy_breaks() {
 
 #[test]
 fn max_tasks_per_child_replaces_workers() {
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let pool = Pool::builder()
             .processes(2)
             .max_tasks_per_child(2)
@@ -292,7 +300,8 @@ fn read_mark(_: u32) -> (i32, usize) {
 
 #[test]
 fn initializer_runs_once_per_worker() {
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let pool = Pool::builder()
             .processes(2)
             .initializer(init_worker)
@@ -315,7 +324,8 @@ fn bad_init() {
 
 #[test]
 fn panicking_initializer_breaks_the_pool_instead_of_looping() {
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let pool = Pool::builder()
             .processes(1)
             .initializer(bad_init)
@@ -331,7 +341,8 @@ fn panicking_initializer_breaks_the_pool_instead_of_looping() {
 
 #[test]
 fn close_join_leaves_no_children_and_drop_terminates() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let pool = Pool::new(3).unwrap();
         assert!(!children().is_empty());
         assert_eq!(pool.map(sq, 0..1000u64).unwrap().len(), 1000);
@@ -375,7 +386,8 @@ fn decode_errors_are_task_errors() {
     fn to_u8(x: u32) -> u32 {
         x
     }
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let pool = Pool::new(1).unwrap();
         // A result type that cannot be decoded as what the parent asks for is impossible
         // through the typed API; but a value postcard cannot encode is: a map with non-string
@@ -421,7 +433,8 @@ fn nap(ms: u64) -> u64 {
 /// workers (the task's 30 s are not waited for) and leaves no child.
 #[test]
 fn drop_timeout_bounds_the_wait_of_drop() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let pool = Pool::builder()
             .processes(1)
             .drop_timeout(std::time::Duration::from_millis(200))

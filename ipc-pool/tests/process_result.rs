@@ -5,13 +5,14 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::in_child;
+use common::in_child_checked;
 use ipc_pool::{Error, Process};
 use ipc_testkit::Leaks;
 
 #[test]
 fn values_panics_exits_and_signals() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let leaks = Leaks::snapshot("/ipct-result-none");
         let mut h = Process::spawn_with_result(|| (1..=10u64).sum::<u64>()).unwrap();
         assert_eq!(h.join().unwrap(), 55);
@@ -51,7 +52,8 @@ fn values_panics_exits_and_signals() {
 
 #[test]
 fn join_timeout_waits_at_least_the_timeout_then_joins() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let (mut go, go_child) = ipc_pipe::duplex().unwrap();
         let mut h = Process::spawn_with_result(move || {
             let mut go_child = go_child;
@@ -83,7 +85,8 @@ fn pipes() -> BTreeSet<String> {
 /// (so a later child can neither read it nor keep its write end open).
 #[test]
 fn later_children_do_not_inherit_a_result_pipe() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let before = pipes();
         let (mut go, go_child) = ipc_pipe::duplex().unwrap();
         let mut first = Process::spawn_with_result(move || {

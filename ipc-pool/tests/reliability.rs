@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use common::{children, in_child};
+use common::{children, in_child_checked};
 use ipc_pool::{Pool, Process};
 
 fn sq(x: u64) -> u64 {
@@ -25,7 +25,8 @@ fn wait_no_children(secs: u64) {
 
 #[test]
 fn a_pool_outlives_the_thread_that_built_it() {
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let pool = std::thread::spawn(|| Pool::new(2).unwrap()).join().unwrap();
         // Let any death signal tied to the builder thread arrive.
         std::thread::sleep(Duration::from_millis(200));
@@ -40,8 +41,8 @@ fn a_pool_outlives_the_thread_that_built_it() {
 
 #[test]
 fn a_killed_writer_is_end_of_stream_although_a_pool_runs() {
-    in_child(60, || {
-        let leaks = ipc_testkit::Leaks::snapshot("/nothing-");
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let (mut reader, writer) = ipc_pipe::duplex().unwrap();
         // The pool's fork server and workers are forked while this process holds `writer`.
         let pool = Pool::new(2).unwrap();
@@ -73,7 +74,6 @@ fn a_killed_writer_is_end_of_stream_although_a_pool_runs() {
         pool.join().unwrap();
         drop(pool);
         wait_no_children(10);
-        leaks.assert_no_new_fds();
     });
 }
 
@@ -126,7 +126,8 @@ fn a_task_from_a_library_loaded_after_the_pool_fails_with_its_own_error() {
         let _ = std::fs::remove_dir_all(&dir);
         return;
     };
-    in_child(60, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         // Loaded before the pool: its workers have it.
         let (early, add_early) = open_late(&so);
         let pool = Pool::new(1).unwrap();

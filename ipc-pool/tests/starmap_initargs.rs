@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{children, in_child};
+use common::{children, in_child_checked, in_child_checked_after_init};
 use ipc_pool::{Error, Pool};
 use serde::de::Error as _;
 use serde::ser::Error as _;
@@ -26,8 +26,8 @@ fn eight(a: u8, b: i16, c: u32, d: i64, e: String, f: bool, g: char, h: Vec<u16>
 
 #[test]
 fn starmap_spreads_tuples_of_one_three_and_eight_in_order() {
-    in_child(60, || {
-        let leaks = ipc_testkit::Leaks::snapshot("/nothing-");
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let pool = Pool::new(2).unwrap();
 
         // Arity 1: one-field tuples.
@@ -93,13 +93,13 @@ fn starmap_spreads_tuples_of_one_three_and_eight_in_order() {
         pool.join().unwrap();
         drop(pool);
         assert!(children().is_empty(), "children left: {:?}", children());
-        leaks.assert_no_new_fds();
     });
 }
 
 #[test]
 fn starmap_reports_a_panicking_item() {
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let pool = Pool::new(2).unwrap();
         let r = pool.starmap(
             |a: u32, b: u32, c: u32| {
@@ -143,8 +143,8 @@ fn init_value() -> (u64, Vec<String>) {
 
 #[test]
 fn initargs_reach_every_worker_including_replacements() {
-    in_child(60, || {
-        let leaks = ipc_testkit::Leaks::snapshot("/nothing-");
+    let _leaks = common::leak_guard();
+    in_child_checked(60, || {
         let pool = Pool::builder()
             .processes(2)
             .max_tasks_per_child(3)
@@ -172,14 +172,13 @@ fn initargs_reach_every_worker_including_replacements() {
         pool.join().unwrap();
         drop(pool);
         assert!(children().is_empty(), "children left: {:?}", children());
-        leaks.assert_no_new_fds();
     });
 }
 
 #[test]
 fn initargs_reach_workers_of_a_pool_on_the_process_wide_server() {
-    in_child(60, || {
-        ipc_pool::init().unwrap();
+    let _leaks = common::leak_guard();
+    in_child_checked_after_init(60, || {
         let pool = Pool::builder()
             .processes(2)
             .initializer_with(remember, init_value())
@@ -197,7 +196,8 @@ fn bad_init(n: u32) {
 
 #[test]
 fn a_panicking_initializer_with_args_breaks_the_pool() {
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         let pool = Pool::builder()
             .processes(1)
             .initializer_with(bad_init, 3)
@@ -249,7 +249,8 @@ fn take_unencodable(_: Unencodable) {}
 
 #[test]
 fn initargs_that_do_not_decode_or_encode_fail_cleanly() {
-    in_child(30, || {
+    let _leaks = common::leak_guard();
+    in_child_checked(30, || {
         // Decoding fails in the worker: an initializer failure.
         let pool = Pool::builder()
             .processes(1)

@@ -157,38 +157,47 @@ macro_rules! suite {
             use super::*;
             #[test]
             fn fifo_len_capacity() {
+                let _leaks = common::leak_guard();
                 super::fifo_len_capacity::<$ty>($mode);
             }
             #[test]
             fn timeouts_wait_at_least() {
+                let _leaks = common::leak_guard();
                 super::timeouts_wait_at_least::<$ty>($mode);
             }
             #[test]
             fn blocked_calls_are_woken_by_peers() {
+                let _leaks = common::leak_guard();
                 super::blocked_calls_are_woken_by_peers::<$ty>($mode);
             }
             #[test]
             fn close_wakes_and_drains() {
+                let _leaks = common::leak_guard();
                 super::close_wakes_and_drains::<$ty>($mode);
             }
             #[test]
             fn task_done_and_join() {
+                let _leaks = common::leak_guard();
                 super::task_done_and_join::<$ty>($mode);
             }
             #[test]
             fn stress_2x2_capacity_1() {
+                let _leaks = common::leak_guard();
                 super::stress_capacity_1::<$ty>($mode);
             }
             #[test]
             fn stress_2x2_capacity_2() {
+                let _leaks = common::leak_guard();
                 super::stress_capacity_2::<$ty>($mode);
             }
             #[test]
             fn stress_2x2_capacity_1024() {
+                let _leaks = common::leak_guard();
                 super::stress_capacity_1024::<$ty>($mode);
             }
             #[test]
             fn leaves_nothing_in_dev_shm() {
+                let _leaks = common::leak_guard();
                 super::named_leaves_nothing::<$ty>($mode);
             }
         }
@@ -202,6 +211,7 @@ suite!(serde_named, Queue<u64>, Mode::Named);
 
 #[test]
 fn byte_vectors_round_trip_at_every_length_that_fits() {
+    let _leaks = common::leak_guard();
     let q = Queue::<Vec<u8>>::builder()
         .capacity(2)
         .max_message_size(200)

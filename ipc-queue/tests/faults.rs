@@ -211,22 +211,27 @@ macro_rules! fault_suite {
             use super::*;
             #[test]
             fn consumer_killed_at_random() {
+                let _leaks = common::leak_guard();
                 super::consumer_killed_at_random::<$ty>($mode);
             }
             #[test]
             fn producer_killed_at_random() {
+                let _leaks = common::leak_guard();
                 super::producer_killed_at_random::<$ty>($mode);
             }
             #[test]
             fn producer_killed_between_claim_and_publish() {
+                let _leaks = common::leak_guard();
                 super::producer_killed_between_claim_and_publish::<$ty>($mode);
             }
             #[test]
             fn consumer_killed_between_claim_and_release() {
+                let _leaks = common::leak_guard();
                 super::consumer_killed_between_claim_and_release::<$ty>($mode);
             }
             #[test]
             fn join_reports_a_task_lost_with_its_consumer() {
+                let _leaks = common::leak_guard();
                 super::join_reports_a_task_lost_with_its_consumer::<$ty>($mode);
             }
         }
@@ -280,6 +285,7 @@ fn corrupted_slots_are_errors_and_the_queue_goes_on(
 
 #[test]
 fn corrupted_slots_in_the_packed_layout() {
+    let _leaks = common::leak_guard();
     // `max_message_size(16)`: 4-byte length word + 16 = 24-byte slots, packed: four word
     // arrays (states, writer stamps, reader stamps, retire records) of 16 words each, then the payloads.
     corrupted_slots_are_errors_and_the_queue_goes_on("corrupt", 16, |i| {
@@ -289,6 +295,7 @@ fn corrupted_slots_in_the_packed_layout() {
 
 #[test]
 fn corrupted_slots_in_the_inline_layout() {
+    let _leaks = common::leak_guard();
     // `max_message_size(64)`: 68 -> 72-byte slots, above the packed layout's limit: each slot
     // is its state, stamp and record words (32 bytes) followed by its payload, 104-byte records.
     corrupted_slots_are_errors_and_the_queue_goes_on("corrupti", 64, |i| {
@@ -298,6 +305,7 @@ fn corrupted_slots_in_the_inline_layout() {
 
 #[test]
 fn corrupted_positions_and_states_are_errors_never_panics_or_hangs() {
+    let _leaks = common::leak_guard();
     let name = ipc_testkit::unique_name("garbage");
     let q = PodQueue::<u64>::builder()
         .capacity(4)
@@ -339,6 +347,7 @@ fn corrupted_positions_and_states_are_errors_never_panics_or_hangs() {
 
 #[test]
 fn opening_with_another_layout_is_an_error() {
+    let _leaks = common::leak_guard();
     let leaks = Leaks::snapshot("ipct-layout-");
     let name = ipc_testkit::unique_name("layout");
     let _q = PodQueue::<u64>::builder()
@@ -403,6 +412,7 @@ fn opening_with_another_layout_is_an_error() {
 
 #[test]
 fn too_large_hands_the_value_back_and_the_queue_goes_on() {
+    let _leaks = common::leak_guard();
     let q = Queue::<Vec<u8>>::builder()
         .capacity(2)
         .max_message_size(64)
@@ -432,6 +442,7 @@ fn too_large_hands_the_value_back_and_the_queue_goes_on() {
 
 #[test]
 fn corrupted_byte_vectors_are_errors_and_the_queue_goes_on() {
+    let _leaks = common::leak_guard();
     // `Queue<Vec<u8>>` reads its messages without serde (see `codec.rs`); its varint length
     // is as untrusted as the length word. `max_message_size(64)`: the inline layout, as in
     // `corrupted_slots_in_the_inline_layout`.

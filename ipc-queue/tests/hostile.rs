@@ -4,6 +4,8 @@
 //! a value or a typed error, none panics, none outlives its deadline by more than a slack.
 //! Also: the codec round-trips nested and enum types (proptest).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use ipc_queue::{Error, PodQueue, PutTimeoutError, Queue, TryPutError};
@@ -52,6 +54,7 @@ proptest! {
         writes in proptest::collection::vec((0usize..(CONTROL / 8 + 64), any::<u64>(), 0u8..5), 1..6),
         messages in 0u64..5,
     ) {
+        let _leaks = common::leak_guard();
         let name = ipc_testkit::unique_name("hostile");
         let q = PodQueue::<u64>::builder().capacity(4).named(&name).create().unwrap();
         for m in 0..messages {
@@ -101,6 +104,7 @@ proptest! {
 /// stops and the queue is closed everyone ends.
 #[test]
 fn scribbler_over_a_named_queue() {
+    let _leaks = common::leak_guard();
     let leaks = Leaks::snapshot("ipct-scribble-");
     let name = ipc_testkit::unique_name("scribble");
     let q = Queue::<u64>::builder()
@@ -230,6 +234,7 @@ proptest! {
     /// copy-out size); one too large is refused with its value back, and the queue goes on.
     #[test]
     fn codec_round_trips_nested_and_enum_types(ms in proptest::collection::vec(msg(), 1..6)) {
+        let _leaks = common::leak_guard();
         let q = Queue::<Msg>::builder().capacity(8).max_message_size(512).create().unwrap();
         let mut sent = Vec::new();
         for m in &ms {
@@ -252,6 +257,7 @@ proptest! {
     /// `Queue<Vec<u8>>` (the codec's byte-vector shortcut) round-trips any length that fits.
     #[test]
     fn byte_vectors_round_trip(v in proptest::collection::vec(any::<u8>(), 0..700)) {
+        let _leaks = common::leak_guard();
         let q = Queue::<Vec<u8>>::builder().capacity(2).max_message_size(600).create().unwrap();
         match q.put(&v) {
             Ok(()) => prop_assert_eq!(q.get().unwrap(), v),

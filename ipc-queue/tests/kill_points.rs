@@ -9,14 +9,7 @@ use std::time::{Duration, Instant};
 use common::{bomb_queue, Bomb, Mode, Mode2, Setup, TestQueue, WATCHDOG};
 use ipc_failpoints::Action;
 use ipc_queue::{Error, PodQueue, Queue};
-use ipc_testkit::{Exit, Leaks};
-
-/// The leak checks look at every `ipct-q-` segment: one test at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use ipc_testkit::Exit;
 
 /// How long a survivor's get may wait for one message.
 const GET: Duration = Duration::from_secs(5);
@@ -64,20 +57,18 @@ fn survivors_deliver_and_join<Q: TestQueue>(s: &Setup<Q>, held: Option<u64>) {
 }
 
 fn put_claimed<Q: TestQueue>() {
-    let _serial = serial();
-    let leaks = Leaks::snapshot("ipct-q-");
+    let leaks = common::leak_guard();
     {
         let s = Setup::<Q>::new(Mode::Named, 4);
         kill_at(&s, "queue.put.claimed", |q| i32::from(q.put(100).is_ok()));
         survivors_deliver_and_join(&s, Some(100));
         assert_eq!(s.q.dropped(), 0);
     }
-    leaks.assert_no_new_shm();
+    leaks.finish();
 }
 
 fn get_claimed<Q: TestQueue>() {
-    let _serial = serial();
-    let leaks = Leaks::snapshot("ipct-q-");
+    let leaks = common::leak_guard();
     {
         let s = Setup::<Q>::new(Mode::Named, 4);
         s.q.put(100).unwrap();
@@ -85,12 +76,11 @@ fn get_claimed<Q: TestQueue>() {
         survivors_deliver_and_join(&s, Some(100));
         assert_eq!(s.q.dropped(), 1);
     }
-    leaks.assert_no_new_shm();
+    leaks.finish();
 }
 
 fn tombstone_published<Q: TestQueue>() {
-    let _serial = serial();
-    let leaks = Leaks::snapshot("ipct-q-");
+    let leaks = common::leak_guard();
     {
         let s = Setup::<Q>::new(Mode::Named, 4);
         // A dead writer's slot, then a consumer killed while skipping its tombstone.
@@ -101,12 +91,11 @@ fn tombstone_published<Q: TestQueue>() {
         survivors_deliver_and_join(&s, Some(100));
         assert_eq!(s.q.dropped(), 0);
     }
-    leaks.assert_no_new_shm();
+    leaks.finish();
 }
 
 fn reclaim_before_retire<Q: TestQueue>() {
-    let _serial = serial();
-    let leaks = Leaks::snapshot("ipct-q-");
+    let leaks = common::leak_guard();
     {
         let s = Setup::<Q>::new(Mode::Named, 4);
         kill_at(&s, "queue.put.claimed", |q| i32::from(q.put(100).is_ok()));
@@ -115,14 +104,13 @@ fn reclaim_before_retire<Q: TestQueue>() {
         });
         survivors_deliver_and_join(&s, Some(100));
     }
-    leaks.assert_no_new_shm();
+    leaks.finish();
 }
 
 /// `close` killed after setting the flag, before waking anyone: a consumer blocked in a
 /// plain `get` and a producer blocked in a plain `put` on a full queue both return `Closed`.
 fn close_mid<Q: TestQueue>() {
-    let _serial = serial();
-    let leaks = Leaks::snapshot("ipct-q-");
+    let leaks = common::leak_guard();
     {
         let s = Setup::<Q>::new(Mode::Named, 1);
         let consumer = s.child(|q| match q.get() {
@@ -149,7 +137,7 @@ fn close_mid<Q: TestQueue>() {
         assert_eq!(filler.q.get().unwrap(), 1);
         assert!(matches!(filler.q.get(), Err(Error::Closed)));
     }
-    leaks.assert_no_new_shm();
+    leaks.finish();
 }
 
 macro_rules! kill_suite {
@@ -187,6 +175,7 @@ kill_suite!(serde, Queue<u64>);
 /// publishing the tombstone, before it is counted; the survivors go on and `join` returns.
 #[test]
 fn publish_before_retire() {
+    let _leaks = common::leak_guard();
     let q = bomb_queue();
     let victim = ipc_testkit::fork(|| {
         ipc_failpoints::arm("queue.publish.before_retire", 1, Action::Kill).unwrap();

@@ -67,11 +67,13 @@ fn put_racing_close<Q: TestQueue>() {
 
 #[test]
 fn put_racing_close_pod() {
+    let _leaks = common::leak_guard();
     put_racing_close::<PodQueue<u64>>();
 }
 
 #[test]
 fn put_racing_close_serde() {
+    let _leaks = common::leak_guard();
     put_racing_close::<Queue<u64>>();
 }
 
@@ -80,6 +82,7 @@ fn put_racing_close_serde() {
 /// gets skip the slot, and `join` does not wait for it.
 #[test]
 fn panicking_serialize_leaves_a_tombstone() {
+    let _leaks = common::leak_guard();
     let q = bomb_queue();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let (panicked_tx, panicked_rx) = std::sync::mpsc::channel::<bool>();
@@ -107,6 +110,7 @@ fn panicking_serialize_leaves_a_tombstone() {
 /// the rest is done.
 #[test]
 fn kill_between_tombstone_and_retire_does_not_hang_join() {
+    let _leaks = common::leak_guard();
     let q = bomb_queue();
     let victim = ipc_testkit::fork(|| {
         ipc_failpoints::arm("queue.publish.before_retire", 1, Action::Kill).unwrap();
@@ -124,6 +128,7 @@ fn kill_between_tombstone_and_retire_does_not_hang_join() {
 /// tombstone is counted (`queue.reclaim.before_retire`): `join` still returns.
 #[test]
 fn kill_between_reclaim_and_retire_does_not_hang_join() {
+    let _leaks = common::leak_guard();
     let q = PodQueue::<u64>::new(4).unwrap();
     let writer = ipc_testkit::fork(|| {
         ipc_failpoints::arm("queue.put.claimed", 1, Action::Kill).unwrap();
@@ -146,6 +151,7 @@ fn kill_between_reclaim_and_retire_does_not_hang_join() {
 /// reclaim and reports the message lost with its consumer, and the queue goes on.
 #[test]
 fn kill_between_reader_reclaim_and_retire_does_not_hang_join() {
+    let _leaks = common::leak_guard();
     let q = PodQueue::<u64>::new(1).unwrap();
     q.put(1).unwrap();
     let reader = ipc_testkit::fork(|| {
@@ -201,11 +207,13 @@ fn dead_claim_with_my_thread_id(stamp: u64, tag: &str) {
 
 #[test]
 fn dead_claim_with_my_thread_id_and_another_start_time() {
+    let _leaks = common::leak_guard();
     let me = OwnerStamp::current().to_bits();
     dead_claim_with_my_thread_id(me ^ (1 << 32), "tidreuse");
 }
 
 #[test]
 fn dead_claim_with_my_full_stamp() {
+    let _leaks = common::leak_guard();
     dead_claim_with_my_thread_id(OwnerStamp::current().to_bits(), "tidsame");
 }

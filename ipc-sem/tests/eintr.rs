@@ -2,6 +2,8 @@
 //! re-waits on the same absolute deadline) and reports a timeout, not a spurious success.
 //! Installs a process-wide SIGUSR1 handler, so it has this test binary to itself.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,7 @@ fn under_signals(what: &str, wait: impl FnOnce() -> bool + Send) {
 
 #[test]
 fn timed_waits_survive_signals_without_drift() {
+    let _leaks = common::leak_guard();
     let sem = Semaphore::new(0).unwrap();
     under_signals("Semaphore", || !sem.acquire_timeout(TIMEOUT));
 

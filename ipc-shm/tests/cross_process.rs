@@ -6,18 +6,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ipc_shm::{Array, AtomicValue, Error, LockError, RawValue, SharedMemory, Value};
-use ipc_testkit::{fork, unique_name, Exit, Leaks};
+use ipc_testkit::{fork, unique_name, Exit, LeakGuard, Leaks};
 
 const WATCHDOG: Duration = Duration::from_secs(30);
 
-/// A leak snapshot of the names made with `unique_name(tag)`: tests run in parallel, so each
-/// watches only its own prefix.
-fn leaks(tag: &str) -> Leaks {
-    Leaks::snapshot(&format!("ipct-{tag}-"))
+/// The leak guard every test holds for its whole run (`Leaks::exclusive`): the tests of this
+/// binary run one at a time under it, so fds, threads, shared mappings and children are
+/// checked exactly when it drops; its `/dev/shm` check watches the names made with
+/// `unique_name(tag)` (other programs on the machine make `ipct-` names too). A test that
+/// makes no named segment passes `"anon"`, which none of them uses.
+fn leaks(tag: &str) -> LeakGuard {
+    Leaks::exclusive(&format!("ipct-{tag}-"))
 }
 
 #[test]
 fn a_childs_set_is_seen_by_the_parent() {
+    let _leaks = leaks("anon");
     let v = Value::new(1u64).unwrap();
     fork(|| i32::from(v.set(42).is_err())).wait_success(WATCHDOG);
     assert_eq!(v.get().unwrap(), 42);
@@ -25,6 +29,7 @@ fn a_childs_set_is_seen_by_the_parent() {
 
 #[test]
 fn two_processes_lose_no_update() {
+    let _leaks = leaks("anon");
     const N: u64 = 100_000;
     let v = Value::new(0u64).unwrap();
     let work = || (0..N).all(|_| v.update(|x| *x += 1).is_ok());
@@ -36,6 +41,7 @@ fn two_processes_lose_no_update() {
 
 #[test]
 fn atomic_value_counts_across_processes() {
+    let _leaks = leaks("anon");
     const N: u64 = 200_000;
     let a = AtomicValue::<AtomicU64>::new(0).unwrap();
     let work = || {
@@ -54,6 +60,7 @@ fn atomic_value_counts_across_processes() {
 
 #[test]
 fn array_bulk_write_in_a_child_through_the_guard() {
+    let _leaks = leaks("anon");
     let a = Array::<u32>::new(10_000).unwrap();
     fork(|| match a.lock() {
         Ok(mut g) => {
@@ -86,6 +93,7 @@ fn array_bulk_write_in_a_child_through_the_guard() {
 
 #[test]
 fn raw_value_and_memfd_segment_are_shared() {
+    let _leaks = leaks("anon");
     let r = RawValue::new(0u32).unwrap();
     let shm = SharedMemory::new(4096).unwrap();
     fork(|| {
@@ -109,6 +117,7 @@ fn raw_value_and_memfd_segment_are_shared() {
 
 #[test]
 fn a_killed_holder_gives_the_next_locker_owner_died() {
+    let _leaks = leaks("anon");
     let v = Value::new(5u64).unwrap();
     let gate = AtomicValue::<AtomicU64>::new(0).unwrap();
     let child = fork(|| {
@@ -142,6 +151,7 @@ fn a_killed_holder_gives_the_next_locker_owner_died() {
 
 #[test]
 fn a_parked_waiter_notices_the_holder_die() {
+    let _leaks = leaks("anon");
     let v = Value::new(0u64).unwrap();
     let gate = AtomicValue::<AtomicU64>::new(0).unwrap();
     let child = fork(|| {
@@ -205,6 +215,7 @@ fn named_value_between_processes_with_0600_and_cleanup() {
 
 #[test]
 fn opening_with_another_layout_is_an_error() {
+    let _leaks = leaks("layout");
     let name = unique_name("layout");
     let _v = Value::create_named(&name, 1u64).unwrap();
     let field = |e| match e {
@@ -216,7 +227,7 @@ fn opening_with_another_layout_is_an_error() {
     assert!(field(RawValue::<u64>::open_named(&name).map(drop)).starts_with("kind"));
     assert!(field(AtomicValue::<AtomicU64>::open_named(&name).map(drop)).starts_with("kind"));
     // A raw segment has no header at all.
-    let raw = unique_name("raw");
+    let raw = unique_name("layout-raw");
     let shm = SharedMemory::create_named(&raw, 4096).unwrap();
     shm.write_at(0, b"numpy data, not a header").unwrap();
     assert_eq!(field(Value::<u64>::open_named(&raw).map(drop)), "magic");
@@ -224,6 +235,7 @@ fn opening_with_another_layout_is_an_error() {
 
 #[test]
 fn bad_names_and_sizes_are_errors() {
+    let _leaks = leaks("zero");
     assert!(matches!(
         SharedMemory::create_named("a/b", 10),
         Err(Error::InvalidName(..))
@@ -351,6 +363,7 @@ sys.exit(0 if ok else 3)
 
 #[test]
 fn children_forked_while_other_threads_take_their_identity_never_hang() {
+    let _leaks = leaks("anon");
     // Regression: a lazily registered fork handler could be copied half-done into a child
     // forked meanwhile and block its first lock forever.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

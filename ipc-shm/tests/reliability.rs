@@ -11,14 +11,19 @@ use std::time::{Duration, Instant};
 
 use ipc_failpoints::{arm, Action};
 use ipc_shm::{Array, Error, LockError, SharedMemory, Value};
-use ipc_testkit::{fork, unique_name, Exit, Leaks};
+use ipc_testkit::{fork, unique_name, Exit, LeakGuard, Leaks};
 
 const WATCHDOG: Duration = Duration::from_secs(30);
 /// Exit code of a child that could not set up its namespace (the test is skipped).
 const SKIP: i32 = 77;
 
-fn leaks(tag: &str) -> Leaks {
-    Leaks::snapshot(&format!("ipct-{tag}-"))
+/// The leak guard every test holds for its whole run (`Leaks::exclusive`): the tests of this
+/// binary run one at a time under it, so fds, threads, shared mappings and children are
+/// checked exactly when it drops; its `/dev/shm` check watches the names made with
+/// `unique_name(tag)` (other programs on the machine make `ipct-` names too). A test that
+/// makes no named segment passes `"anon"`, which none of them uses.
+fn leaks(tag: &str) -> LeakGuard {
+    Leaks::exclusive(&format!("ipct-{tag}-"))
 }
 
 fn cstr(s: &str) -> CString {
@@ -68,6 +73,7 @@ fn skip_or_succeed(exit: Exit, what: &str) {
 /// with its live holder.
 #[test]
 fn a_waiter_without_proc_times_out_and_never_takes_over_a_live_holder() {
+    let _leaks = leaks("anon");
     let v = Value::new(7u64).unwrap();
     let guard = v.lock().unwrap();
     let child = fork(|| {
@@ -127,6 +133,7 @@ fn a_full_tmpfs_is_an_error_at_create_never_sigbus() {
 /// it under another's mapping (which would SIGBUS the other). Before the fix it could.
 #[test]
 fn an_inherited_segment_cannot_be_shrunk() {
+    let _leaks = leaks("anon");
     let shm = SharedMemory::new(8192).unwrap();
     // SAFETY: ftruncate on a descriptor we own; the call is expected to fail.
     let r = unsafe { libc::ftruncate(shm.as_raw_fd(), 0) };
@@ -195,6 +202,7 @@ fn an_open_from_another_pid_namespace_is_refused() {
 /// `OwnerDied`, holds the lock, and can mark the data consistent.
 #[test]
 fn a_holder_killed_at_each_lock_point_hands_over_with_owner_died() {
+    let _leaks = leaks("anon");
     for point in [
         "shm.rawlock.held",
         "shm.value.guard_held",
@@ -233,6 +241,7 @@ fn a_holder_killed_at_each_lock_point_hands_over_with_owner_died() {
 /// A holder stopped (SIGSTOP) while holding is alive: waiters time out, never `OwnerDied`.
 #[test]
 fn a_stopped_holder_makes_waiters_time_out_not_take_over() {
+    let _leaks = leaks("anon");
     let v = Value::new(5u64).unwrap();
     let child = fork(|| {
         arm("shm.value.guard_held", 1, Action::Stop).unwrap();

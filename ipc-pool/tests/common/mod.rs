@@ -40,3 +40,36 @@ pub fn in_child_checked(secs: u64, f: impl FnOnce()) {
         leaks.assert_all_clean(Duration::from_secs(5));
     });
 }
+
+/// [`in_child_checked`] with a warm-up first: `warm` runs in the child before the snapshot,
+/// for process-wide state that lives until the process exits by design (the `init` fork
+/// server, the lazily started reaper thread of `Process`); everything `f` makes after it is
+/// still checked exactly.
+pub fn in_child_checked_after(secs: u64, warm: impl FnOnce(), f: impl FnOnce()) {
+    in_child(secs, || {
+        warm();
+        let leaks = ipc_testkit::Leaks::snapshot(&ipc_testkit::unique_name("pool-noshm"));
+        f();
+        leaks.assert_all_clean(Duration::from_secs(5));
+    });
+}
+
+/// [`in_child_checked_after`] with `ipc_pool::init` as the warm-up: the process-wide fork
+/// server (a child and its connection fd) lives until this forked child exits, by design.
+pub fn in_child_checked_after_init(secs: u64, f: impl FnOnce()) {
+    in_child_checked_after(secs, || ipc_pool::init().expect("ipc_pool::init"), f);
+}
+
+/// Starts this process's reaper (drops a still-running child) and waits until that child is
+/// gone: the reaper is a thread and an eventfd that live until the process exits, by design
+/// (process-wide, started by the first drop of a running child), so a leak-checked body
+/// that drops running children warms it up before the snapshot.
+pub fn warm_reaper() {
+    let p = ipc_pool::Process::spawn(|| std::thread::sleep(Duration::from_millis(20)))
+        .expect("spawn the warm-up child");
+    drop(p);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !children().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -14,6 +14,22 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The watchdog for every child.
 pub const WATCHDOG: Duration = Duration::from_secs(60);
 
+/// The tag of [`Setup`]'s queue names: `q-<pid>`, so the names are `ipct-q-<pid>-…` and
+/// [`leak_guard`] watches this test binary's only (other programs on the machine make
+/// `ipct-q-` names too).
+pub fn q_tag() -> String {
+    format!("q-{}", std::process::id())
+}
+
+/// The leak guard every cross-process test holds for its whole run
+/// (`ipc_testkit::Leaks::exclusive`): tests of one binary then run one at a time, so the
+/// fd, thread, shared-mapping and child checks are exact; its `/dev/shm` prefix is that of
+/// every [`Setup`] name of this process. Tests naming segments with their own tag keep
+/// their own `/dev/shm` check for that tag.
+pub fn leak_guard() -> ipc_testkit::LeakGuard {
+    ipc_testkit::Leaks::exclusive(&format!("ipct-{}-", q_tag()))
+}
+
 /// Both queue types, seen through one interface (values are `u64`).
 pub trait TestQueue: Sized + Send + Sync + 'static {
     fn create(cap: usize, name: Option<&str>) -> Self;
@@ -117,7 +133,7 @@ pub struct Setup<Q> {
 
 impl<Q: TestQueue> Setup<Q> {
     pub fn new(mode: Mode, cap: usize) -> Setup<Q> {
-        let name = (mode == Mode::Named).then(|| ipc_testkit::unique_name("q"));
+        let name = (mode == Mode::Named).then(|| ipc_testkit::unique_name(&q_tag()));
         Setup {
             q: Q::create(cap, name.as_deref()),
             name,
