@@ -23,20 +23,27 @@ fn join_or_fail(p: &mut Process, secs: u64, what: &str) -> std::process::ExitSta
     }
 }
 
+/// A thread that holds stdout's lock (and stderr's, with `both`) for 300 ms; returns once it
+/// holds them.
+fn hold_stdio(both: bool) -> std::thread::JoinHandle<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let out = std::io::stdout().lock();
+        let err = both.then(|| std::io::stderr().lock());
+        tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(err);
+        drop(out);
+    });
+    rx.recv().unwrap();
+    holder
+}
+
 #[test]
 fn a_child_forked_while_another_thread_holds_stdout_and_stderr_prints_and_panics() {
     let _leaks = common::leak_guard();
     in_child_checked(60, || {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let holder = std::thread::spawn(move || {
-            let out = std::io::stdout().lock();
-            let err = std::io::stderr().lock();
-            tx.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-            drop(err);
-            drop(out);
-        });
-        rx.recv().unwrap();
+        let holder = hold_stdio(true);
         let mut p = Process::builder()
             .if_multithreaded(ThreadPolicy::Allow)
             .spawn(|| {
@@ -54,14 +61,7 @@ fn a_child_forked_while_another_thread_holds_stdout_and_stderr_prints_and_panics
         assert_eq!(st.code(), Some(PANIC_EXIT_CODE));
         holder.join().unwrap();
         // A child that only returns must get through `exit`'s flush of stdout, too.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let holder = std::thread::spawn(move || {
-            let out = std::io::stdout().lock();
-            tx.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-            drop(out);
-        });
-        rx.recv().unwrap();
+        let holder = hold_stdio(false);
         let mut q = Process::builder()
             .if_multithreaded(ThreadPolicy::Allow)
             .spawn(|| {
@@ -133,16 +133,7 @@ fn print_and_square(x: u64) -> u64 {
 fn a_pool_built_while_another_thread_holds_stdout_has_workers_that_print() {
     let _leaks = common::leak_guard();
     in_child_checked(60, || {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let holder = std::thread::spawn(move || {
-            let out = std::io::stdout().lock();
-            let err = std::io::stderr().lock();
-            tx.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-            drop(err);
-            drop(out);
-        });
-        rx.recv().unwrap();
+        let holder = hold_stdio(true);
         let pool = ipc_pool::Pool::builder().processes(1).build().unwrap();
         holder.join().unwrap();
         let r = pool

@@ -6,26 +6,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{children, in_child_checked};
+use common::{children, in_child_checked, sq, wait_no_children};
 use ipc_failpoints::{arm, Action};
 use ipc_pool::{Error, Pool};
-
-fn sq(x: u64) -> u64 {
-    x.wrapping_mul(x)
-}
 
 /// A task that arms its own worker to die right after it returns (before its result is sent).
 fn die_after(x: u64) -> u64 {
     arm("pool.worker.mid_task", 1, Action::Kill).unwrap();
     x
-}
-
-fn wait_no_children(secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !children().is_empty() {
-        assert!(Instant::now() < deadline, "children left: {:?}", children());
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

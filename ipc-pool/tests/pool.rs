@@ -6,12 +6,8 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{children, in_child_checked};
+use common::{children, in_child_checked, sq};
 use ipc_pool::{Error, Policy, Pool};
-
-fn sq(x: u64) -> u64 {
-    x.wrapping_mul(x)
-}
 
 fn pid_of(_: u32) -> i32 {
     ipc_pool::current_pid()

@@ -6,22 +6,10 @@ mod common;
 
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{children, in_child_checked};
+use common::{in_child_checked, sq, wait_no_children};
 use ipc_pool::{Pool, Process};
-
-fn sq(x: u64) -> u64 {
-    x.wrapping_mul(x)
-}
-
-fn wait_no_children(secs: u64) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !children().is_empty() {
-        assert!(Instant::now() < deadline, "children left: {:?}", children());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[test]
 fn a_pool_outlives_the_thread_that_built_it() {

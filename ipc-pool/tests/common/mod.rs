@@ -18,6 +18,25 @@ pub fn in_child(secs: u64, f: impl FnOnce()) {
     child.wait_success(Duration::from_secs(secs));
 }
 
+/// The pool task most tests run: `x * x`, wrapping.
+pub fn sq(x: u64) -> u64 {
+    x.wrapping_mul(x)
+}
+
+/// Waits up to `secs` seconds until this process has no children left; fails the test if
+/// some remain.
+pub fn wait_no_children(secs: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !children().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "children left: {:?}",
+            children()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The pids of this process's children.
 pub fn children() -> Vec<i32> {
     ipc_testkit::child_pids().into_iter().collect()
