@@ -237,8 +237,10 @@ pub(crate) fn unlink_named(name: &CStr) -> io::Result<()> {
 /// The owner uid and permission bits of the file behind a named semaphore
 /// (`/dev/shm/sem.<bare>` on Linux with glibc).
 pub(crate) fn named_file_owner(bare: &str) -> io::Result<(u32, u32)> {
-    let st = nix::sys::stat::stat(format!("/dev/shm/sem.{bare}").as_str())?;
-    Ok((st.st_uid, st.st_mode & 0o7777))
+    use std::os::unix::fs::MetadataExt;
+    // `stat` (following links, as `sem_open` does) through std: no descriptor, no unsafe.
+    let st = std::fs::metadata(format!("/dev/shm/sem.{bare}"))?;
+    Ok((st.uid(), st.mode() & 0o7777))
 }
 
 /// This process's effective uid.

@@ -119,7 +119,7 @@ impl Fnv {
 
 /// The header as plain data, copied in and out of the mapping whole.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct HeaderFields {
     pub(crate) magic: u64,
     pub(crate) abi_version: u32,
@@ -139,6 +139,19 @@ pub(crate) struct HeaderFields {
 }
 
 const _: () = assert!(std::mem::size_of::<HeaderFields>() == HEADER_LEN);
+// No padding: the size is exactly the sum of the fields' sizes (what `derive(Pod)` checks).
+const _: () = assert!(
+    std::mem::size_of::<HeaderFields>() == 8 + 4 + 4 + 8 + 4 + 4 + 8 * 4 + 4 + 4 + 8 + 8 + 8 * 5
+);
+
+// SAFETY: every bit pattern of `HeaderFields` is valid: it is `repr(C)`, made only of
+// integers and an integer array, which are `Zeroable`, so all-zero bytes are a valid value.
+#[allow(unsafe_code)]
+unsafe impl Zeroable for HeaderFields {}
+// SAFETY: `repr(C)`, `Copy`, `'static`, only integer fields (every bit pattern valid), and no
+// padding (the size assert above), exactly what `derive(Pod)` would check.
+#[allow(unsafe_code)]
+unsafe impl Pod for HeaderFields {}
 const _: () = assert!(std::mem::offset_of!(HeaderFields, state) == 12);
 
 impl HeaderFields {

@@ -11,8 +11,6 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use memmap2::MmapRaw;
-
 use crate::error::{Error, Result};
 use crate::header::{HeaderFields, Layout, HEADER_LEN, MAGIC, STATE_INIT, STATE_READY};
 use crate::name;
@@ -24,7 +22,7 @@ pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 /// A shared mapping of a whole memory file, with the file's name if it has one.
 #[derive(Debug)]
 pub(crate) struct Mapping {
-    map: MmapRaw,
+    map: sys::Map,
     fd: OwnedFd,
     name: Option<String>,
     /// The pid of the process that created the name, if this handle did: only that process
@@ -109,8 +107,7 @@ impl Mapping {
     }
 
     pub(crate) fn ptr(&self) -> NonNull<u8> {
-        // A successful mmap never returns null.
-        NonNull::new(self.map.as_mut_ptr()).unwrap_or(NonNull::dangling())
+        self.map.ptr()
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -1,21 +1,39 @@
 //! Every raw operating-system call of `ipc-shm`, and nothing else.
 //!
-//! The rest of the crate sees `OwnedFd`, `io::Result` and plain values; errno is read only here.
-//! Futex waits take absolute `CLOCK_MONOTONIC` deadlines (`FUTEX_WAIT_BITSET`), so a caller
-//! that loops after `EINTR` or a spurious wake-up waits on the same deadline and never drifts.
+//! The rest of the crate sees `OwnedFd`, `io::Result`, [`Map`] and plain values; errno is read
+//! only here. Futex waits take absolute `CLOCK_MONOTONIC` deadlines (`FUTEX_WAIT_BITSET`), so a
+//! caller that loops after `EINTR` or a spurious wake-up waits on the same deadline and never
+//! drifts.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::ptr::NonNull;
 
-use memmap2::{MmapOptions, MmapRaw};
-use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::memfd::{memfd_create as nix_memfd_create, MFdFlags};
-use nix::sys::mman::{shm_open, shm_unlink as nix_shm_unlink};
-use nix::sys::stat::{fstat, Mode};
+/// `-1` from a libc call means errno is set: turns that into the `io::Error`.
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// A name for a libc call; an interior NUL is `EINVAL`, as the kernel would say of a bad name.
+fn c_name(name: &str) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Takes ownership of a descriptor a libc call just returned (`-1`: errno).
+fn owned_fd(fd: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = cvt(fd)?;
+    // SAFETY: `fd` was just returned by a successful call that opened it, and nothing else
+    // owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
 /// Creates an anonymous memory file (`memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING)`) of `len`
 /// zero bytes, its memory reserved ([`reserve`]) and sealed against shrinking
@@ -23,18 +41,14 @@ use nix::sys::stat::{fstat, Mode};
 pub(crate) fn memfd(debug_name: &str, len: usize) -> io::Result<OwnedFd> {
     let name =
         CString::new(debug_name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let fd = nix_memfd_create(
-        name.as_c_str(),
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .map_err(io::Error::from)?;
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    let fd = owned_fd(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
     set_len(fd_ref(&fd), len)?;
     reserve(fd_ref(&fd), len)?;
-    nix::fcntl::fcntl(
-        fd_ref(&fd),
-        nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::F_SEAL_SHRINK),
-    )
-    .map_err(io::Error::from)?;
+    // SAFETY: a plain fcntl on a descriptor we own; F_ADD_SEALS takes an integer argument.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) })?;
     Ok(fd)
 }
 
@@ -58,30 +72,38 @@ pub(crate) fn reserve(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
 /// Creates a new named POSIX segment: `O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC`, mode 0600.
 /// `name` starts with `/`. The segment is empty; the caller sets its length.
 pub(crate) fn shm_create(name: &str) -> io::Result<OwnedFd> {
-    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC;
-    shm_open(name, flags, Mode::S_IRUSR | Mode::S_IWUSR).map_err(io::Error::from)
+    let name = c_name(name)?;
+    let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC;
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    owned_fd(unsafe { libc::shm_open(name.as_ptr(), flags, libc::S_IRUSR | libc::S_IWUSR) })
 }
 
 /// Opens an existing named segment read-write (or read-only).
 pub(crate) fn shm_open_existing(name: &str, writable: bool) -> io::Result<OwnedFd> {
+    let name = c_name(name)?;
     let access = if writable {
-        OFlag::O_RDWR
+        libc::O_RDWR
     } else {
-        OFlag::O_RDONLY
+        libc::O_RDONLY
     };
-    shm_open(name, access | OFlag::O_CLOEXEC, Mode::empty()).map_err(io::Error::from)
+    // SAFETY: `name` is a NUL-terminated string that outlives the call; without O_CREAT the
+    // mode is ignored.
+    owned_fd(unsafe { libc::shm_open(name.as_ptr(), access | libc::O_CLOEXEC, 0) })
 }
 
 /// Removes a segment name (`shm_unlink`).
 pub(crate) fn shm_unlink(name: &str) -> io::Result<()> {
-    nix_shm_unlink(name).map_err(io::Error::from)
+    let name = c_name(name)?;
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    cvt(unsafe { libc::shm_unlink(name.as_ptr()) }).map(drop)
 }
 
 /// Sets the length of a memory file (`ftruncate`); new bytes read as zero.
 pub(crate) fn set_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
     let len =
         libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    nix::unistd::ftruncate(fd, len).map_err(io::Error::from)
+    // SAFETY: a plain call on a valid descriptor.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map(drop)
 }
 
 /// What `fstat` says about a segment that matters before trusting it.
@@ -93,7 +115,11 @@ pub(crate) struct FileFacts {
 
 /// `fstat` on a segment descriptor.
 pub(crate) fn file_facts(fd: BorrowedFd<'_>) -> io::Result<FileFacts> {
-    let st = fstat(fd).map_err(io::Error::from)?;
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable storage for one `stat`, which the kernel fills on success.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it wrote the whole struct.
+    let st = unsafe { st.assume_init() };
     Ok(FileFacts {
         owner_uid: st.st_uid,
         len: u64::try_from(st.st_size).unwrap_or(0),
@@ -102,20 +128,84 @@ pub(crate) fn file_facts(fd: BorrowedFd<'_>) -> io::Result<FileFacts> {
 
 /// The effective user id of this process.
 pub(crate) fn effective_uid() -> u32 {
-    nix::unistd::geteuid().as_raw()
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// A `MAP_SHARED` mapping of a file: its address and length, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Map {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a `Map` is an address range owned by this handle; the mapping belongs to the whole
+// process, not to a thread, and may be unmapped from any thread. It hands out raw pointers
+// only, so every access to the bytes is the caller's to synchronise.
+#[allow(unsafe_code)]
+unsafe impl Send for Map {}
+// SAFETY: `&Map` only reads the address and the length, which never change.
+#[allow(unsafe_code)]
+unsafe impl Sync for Map {}
+
+impl Map {
+    /// The first byte of the mapping (page-aligned, never null).
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr().cast_const()
+    }
+
+    /// The first byte of the mapping, for reads and writes (page-aligned).
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// The mapped length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping this `Map` created and still owns; after drop
+        // nothing can reach it through this handle. munmap of a valid range cannot fail.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// `mmap(NULL, len, prot, MAP_SHARED, fd, 0)`. A zero length is `EINVAL`, as mmap says.
+fn map(fd: BorrowedFd<'_>, len: usize, prot: libc::c_int) -> io::Result<Map> {
+    if len == 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: a new mapping at an address the kernel chooses, so no existing memory is
+    // replaced; `fd` is a valid descriptor for the duration of the call.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
+    Ok(Map { ptr, len })
 }
 
 /// Maps `len` bytes of `fd` shared (`MAP_SHARED`, read-write): writes are seen by every process
 /// that maps the same file, including children after `fork`.
-pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<MmapRaw> {
-    MmapOptions::new().len(len).map_raw(fd.as_raw_fd())
+pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<Map> {
+    map(fd, len, libc::PROT_READ | libc::PROT_WRITE)
 }
 
 /// Maps `len` bytes of `fd` shared and read-only (used by `sweep` to read headers).
-pub(crate) fn map_shared_read_only(fd: BorrowedFd<'_>, len: usize) -> io::Result<MmapRaw> {
-    MmapOptions::new()
-        .len(len)
-        .map_raw_read_only(fd.as_raw_fd())
+pub(crate) fn map_shared_read_only(fd: BorrowedFd<'_>, len: usize) -> io::Result<Map> {
+    map(fd, len, libc::PROT_READ)
 }
 
 /// Borrows an owned descriptor.
@@ -123,9 +213,27 @@ pub(crate) fn fd_ref(fd: &OwnedFd) -> BorrowedFd<'_> {
     std::os::fd::AsFd::as_fd(fd)
 }
 
-/// Fills `buf` with bytes from the operating system's random source.
+/// Fills `buf` with bytes from the operating system's random source (`getrandom(2)`, blocking
+/// until the pool is initialised; short reads continue, `EINTR` retries).
 pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
-    getrandom::fill(buf).map_err(|e| io::Error::other(e.to_string()))
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is writable for `rest.len()` bytes, which bounds what the kernel writes.
+        let r = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match usize::try_from(r) {
+            // 0 only for an empty request, which the loop condition rules out; never spin.
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Ok(n) => filled += n.min(rest.len()),
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Nanoseconds on `CLOCK_MONOTONIC`.
@@ -183,9 +291,9 @@ pub(crate) unsafe fn futex_wait(
     if r == 0 {
         return FutexWait::Woken;
     }
-    match Errno::last() {
-        Errno::EAGAIN => FutexWait::ValueChanged,
-        Errno::ETIMEDOUT => FutexWait::TimedOut,
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => FutexWait::ValueChanged,
+        Some(libc::ETIMEDOUT) => FutexWait::TimedOut,
         // EINTR: a signal handler ran; the caller re-checks and re-waits on the same deadline.
         _ => FutexWait::Woken,
     }
@@ -205,7 +313,9 @@ pub(crate) unsafe fn futex_wake(addr: *const u32, n: u32) -> usize {
 
 /// The calling thread's id (`gettid`), unique among live threads of the pid namespace.
 pub(crate) fn thread_id() -> u32 {
-    u32::try_from(nix::unistd::gettid().as_raw()).unwrap_or(0)
+    // SAFETY: gettid takes no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    u32::try_from(tid).unwrap_or(0)
 }
 
 /// The calling process's id.
@@ -259,7 +369,7 @@ fn kernel_liveness(id: u32) -> Liveness {
     };
     // SAFETY: signal 0 only checks for existence and permission; nothing is delivered.
     let r = unsafe { libc::kill(pid, 0) };
-    if r != 0 && Errno::last() == Errno::ESRCH {
+    if r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
         Liveness::Dead
     } else {
         Liveness::Alive { start_time: 0 }
@@ -324,8 +434,8 @@ fn parse_stat(line: &[u8]) -> Option<Liveness> {
     Some(Liveness::Alive { start_time })
 }
 
-/// Registers `child` to run in the child after every `fork()` made through libc (nix, std and
-/// this workspace all fork that way). Called once, from a constructor that runs before `main`
+/// Registers `child` to run in the child after every `fork()` made through libc (std and this
+/// workspace all fork that way). Called once, from a constructor that runs before `main`
 /// while the process has a single thread (see `sync::owner`), so no fork can copy a
 /// registration in progress.
 pub(crate) fn register_at_fork_child(child: unsafe extern "C" fn()) {
@@ -378,6 +488,31 @@ mod tests {
         let zombie = b"1234 (x) Z 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 0 0";
         assert_eq!(parse_stat(zombie), Some(Liveness::Dead));
         assert_eq!(parse_stat(b"garbage"), None);
+    }
+
+    #[test]
+    fn random_bytes_fills_a_large_buffer() {
+        // Larger than one guaranteed-atomic getrandom read (256 bytes): exercises the loop.
+        let mut buf = vec![0u8; 1 << 20];
+        random_bytes(&mut buf).unwrap();
+        assert!(buf.iter().filter(|&&b| b == 0).count() < buf.len() / 64);
+        random_bytes(&mut []).unwrap();
+    }
+
+    #[test]
+    fn maps_share_bytes_and_refuse_zero_length() {
+        let fd = memfd("sys-test", 4096).unwrap();
+        let a = map_shared(fd_ref(&fd), 4096).unwrap();
+        let b = map_shared_read_only(fd_ref(&fd), 4096).unwrap();
+        assert_eq!((a.len(), b.len()), (4096, 4096));
+        // SAFETY: both mappings are 4096 bytes of the same file, used by this thread only.
+        #[allow(unsafe_code)]
+        unsafe {
+            a.ptr().as_ptr().add(100).write_volatile(7);
+            assert_eq!(b.as_ptr().add(100).read_volatile(), 7);
+        }
+        let e = map_shared(fd_ref(&fd), 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
     }
 
     #[test]
