@@ -2,9 +2,8 @@
 //! `sendmsg`/`recvmsg` (with `SCM_RIGHTS`, `MSG_NOSIGNAL`, `MSG_CMSG_CLOEXEC`),
 //! `writev`/`readv` for pipes under a `SIGPIPE` guard, and `ppoll` with EINTR
 //! retried against a `CLOCK_MONOTONIC` deadline ([`Instant`] is that clock on
-//! Linux). nix where it fits; raw `libc` for the hot paths, because they read
-//! into uninitialised spare capacity of a `Vec` and nix's wrappers take
-//! initialised `IoSliceMut`s.
+//! Linux). Raw `libc` throughout (no `nix`: one dependency fewer, and the hot
+//! paths read into uninitialised spare capacity of a `Vec`).
 //!
 //! Nothing outside this module sees errno.
 
@@ -15,29 +14,51 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::socket::{socketpair as nix_socketpair, AddressFamily, SockFlag, SockType};
+/// `-1` from a libc call means errno is set: turns that into the `io::Error`.
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Takes ownership of the two descriptors a successful `socketpair`/`pipe2`
+/// wrote into `fds`.
+fn owned_pair(fds: [libc::c_int; 2]) -> (OwnedFd, OwnedFd) {
+    // SAFETY: the call that filled `fds` succeeded, so both are open
+    // descriptors that nothing else owns.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
 
 /// `socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)`.
 pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    nix_socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(io::Error::from)
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` is writable room for the two descriptors the call returns.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    Ok(owned_pair(fds))
 }
 
 /// `pipe2(O_CLOEXEC)`: `(read end, write end)`.
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` is writable room for the two descriptors the call returns.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok(owned_pair(fds))
 }
 
 /// `fcntl(F_SETPIPE_SZ)`: returns the size granted.
 pub(crate) fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
     let size = i32::try_from(size).unwrap_or(i32::MAX);
-    let got = fcntl(fd, FcntlArg::F_SETPIPE_SZ(size)).map_err(io::Error::from)?;
+    // SAFETY: a plain fcntl on a valid descriptor with an integer argument.
+    let got = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) })?;
     Ok(usize::try_from(got).unwrap_or(0))
 }
 
@@ -61,13 +82,17 @@ impl FdKind {
 /// The kind of `fd` (`fstat`). A failing `fstat` says [`FdKind::Other`],
 /// which only costs the `SIGPIPE` guard on writes.
 pub(crate) fn fd_kind(fd: BorrowedFd<'_>) -> FdKind {
-    match nix::sys::stat::fstat(fd) {
-        Ok(st) => match st.st_mode & libc::S_IFMT {
-            libc::S_IFSOCK => FdKind::Socket,
-            libc::S_IFIFO => FdKind::Pipe,
-            _ => FdKind::Other,
-        },
-        Err(_) => FdKind::Other,
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable storage for one `stat`, filled on success.
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return FdKind::Other;
+    }
+    // SAFETY: fstat succeeded, so it wrote the whole struct.
+    let st = unsafe { st.assume_init() };
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFSOCK => FdKind::Socket,
+        libc::S_IFIFO => FdKind::Pipe,
+        _ => FdKind::Other,
     }
 }
 
@@ -649,8 +674,8 @@ pub(crate) fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> 
 
 /// `shutdown(SHUT_WR)`: the peer reads what was sent, then end of stream.
 pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
-    nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Write)
-        .map_err(io::Error::from)
+    // SAFETY: a plain call on a valid descriptor.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)
 }
 
 // ---------------------------------------------------------------- FromRawFd
