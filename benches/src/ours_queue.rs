@@ -1,7 +1,7 @@
 //! Our queue rows (`ipc-queue`): Q1, Q1t, Q2, Q3, Q4, Q5, Q6@s, Q7@MxN. Queues are made in the
 //! parent (capacity 1024) and used by the forked roles through their inherited handles.
 
-use ipc_queue::{Error, PodQueue, Queue, TryPutError};
+use ipc_queue::{Error, PodQueue, Queue, TryGetError, TryPutError};
 
 use crate::checksum::{consume_bytes, produce_bytes, Acc, Plan};
 use crate::harness::{run_mxn, run_pair, Role, RoleOut};
@@ -49,7 +49,7 @@ fn pod_mxn(r: &Run, m: usize, c: usize, spin_try: bool) -> Result<Measure, Strin
                     let v = if spin_try {
                         with_backoff(|| match q.try_get() {
                             Ok(v) => Some(Ok(v)),
-                            Err(Error::Empty) => None,
+                            Err(TryGetError::Empty) => None,
                             Err(e) => Some(Err(q_err(e))),
                         })?
                     } else {
@@ -116,7 +116,7 @@ pub fn q_bytes(r: &Run, size: usize) -> Outcome {
     let q = match Queue::<Vec<u8>>::builder()
         .capacity(cap)
         .max_message_size(slot)
-        .create()
+        .build()
     {
         Ok(q) => q,
         Err(Error::TooLarge { .. }) | Err(Error::InvalidConfig(_)) => {

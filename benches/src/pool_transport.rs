@@ -408,7 +408,7 @@ impl Chans {
                     Queue::<Frame>::builder()
                         .capacity(cap)
                         .max_message_size(QUEUE_MAX_MESSAGE)
-                        .create()
+                        .build()
                         .map_err(qe)
                 };
                 Chans::Queue {
@@ -703,7 +703,7 @@ impl ParentEnd for QueueParent<'_> {
                     // queue while we wait for room.
                     match self.results.get_timeout(Duration::from_millis(1)) {
                         Ok(fr) => self.stash.push_back(fr),
-                        Err(ipc_queue::Error::Timeout) => {}
+                        Err(ipc_queue::GetTimeoutError::Timeout) => {}
                         Err(e) => break Err(WaitErr::Other(format!("get: {e}"))),
                     }
                     if let Err(e) = self.clock.check(self.workers, false) {
@@ -734,7 +734,7 @@ impl ParentEnd for QueueParent<'_> {
                         self.deliver(&fr, f)?;
                         break;
                     }
-                    Err(ipc_queue::Error::Timeout) => {
+                    Err(ipc_queue::GetTimeoutError::Timeout) => {
                         self.clock.check(self.workers, true)?;
                         if Instant::now() > deadline {
                             return Err(WaitErr::Other("no result within the run limit".into()));
@@ -748,7 +748,7 @@ impl ParentEnd for QueueParent<'_> {
             loop {
                 match self.results.try_get() {
                     Ok(fr) => self.deliver(&fr, f)?,
-                    Err(ipc_queue::Error::Empty) => break,
+                    Err(ipc_queue::TryGetError::Empty) => break,
                     Err(e) => return Err(WaitErr::Other(format!("get: {e}"))),
                 }
             }
@@ -799,7 +799,7 @@ impl ParentEnd for PodParent<'_> {
                         stash.push_back((w, std::mem::take(&mut partial[w])));
                     }
                 }
-                Err(ipc_queue::Error::Timeout) => {}
+                Err(ipc_queue::GetTimeoutError::Timeout) => {}
                 Err(e) => return Err(format!("get: {e}")),
             }
             match clock.check(workers, false) {
@@ -838,7 +838,7 @@ impl ParentEnd for PodParent<'_> {
                         got = true;
                     }
                 }
-                Err(ipc_queue::Error::Timeout) => {
+                Err(ipc_queue::GetTimeoutError::Timeout) => {
                     self.clock.check(self.workers, true)?;
                     if Instant::now() > deadline {
                         return Err(WaitErr::Other("no result within the run limit".into()));
@@ -856,7 +856,7 @@ impl ParentEnd for PodParent<'_> {
                             self.partial[w].clear();
                         }
                     }
-                    Err(ipc_queue::Error::Empty) => break,
+                    Err(ipc_queue::TryGetError::Empty) => break,
                     Err(e) => return Err(WaitErr::Other(format!("get: {e}"))),
                 }
             }

@@ -100,7 +100,7 @@ fn queue_row(point: &'static str, _a: Action) -> Outcome {
         fork(|| loop {
             match q.get_timeout(SECS(10)) {
                 Ok(x) => record(x),
-                Err(ipc_queue::Error::Closed) => return 0,
+                Err(ipc_queue::GetTimeoutError::Closed) => return 0,
                 Err(_) => return 11,
             }
         })
@@ -134,7 +134,7 @@ fn queue_row(point: &'static str, _a: Action) -> Outcome {
     loop {
         match q.get_timeout(Duration::from_millis(100)) {
             Ok(x) => *seen.entry(x).or_default() += 1,
-            Err(ipc_queue::Error::Timeout | ipc_queue::Error::Closed) => break,
+            Err(ipc_queue::GetTimeoutError::Timeout | ipc_queue::GetTimeoutError::Closed) => break,
             Err(e) => return Fail(format!("drain: {e}")),
         }
     }

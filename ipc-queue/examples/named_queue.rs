@@ -10,24 +10,18 @@
 
 use std::time::Duration;
 
-use ipc_queue::{Error, Queue};
+use ipc_queue::{Error, GetTimeoutError, Queue};
 
 fn serve(name: &str) -> Result<(), Error> {
-    let requests = Queue::<String>::builder()
-        .capacity(16)
-        .named(name)
-        .create()?;
-    let replies = Queue::<String>::builder()
-        .capacity(16)
-        .named(format!("{name}-reply"))
-        .create()?;
+    let requests = Queue::<String>::create_named(name, 16)?;
+    let replies = Queue::<String>::create_named(&format!("{name}-reply"), 16)?;
     println!("serving on {name}; run: named_queue client {name}");
     loop {
         match requests.get_timeout(Duration::from_secs(30)) {
             Ok(req) if req == "quit" => break,
             Ok(req) => replies.put(req.to_uppercase())?,
-            Err(Error::Timeout) => break,
-            Err(e) => return Err(e),
+            Err(GetTimeoutError::Timeout) => break,
+            Err(e) => return Err(e.into()),
         }
     }
     println!("done; names removed on drop");

@@ -37,7 +37,7 @@ fn fork(f: impl FnOnce() -> i32) -> libc::pid_t {
 }
 
 fn main() -> Result<(), Error> {
-    let q = Queue::<Job>::builder().capacity(64).create()?;
+    let q = Queue::<Job>::new(64)?;
 
     let workers: Vec<_> = (0..2)
         .map(|w| {

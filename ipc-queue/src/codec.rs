@@ -308,12 +308,12 @@ mod tests {
         let bytes = crate::Queue::<Vec<u8>>::builder()
             .capacity(2)
             .max_message_size(1024)
-            .create()
+            .build()
             .expect("queue");
         let text = crate::Queue::<String>::builder()
             .capacity(2)
             .max_message_size(1024)
-            .create()
+            .build()
             .expect("queue");
         for n in [0usize, 1, INLINE, INLINE + 1, 1000] {
             let v: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();

@@ -1,24 +1,32 @@
-//! Errors: the crate's [`Error`], and the put errors that hand the value back.
+//! Errors: the crate's [`Error`], and one error type per form of each blocking operation
+//! (`try_`, `_timeout`, blocking), in the style of `crossbeam-channel`: the put errors hand
+//! the value back.
 
 use std::fmt;
 
 /// Errors of `ipc-queue`.
+///
+/// The per-operation errors ([`TryGetError`], [`GetTimeoutError`], [`TryPutError`],
+/// [`PutTimeoutError`], [`PutError`], [`JoinTimeoutError`]) convert into it with `From`, so
+/// `?` works in code that returns this type; `Full`, `Empty` and `Timeout` exist only as the
+/// targets of those conversions.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A `try_put` found no free slot.
+    /// A `try_put` found no free slot (from [`TryPutError::Full`]).
     #[error("queue is full")]
     Full,
-    /// A `try_get` found no message.
+    /// A `try_get` found no message (from [`TryGetError::Empty`]).
     #[error("queue is empty")]
     Empty,
-    /// The deadline passed first.
+    /// The deadline passed first (from a `_timeout` form's `Timeout`).
     #[error("timed out")]
     Timeout,
     /// The queue was closed (for gets: and everything queued has been taken).
     #[error("queue is closed")]
     Closed,
     /// The encoded message does not fit a slot.
+    #[cfg(feature = "serde")]
     #[error("message of {len} bytes exceeds the slot capacity of {max} bytes")]
     TooLarge {
         /// The encoded length.
@@ -27,9 +35,11 @@ pub enum Error {
         max: usize,
     },
     /// The message could not be encoded (its `Serialize` implementation failed).
+    #[cfg(feature = "serde")]
     #[error("cannot encode message: {0}")]
     Encode(#[source] CodecError),
     /// The message in the slot does not decode as the queue's type.
+    #[cfg(feature = "serde")]
     #[error("cannot decode message: {0}")]
     Decode(#[source] CodecError),
     /// `join` finished, but some tasks were lost with consumers that died holding them.
@@ -56,25 +66,142 @@ pub enum Error {
 /// The result type of `ipc-queue`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Why `try_get` returned no message.
+///
+/// ```
+/// use ipc_queue::{PodQueue, TryGetError};
+///
+/// let q = PodQueue::<u64>::new(2)?;
+/// assert!(matches!(q.try_get(), Err(TryGetError::Empty)));
+/// q.put(5u64)?;
+/// q.close();
+/// assert_eq!(q.try_get()?, 5); // a closed queue still hands out what is queued
+/// assert!(q.try_get().unwrap_err().is_closed());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
+pub enum TryGetError {
+    /// No message is queued now (the queue is open).
+    #[error("queue is empty")]
+    Empty,
+    /// The queue is closed and everything queued has been taken.
+    #[error("queue is closed")]
+    Closed,
+    /// The message could not be read: `Decode`, `Corrupted`.
+    #[error(transparent)]
+    Failed(Error),
+}
+
+impl TryGetError {
+    /// Whether the queue was empty (and open).
+    pub fn is_empty(&self) -> bool {
+        matches!(self, TryGetError::Empty)
+    }
+
+    /// Whether the queue is closed and drained.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, TryGetError::Closed)
+    }
+}
+
+impl From<TryGetError> for Error {
+    fn from(e: TryGetError) -> Error {
+        match e {
+            TryGetError::Empty => Error::Empty,
+            TryGetError::Closed => Error::Closed,
+            TryGetError::Failed(e) => e,
+        }
+    }
+}
+
+/// Why `get_timeout` returned no message.
+#[derive(Debug, thiserror::Error)]
+pub enum GetTimeoutError {
+    /// No message arrived before the deadline (the queue is open).
+    #[error("timed out")]
+    Timeout,
+    /// The queue is closed and everything queued has been taken (also wakes a waiting call).
+    #[error("queue is closed")]
+    Closed,
+    /// The message could not be read: `Decode`, `Corrupted`.
+    #[error(transparent)]
+    Failed(Error),
+}
+
+impl GetTimeoutError {
+    /// Whether the deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, GetTimeoutError::Timeout)
+    }
+
+    /// Whether the queue is closed and drained.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, GetTimeoutError::Closed)
+    }
+}
+
+impl From<GetTimeoutError> for Error {
+    fn from(e: GetTimeoutError) -> Error {
+        match e {
+            GetTimeoutError::Timeout => Error::Timeout,
+            GetTimeoutError::Closed => Error::Closed,
+            GetTimeoutError::Failed(e) => e,
+        }
+    }
+}
+
+/// Why `join_timeout` returned before every task was done, or with tasks lost.
+///
+/// `PeerDied` is a variant of its own because a caller branches on it: the work is over (no
+/// task is pending any more), but `dropped` of them were lost with killed consumers and may
+/// need doing again.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinTimeoutError {
+    /// Tasks were still unfinished at the deadline.
+    #[error("timed out")]
+    Timeout,
+    /// Every task is accounted for, but `dropped` were lost with consumers killed while this
+    /// call waited.
+    #[error("{dropped} task(s) were lost with consumers that died")]
+    PeerDied {
+        /// Tasks dropped while this call waited.
+        dropped: u64,
+    },
+    /// Anything else (no such case today; kept so the type reads as every other `_timeout`
+    /// error of the workspace).
+    #[error(transparent)]
+    Failed(Error),
+}
+
+impl JoinTimeoutError {
+    /// Whether the deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, JoinTimeoutError::Timeout)
+    }
+}
+
+impl From<JoinTimeoutError> for Error {
+    fn from(e: JoinTimeoutError) -> Error {
+        match e {
+            JoinTimeoutError::Timeout => Error::Timeout,
+            JoinTimeoutError::PeerDied { dropped } => Error::PeerDied { dropped },
+            JoinTimeoutError::Failed(e) => e,
+        }
+    }
+}
+
 macro_rules! put_error {
     (
         $(#[$meta:meta])*
-        $name:ident { $( $(#[$vmeta:meta])* $var:ident => $msg:literal, $err:expr; )* }
+        $name:ident {
+            $( $(#[$vmeta:meta])* $var:ident ($is:ident) => $msg:literal, $err:expr; )*
+        }
     ) => {
         $(#[$meta])*
         pub enum $name<T> {
             $( $(#[$vmeta])* $var(T), )*
-            /// The encoded message does not fit a slot; the value is handed back.
-            TooLarge {
-                /// The value.
-                value: T,
-                /// Its encoded length.
-                len: usize,
-                /// The most a slot holds.
-                max: usize,
-            },
-            /// Encoding failed or the queue's shared state is corrupted; the value is
-            /// handed back with the cause.
+            /// Anything else, the value handed back with the cause: `TooLarge` (the encoded
+            /// message does not fit a slot), `Encode`, `Corrupted`.
             Failed(T, Error),
         }
 
@@ -83,26 +210,27 @@ macro_rules! put_error {
             pub fn into_inner(self) -> T {
                 match self {
                     $( $name::$var(v) )|* => v,
-                    $name::TooLarge { value, .. } => value,
                     $name::Failed(v, _) => v,
                 }
             }
 
-            /// The value-less error.
+            /// The value-less error (as `Error::from`).
             pub fn into_error(self) -> Error {
                 Error::from(self)
             }
+
+            $(
+                #[doc = concat!("Whether this is `", stringify!($var), "`.")]
+                pub fn $is(&self) -> bool {
+                    matches!(self, $name::$var(_))
+                }
+            )*
         }
 
         impl<T> fmt::Debug for $name<T> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 match self {
                     $( $name::$var(_) => f.write_str(concat!(stringify!($var), "(..)")), )*
-                    $name::TooLarge { len, max, .. } => f
-                        .debug_struct("TooLarge")
-                        .field("len", len)
-                        .field("max", max)
-                        .finish_non_exhaustive(),
                     $name::Failed(_, e) => f.debug_tuple("Failed").field(&"..").field(e).finish(),
                 }
             }
@@ -112,22 +240,24 @@ macro_rules! put_error {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 match self {
                     $( $name::$var(_) => f.write_str($msg), )*
-                    $name::TooLarge { len, max, .. } => write!(
-                        f,
-                        "message of {len} bytes exceeds the slot capacity of {max} bytes"
-                    ),
                     $name::Failed(_, e) => fmt::Display::fmt(e, f),
                 }
             }
         }
 
-        impl<T> std::error::Error for $name<T> {}
+        impl<T> std::error::Error for $name<T> {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                match self {
+                    $name::Failed(_, e) => std::error::Error::source(e),
+                    _ => None,
+                }
+            }
+        }
 
         impl<T> From<$name<T>> for Error {
             fn from(e: $name<T>) -> Error {
                 match e {
                     $( $name::$var(_) => $err, )*
-                    $name::TooLarge { len, max, .. } => Error::TooLarge { len, max },
                     $name::Failed(_, e) => e,
                 }
             }
@@ -138,10 +268,10 @@ macro_rules! put_error {
 put_error! {
     /// Why `try_put` did not put; the value comes back.
     TryPutError {
-        /// No free slot.
-        Full => "queue is full", Error::Full;
+        /// No free slot now.
+        Full(is_full) => "queue is full", Error::Full;
         /// The queue is closed.
-        Closed => "queue is closed", Error::Closed;
+        Closed(is_closed) => "queue is closed", Error::Closed;
     }
 }
 
@@ -149,17 +279,17 @@ put_error! {
     /// Why `put_timeout` did not put; the value comes back.
     PutTimeoutError {
         /// No slot came free before the deadline.
-        Timeout => "timed out", Error::Timeout;
-        /// The queue is closed.
-        Closed => "queue is closed", Error::Closed;
+        Timeout(is_timeout) => "timed out", Error::Timeout;
+        /// The queue is closed (also wakes a waiting call).
+        Closed(is_closed) => "queue is closed", Error::Closed;
     }
 }
 
 put_error! {
     /// Why a blocking `put` did not put; the value comes back.
     PutError {
-        /// The queue is closed.
-        Closed => "queue is closed", Error::Closed;
+        /// The queue is closed (also wakes a waiting call).
+        Closed(is_closed) => "queue is closed", Error::Closed;
     }
 }
 
@@ -168,7 +298,6 @@ put_error! {
 pub(crate) enum PutFail {
     Full,
     Closed,
-    TooLarge { len: usize, max: usize },
     Failed(Error),
 }
 
@@ -177,7 +306,6 @@ impl PutFail {
         match self {
             PutFail::Full => TryPutError::Full(v),
             PutFail::Closed => TryPutError::Closed(v),
-            PutFail::TooLarge { len, max } => TryPutError::TooLarge { value: v, len, max },
             PutFail::Failed(e) => TryPutError::Failed(v, e),
         }
     }
@@ -186,7 +314,6 @@ impl PutFail {
         match self {
             PutFail::Full => PutTimeoutError::Timeout(v),
             PutFail::Closed => PutTimeoutError::Closed(v),
-            PutFail::TooLarge { len, max } => PutTimeoutError::TooLarge { value: v, len, max },
             PutFail::Failed(e) => PutTimeoutError::Failed(v, e),
         }
     }
@@ -196,7 +323,6 @@ impl PutFail {
             // A blocking put has no deadline: "full" cannot end it.
             PutFail::Full => PutError::Failed(v, Error::Timeout),
             PutFail::Closed => PutError::Closed(v),
-            PutFail::TooLarge { len, max } => PutError::TooLarge { value: v, len, max },
             PutFail::Failed(e) => PutError::Failed(v, e),
         }
     }
@@ -205,17 +331,21 @@ impl PutFail {
 /// Why a message could not be encoded or decoded, in the codec's words. Opaque: the codec's
 /// own error type is not part of this crate's API, so upgrading the codec (`postcard`) is not
 /// a breaking change.
+#[cfg(feature = "serde")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CodecError(postcard::Error);
 
+#[cfg(feature = "serde")]
 impl std::fmt::Display for CodecError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(&self.0, f)
     }
 }
 
+#[cfg(feature = "serde")]
 impl std::error::Error for CodecError {}
 
+#[cfg(feature = "serde")]
 impl Error {
     /// `Decode`, from the codec's error.
     pub(crate) fn decode(e: postcard::Error) -> Error {

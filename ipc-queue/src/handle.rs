@@ -7,7 +7,7 @@ use std::time::Duration;
 use ipc_shm::sync::Deadline;
 use ipc_shm::{Layout, Segment, DEFAULT_OPEN_TIMEOUT};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, GetTimeoutError, JoinTimeoutError, PutFail, Result, TryGetError};
 use crate::ring::{
     DeathWatch, Me, OsLiveness, ShmRing, SlotReader, SlotWriter, Stop, MAX_CAPACITY, MIN_SLOT,
 };
@@ -95,6 +95,7 @@ impl Handle {
     }
 
     /// Bytes of payload per slot.
+    #[cfg(feature = "serde")]
     pub(crate) fn slot_payload(&self) -> usize {
         self.ring.segment().layout().slot_size as usize
     }
@@ -162,19 +163,22 @@ impl Handle {
             .map_err(|_| Error::TaskDoneTooManyTimes)
     }
 
-    pub(crate) fn join(&self, timeout: Option<Duration>) -> Result<()> {
+    pub(crate) fn join(&self, timeout: Option<Duration>) -> Result<(), JoinTimeoutError> {
         let ring = self.ring.ring();
         let before = ring.dropped();
         match ring.join_until(Me::current(), Deadline::from_timeout(timeout), &OsLiveness) {
             Ok(()) => {
                 let dropped = ring.dropped().saturating_sub(before);
                 if dropped > 0 {
-                    Err(Error::PeerDied { dropped })
+                    Err(JoinTimeoutError::PeerDied { dropped })
                 } else {
                     Ok(())
                 }
             }
-            Err(_) => Err(Error::Timeout),
+            Err(Stop::Deadline) => Err(JoinTimeoutError::Timeout),
+            Err(Stop::Closed | Stop::Corrupted) => Err(JoinTimeoutError::Failed(Error::Corrupted(
+                "impossible join outcome",
+            ))),
         }
     }
 
@@ -187,14 +191,65 @@ impl Handle {
     }
 }
 
-/// The error a get ends with, for its flavour (`try_`, `_timeout` or blocking).
-/// `on_deadline` is a function so that the fast path, which never needs it, neither builds
-/// nor drops an `Error`.
-pub(crate) fn get_error(stop: Stop, on_deadline: fn() -> Error) -> Error {
+/// The error type of one form of get (`try_`, `_timeout` or blocking), built from how the
+/// ring stopped or from a failure reading the message. Generic, so the inlined fast path
+/// returns the caller's own error type and never builds or drops another.
+pub(crate) trait GetFail: Sized {
+    /// The ring stopped the get: the deadline passed, the queue is closed and drained, or
+    /// its state is impossible.
+    fn stop(stop: Stop) -> Self;
+    /// The message could not be read.
+    fn failed(e: Error) -> Self;
+}
+
+const CORRUPTED: &str = "impossible slot state or position";
+
+/// How the ring stopped a put, before the value is attached.
+pub(crate) fn put_fail(stop: Stop) -> PutFail {
     match stop {
-        Stop::Deadline => on_deadline(),
-        Stop::Closed => Error::Closed,
-        Stop::Corrupted => Error::Corrupted("impossible slot state or position"),
+        Stop::Deadline => PutFail::Full,
+        Stop::Closed => PutFail::Closed,
+        Stop::Corrupted => PutFail::Failed(Error::Corrupted(CORRUPTED)),
+    }
+}
+
+impl GetFail for Error {
+    fn stop(stop: Stop) -> Error {
+        match stop {
+            // A blocking get has no deadline.
+            Stop::Deadline => Error::Timeout,
+            Stop::Closed => Error::Closed,
+            Stop::Corrupted => Error::Corrupted(CORRUPTED),
+        }
+    }
+    fn failed(e: Error) -> Error {
+        e
+    }
+}
+
+impl GetFail for TryGetError {
+    fn stop(stop: Stop) -> TryGetError {
+        match stop {
+            Stop::Deadline => TryGetError::Empty,
+            Stop::Closed => TryGetError::Closed,
+            Stop::Corrupted => TryGetError::Failed(Error::Corrupted(CORRUPTED)),
+        }
+    }
+    fn failed(e: Error) -> TryGetError {
+        TryGetError::Failed(e)
+    }
+}
+
+impl GetFail for GetTimeoutError {
+    fn stop(stop: Stop) -> GetTimeoutError {
+        match stop {
+            Stop::Deadline => GetTimeoutError::Timeout,
+            Stop::Closed => GetTimeoutError::Closed,
+            Stop::Corrupted => GetTimeoutError::Failed(Error::Corrupted(CORRUPTED)),
+        }
+    }
+    fn failed(e: Error) -> GetTimeoutError {
+        GetTimeoutError::Failed(e)
     }
 }
 
@@ -292,18 +347,23 @@ macro_rules! shared_methods {
             /// # Ok::<(), Box<dyn std::error::Error>>(())
             /// ```
             pub fn join(&self) -> crate::Result<()> {
-                self.h.join(None)
+                Ok(self.h.join(None)?)
             }
 
             /// `join`, waiting at most `timeout`.
             ///
             /// # Errors
-            /// [`Error::Timeout`](crate::Error::Timeout),
-            /// [`Error::PeerDied`](crate::Error::PeerDied).
+            /// [`JoinTimeoutError::Timeout`](crate::JoinTimeoutError::Timeout) if tasks are
+            /// still unfinished after `timeout` (it waited at least that long);
+            /// [`JoinTimeoutError::PeerDied`](crate::JoinTimeoutError::PeerDied) as `join`'s
+            /// `PeerDied`.
             ///
             /// # Peer death
             /// As `join`.
-            pub fn join_timeout(&self, timeout: std::time::Duration) -> crate::Result<()> {
+            pub fn join_timeout(
+                &self,
+                timeout: std::time::Duration,
+            ) -> std::result::Result<(), crate::JoinTimeoutError> {
                 self.h.join(Some(timeout))
             }
 

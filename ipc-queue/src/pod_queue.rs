@@ -10,9 +10,11 @@ use bytemuck::Pod;
 use ipc_shm::sync::Deadline;
 use ipc_shm::Layout;
 
-use crate::error::{Error, PutError, PutFail, PutTimeoutError, Result, TryPutError};
-use crate::handle::{get_error, slot_size_for, Handle};
-use crate::ring::{SlotReader, SlotWriter, Stop, MIN_SLOT};
+use crate::error::{
+    Error, GetTimeoutError, PutError, PutFail, PutTimeoutError, Result, TryGetError, TryPutError,
+};
+use crate::handle::{put_fail, slot_size_for, GetFail, Handle};
+use crate::ring::{SlotReader, SlotWriter, MIN_SLOT};
 
 const KIND: &str = "ipc_queue::PodQueue";
 const KIND_VERSION: u32 = 5;
@@ -24,7 +26,7 @@ const KIND_VERSION: u32 = 5;
 /// word, a copy and a swap on the slot's state: no system call and no allocation unless it
 /// has to wait. Waiting spins briefly, then sleeps on a futex until woken or the deadline.
 ///
-/// Shared by `fork` ([`PodQueue::new`]) or by name ([`PodQueueBuilder::named`] +
+/// Shared by `fork` ([`PodQueue::new`]) or by name ([`PodQueue::create_named`] +
 /// [`PodQueue::open_named`]). A participant killed in the middle of a put or get does not
 /// wedge the queue: its slot is reclaimed once it is seen dead (see the crate docs).
 ///
@@ -37,7 +39,7 @@ const KIND_VERSION: u32 = 5;
 /// assert_eq!(q.len(), 2);
 /// assert_eq!(q.get()?, 1);
 /// assert_eq!(q.try_get()?, 2);
-/// assert!(matches!(q.try_get(), Err(ipc_queue::Error::Empty)));
+/// assert!(matches!(q.try_get(), Err(ipc_queue::TryGetError::Empty)));
 /// # Ok::<(), ipc_queue::Error>(())
 /// ```
 pub struct PodQueue<T> {
@@ -54,7 +56,8 @@ impl<T> fmt::Debug for PodQueue<T> {
     }
 }
 
-/// Configures and creates a [`PodQueue`] (from [`PodQueue::builder`]).
+/// Settings for a [`PodQueue`] beyond its constructors' arguments (from
+/// [`PodQueue::builder`]); the terminals are the constructors' words.
 ///
 /// # Example
 /// A named queue that an unrelated process opens by name (here the same process):
@@ -62,13 +65,13 @@ impl<T> fmt::Debug for PodQueue<T> {
 /// use ipc_queue::PodQueue;
 ///
 /// let name = format!("/ipc-queue-doc-pod-{}", std::process::id());
-/// let q = PodQueue::<[u32; 4]>::builder().capacity(16).named(&name).create()?;
+/// let q = PodQueue::<[u32; 4]>::builder().capacity(16).create_named(&name)?;
 /// let other = PodQueue::<[u32; 4]>::open_named(&name)?; // checks element type and layout
 /// q.put([1, 2, 3, 4])?;
 /// assert_eq!(other.get()?, [1, 2, 3, 4]);
 /// assert_eq!(other.capacity(), 16);
-/// // The builder's `open` also checks the capacity.
-/// assert!(PodQueue::<[u32; 4]>::builder().capacity(8).named(&name).open().is_err());
+/// // The builder's `open_named` also checks the capacity.
+/// assert!(PodQueue::<[u32; 4]>::builder().capacity(8).open_named(&name).is_err());
 /// drop(other);
 /// drop(q); // the creator's handle removes the name
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -76,7 +79,6 @@ impl<T> fmt::Debug for PodQueue<T> {
 #[derive(Debug)]
 pub struct PodQueueBuilder<T> {
     capacity: usize,
-    name: Option<String>,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -84,13 +86,6 @@ impl<T: Pod> PodQueueBuilder<T> {
     /// The number of slots (default 1024; 1 to 2^30).
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
-        self
-    }
-
-    /// Makes the queue a named segment that unrelated processes open with
-    /// [`PodQueue::open_named`]; created `0600` with `O_EXCL`, removed when this handle drops.
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
         self
     }
 
@@ -102,27 +97,33 @@ impl<T: Pod> PodQueueBuilder<T> {
             .with_slot_size(slot as u64))
     }
 
-    /// Creates the queue.
+    /// Creates an anonymous queue, shared with processes forked after this call (as
+    /// [`PodQueue::new`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a capacity out of range; [`Error::Shm`] if the memory
+    /// cannot be allocated.
+    pub fn build(self) -> Result<PodQueue<T>> {
+        let h = Handle::create(self.layout()?, None, MIN_SLOT)?;
+        Ok(PodQueue { h, _t: PhantomData })
+    }
+
+    /// Creates the named queue `name` (as [`PodQueue::create_named`]).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a capacity out of range; [`Error::Shm`] if the segment
     /// cannot be created (`AlreadyExists` for a taken name).
-    pub fn create(self) -> Result<PodQueue<T>> {
-        let layout = self.layout()?;
-        let h = Handle::create(layout, self.name.as_deref(), MIN_SLOT)?;
+    pub fn create_named(self, name: &str) -> Result<PodQueue<T>> {
+        let h = Handle::create(self.layout()?, Some(name), MIN_SLOT)?;
         Ok(PodQueue { h, _t: PhantomData })
     }
 
-    /// Opens the named queue set with [`named`](Self::named), checking that it has exactly
-    /// this capacity (and element type).
+    /// Opens the named queue `name`, checking that it has exactly this capacity (and element
+    /// type).
     ///
     /// # Errors
     /// As [`PodQueue::open_named`]; `LayoutMismatch` also for another capacity.
-    pub fn open(self) -> Result<PodQueue<T>> {
-        let name = self
-            .name
-            .as_deref()
-            .ok_or(Error::InvalidConfig("open needs a name"))?;
+    pub fn open_named(self, name: &str) -> Result<PodQueue<T>> {
         let h = Handle::open(self.layout()?, name, MIN_SLOT)?;
         Ok(PodQueue { h, _t: PhantomData })
     }
@@ -145,14 +146,6 @@ fn reader<T: Pod>(r: SlotReader<'_>) -> Option<T> {
     r.read_pod::<T>(0)
 }
 
-fn put_fail(stop: Stop) -> PutFail {
-    match stop {
-        Stop::Deadline => PutFail::Full,
-        Stop::Closed => PutFail::Closed,
-        Stop::Corrupted => PutFail::Failed(Error::Corrupted("impossible slot state or position")),
-    }
-}
-
 impl<T: Pod> PodQueue<T> {
     /// A queue of `capacity` slots, shared with processes forked after this call.
     ///
@@ -160,14 +153,26 @@ impl<T: Pod> PodQueue<T> {
     /// [`Error::InvalidConfig`] for a capacity of 0 or above 2^30; [`Error::Shm`] if the
     /// memory cannot be allocated.
     pub fn new(capacity: usize) -> Result<Self> {
-        Self::builder().capacity(capacity).create()
+        Self::builder().capacity(capacity).build()
     }
 
-    /// A builder: capacity, name.
+    /// A queue of `capacity` slots in the named segment `name` (`/` and up to 254 more
+    /// bytes), which unrelated processes open with [`open_named`](Self::open_named). Created
+    /// `0600` with `O_EXCL`; this handle removes the name when it drops (or on
+    /// [`unlink`](Self::unlink)), an opener never does.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a capacity of 0 or above 2^30; [`Error::Shm`] if the
+    /// segment cannot be created (`AlreadyExists` for a taken name).
+    pub fn create_named(name: &str, capacity: usize) -> Result<Self> {
+        Self::builder().capacity(capacity).create_named(name)
+    }
+
+    /// A builder for settings beyond the constructors' arguments: the capacity, for
+    /// [`PodQueueBuilder::open_named`] to check.
     pub fn builder() -> PodQueueBuilder<T> {
         PodQueueBuilder {
             capacity: 1024,
-            name: None,
             _t: PhantomData,
         }
     }
@@ -256,33 +261,30 @@ impl<T: Pod> PodQueue<T> {
     }
 
     /// The whole get when a message is there at once (inlined into the caller), else
-    /// [`PodQueue::get_until`] with the deadline `deadline()`.
+    /// [`PodQueue::get_until`] with the deadline `deadline()`; `E` is the caller's error type.
     #[inline(always)]
-    fn get_with(
-        &self,
-        deadline: impl FnOnce() -> Deadline,
-        on_deadline: fn() -> Error,
-    ) -> Result<T> {
+    fn get_with<E: GetFail>(&self, deadline: impl FnOnce() -> Deadline) -> Result<T, E> {
         match self.h.get_fast(reader::<T>) {
             Some(Some(v)) => Ok(v),
-            Some(None) => Err(Error::Corrupted("slot smaller than the element")),
-            None => self.get_until(deadline(), on_deadline),
+            Some(None) => Err(E::failed(Error::Corrupted("slot smaller than the element"))),
+            None => self.get_until(deadline()),
         }
     }
 
     #[inline(never)]
-    fn get_until(&self, deadline: Deadline, on_deadline: fn() -> Error) -> Result<T> {
+    fn get_until<E: GetFail>(&self, deadline: Deadline) -> Result<T, E> {
         match self.h.get(deadline, &mut reader::<T>) {
             Ok(Some(v)) => Ok(v),
-            Ok(None) => Err(Error::Corrupted("slot smaller than the element")),
-            Err(stop) => Err(get_error(stop, on_deadline)),
+            Ok(None) => Err(E::failed(Error::Corrupted("slot smaller than the element"))),
+            Err(stop) => Err(E::stop(stop)),
         }
     }
 
     /// Takes the oldest message, waiting as long as the queue is empty.
     ///
     /// # Errors
-    /// [`Error::Closed`] once the queue is closed and drained; [`Error::Corrupted`].
+    /// [`Error::Closed`] once the queue is closed and drained (a blocked call wakes when it
+    /// is closed); [`Error::Corrupted`].
     ///
     /// # Peer death
     /// A producer killed between claiming a slot and publishing it leaves a slot that is
@@ -290,32 +292,35 @@ impl<T: Pod> PodQueue<T> {
     /// messages flow on. A killed peer never makes this hang.
     #[inline]
     pub fn get(&self) -> Result<T> {
-        self.get_with(Deadline::never, || Error::Timeout)
+        self.get_with::<Error>(Deadline::never)
     }
 
-    /// Takes the oldest message if there is one now.
+    /// Takes the oldest message if there is one now; never sleeps.
     ///
     /// # Errors
-    /// [`Error::Empty`], [`Error::Closed`] (closed and drained), [`Error::Corrupted`].
+    /// [`TryGetError::Empty`] if nothing is queued now, [`TryGetError::Closed`] once the
+    /// queue is closed and drained, `Failed(Corrupted)`.
     ///
     /// # Peer death
     /// A slot claimed by a dead producer reads as empty until a call has seen it stuck for a
     /// few milliseconds; then it is skipped.
     #[inline]
-    pub fn try_get(&self) -> Result<T> {
-        self.get_with(Deadline::expired, || Error::Empty)
+    pub fn try_get(&self) -> Result<T, TryGetError> {
+        self.get_with(Deadline::expired)
     }
 
     /// Takes the oldest message, waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`Error::Timeout`], [`Error::Closed`] (also wakes a blocked call), [`Error::Corrupted`].
+    /// [`GetTimeoutError::Timeout`] if nothing came (it waited at least `timeout`),
+    /// [`GetTimeoutError::Closed`] once the queue is closed and drained (also wakes a waiting
+    /// call), `Failed(Corrupted)`.
     ///
     /// # Peer death
     /// As [`get`](Self::get); a dead producer never makes this wait past `timeout`.
     #[inline]
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_with(|| Deadline::after(timeout), || Error::Timeout)
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
+        self.get_with(|| Deadline::after(timeout))
     }
 }
 
@@ -341,7 +346,7 @@ mod tests {
                 assert_eq!(q.try_get().unwrap(), make(i));
             }
         }
-        assert!(matches!(q.try_get(), Err(Error::Empty)));
+        assert!(matches!(q.try_get(), Err(TryGetError::Empty)));
         for i in 0..4 {
             q.try_put(make(i)).unwrap();
         }

@@ -11,9 +11,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{self, INLINE, LEN_WORD};
-use crate::error::{Error, PutError, PutFail, PutTimeoutError, Result, TryPutError};
-use crate::handle::{get_error, slot_size_for, Handle};
-use crate::ring::{SlotReader, SlotWriter, Stop, MIN_SLOT};
+use crate::error::{
+    Error, GetTimeoutError, PutError, PutFail, PutTimeoutError, Result, TryGetError, TryPutError,
+};
+use crate::handle::{put_fail, slot_size_for, GetFail, Handle};
+use crate::ring::{SlotReader, SlotWriter, MIN_SLOT};
 
 const KIND: &str = "ipc_queue::Queue";
 const KIND_VERSION: u32 = 5;
@@ -26,7 +28,7 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256;
 ///
 /// Each slot holds a length word and up to `max_message_size` bytes (default 256) of
 /// [postcard](https://docs.rs/postcard) encoding, written straight into the claimed slot.
-/// A message that does not fit is refused with `TooLarge`, the value handed back, and the
+/// A message that does not fit is refused with `Failed(value, Error::TooLarge { .. })`, and the
 /// queue stays usable. A get copies the bytes out of the slot, releases it, and decodes the
 /// copy, so nothing a peer may write is decoded in place; messages up to 256 bytes are
 /// copied to the stack (no allocation besides what `T` itself needs).
@@ -42,12 +44,12 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256;
 /// ```
 /// use ipc_queue::Queue;
 ///
-/// let q = Queue::<(String, u32)>::builder().capacity(8).max_message_size(64).create()?;
+/// let q = Queue::<(String, u32)>::builder().capacity(8).max_message_size(64).build()?;
 /// q.put(&("job".to_string(), 7))?;
 /// assert_eq!(q.get()?, ("job".to_string(), 7));
 /// let big = ("x".repeat(100), 0);
 /// let err = q.try_put(&big).unwrap_err();
-/// assert!(matches!(err, ipc_queue::TryPutError::TooLarge { .. }));
+/// assert!(matches!(err, ipc_queue::TryPutError::Failed(_, ipc_queue::Error::TooLarge { .. })));
 /// assert_eq!(err.into_inner(), &big);
 /// # Ok::<(), ipc_queue::Error>(())
 /// ```
@@ -67,18 +69,19 @@ impl<T> fmt::Debug for Queue<T> {
     }
 }
 
-/// Configures and creates a [`Queue`] (from [`Queue::builder`]).
+/// Settings for a [`Queue`] beyond its constructors' arguments (from [`Queue::builder`]):
+/// capacity and message size; the terminals are the constructors' words.
 ///
 /// # Example
 /// ```
-/// use ipc_queue::{Queue, TryPutError};
+/// use ipc_queue::{Error, Queue, TryPutError};
 ///
-/// let q = Queue::<String>::builder().capacity(2).max_message_size(16).create()?;
+/// let q = Queue::<String>::builder().capacity(2).max_message_size(16).build()?;
 /// assert!(q.max_message_size() >= 16);
 /// q.try_put("short".to_string())?;
 /// // A message whose encoding does not fit a slot is refused and handed back.
 /// match q.try_put("x".repeat(100)) {
-///     Err(TryPutError::TooLarge { value, .. }) => assert_eq!(value.len(), 100),
+///     Err(TryPutError::Failed(value, Error::TooLarge { .. })) => assert_eq!(value.len(), 100),
 ///     other => panic!("expected TooLarge, got {other:?}"),
 /// }
 /// assert_eq!(q.get()?, "short");
@@ -88,7 +91,6 @@ impl<T> fmt::Debug for Queue<T> {
 pub struct QueueBuilder<T> {
     capacity: usize,
     max_message_size: usize,
-    name: Option<String>,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -107,13 +109,6 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
         self
     }
 
-    /// Makes the queue a named segment that unrelated processes open with
-    /// [`Queue::open_named`]; created `0600` with `O_EXCL`, removed when this handle drops.
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
     fn layout(&self) -> Result<Layout> {
         let slot = self
             .max_message_size
@@ -125,28 +120,36 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
             .with_slot_size(slot as u64))
     }
 
-    /// Creates the queue.
+    /// Creates an anonymous queue, shared with processes forked after this call (as
+    /// [`Queue::new`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a capacity or message size out of range; [`Error::Shm`]
+    /// if the memory cannot be allocated.
+    pub fn build(self) -> Result<Queue<T>> {
+        Ok(Queue::wrap(Handle::create(self.layout()?, None, MIN_SLOT)?))
+    }
+
+    /// Creates the named queue `name` (as [`Queue::create_named`]).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a capacity or message size out of range; [`Error::Shm`]
     /// if the segment cannot be created (`AlreadyExists` for a taken name).
-    pub fn create(self) -> Result<Queue<T>> {
-        let h = Handle::create(self.layout()?, self.name.as_deref(), MIN_SLOT)?;
-        Ok(Queue::wrap(h))
+    pub fn create_named(self, name: &str) -> Result<Queue<T>> {
+        Ok(Queue::wrap(Handle::create(
+            self.layout()?,
+            Some(name),
+            MIN_SLOT,
+        )?))
     }
 
-    /// Opens the named queue set with [`named`](Self::named), checking that it has exactly
-    /// this capacity and message size (and element type).
+    /// Opens the named queue `name`, checking that it has exactly this capacity and message
+    /// size (and element type).
     ///
     /// # Errors
     /// As [`Queue::open_named`]; `LayoutMismatch` also for another capacity or slot size.
-    pub fn open(self) -> Result<Queue<T>> {
-        let name = self
-            .name
-            .as_deref()
-            .ok_or(Error::InvalidConfig("open needs a name"))?;
-        let h = Handle::open(self.layout()?, name, MIN_SLOT)?;
-        Ok(Queue::wrap(h))
+    pub fn open_named(self, name: &str) -> Result<Queue<T>> {
+        Ok(Queue::wrap(Handle::open(self.layout()?, name, MIN_SLOT)?))
     }
 }
 
@@ -167,15 +170,27 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`Error::InvalidConfig`] for a capacity of 0 or above 2^30; [`Error::Shm`] if the
     /// memory cannot be allocated.
     pub fn new(capacity: usize) -> Result<Self> {
-        Self::builder().capacity(capacity).create()
+        Self::builder().capacity(capacity).build()
     }
 
-    /// A builder: capacity, message size, name.
+    /// A queue of `capacity` slots of the default message size in the named segment `name`
+    /// (`/` and up to 254 more bytes), which unrelated processes open with
+    /// [`open_named`](Self::open_named). Created `0600` with `O_EXCL`; this handle removes
+    /// the name when it drops (or on [`unlink`](Self::unlink)), an opener never does.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a capacity of 0 or above 2^30; [`Error::Shm`] if the
+    /// segment cannot be created (`AlreadyExists` for a taken name).
+    pub fn create_named(name: &str, capacity: usize) -> Result<Self> {
+        Self::builder().capacity(capacity).create_named(name)
+    }
+
+    /// A builder for settings beyond the constructors' arguments: message size (and the
+    /// capacity, for [`QueueBuilder::open_named`] to check).
     pub fn builder() -> QueueBuilder<T> {
         QueueBuilder {
             capacity: 1024,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            name: None,
             _t: PhantomData,
         }
     }
@@ -201,7 +216,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // on a full queue, and never takes a slot.
         let len = codec::encoded_len(value).map_err(|e| PutFail::Failed(Error::encode(e)))?;
         if len > self.max {
-            return Err(PutFail::TooLarge { len, max: self.max });
+            return Err(PutFail::Failed(Error::TooLarge { len, max: self.max }));
         }
         match self.h.put(deadline, &mut |w: SlotWriter<'_>| {
             codec::encode_into(value, len, w)
@@ -209,20 +224,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Ok(Ok(())) => Ok(()),
             // The slot became a tombstone that consumers skip.
             Ok(Err(e)) => Err(PutFail::Failed(e)),
-            Err(Stop::Deadline) => Err(PutFail::Full),
-            Err(Stop::Closed) => Err(PutFail::Closed),
-            Err(Stop::Corrupted) => Err(PutFail::Failed(Error::Corrupted(
-                "impossible slot state or position",
-            ))),
+            Err(stop) => Err(put_fail(stop)),
         }
     }
 
     /// Puts `value` (a `T` or a `&T`), waiting as long as the queue is full.
     ///
     /// # Errors
-    /// [`PutError::TooLarge`] if its encoding exceeds
+    /// [`PutError::Closed`]; `Failed(_, TooLarge)` if its encoding exceeds
     /// [`max_message_size`](Self::max_message_size) (checked before waiting);
-    /// [`PutError::Closed`]; `Failed(_, Encode | Corrupted)`. The value comes back.
+    /// `Failed(_, Encode | Corrupted)`. The value comes back.
     ///
     /// # Peer death
     /// As [`PodQueue::put`](crate::PodQueue::put).
@@ -234,8 +245,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Puts `value` if a slot is free now.
     ///
     /// # Errors
-    /// [`TryPutError::Full`], [`TryPutError::Closed`], [`TryPutError::TooLarge`],
-    /// `Failed(_, Encode | Corrupted)`; the value comes back.
+    /// [`TryPutError::Full`], [`TryPutError::Closed`],
+    /// `Failed(_, TooLarge | Encode | Corrupted)`; the value comes back.
     ///
     /// # Peer death
     /// As [`PodQueue::try_put`](crate::PodQueue::try_put).
@@ -247,8 +258,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Puts `value`, waiting at most `timeout` for a free slot.
     ///
     /// # Errors
-    /// [`PutTimeoutError::Timeout`], [`PutTimeoutError::Closed`],
-    /// [`PutTimeoutError::TooLarge`], `Failed(_, Encode | Corrupted)`; the value comes back.
+    /// [`PutTimeoutError::Timeout`] (it waited at least `timeout`),
+    /// [`PutTimeoutError::Closed`], `Failed(_, TooLarge | Encode | Corrupted)`; the value
+    /// comes back.
     ///
     /// # Peer death
     /// As [`PodQueue::put_timeout`](crate::PodQueue::put_timeout).
@@ -261,51 +273,56 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .map_err(|f| f.put_timeout(value))
     }
 
-    fn get_until(&self, deadline: Deadline, on_deadline: fn() -> Error) -> Result<T> {
+    fn get_until<E: GetFail>(&self, deadline: Deadline) -> Result<T, E> {
         let mut inline = [0u8; INLINE];
         let mut heap = Vec::new();
-        let copied = self
-            .h
-            .get(deadline, &mut |r: SlotReader<'_>| {
-                codec::copy_out::<T>(r, &mut inline, &mut heap)
-            })
-            .map_err(|stop| get_error(stop, on_deadline))??;
-        codec::decode(copied, &inline, heap)
+        let copied = match self.h.get(deadline, &mut |r: SlotReader<'_>| {
+            codec::copy_out::<T>(r, &mut inline, &mut heap)
+        }) {
+            Ok(Ok(copied)) => copied,
+            Ok(Err(e)) => return Err(E::failed(e)),
+            Err(stop) => return Err(E::stop(stop)),
+        };
+        codec::decode(copied, &inline, heap).map_err(E::failed)
     }
 
     /// Takes the oldest message, waiting as long as the queue is empty.
     ///
     /// # Errors
-    /// [`Error::Closed`] once closed and drained; [`Error::Decode`] if the bytes are not a
-    /// `T`; [`Error::Corrupted`] for a length word larger than the slot. In both of the
-    /// latter the message is consumed and the queue stays usable.
+    /// [`Error::Closed`] once closed and drained (a blocked call wakes when it is closed);
+    /// [`Error::Decode`] if the bytes are not a `T`; [`Error::Corrupted`] for a length word
+    /// larger than the slot. In both of the latter the message is consumed and the queue
+    /// stays usable.
     ///
     /// # Peer death
     /// As [`PodQueue::get`](crate::PodQueue::get).
     pub fn get(&self) -> Result<T> {
-        self.get_until(Deadline::never(), || Error::Timeout)
+        self.get_until::<Error>(Deadline::never())
     }
 
-    /// Takes the oldest message if there is one now.
+    /// Takes the oldest message if there is one now; never sleeps.
     ///
     /// # Errors
-    /// [`Error::Empty`], and as [`get`](Self::get).
+    /// [`TryGetError::Empty`] if nothing is queued now, [`TryGetError::Closed`] once closed
+    /// and drained, `Failed(Decode | Corrupted)` as [`get`](Self::get).
     ///
     /// # Peer death
     /// As [`PodQueue::try_get`](crate::PodQueue::try_get).
-    pub fn try_get(&self) -> Result<T> {
-        self.get_until(Deadline::expired(), || Error::Empty)
+    pub fn try_get(&self) -> Result<T, TryGetError> {
+        self.get_until(Deadline::expired())
     }
 
     /// Takes the oldest message, waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`Error::Timeout`], and as [`get`](Self::get).
+    /// [`GetTimeoutError::Timeout`] if nothing came (it waited at least `timeout`),
+    /// [`GetTimeoutError::Closed`] once closed and drained (also wakes a waiting call),
+    /// `Failed(Decode | Corrupted)` as [`get`](Self::get).
     ///
     /// # Peer death
     /// As [`PodQueue::get_timeout`](crate::PodQueue::get_timeout).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        self.get_until(Deadline::after(timeout), || Error::Timeout)
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
+        self.get_until(Deadline::after(timeout))
     }
 }
 

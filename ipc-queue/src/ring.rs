@@ -241,6 +241,7 @@ pub(crate) struct SlotWriter<'a> {
 
 impl SlotWriter<'_> {
     /// The payload length in bytes.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))] // the codec's
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -269,6 +270,7 @@ pub(crate) struct SlotReader<'a> {
 
 impl SlotReader<'_> {
     /// The payload length in bytes.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))] // the codec's
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -283,6 +285,7 @@ impl SlotReader<'_> {
 
     /// Appends `n` payload bytes from `offset` to `dst`; false (and `dst` unchanged) if out
     /// of range. `n` is bounded by the slot, so the allocation is too.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))] // the codec's
     pub(crate) fn append_to(&self, offset: usize, n: usize, dst: &mut Vec<u8>) -> bool {
         match offset.checked_add(n) {
             Some(end) if end <= self.len => {

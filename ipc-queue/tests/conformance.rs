@@ -6,7 +6,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{stress, Counters, Mode, Setup, TestQueue, WATCHDOG};
-use ipc_queue::{Error, PodQueue, PutTimeoutError, Queue, TryPutError};
+#[cfg(feature = "serde")]
+use ipc_queue::Queue;
+use ipc_queue::{
+    Error, GetTimeoutError, JoinTimeoutError, PodQueue, PutTimeoutError, TryGetError, TryPutError,
+};
 
 fn fifo_len_capacity<Q: TestQueue>(mode: Mode) {
     let s = Setup::<Q>::new(mode, 4);
@@ -25,7 +29,7 @@ fn fifo_len_capacity<Q: TestQueue>(mode: Mode) {
     assert_eq!(s.q.len(), 2);
     assert_eq!(s.q.get().unwrap(), 2);
     assert_eq!(s.q.get().unwrap(), 3);
-    assert!(matches!(s.q.try_get(), Err(Error::Empty)));
+    assert!(matches!(s.q.try_get(), Err(TryGetError::Empty)));
     assert_eq!(s.q.len(), 0);
 }
 
@@ -34,7 +38,7 @@ fn timeouts_wait_at_least<Q: TestQueue>(mode: Mode) {
     let t = Instant::now();
     assert!(matches!(
         s.q.get_timeout(Duration::from_millis(40)),
-        Err(Error::Timeout)
+        Err(GetTimeoutError::Timeout)
     ));
     assert!(t.elapsed() >= Duration::from_millis(40));
     s.q.put(1).unwrap();
@@ -90,7 +94,7 @@ fn close_wakes_and_drains<Q: TestQueue>(mode: Mode) {
     assert_eq!(s.q.get().unwrap(), 1);
     assert_eq!(s.q.try_get().unwrap(), 2);
     assert!(matches!(s.q.get(), Err(Error::Closed)));
-    assert!(matches!(s.q.try_get(), Err(Error::Closed)));
+    assert!(matches!(s.q.try_get(), Err(TryGetError::Closed)));
 }
 
 fn task_done_and_join<Q: TestQueue>(mode: Mode) {
@@ -102,7 +106,7 @@ fn task_done_and_join<Q: TestQueue>(mode: Mode) {
     let t = Instant::now();
     assert!(matches!(
         s.q.join_timeout(Duration::from_millis(30)),
-        Err(Error::Timeout)
+        Err(JoinTimeoutError::Timeout)
     ));
     assert!(t.elapsed() >= Duration::from_millis(30));
     let worker = s.child(|q| {
@@ -206,16 +210,19 @@ macro_rules! suite {
 
 suite!(pod_inherited, PodQueue<u64>, Mode::Inherited);
 suite!(pod_named, PodQueue<u64>, Mode::Named);
+#[cfg(feature = "serde")]
 suite!(serde_inherited, Queue<u64>, Mode::Inherited);
+#[cfg(feature = "serde")]
 suite!(serde_named, Queue<u64>, Mode::Named);
 
+#[cfg(feature = "serde")]
 #[test]
 fn byte_vectors_round_trip_at_every_length_that_fits() {
     let _leaks = common::leak_guard();
     let q = Queue::<Vec<u8>>::builder()
         .capacity(2)
         .max_message_size(200)
-        .create()
+        .build()
         .unwrap();
     let max = q.max_message_size();
     // Lengths below 128 take a one-byte varint, longer ones two.
@@ -227,7 +234,9 @@ fn byte_vectors_round_trip_at_every_length_that_fits() {
             assert_eq!(q.get().unwrap(), v, "length {n}");
         } else {
             match q.try_put(&v) {
-                Err(TryPutError::TooLarge { len, .. }) => assert_eq!(len, n + 2),
+                Err(TryPutError::Failed(_, Error::TooLarge { len, .. })) => {
+                    assert_eq!(len, n + 2)
+                }
                 other => panic!("length {n}: {other:?}"),
             }
         }

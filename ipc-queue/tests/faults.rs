@@ -6,9 +6,13 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{consume, encode, produce, Counters, Mode, Setup, TestQueue, WATCHDOG};
+use common::{consume, produce, Counters, Mode, Setup, TestQueue, WATCHDOG};
 use ipc_failpoints::Action;
-use ipc_queue::{Error, PodQueue, PutError, Queue, TryPutError};
+#[cfg(feature = "serde")]
+use ipc_queue::Queue;
+#[cfg(feature = "serde")]
+use ipc_queue::TryGetError;
+use ipc_queue::{Error, JoinTimeoutError, PodQueue, PutError, TryPutError};
 use ipc_testkit::{Exit, Leaks};
 
 /// A pseudo-random number in `lo..hi` (distinct per call).
@@ -198,7 +202,7 @@ fn join_reports_a_task_lost_with_its_consumer<Q: TestQueue>(mode: Mode) {
         0
     });
     match s.q.join_timeout(WATCHDOG) {
-        Err(Error::PeerDied { dropped: 1 }) => {}
+        Err(JoinTimeoutError::PeerDied { dropped: 1 }) => {}
         other => panic!("{other:?}"),
     }
     worker.wait_success(WATCHDOG);
@@ -240,16 +244,20 @@ macro_rules! fault_suite {
 
 fault_suite!(pod_inherited, PodQueue<u64>, Mode::Inherited);
 fault_suite!(pod_named, PodQueue<u64>, Mode::Named);
+#[cfg(feature = "serde")]
 fault_suite!(serde_inherited, Queue<u64>, Mode::Inherited);
+#[cfg(feature = "serde")]
 fault_suite!(serde_named, Queue<u64>, Mode::Named);
 
 /// Offsets into a named queue's segment (see `ring.rs`): the header, then the control block.
 const HEADER: usize = 128;
+#[cfg(feature = "serde")]
 const CONTROL: usize = 512;
 
 /// A `Queue<u64>` of capacity 4 with `max_message_size(max)`, whose slot `i`'s length word is
 /// at `payload(i)`: a length past the slot is `Corrupted`, bytes that are not a `u64` are a
 /// decode error, and the queue goes on after both.
+#[cfg(feature = "serde")]
 fn corrupted_slots_are_errors_and_the_queue_goes_on(
     tag: &str,
     max: usize,
@@ -260,8 +268,7 @@ fn corrupted_slots_are_errors_and_the_queue_goes_on(
     let q = Queue::<u64>::builder()
         .capacity(4)
         .max_message_size(max)
-        .named(&name)
-        .create()
+        .create_named(&name)
         .unwrap();
     let raw = ipc_testkit::Hostile::open(&name);
     q.put(5u64).unwrap();
@@ -275,7 +282,7 @@ fn corrupted_slots_are_errors_and_the_queue_goes_on(
     raw.write_at(payload(2), &3u32.to_le_bytes()).unwrap();
     raw.write_at(payload(2) + 4, &[0xFF, 0xFF, 0xFF]).unwrap();
     assert!(matches!(q.get(), Err(Error::Decode(_))));
-    assert!(matches!(q.try_get(), Err(Error::Empty)));
+    assert!(matches!(q.try_get(), Err(TryGetError::Empty)));
     q.put(8u64).unwrap();
     assert_eq!(q.get().unwrap(), 8);
     drop(raw);
@@ -283,6 +290,7 @@ fn corrupted_slots_are_errors_and_the_queue_goes_on(
     leaks.assert_no_new_shm();
 }
 
+#[cfg(feature = "serde")]
 #[test]
 fn corrupted_slots_in_the_packed_layout() {
     let _leaks = common::leak_guard();
@@ -293,6 +301,7 @@ fn corrupted_slots_in_the_packed_layout() {
     });
 }
 
+#[cfg(feature = "serde")]
 #[test]
 fn corrupted_slots_in_the_inline_layout() {
     let _leaks = common::leak_guard();
@@ -307,11 +316,7 @@ fn corrupted_slots_in_the_inline_layout() {
 fn corrupted_positions_and_states_are_errors_never_panics_or_hangs() {
     let _leaks = common::leak_guard();
     let name = ipc_testkit::unique_name("garbage");
-    let q = PodQueue::<u64>::builder()
-        .capacity(4)
-        .named(&name)
-        .create()
-        .unwrap();
+    let q = PodQueue::<u64>::create_named(&name, 4).unwrap();
     let raw = ipc_testkit::Hostile::open(&name);
     // The enqueue position points at index 5 of a 4-slot ring.
     raw.write_at(HEADER, &(5u64 << 24).to_le_bytes()).unwrap();
@@ -350,11 +355,7 @@ fn opening_with_another_layout_is_an_error() {
     let _leaks = common::leak_guard();
     let leaks = Leaks::snapshot("ipct-layout-");
     let name = ipc_testkit::unique_name("layout");
-    let _q = PodQueue::<u64>::builder()
-        .capacity(8)
-        .named(&name)
-        .create()
-        .unwrap();
+    let _q = PodQueue::<u64>::create_named(&name, 8).unwrap();
     let mismatch = |r: Result<(), Error>| {
         assert!(
             matches!(r, Err(Error::Shm(ipc_shm::Error::LayoutMismatch { .. }))),
@@ -363,64 +364,68 @@ fn opening_with_another_layout_is_an_error() {
     };
     mismatch(PodQueue::<u32>::open_named(&name).map(drop));
     mismatch(PodQueue::<i64>::open_named(&name).map(drop));
+    #[cfg(feature = "serde")]
     mismatch(Queue::<u64>::open_named(&name).map(drop));
     mismatch(
         PodQueue::<u64>::builder()
             .capacity(16)
-            .named(&name)
-            .open()
+            .open_named(&name)
             .map(drop),
     );
     let ok = PodQueue::<u64>::builder()
         .capacity(8)
-        .named(&name)
-        .open()
+        .open_named(&name)
         .unwrap();
     assert_eq!(ok.capacity(), 8);
     assert_eq!(PodQueue::<u64>::open_named(&name).unwrap().capacity(), 8);
 
-    let name2 = ipc_testkit::unique_name("layout");
-    let _s = Queue::<String>::builder()
-        .capacity(8)
-        .max_message_size(16)
-        .named(&name2)
-        .create()
-        .unwrap();
-    mismatch(
-        Queue::<String>::builder()
+    #[cfg(feature = "serde")]
+    let _s = {
+        let name2 = ipc_testkit::unique_name("layout");
+        let s = Queue::<String>::builder()
             .capacity(8)
-            .max_message_size(64)
-            .named(&name2)
-            .open()
-            .map(drop),
-    );
-    mismatch(Queue::<Vec<u8>>::open_named(&name2).map(drop));
-    assert_eq!(
-        Queue::<String>::open_named(&name2)
-            .unwrap()
-            .max_message_size(),
-        20
-    );
+            .max_message_size(16)
+            .create_named(&name2)
+            .unwrap();
+        mismatch(
+            Queue::<String>::builder()
+                .capacity(8)
+                .max_message_size(64)
+                .open_named(&name2)
+                .map(drop),
+        );
+        mismatch(Queue::<Vec<u8>>::open_named(&name2).map(drop));
+        assert_eq!(
+            Queue::<String>::open_named(&name2)
+                .unwrap()
+                .max_message_size(),
+            20
+        );
+        s
+    };
     // The same name cannot be created twice.
     assert!(matches!(
-        PodQueue::<u64>::builder().named(&name).create(),
+        PodQueue::<u64>::create_named(&name, 8),
         Err(Error::Shm(ipc_shm::Error::AlreadyExists(_)))
     ));
-    drop((_q, ok, _s));
+    drop((_q, ok));
+    #[cfg(feature = "serde")]
+    drop(_s);
     leaks.assert_no_new_shm();
 }
 
+#[cfg(feature = "serde")]
 #[test]
 fn too_large_hands_the_value_back_and_the_queue_goes_on() {
     let _leaks = common::leak_guard();
     let q = Queue::<Vec<u8>>::builder()
         .capacity(2)
         .max_message_size(64)
-        .create()
+        .build()
         .unwrap();
     let big = vec![7u8; 100];
     match q.put(&big) {
-        Err(PutError::TooLarge { value, len, max }) => {
+        Err(PutError::Failed(value, Error::TooLarge { len, max })) => {
             assert!(std::ptr::eq(value, &big));
             assert_eq!((len, max), (101, 68));
         }
@@ -431,15 +436,19 @@ fn too_large_hands_the_value_back_and_the_queue_goes_on() {
     q.put(vec![2u8; 60]).unwrap();
     assert!(matches!(
         q.put_timeout(big.clone(), Duration::from_secs(60)),
-        Err(ipc_queue::PutTimeoutError::TooLarge { .. })
+        Err(ipc_queue::PutTimeoutError::Failed(
+            _,
+            Error::TooLarge { .. }
+        ))
     ));
     assert_eq!(q.get().unwrap(), vec![1u8; 60]);
     assert_eq!(q.get().unwrap(), vec![2u8; 60]);
     let e: Error = q.try_put(&big).unwrap_err().into();
     assert!(matches!(e, Error::TooLarge { len: 101, max: 68 }));
-    assert_eq!(encode(1, 2), (1 << 32) | 2);
+    assert_eq!(common::encode(1, 2), (1 << 32) | 2);
 }
 
+#[cfg(feature = "serde")]
 #[test]
 fn corrupted_byte_vectors_are_errors_and_the_queue_goes_on() {
     let _leaks = common::leak_guard();
@@ -451,8 +460,7 @@ fn corrupted_byte_vectors_are_errors_and_the_queue_goes_on() {
     let q = Queue::<Vec<u8>>::builder()
         .capacity(4)
         .max_message_size(64)
-        .named(&name)
-        .create()
+        .create_named(&name)
         .unwrap();
     let raw = ipc_testkit::Hostile::open(&name);
     let payload = |i: usize| HEADER + CONTROL + i * (32 + 72) + 32;
@@ -474,7 +482,7 @@ fn corrupted_byte_vectors_are_errors_and_the_queue_goes_on() {
     q.put(vec![6u8; 10]).unwrap();
     raw.write_at(payload(3) + 4, &[2]).unwrap();
     assert_eq!(q.get().unwrap(), vec![6u8; 2]);
-    assert!(matches!(q.try_get(), Err(Error::Empty)));
+    assert!(matches!(q.try_get(), Err(TryGetError::Empty)));
     q.put(vec![7u8; 60]).unwrap();
     assert_eq!(q.get().unwrap(), vec![7u8; 60]);
     drop(raw);

@@ -6,9 +6,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{bomb_queue, Bomb, Mode, Mode2, Setup, TestQueue, WATCHDOG};
+#[cfg(feature = "serde")]
+use common::{bomb_queue, Bomb, Mode2};
+use common::{Mode, Setup, TestQueue, WATCHDOG};
 use ipc_failpoints::Action;
-use ipc_queue::{Error, PodQueue, Queue};
+#[cfg(feature = "serde")]
+use ipc_queue::Queue;
+use ipc_queue::{Error, JoinTimeoutError, PodQueue, PutError, TryGetError};
 use ipc_testkit::Exit;
 
 /// How long a survivor's get may wait for one message.
@@ -49,10 +53,10 @@ fn survivors_deliver_and_join<Q: TestQueue>(s: &Setup<Q>, held: Option<u64>) {
     got.sort_unstable();
     assert_eq!(got, (0..10).collect::<Vec<_>>());
     match s.q.join_timeout(WATCHDOG) {
-        Ok(()) | Err(Error::PeerDied { .. }) => {}
+        Ok(()) | Err(JoinTimeoutError::PeerDied { .. }) => {}
         other => panic!("join: {other:?}"),
     }
-    assert!(matches!(s.q.try_get(), Err(Error::Empty)));
+    assert!(matches!(s.q.try_get(), Err(TryGetError::Empty)));
     assert!(matches!(s.q.task_done(), Err(Error::TaskDoneTooManyTimes)));
 }
 
@@ -120,7 +124,7 @@ fn close_mid<Q: TestQueue>() {
         let filler = Setup::<Q>::new(Mode::Named, 1);
         filler.q.put(1).unwrap();
         let producer = filler.child(|q| match q.put(2) {
-            Err(Error::Closed) => 0,
+            Err(PutError::Closed(2)) => 0,
             _ => 3,
         });
         std::thread::sleep(Duration::from_millis(100));
@@ -169,10 +173,12 @@ macro_rules! kill_suite {
 }
 
 kill_suite!(pod, PodQueue<u64>);
+#[cfg(feature = "serde")]
 kill_suite!(serde, Queue<u64>);
 
 /// `queue.publish.before_retire`: a producer whose encoding fails in the slot is killed after
 /// publishing the tombstone, before it is counted; the survivors go on and `join` returns.
+#[cfg(feature = "serde")]
 #[test]
 fn publish_before_retire() {
     let _leaks = common::leak_guard();

@@ -4,12 +4,17 @@
 
 mod common;
 
+#[cfg(feature = "serde")]
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use common::{bomb_queue, Bomb, Mode, Mode2, Setup, TestQueue, WATCHDOG};
+#[cfg(feature = "serde")]
+use common::{bomb_queue, Bomb, Mode2};
+use common::{Mode, Setup, TestQueue, WATCHDOG};
 use ipc_failpoints::Action;
-use ipc_queue::{Error, PodQueue, Queue};
+#[cfg(feature = "serde")]
+use ipc_queue::Queue;
+use ipc_queue::{GetTimeoutError, JoinTimeoutError, PodQueue, PutError, TryGetError};
 use ipc_shm::sync::OwnerStamp;
 use ipc_testkit::{Exit, Leaks};
 
@@ -40,7 +45,7 @@ fn put_racing_close<Q: TestQueue>() {
         ipc_failpoints::arm("queue.put.claimed", 1, Action::Stop).unwrap();
         match q.put(7) {
             Ok(()) => 0,
-            Err(Error::Closed) => 10,
+            Err(PutError::Closed(7)) => 10,
             Err(_) => 3,
         }
     });
@@ -49,8 +54,8 @@ fn put_racing_close<Q: TestQueue>() {
     let consumer = s.child(|q| match q.get_timeout(Duration::from_secs(5)) {
         Ok(7) => 0,
         Ok(_) => 4,
-        Err(Error::Closed) => 20,
-        Err(Error::Timeout) => 21,
+        Err(GetTimeoutError::Closed) => 20,
+        Err(GetTimeoutError::Timeout) => 21,
         Err(_) => 3,
     });
     // Let the consumer see the closed flag and the claimed slot first.
@@ -62,7 +67,7 @@ fn put_racing_close<Q: TestQueue>() {
         (p, c) == (Exit::Code(0), Exit::Code(0)) || (p, c) == (Exit::Code(10), Exit::Code(20)),
         "producer {p:?} consumer {c:?} (0/0: delivered, 10/20: refused; 0/20 loses an acked put)"
     );
-    assert!(matches!(s.q.try_get(), Err(Error::Closed)));
+    assert!(matches!(s.q.try_get(), Err(TryGetError::Closed)));
 }
 
 #[test]
@@ -71,6 +76,7 @@ fn put_racing_close_pod() {
     put_racing_close::<PodQueue<u64>>();
 }
 
+#[cfg(feature = "serde")]
 #[test]
 fn put_racing_close_serde() {
     let _leaks = common::leak_guard();
@@ -80,6 +86,7 @@ fn put_racing_close_serde() {
 /// A `Serialize` that panics while writing its claimed slot (in a thread that lives on, as a
 /// pool worker's catch_unwind would) leaves a tombstone: the panic reaches the caller, later
 /// gets skip the slot, and `join` does not wait for it.
+#[cfg(feature = "serde")]
 #[test]
 fn panicking_serialize_leaves_a_tombstone() {
     let _leaks = common::leak_guard();
@@ -100,7 +107,7 @@ fn panicking_serialize_leaves_a_tombstone() {
         done_tx.send(()).unwrap();
         assert_eq!(got.map(|b| b.value).unwrap(), 5);
     });
-    assert!(matches!(q.try_get(), Err(Error::Empty)));
+    assert!(matches!(q.try_get(), Err(TryGetError::Empty)));
     q.task_done().unwrap();
     q.join_timeout(Duration::from_secs(2)).unwrap();
 }
@@ -108,6 +115,7 @@ fn panicking_serialize_leaves_a_tombstone() {
 /// A producer whose write fails is killed after publishing its tombstone and before the
 /// tombstone is counted for `join` (`queue.publish.before_retire`): `join` still returns once
 /// the rest is done.
+#[cfg(feature = "serde")]
 #[test]
 fn kill_between_tombstone_and_retire_does_not_hang_join() {
     let _leaks = common::leak_guard();
@@ -121,7 +129,10 @@ fn kill_between_tombstone_and_retire_does_not_hang_join() {
     assert_eq!(q.get().unwrap().value, 5);
     q.task_done().unwrap();
     q.join_timeout(Duration::from_secs(2)).unwrap();
-    assert!(matches!(q.task_done(), Err(Error::TaskDoneTooManyTimes)));
+    assert!(matches!(
+        q.task_done(),
+        Err(ipc_queue::Error::TaskDoneTooManyTimes)
+    ));
 }
 
 /// A consumer that reclaims a dead producer's slot is killed after its CAS and before the
@@ -165,7 +176,7 @@ fn kill_between_reader_reclaim_and_retire_does_not_hang_join() {
     });
     assert_eq!(reclaimer.wait(WATCHDOG), Exit::Signal(libc::SIGKILL));
     match q.join_timeout(Duration::from_secs(5)) {
-        Err(Error::PeerDied { dropped: 1 }) => {}
+        Err(JoinTimeoutError::PeerDied { dropped: 1 }) => {}
         other => panic!("{other:?}"),
     }
     q.put(5).unwrap();
@@ -187,11 +198,7 @@ const WRITER_STAMPS: usize = HEADER + 512 + 16 * 8;
 fn dead_claim_with_my_thread_id(stamp: u64, tag: &str) {
     let leaks = Leaks::snapshot(&format!("ipct-{tag}-"));
     let name = ipc_testkit::unique_name(tag);
-    let q = PodQueue::<u64>::builder()
-        .capacity(4)
-        .named(&name)
-        .create()
-        .unwrap();
+    let q = PodQueue::<u64>::create_named(&name, 4).unwrap();
     let raw = ipc_testkit::Hostile::open(&name);
     let tid = u64::from(OwnerStamp::current().thread_id()) & ((1 << 22) - 1);
     // enq = position 1, claimed by `tid`; slot 0 still FREE(0); its writer stamp `stamp`.

@@ -155,8 +155,8 @@ fn consumer(s: &Shared, q: usize, slot: usize) -> i32 {
                     b.at(q_delivered(q)).fetch_add(1, Relaxed);
                 }
             }
-            Err(ipc_queue::Error::Timeout) => {}
-            Err(ipc_queue::Error::Closed) => return 0,
+            Err(ipc_queue::GetTimeoutError::Timeout) => {}
+            Err(ipc_queue::GetTimeoutError::Closed) => return 0,
             Err(e) => {
                 eprintln!("soak: consumer q{q}: {e}");
                 return 2;

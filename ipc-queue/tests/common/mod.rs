@@ -2,13 +2,20 @@
 //! modes, per-message delivery counters in shared memory, and the stress workload.
 #![allow(dead_code)]
 
+#[cfg(feature = "serde")]
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
-use ipc_queue::{Error, PodQueue, PutTimeoutError, Queue, TryPutError};
+#[cfg(feature = "serde")]
+use ipc_queue::Queue;
+use ipc_queue::{
+    Error, GetTimeoutError, JoinTimeoutError, PodQueue, PutError, PutTimeoutError, TryGetError,
+    TryPutError,
+};
 use ipc_shm::SharedMemory;
 use ipc_testkit::{fork, Child};
+#[cfg(feature = "serde")]
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The watchdog for every child.
@@ -34,17 +41,17 @@ pub fn leak_guard() -> ipc_testkit::LeakGuard {
 pub trait TestQueue: Sized + Send + Sync + 'static {
     fn create(cap: usize, name: Option<&str>) -> Self;
     fn open(name: &str) -> Self;
-    fn put(&self, v: u64) -> Result<(), Error>;
+    fn put(&self, v: u64) -> Result<(), PutError<u64>>;
     fn try_put(&self, v: u64) -> Result<(), TryPutError<u64>>;
     fn put_timeout(&self, v: u64, d: Duration) -> Result<(), PutTimeoutError<u64>>;
     fn get(&self) -> Result<u64, Error>;
-    fn try_get(&self) -> Result<u64, Error>;
-    fn get_timeout(&self, d: Duration) -> Result<u64, Error>;
+    fn try_get(&self) -> Result<u64, TryGetError>;
+    fn get_timeout(&self, d: Duration) -> Result<u64, GetTimeoutError>;
     fn len(&self) -> usize;
     fn capacity(&self) -> usize;
     fn close(&self);
     fn task_done(&self) -> Result<(), Error>;
-    fn join_timeout(&self, d: Duration) -> Result<(), Error>;
+    fn join_timeout(&self, d: Duration) -> Result<(), JoinTimeoutError>;
     fn dropped(&self) -> u64;
 }
 
@@ -58,8 +65,8 @@ macro_rules! impl_test_queue {
             fn open(name: &str) -> Self {
                 <$ty>::open_named(name).expect("open_named")
             }
-            fn put(&self, v: u64) -> Result<(), Error> {
-                Ok(<$ty>::put(self, v)?)
+            fn put(&self, v: u64) -> Result<(), PutError<u64>> {
+                <$ty>::put(self, v)
             }
             fn try_put(&self, v: u64) -> Result<(), TryPutError<u64>> {
                 <$ty>::try_put(self, v)
@@ -70,10 +77,10 @@ macro_rules! impl_test_queue {
             fn get(&self) -> Result<u64, Error> {
                 <$ty>::get(self)
             }
-            fn try_get(&self) -> Result<u64, Error> {
+            fn try_get(&self) -> Result<u64, TryGetError> {
                 <$ty>::try_get(self)
             }
-            fn get_timeout(&self, d: Duration) -> Result<u64, Error> {
+            fn get_timeout(&self, d: Duration) -> Result<u64, GetTimeoutError> {
                 <$ty>::get_timeout(self, d)
             }
             fn len(&self) -> usize {
@@ -88,7 +95,7 @@ macro_rules! impl_test_queue {
             fn task_done(&self) -> Result<(), Error> {
                 <$ty>::task_done(self)
             }
-            fn join_timeout(&self, d: Duration) -> Result<(), Error> {
+            fn join_timeout(&self, d: Duration) -> Result<(), JoinTimeoutError> {
                 <$ty>::join_timeout(self, d)
             }
             fn dropped(&self) -> u64 {
@@ -99,19 +106,19 @@ macro_rules! impl_test_queue {
 }
 
 impl_test_queue!(PodQueue<u64>, |cap, name| {
-    let b = PodQueue::<u64>::builder().capacity(cap);
     match name {
-        Some(n) => b.named(n).create(),
-        None => b.create(),
+        Some(n) => PodQueue::create_named(n, cap),
+        None => PodQueue::new(cap),
     }
     .expect("create PodQueue")
 });
 
+#[cfg(feature = "serde")]
 impl_test_queue!(Queue<u64>, |cap, name| {
     let b = Queue::<u64>::builder().capacity(cap).max_message_size(16);
     match name {
-        Some(n) => b.named(n).create(),
-        None => b.create(),
+        Some(n) => b.create_named(n),
+        None => b.build(),
     }
     .expect("create Queue")
 });
@@ -121,7 +128,7 @@ impl_test_queue!(Queue<u64>, |cap, name| {
 pub enum Mode {
     /// `new`, inherited through `fork`.
     Inherited,
-    /// `named` + `open_named` in each child.
+    /// `create_named` + `open_named` in each child.
     Named,
 }
 
@@ -289,6 +296,7 @@ pub fn stress<Q: TestQueue>(mode: Mode, cap: usize, producers: u64, consumers: u
 
 /// A value whose `Serialize` succeeds for the size pass and then panics (`Panic`), fails
 /// (`Fail`), or always works (`Ok`); it travels as its `u32`.
+#[cfg(feature = "serde")]
 #[derive(Debug)]
 pub struct Bomb {
     pub value: u32,
@@ -296,6 +304,7 @@ pub struct Bomb {
     calls: Cell<u32>,
 }
 
+#[cfg(feature = "serde")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode2 {
     Ok,
@@ -303,6 +312,7 @@ pub enum Mode2 {
     Fail,
 }
 
+#[cfg(feature = "serde")]
 impl Bomb {
     pub fn new(value: u32, mode: Mode2) -> Bomb {
         Bomb {
@@ -313,6 +323,7 @@ impl Bomb {
     }
 }
 
+#[cfg(feature = "serde")]
 impl Serialize for Bomb {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let n = self.calls.get() + 1;
@@ -328,16 +339,18 @@ impl Serialize for Bomb {
     }
 }
 
+#[cfg(feature = "serde")]
 impl<'de> Deserialize<'de> for Bomb {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Bomb, D::Error> {
         Ok(Bomb::new(u32::deserialize(d)?, Mode2::Ok))
     }
 }
 
+#[cfg(feature = "serde")]
 pub fn bomb_queue() -> Queue<Bomb> {
     Queue::<Bomb>::builder()
         .capacity(4)
         .max_message_size(16)
-        .create()
+        .build()
         .unwrap()
 }
