@@ -954,10 +954,10 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// }
     ///
     /// let pool = Pool::new(1)?;
-    /// let mut r = pool.apply_async(slow, 300)?;
+    /// let mut r = pool.apply_async(slow, 500)?;
     /// assert!(matches!(r.try_get(), Err(TryGetError::Empty)));
     /// r.wait();
-    /// assert_eq!(r.try_get()?, 300);
+    /// assert_eq!(r.try_get()?, 500);
     /// # Ok::<(), ipc_pool::Error>(())
     /// ```
     pub fn try_get(&mut self) -> Result<R, TryGetError> {
