@@ -580,7 +580,7 @@ fn map_ok(pool: &ipc_pool::Pool) -> Result<(), ipc_pool::Error> {
 }
 
 fn apply_within(pool: &ipc_pool::Pool, x: u64) -> Result<u64, ipc_pool::Error> {
-    pool.apply_async(square, x)?.get_timeout(SECS(10))
+    Ok(pool.apply_async(square, x)?.get_timeout(SECS(10))?)
 }
 
 fn pool_row(point: &'static str, _a: Action) -> Outcome {

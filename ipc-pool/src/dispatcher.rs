@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipc_pipe::Connection;
-use parking_lot::{Condvar, Mutex};
 
 use crate::fork_server::{self, Reply, Request, Zygote, INIT_FAILED};
+use crate::sync::{Condvar, Mutex};
 use crate::sys;
 use crate::task;
 use crate::{Error, Policy};

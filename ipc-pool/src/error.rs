@@ -28,7 +28,10 @@ pub enum Error {
     /// An argument (in the worker) or a result (in the parent) could not be decoded.
     #[error("could not decode: {0}")]
     Decode(String),
-    /// The deadline passed; the operation can be retried (nothing was lost).
+    /// A wait ran out of time (nothing was lost). No method returns it directly: it is what
+    /// [`GetTimeoutError::Timeout`], [`JoinTimeoutError::Timeout`] and the not-ready states
+    /// of the `try_` forms ([`TryGetError::Empty`], [`TryJoinError::Running`]: a zero timeout
+    /// that ran out) become when converted into `Error` (so `?` works).
     #[error("timed out")]
     Timeout,
     /// The pool was closed (`close`, `join` or drop) before this task could be submitted.
@@ -103,3 +106,169 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error of [`AsyncResult::try_get`](crate::AsyncResult::try_get) and
+/// [`IMap::try_next`](crate::IMap::try_next) (as `crossbeam_channel::TryRecvError`).
+#[derive(Debug, thiserror::Error)]
+pub enum TryGetError {
+    /// The result has not arrived yet; the handle stays usable.
+    #[error("result not ready yet")]
+    Empty,
+    /// The task failed, or the result was already taken: the crate's [`Error`].
+    #[error(transparent)]
+    Failed(Error),
+}
+
+impl TryGetError {
+    /// Whether the result had not arrived yet.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, TryGetError::Empty)
+    }
+
+    /// The crate error, if the task failed.
+    pub fn into_failed(self) -> Option<Error> {
+        match self {
+            TryGetError::Empty => None,
+            TryGetError::Failed(e) => Some(e),
+        }
+    }
+}
+
+impl From<TryGetError> for Error {
+    /// `Empty` becomes [`Error::Timeout`] (a zero timeout that ran out).
+    fn from(e: TryGetError) -> Error {
+        match e {
+            TryGetError::Empty => Error::Timeout,
+            TryGetError::Failed(e) => e,
+        }
+    }
+}
+
+/// The error of [`AsyncResult::get_timeout`](crate::AsyncResult::get_timeout) and
+/// [`IMap::next_timeout`](crate::IMap::next_timeout) (as
+/// `crossbeam_channel::RecvTimeoutError`).
+#[derive(Debug, thiserror::Error)]
+pub enum GetTimeoutError {
+    /// The result did not arrive in time; the handle stays usable.
+    #[error("timed out waiting for the result")]
+    Timeout,
+    /// The task failed, or the result was already taken: the crate's [`Error`].
+    #[error(transparent)]
+    Failed(Error),
+}
+
+impl GetTimeoutError {
+    /// Whether the time ran out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, GetTimeoutError::Timeout)
+    }
+
+    /// The crate error, if the task failed.
+    pub fn into_failed(self) -> Option<Error> {
+        match self {
+            GetTimeoutError::Timeout => None,
+            GetTimeoutError::Failed(e) => Some(e),
+        }
+    }
+}
+
+impl From<GetTimeoutError> for Error {
+    /// `Timeout` becomes [`Error::Timeout`].
+    fn from(e: GetTimeoutError) -> Error {
+        match e {
+            GetTimeoutError::Timeout => Error::Timeout,
+            GetTimeoutError::Failed(e) => e,
+        }
+    }
+}
+
+/// The error of [`Process::try_join`](crate::Process::try_join),
+/// [`ProcessHandle::try_join`](crate::ProcessHandle::try_join) and
+/// [`Pool::try_join`](crate::Pool::try_join).
+#[derive(Debug, thiserror::Error)]
+pub enum TryJoinError {
+    /// The child (or the pool) still runs; nothing changed, the handle stays usable.
+    #[error("still running")]
+    Running,
+    /// Joining failed: the crate's [`Error`] (for a `ProcessHandle`, the child's
+    /// [`Error::Panicked`], [`Error::Killed`], ...).
+    #[error(transparent)]
+    Failed(Error),
+}
+
+impl TryJoinError {
+    /// Whether the child (or pool) still runs.
+    pub fn is_running(&self) -> bool {
+        matches!(self, TryJoinError::Running)
+    }
+
+    /// The crate error, if joining failed.
+    pub fn into_failed(self) -> Option<Error> {
+        match self {
+            TryJoinError::Running => None,
+            TryJoinError::Failed(e) => Some(e),
+        }
+    }
+}
+
+impl From<TryJoinError> for Error {
+    /// `Running` becomes [`Error::Timeout`] (a zero timeout that ran out).
+    fn from(e: TryJoinError) -> Error {
+        match e {
+            TryJoinError::Running => Error::Timeout,
+            TryJoinError::Failed(e) => e,
+        }
+    }
+}
+
+/// The error of [`Process::join_timeout`](crate::Process::join_timeout),
+/// [`ProcessHandle::join_timeout`](crate::ProcessHandle::join_timeout) and
+/// [`Pool::join_timeout`](crate::Pool::join_timeout).
+#[derive(Debug, thiserror::Error)]
+pub enum JoinTimeoutError {
+    /// The child (or the pool's tasks) still ran when the time ran out; it is left running
+    /// and the handle stays usable.
+    #[error("timed out waiting to join")]
+    Timeout,
+    /// Joining failed: the crate's [`Error`].
+    #[error(transparent)]
+    Failed(Error),
+}
+
+impl JoinTimeoutError {
+    /// Whether the time ran out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, JoinTimeoutError::Timeout)
+    }
+
+    /// The crate error, if joining failed.
+    pub fn into_failed(self) -> Option<Error> {
+        match self {
+            JoinTimeoutError::Timeout => None,
+            JoinTimeoutError::Failed(e) => Some(e),
+        }
+    }
+}
+
+impl From<JoinTimeoutError> for Error {
+    /// `Timeout` becomes [`Error::Timeout`].
+    fn from(e: JoinTimeoutError) -> Error {
+        match e {
+            JoinTimeoutError::Timeout => Error::Timeout,
+            JoinTimeoutError::Failed(e) => e,
+        }
+    }
+}
+
+/// Whether a wait without a value ran out of time: the shape of
+/// `std::sync::WaitTimeoutResult`, returned by
+/// [`AsyncResult::wait_timeout`](crate::AsyncResult::wait_timeout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitTimeoutResult(pub(crate) bool);
+
+impl WaitTimeoutResult {
+    /// `true` if the time ran out before the awaited thing happened.
+    pub fn timed_out(&self) -> bool {
+        self.0
+    }
+}

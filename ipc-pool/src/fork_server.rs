@@ -35,9 +35,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ipc_pipe::Connection;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+use crate::sync::Mutex;
 use crate::sys::{self, Fork};
 use crate::task;
 use crate::{Error, Result};

@@ -12,6 +12,7 @@ mod error;
 mod fork_server;
 mod pool;
 mod process;
+mod sync;
 #[allow(unsafe_code)]
 mod sys;
 #[allow(unsafe_code)]
@@ -26,7 +27,9 @@ pub use ipc_pipe;
 #[doc = include_str!("../../README.md")]
 pub struct WorkspaceReadme;
 
-pub use error::{Error, Result};
+pub use error::{
+    Error, GetTimeoutError, JoinTimeoutError, Result, TryGetError, TryJoinError, WaitTimeoutResult,
+};
 pub use pool::{AsyncResult, IMap, IMapUnordered, Policy, Pool, PoolBuilder, DROP_JOIN_TIMEOUT};
 pub use process::{
     current_pid, exit, parent_pid, scope, thread_count, Process, ProcessBuilder, ProcessHandle,

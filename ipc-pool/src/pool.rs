@@ -10,15 +10,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ipc_pipe::Connection;
-use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::dispatcher::{self, check_open, Collector, Done, Job, JobResult, Shared};
 use crate::fork_server::WorkerConfig;
+use crate::sync::Mutex;
 use crate::sys;
 use crate::task::{self, Callable, Spread, StarArgs};
-use crate::{Error, Result};
+use crate::{
+    Error, GetTimeoutError, JoinTimeoutError, Result, TryGetError, TryJoinError, WaitTimeoutResult,
+};
 
 /// Worker time a chunk of `map`/`imap` aims at once its items' cost is measured.
 const TARGET_CHUNK_NS: u64 = 10_000_000;
@@ -697,13 +699,47 @@ impl Pool {
     ///
     /// # Errors
     /// Never fails today; the `Result` leaves room for reporting a dispatcher failure.
+    ///
+    /// # Peer death
+    /// A task whose worker dies is resolved (`WorkerDied`) like any other, so `join` does not
+    /// wait for it; only a task that never returns keeps `join` waiting (use
+    /// [`join_timeout`](Self::join_timeout) or [`terminate`](Self::terminate)).
     pub fn join(&self) -> Result<()> {
         self.begin_stop();
         let mut st = self.shared.state.lock();
         while !st.finished {
-            self.shared.finished_cv.wait(&mut st);
+            st = self.shared.finished_cv.wait(st);
         }
         drop(st);
+        self.reap_thread();
+        Ok(())
+    }
+
+    /// [`join`](Self::join) if the pool has already finished, without waiting: after
+    /// [`terminate`](Self::terminate), or a [`join_timeout`](Self::join_timeout) that timed
+    /// out and whose tasks have since ended. Unlike `join` it does not close the pool: the
+    /// shutdown `join` starts waits (bounded) for the fork server, which a `try_` call must not
+    /// do.
+    ///
+    /// # Errors
+    /// [`TryJoinError::Running`] if the pool has not finished (nothing changed).
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = ipc_pool::Pool::new(1)?;
+    /// assert!(pool.try_join().unwrap_err().is_running());
+    /// pool.terminate();
+    /// while pool.try_join().is_err() {
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// # Ok::<(), ipc_pool::Error>(())
+    /// ```
+    pub fn try_join(&self) -> Result<(), TryJoinError> {
+        if !self.shared.state.lock().finished {
+            return Err(TryJoinError::Running);
+        }
         self.reap_thread();
         Ok(())
     }
@@ -711,20 +747,20 @@ impl Pool {
     /// [`join`](Self::join) waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`Error::Timeout`] if tasks still run after `timeout` (the pool is closed, and keeps
-    /// working; call `join` or `terminate` later).
-    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+    /// [`JoinTimeoutError::Timeout`] if tasks still run after `timeout` (the pool is closed,
+    /// and keeps working; call `join`, `try_join` or `terminate` later).
+    ///
+    /// # Peer death
+    /// As [`join`](Self::join).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), JoinTimeoutError> {
         self.begin_stop();
         let deadline = Instant::now().checked_add(timeout);
         let mut st = self.shared.state.lock();
         while !st.finished {
-            match deadline {
-                Some(d) => {
-                    if self.shared.finished_cv.wait_until(&mut st, d).timed_out() && !st.finished {
-                        return Err(Error::Timeout);
-                    }
-                }
-                None => self.shared.finished_cv.wait(&mut st),
+            let (g, timed_out) = self.shared.finished_cv.wait_until(st, deadline);
+            st = g;
+            if timed_out && !st.finished {
+                return Err(JoinTimeoutError::Timeout);
             }
         }
         drop(st);
@@ -821,7 +857,7 @@ fn wait_one<R: DeserializeOwned>(coll: &Collector) -> Result<R> {
         if let Some((_, r)) = c.ready.pop() {
             return r.and_then(decode_one);
         }
-        coll.cv.wait(&mut c);
+        c = coll.cv.wait(c);
     }
 }
 
@@ -845,73 +881,120 @@ impl<R> fmt::Debug for AsyncResult<R> {
 }
 
 impl<R: DeserializeOwned> AsyncResult<R> {
-    /// Whether the result has arrived (or was taken).
+    /// Whether the result has arrived (or was taken). Never blocks.
     pub fn ready(&self) -> bool {
         self.taken || !self.coll.inner.lock().ready.is_empty()
     }
 
-    /// Waits until the result has arrived.
+    /// Waits until the result has arrived (Python's `wait()`).
+    ///
+    /// # Peer death
+    /// A worker that dies running the task resolves it (`WorkerDied`, under
+    /// [`Policy::FailTask`]), which ends the wait.
     pub fn wait(&self) {
         let mut c = self.coll.inner.lock();
         while !self.taken && c.ready.is_empty() {
-            self.coll.cv.wait(&mut c);
+            c = self.coll.cv.wait(c);
         }
     }
 
-    /// Waits at most `timeout` for the result; `true` if it has arrived.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now().checked_add(timeout);
+    /// Waits at most `timeout` for the result (Python's `wait(timeout)`);
+    /// [`timed_out()`](WaitTimeoutResult::timed_out) is `true` if it has not arrived.
+    ///
+    /// # Peer death
+    /// As [`wait`](Self::wait).
+    pub fn wait_timeout(&self, timeout: Duration) -> WaitTimeoutResult {
+        WaitTimeoutResult(!self.wait_until(Instant::now().checked_add(timeout)))
+    }
+
+    /// Waits until `deadline` (`None`: none); whether the result has arrived.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
         let mut c = self.coll.inner.lock();
         while !self.taken && c.ready.is_empty() {
-            match deadline {
-                Some(d) => {
-                    if self.coll.cv.wait_until(&mut c, d).timed_out() {
-                        return self.taken || !c.ready.is_empty();
-                    }
-                }
-                None => self.coll.cv.wait(&mut c),
+            let (g, timed_out) = self.coll.cv.wait_until(c, deadline);
+            c = g;
+            if timed_out {
+                return self.taken || !c.ready.is_empty();
             }
         }
         true
     }
 
-    /// Waits for the task and returns its result.
+    /// Waits for the task and returns its result (Python's `get()`).
     ///
     /// # Errors
     /// As [`Pool::apply`]; [`Error::Taken`] if the value was already taken by
-    /// [`get_timeout`](Self::get_timeout).
+    /// [`try_get`](Self::try_get) or [`get_timeout`](Self::get_timeout).
+    ///
+    /// # Peer death
+    /// As [`wait`](Self::wait): a dead worker's task is [`Error::WorkerDied`].
     pub fn get(mut self) -> Result<R> {
         if self.taken {
             return Err(Error::Taken);
         }
         self.wait();
-        self.take()
+        self.take().unwrap_or(Err(Error::Taken))
     }
 
-    /// Waits at most `timeout` for the result.
+    /// The result if it has arrived, without waiting.
     ///
     /// # Errors
-    /// [`Error::Timeout`] if it has not arrived (the handle stays usable); [`Error::Taken`]
-    /// after a successful call; else as [`Pool::apply`].
-    pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
+    /// [`TryGetError::Empty`] if it has not arrived (the handle stays usable);
+    /// [`TryGetError::Failed`] with the task's error (as [`Pool::apply`]), or with
+    /// [`Error::Taken`] after the value was taken.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_pool::{Pool, TryGetError};
+    ///
+    /// fn slow(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let pool = Pool::new(1)?;
+    /// let mut r = pool.apply_async(slow, 500)?;
+    /// assert!(matches!(r.try_get(), Err(TryGetError::Empty)));
+    /// r.wait();
+    /// assert_eq!(r.try_get()?, 500);
+    /// # Ok::<(), ipc_pool::Error>(())
+    /// ```
+    pub fn try_get(&mut self) -> Result<R, TryGetError> {
         if self.taken {
-            return Err(Error::Taken);
+            return Err(TryGetError::Failed(Error::Taken));
         }
-        if !self.wait_timeout(timeout) {
-            return Err(Error::Timeout);
+        match self.take() {
+            Some(r) => r.map_err(TryGetError::Failed),
+            None => Err(TryGetError::Empty),
         }
-        self.take()
     }
 
-    fn take(&mut self) -> Result<R> {
-        let r = self.coll.inner.lock().ready.pop();
-        match r {
-            Some((_, r)) => {
-                self.taken = true;
-                r.and_then(decode_one)
-            }
-            None => Err(Error::Timeout),
+    /// Waits at most `timeout` for the result (Python's `get(timeout)`).
+    ///
+    /// # Errors
+    /// [`GetTimeoutError::Timeout`] if it has not arrived (the handle stays usable);
+    /// [`GetTimeoutError::Failed`] with the task's error (as [`Pool::apply`]), or with
+    /// [`Error::Taken`] after the value was taken.
+    ///
+    /// # Peer death
+    /// As [`wait`](Self::wait).
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<R, GetTimeoutError> {
+        if self.taken {
+            return Err(GetTimeoutError::Failed(Error::Taken));
         }
+        self.wait_until(Instant::now().checked_add(timeout));
+        match self.take() {
+            Some(r) => r.map_err(GetTimeoutError::Failed),
+            None => Err(GetTimeoutError::Timeout),
+        }
+    }
+
+    /// The result if it has arrived (marking it taken).
+    fn take(&mut self) -> Option<Result<R>> {
+        let (_, r) = self.coll.inner.lock().ready.pop()?;
+        self.taken = true;
+        Some(r.and_then(decode_one))
     }
 }
 
@@ -1096,50 +1179,66 @@ impl<'p, F: Callable, I: Iterator<Item = F::In>> Feed<'p, F, I> {
         }
     }
 
-    /// Moves arrived results into `pending`, waiting for at least one if `block`.
-    fn collect_ready(&mut self, block: bool) {
+    /// Moves arrived results into `pending`, waiting until `wait` for at least one
+    /// (`Wait::Now`: not at all); whether any arrived.
+    fn collect_ready(&mut self, wait: Wait) -> bool {
+        let deadline = match wait {
+            Wait::Now => None,
+            Wait::Forever => None,
+            Wait::Until(d) => Some(d),
+        };
         let mut c = self.coll.inner.lock();
-        while block && c.ready.is_empty() {
-            self.coll.cv.wait(&mut c);
+        if !matches!(wait, Wait::Now) {
+            let mut timed_out = false;
+            while c.ready.is_empty() && !timed_out {
+                (c, timed_out) = self.coll.cv.wait_until(c, deadline);
+            }
         }
+        let any = !c.ready.is_empty();
         for (i, r) in c.ready.drain(..) {
             self.pending.insert(i, r);
         }
+        any
     }
 
-    /// The next chunk in order, or the submission error once everything before it is out.
-    fn next_ordered(&mut self) -> Option<JobResult> {
+    /// The next chunk in order, or the submission error once everything before it is out;
+    /// `Err(())` if `wait` ran out first.
+    fn next_ordered(&mut self, wait: Wait) -> Result<Option<JobResult>, ()> {
         loop {
             self.fill();
             if let Some(r) = self.pending.remove(&self.consumed) {
                 self.consumed += 1;
-                return Some(r);
+                return Ok(Some(r));
             }
             if self.consumed == self.submitted {
-                return self.error.take().map(Err);
+                return Ok(self.error.take().map(Err));
             }
-            self.collect_ready(true);
+            if !self.collect_ready(wait) {
+                return Err(());
+            }
         }
     }
 
-    /// The next chunk to finish, in any order.
-    fn next_any(&mut self) -> Option<JobResult> {
+    /// The next chunk to finish, in any order; `Err(())` if `wait` ran out first.
+    fn next_any(&mut self, wait: Wait) -> Result<Option<JobResult>, ()> {
         loop {
             self.fill();
             if let Some(&k) = self.pending.keys().next() {
                 self.consumed += 1;
-                return self.pending.remove(&k);
+                return Ok(self.pending.remove(&k));
             }
             if self.consumed == self.submitted {
-                return self.error.take().map(Err);
+                return Ok(self.error.take().map(Err));
             }
-            self.collect_ready(true);
+            if !self.collect_ready(wait) {
+                return Err(());
+            }
         }
     }
 
     fn collect_all(mut self) -> Result<Vec<F::Out>> {
         let mut out = Vec::with_capacity(self.len.unwrap_or(0));
-        while let Some(r) = self.next_ordered() {
+        while let Ok(Some(r)) = self.next_ordered(Wait::Forever) {
             let d = r?;
             task::decode_results(&d.bytes, d.count, &mut out).map_err(Error::Decode)?;
         }
@@ -1164,6 +1263,41 @@ fn known_len_chunk(
         *tail.get_or_insert(even)
     } else {
         size
+    }
+}
+
+/// How long a `Feed` waits for the next chunk.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Not at all (`try_next`).
+    Now,
+    /// Until it comes (`next`).
+    Forever,
+    /// Until this instant (`next_timeout`).
+    Until(Instant),
+}
+
+impl Wait {
+    fn timeout(timeout: Duration) -> Wait {
+        Instant::now()
+            .checked_add(timeout)
+            .map_or(Wait::Forever, Wait::Until)
+    }
+}
+
+/// Turns the outcome of a bounded `next` into the `next_timeout` shape.
+fn timed<R>(r: Result<Option<Result<R>>, ()>) -> Option<Result<R, GetTimeoutError>> {
+    match r {
+        Err(()) => Some(Err(GetTimeoutError::Timeout)),
+        Ok(r) => r.map(|r| r.map_err(GetTimeoutError::Failed)),
+    }
+}
+
+/// Turns the outcome of a non-blocking `next` into the `try_next` shape.
+fn tried<R>(r: Result<Option<Result<R>>, ()>) -> Option<Result<R, TryGetError>> {
+    match r {
+        Err(()) => Some(Err(TryGetError::Empty)),
+        Ok(r) => r.map(|r| r.map_err(TryGetError::Failed)),
     }
 }
 
@@ -1192,6 +1326,71 @@ where
     buf: VecDeque<Result<R>>,
 }
 
+impl<A, R, I> IMap<'_, A, R, I>
+where
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+    I: Iterator<Item = A>,
+{
+    /// Waits at most `timeout` for the next result in input order (Python's `next(timeout)`):
+    /// `None` once every result was returned, as [`Iterator::next`].
+    ///
+    /// # Errors
+    /// `Some(Err(GetTimeoutError::Timeout))` if it did not arrive in time (nothing is lost:
+    /// call again); `Some(Err(GetTimeoutError::Failed(e)))` in place of a failed chunk, as
+    /// `next` yields `Some(Err(e))`.
+    ///
+    /// # Peer death
+    /// A worker's death fails the chunk it was running (under [`Policy::FailTask`]): its
+    /// `Failed(Error::WorkerDied { .. })` comes in place of the chunk's items.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_pool::GetTimeoutError;
+    ///
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let pool = ipc_pool::Pool::new(1)?;
+    /// let mut it = pool.imap(nap, [300]);
+    /// assert!(matches!(
+    ///     it.next_timeout(Duration::from_millis(10)),
+    ///     Some(Err(GetTimeoutError::Timeout))
+    /// ));
+    /// assert_eq!(it.next_timeout(Duration::from_secs(30)).transpose()?, Some(300));
+    /// assert!(it.next_timeout(Duration::from_secs(30)).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, GetTimeoutError>> {
+        timed(self.next_within(Wait::timeout(timeout)))
+    }
+
+    /// The next result in input order if it has arrived, without waiting (input is still pulled
+    /// and submitted as the look-ahead allows); `None` once every result was returned.
+    ///
+    /// # Errors
+    /// `Some(Err(TryGetError::Empty))` if it has not arrived; `Some(Err(TryGetError::Failed(e)))`
+    /// in place of a failed chunk.
+    pub fn try_next(&mut self) -> Option<Result<R, TryGetError>> {
+        tried(self.next_within(Wait::Now))
+    }
+
+    fn next_within(&mut self, wait: Wait) -> Result<Option<Result<R>>, ()> {
+        loop {
+            if let Some(r) = self.buf.pop_front() {
+                return Ok(Some(r));
+            }
+            match self.feed.next_ordered(wait)? {
+                Some(chunk) => unpack(chunk, &mut self.buf),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
 impl<A, R, I> Iterator for IMap<'_, A, R, I>
 where
     A: Serialize + DeserializeOwned + 'static,
@@ -1200,13 +1399,11 @@ where
 {
     type Item = Result<R>;
 
+    /// # Peer death
+    /// A worker's death fails the chunk it was running (under [`Policy::FailTask`]): one
+    /// `Err(Error::WorkerDied { .. })` comes in place of the chunk's items.
     fn next(&mut self) -> Option<Result<R>> {
-        loop {
-            if let Some(r) = self.buf.pop_front() {
-                return Some(r);
-            }
-            unpack(self.feed.next_ordered()?, &mut self.buf);
-        }
+        self.next_within(Wait::Forever).unwrap_or(None)
     }
 }
 
@@ -1235,6 +1432,71 @@ where
     buf: VecDeque<Result<R>>,
 }
 
+impl<A, R, I> IMapUnordered<'_, A, R, I>
+where
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+    I: Iterator<Item = A>,
+{
+    /// Waits at most `timeout` for the next result in completion order (Python's `next(timeout)`):
+    /// `None` once every result was returned, as [`Iterator::next`].
+    ///
+    /// # Errors
+    /// `Some(Err(GetTimeoutError::Timeout))` if it did not arrive in time (nothing is lost:
+    /// call again); `Some(Err(GetTimeoutError::Failed(e)))` in place of a failed chunk, as
+    /// `next` yields `Some(Err(e))`.
+    ///
+    /// # Peer death
+    /// A worker's death fails the chunk it was running (under [`Policy::FailTask`]): its
+    /// `Failed(Error::WorkerDied { .. })` comes in place of the chunk's items.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_pool::GetTimeoutError;
+    ///
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let pool = ipc_pool::Pool::new(1)?;
+    /// let mut it = pool.imap_unordered(nap, [300]);
+    /// assert!(matches!(
+    ///     it.next_timeout(Duration::from_millis(10)),
+    ///     Some(Err(GetTimeoutError::Timeout))
+    /// ));
+    /// assert_eq!(it.next_timeout(Duration::from_secs(30)).transpose()?, Some(300));
+    /// assert!(it.next_timeout(Duration::from_secs(30)).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, GetTimeoutError>> {
+        timed(self.next_within(Wait::timeout(timeout)))
+    }
+
+    /// The next result in completion order if it has arrived, without waiting (input is still pulled
+    /// and submitted as the look-ahead allows); `None` once every result was returned.
+    ///
+    /// # Errors
+    /// `Some(Err(TryGetError::Empty))` if it has not arrived; `Some(Err(TryGetError::Failed(e)))`
+    /// in place of a failed chunk.
+    pub fn try_next(&mut self) -> Option<Result<R, TryGetError>> {
+        tried(self.next_within(Wait::Now))
+    }
+
+    fn next_within(&mut self, wait: Wait) -> Result<Option<Result<R>>, ()> {
+        loop {
+            if let Some(r) = self.buf.pop_front() {
+                return Ok(Some(r));
+            }
+            match self.feed.next_any(wait)? {
+                Some(chunk) => unpack(chunk, &mut self.buf),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
 impl<A, R, I> Iterator for IMapUnordered<'_, A, R, I>
 where
     A: Serialize + DeserializeOwned + 'static,
@@ -1243,13 +1505,11 @@ where
 {
     type Item = Result<R>;
 
+    /// # Peer death
+    /// A worker's death fails the chunk it was running (under [`Policy::FailTask`]): one
+    /// `Err(Error::WorkerDied { .. })` comes in place of the chunk's items.
     fn next(&mut self) -> Option<Result<R>> {
-        loop {
-            if let Some(r) = self.buf.pop_front() {
-                return Some(r);
-            }
-            unpack(self.feed.next_any()?, &mut self.buf);
-        }
+        self.next_within(Wait::Forever).unwrap_or(None)
     }
 }
 

@@ -17,12 +17,12 @@ use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::sync::Mutex;
 use crate::sys::{self, Fork, Status};
-use crate::{Error, Result};
+use crate::{Error, JoinTimeoutError, Result, TryJoinError};
 
 /// Exit code of a child whose closure panicked (Python exits 1 on an uncaught exception).
 pub const PANIC_EXIT_CODE: i32 = 1;
@@ -528,7 +528,9 @@ impl Process {
         Ok(s)
     }
 
-    /// Waits for the child to end and reaps it.
+    /// Waits for the child to end and reaps it. A child killed by a signal is not an error:
+    /// its `ExitStatus` says which signal (`ExitStatusExt::signal`, and
+    /// [`exitcode`](Self::exitcode) is minus its number).
     ///
     /// # Errors
     /// [`Error::Io`] if `waitid` fails (it does not for our own child).
@@ -539,23 +541,49 @@ impl Process {
         }
     }
 
+    /// [`join`](Self::join) if the child has ended, without waiting (it is reaped then).
+    ///
+    /// # Errors
+    /// [`TryJoinError::Running`] if it still runs (nothing changed);
+    /// [`TryJoinError::Failed`] with [`Error::Io`] if `waitid` fails.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_pool::{Process, TryJoinError};
+    ///
+    /// let mut p = Process::spawn(|| std::thread::sleep(Duration::from_millis(200)))?;
+    /// assert!(matches!(p.try_join(), Err(TryJoinError::Running)));
+    /// assert!(p.join()?.success());
+    /// assert!(p.try_join()?.success()); // already reaped: the same status again
+    /// # Ok::<(), ipc_pool::Error>(())
+    /// ```
+    pub fn try_join(&mut self) -> Result<ExitStatus, TryJoinError> {
+        match self.reap(true).map_err(TryJoinError::Failed)? {
+            Some(s) => Ok(ExitStatus::from_raw(s.raw())),
+            None => Err(TryJoinError::Running),
+        }
+    }
+
     /// [`join`](Self::join) waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`Error::Timeout`] if the child still runs after `timeout` (it is left running);
-    /// [`Error::Io`] if `ppoll` or `waitid` fails.
-    pub fn join_timeout(&mut self, timeout: Duration) -> Result<ExitStatus> {
+    /// [`JoinTimeoutError::Timeout`] if the child still runs after `timeout` (it is left
+    /// running; the handle stays usable); [`JoinTimeoutError::Failed`] with [`Error::Io`] if
+    /// `ppoll` or `waitid` fails.
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<ExitStatus, JoinTimeoutError> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            if let Some(s) = self.reap(true)? {
+            if let Some(s) = self.reap(true).map_err(JoinTimeoutError::Failed)? {
                 return Ok(ExitStatus::from_raw(s.raw()));
             }
             let Some(fd) = self.fd() else {
-                return Err(Error::Timeout);
+                return Err(JoinTimeoutError::Timeout);
             };
             let mut p = [sys::pollin(fd.as_raw_fd())];
-            if sys::poll(&mut p, deadline)? == 0 {
-                return Err(Error::Timeout);
+            let n = sys::poll(&mut p, deadline).map_err(|e| JoinTimeoutError::Failed(e.into()))?;
+            if n == 0 {
+                return Err(JoinTimeoutError::Timeout);
             }
         }
     }
@@ -695,26 +723,78 @@ impl<T: DeserializeOwned> ProcessHandle<T> {
     /// A child that dies is seen through its pidfd, never waited for through its pipe, so a
     /// grandchild holding the pipe open cannot make this hang.
     pub fn join(&mut self) -> Result<T> {
-        self.join_until(None)
+        match self.join_until(Until::Forever) {
+            Ok(v) => v,
+            Err(Waited::Failed(e)) => Err(e),
+            Err(Waited::TimedOut) => Err(Error::Io(std::io::Error::other(
+                "poll without a deadline returned nothing",
+            ))),
+        }
+    }
+
+    /// [`join`](Self::join) if the child has ended, without waiting (it is reaped then, and
+    /// its value read from what the pipe holds).
+    ///
+    /// # Errors
+    /// [`TryJoinError::Running`] if the child still runs (the handle stays usable; what it
+    /// sent so far is kept); [`TryJoinError::Failed`] with the errors of
+    /// [`join`](Self::join), such as [`Error::Killed`] for a child a signal ended.
+    pub fn try_join(&mut self) -> Result<T, TryJoinError> {
+        match self.join_until(Until::Now) {
+            Ok(v) => v.map_err(TryJoinError::Failed),
+            Err(Waited::TimedOut) => Err(TryJoinError::Running),
+            Err(Waited::Failed(e)) => Err(TryJoinError::Failed(e)),
+        }
     }
 
     /// [`join`](Self::join) waiting at most `timeout`.
     ///
     /// # Errors
-    /// [`Error::Timeout`] if the child still runs after `timeout` (it is left running and the
-    /// handle stays usable; what it sent so far is kept); else as [`join`](Self::join).
-    pub fn join_timeout(&mut self, timeout: Duration) -> Result<T> {
-        self.join_until(Some(Instant::now().checked_add(timeout).unwrap_or_else(
-            || Instant::now() + Duration::from_secs(u64::from(u32::MAX)),
-        )))
+    /// [`JoinTimeoutError::Timeout`] if the child still runs after `timeout` (it is left
+    /// running and the handle stays usable; what it sent so far is kept);
+    /// [`JoinTimeoutError::Failed`] with the errors of [`join`](Self::join).
+    ///
+    /// # Peer death
+    /// As [`join`](Self::join).
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_pool::{Error, JoinTimeoutError, Process};
+    ///
+    /// let mut h = Process::spawn_with_result(|| -> u32 {
+    ///     std::thread::sleep(Duration::from_secs(30));
+    ///     7
+    /// })?;
+    /// let early = h.join_timeout(Duration::from_millis(10));
+    /// assert!(matches!(early, Err(JoinTimeoutError::Timeout)));
+    /// h.process().kill()?;
+    /// let killed = h.join_timeout(Duration::from_secs(30));
+    /// assert!(matches!(
+    ///     killed,
+    ///     Err(JoinTimeoutError::Failed(Error::Killed { signal: 9, .. }))
+    /// ));
+    /// # Ok::<(), ipc_pool::Error>(())
+    /// ```
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<T, JoinTimeoutError> {
+        let until = Instant::now()
+            .checked_add(timeout)
+            .map_or(Until::Forever, Until::Deadline);
+        match self.join_until(until) {
+            Ok(v) => v.map_err(JoinTimeoutError::Failed),
+            Err(Waited::TimedOut) => Err(JoinTimeoutError::Timeout),
+            Err(Waited::Failed(e)) => Err(JoinTimeoutError::Failed(e)),
+        }
     }
 
-    fn join_until(&mut self, deadline: Option<Instant>) -> Result<T> {
+    /// Waits for the child until `until`; the outer `Err` is a failure before the child was
+    /// reaped (or the time running out), the inner result its outcome.
+    fn join_until(&mut self, until: Until) -> std::result::Result<Result<T>, Waited> {
         if self.taken {
-            return Err(Error::Taken);
+            return Err(Waited::Failed(Error::Taken));
         }
         if self.owner != sys::getpid() {
-            return Err(Error::NotOwner { owner: self.owner });
+            return Err(Waited::Failed(Error::NotOwner { owner: self.owner }));
         }
         let status = loop {
             self.drain()?;
@@ -723,21 +803,28 @@ impl<T: DeserializeOwned> ProcessHandle<T> {
                 self.drain()?;
                 break s;
             }
+            let deadline = match until {
+                Until::Now => return Err(Waited::TimedOut),
+                Until::Forever => None,
+                Until::Deadline(d) => Some(d),
+            };
             let Some(pidfd) = self.process.fd() else {
-                return Err(Error::Io(std::io::Error::other("child vanished")));
+                return Err(Waited::Failed(Error::Io(std::io::Error::other(
+                    "child vanished",
+                ))));
             };
             let mut p = [sys::pollin(pidfd.as_raw_fd()), sys::pollin(-1)];
             if let Some(rx) = &self.rx {
                 p[1] = sys::pollin(rx.as_raw_fd());
             }
-            if sys::poll(&mut p, deadline)? == 0 {
-                return Err(Error::Timeout);
+            if sys::poll(&mut p, deadline).map_err(Error::from)? == 0 {
+                return Err(Waited::TimedOut);
             }
         };
         self.taken = true;
         self.close_rx();
         let buf = std::mem::take(&mut self.buf);
-        self.outcome(&buf, status)
+        Ok(self.outcome(&buf, status))
     }
 
     /// Reads what the pipe holds now; closes it at end of stream.
@@ -820,6 +907,26 @@ impl<T> Drop for ProcessHandle<T> {
                 let _ = rx.into_raw_fd();
             }
         }
+    }
+}
+
+/// How long [`ProcessHandle::join_until`] waits.
+#[derive(Clone, Copy)]
+enum Until {
+    Now,
+    Forever,
+    Deadline(Instant),
+}
+
+/// Why [`ProcessHandle::join_until`] returned before reaping the child.
+enum Waited {
+    TimedOut,
+    Failed(Error),
+}
+
+impl From<Error> for Waited {
+    fn from(e: Error) -> Waited {
+        Waited::Failed(e)
     }
 }
 

@@ -21,11 +21,10 @@
 use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use parking_lot::Mutex;
-
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::sync::Mutex;
 use crate::sys;
 use crate::Error;
 

@@ -8,13 +8,13 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::{children, in_child_checked, in_child_checked_after};
-use ipc_pool::{Error, Process, ThreadPolicy, PANIC_EXIT_CODE};
+use ipc_pool::{JoinTimeoutError, Process, ThreadPolicy, PANIC_EXIT_CODE};
 
 /// Joins `p` within `secs`, killing and reaping it (and failing) if it hangs.
 fn join_or_fail(p: &mut Process, secs: u64, what: &str) -> std::process::ExitStatus {
     match p.join_timeout(Duration::from_secs(secs)) {
         Ok(s) => s,
-        Err(Error::Timeout) => {
+        Err(JoinTimeoutError::Timeout) => {
             let _ = p.kill();
             let _ = p.join();
             panic!("{what}: child {} hung; killed", p.pid());

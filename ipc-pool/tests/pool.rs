@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{children, in_child_checked, sq};
-use ipc_pool::{Error, Policy, Pool};
+use ipc_pool::{Error, GetTimeoutError, JoinTimeoutError, Policy, Pool};
 
 fn pid_of(_: u32) -> i32 {
     ipc_pool::current_pid()
@@ -86,14 +86,14 @@ fn apply_and_apply_async_with_timeouts() {
         let t = Instant::now();
         assert!(matches!(
             slow.get_timeout(Duration::from_millis(50)),
-            Err(Error::Timeout)
+            Err(GetTimeoutError::Timeout)
         ));
         assert!(t.elapsed() >= Duration::from_millis(50));
         assert!(!slow.ready());
         assert_eq!(slow.get_timeout(Duration::from_secs(20)).unwrap(), 300);
         assert!(matches!(
             slow.get_timeout(Duration::ZERO),
-            Err(Error::Taken)
+            Err(GetTimeoutError::Failed(Error::Taken))
         ));
         let many: Vec<_> = (0..50u64)
             .map(|i| pool.apply_async(sq, i).unwrap())
@@ -352,7 +352,7 @@ fn close_join_leaves_no_children_and_drop_terminates() {
         let t = Instant::now();
         assert!(matches!(
             pool.join_timeout(Duration::from_millis(50)),
-            Err(Error::Timeout)
+            Err(JoinTimeoutError::Timeout)
         ));
         assert!(t.elapsed() >= Duration::from_millis(50));
         pool.join_timeout(Duration::from_secs(20)).unwrap();

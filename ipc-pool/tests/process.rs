@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use common::{children, in_child, in_child_checked};
-use ipc_pool::{Error, Process, ThreadPolicy, PANIC_EXIT_CODE};
+use ipc_pool::{JoinTimeoutError, Process, ThreadPolicy, PANIC_EXIT_CODE};
 
 #[test]
 fn exit_codes_zero_panic_and_signals() {
@@ -54,7 +54,7 @@ fn join_timeout_waits_at_least_the_timeout() {
         let t = Instant::now();
         assert!(matches!(
             p.join_timeout(Duration::from_millis(50)),
-            Err(Error::Timeout)
+            Err(JoinTimeoutError::Timeout)
         ));
         assert!(t.elapsed() >= Duration::from_millis(50));
         assert!(p.join_timeout(Duration::from_secs(20)).unwrap().success());

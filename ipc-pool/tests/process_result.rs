@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::in_child_checked;
-use ipc_pool::{Error, Process};
+use ipc_pool::{Error, JoinTimeoutError, Process};
 use ipc_testkit::Leaks;
 
 #[test]
@@ -63,7 +63,7 @@ fn join_timeout_waits_at_least_the_timeout_then_joins() {
         let t = Instant::now();
         assert!(matches!(
             h.join_timeout(Duration::from_millis(50)),
-            Err(Error::Timeout)
+            Err(JoinTimeoutError::Timeout)
         ));
         assert!(t.elapsed() >= Duration::from_millis(50));
         go.send(&9u8).unwrap();
