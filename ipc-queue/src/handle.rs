@@ -187,6 +187,32 @@ impl Handle {
     }
 }
 
+/// The async forms of [`Handle::put`] and [`Handle::get`].
+#[cfg(feature = "async")]
+impl Handle {
+    pub(crate) async fn put_async<R, E>(
+        &self,
+        deadline: Deadline,
+        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
+    ) -> Result<Result<R, E>, Stop> {
+        self.ring
+            .ring()
+            .put_async(deadline, &self.watch, &OsLiveness, write)
+            .await
+    }
+
+    pub(crate) async fn get_async<R>(
+        &self,
+        deadline: Deadline,
+        read: &mut impl FnMut(SlotReader<'_>) -> R,
+    ) -> Result<R, Stop> {
+        self.ring
+            .ring()
+            .get_async(deadline, &self.watch, &OsLiveness, read)
+            .await
+    }
+}
+
 /// The error a get ends with, for its flavour (`try_`, `_timeout` or blocking).
 /// `on_deadline` is a function so that the fast path, which never needs it, neither builds
 /// nor drops an `Error`.

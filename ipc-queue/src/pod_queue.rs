@@ -321,6 +321,66 @@ impl<T: Pod> PodQueue<T> {
 
 crate::handle::shared_methods!(PodQueue);
 
+/// Async forms (feature `async`): runtime-agnostic futures, served by one futex waiter thread
+/// per process however many tasks wait (see [`ipc_shm::sync::FutexWait`]).
+///
+/// They are cancel-safe: a future dropped before it completes has put or taken nothing, and
+/// leaves no slot claimed and no waiter registered. Wrap them in a runtime's timeout
+/// (`tokio::time::timeout`) to bound the wait; dead peers are detected as in the blocking
+/// calls.
+#[cfg(feature = "async")]
+impl<T: Pod> PodQueue<T> {
+    /// [`put`](Self::put) as a future: puts `value`, waiting as long as the queue is full.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put); the value comes back.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), ipc_queue::Error> {
+    /// use ipc_queue::PodQueue;
+    ///
+    /// let q = PodQueue::<u64>::new(4)?;
+    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// rt.block_on(async {
+    ///     q.put_async(7).await.map_err(ipc_queue::Error::from)?;
+    ///     assert_eq!(q.get_async().await?, 7);
+    ///     Ok::<_, ipc_queue::Error>(())
+    /// })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn put_async<B: Borrow<T>>(&self, value: B) -> Result<(), PutError<B>> {
+        if self.h.put_fast(|w| write_pod(value.borrow(), w)) {
+            return Ok(());
+        }
+        let r = self
+            .h
+            .put_async(Deadline::never(), &mut writer(value.borrow()))
+            .await;
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(never)) => match never {},
+            Err(stop) => Err(put_fail(stop).put(value)),
+        }
+    }
+
+    /// [`get`](Self::get) as a future: takes the oldest message, waiting as long as the
+    /// queue is empty.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn get_async(&self) -> Result<T> {
+        if let Some(got) = self.h.get_fast(reader::<T>) {
+            return got.ok_or(Error::Corrupted("slot smaller than the element"));
+        }
+        match self.h.get_async(Deadline::never(), &mut reader::<T>).await {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(Error::Corrupted("slot smaller than the element")),
+            Err(stop) => Err(get_error(stop, || Error::Timeout)),
+        }
+    }
+}
+
 /// Single-process round trips through both slot layouts (packed arrays for small slots,
 /// inline words for large ones), wrap-around, a full and an empty ring, and close: run under
 /// valgrind by `.ci/valgrind.sh` with the other unit tests.

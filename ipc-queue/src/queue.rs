@@ -310,3 +310,59 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 }
 
 crate::handle::shared_methods!(Queue);
+
+/// Async forms (feature `async`), as [`PodQueue`'s](crate::PodQueue#impl-PodQueue<T>-1):
+/// runtime-agnostic, cancel-safe futures served by one futex waiter thread per process.
+#[cfg(feature = "async")]
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// [`put`](Self::put) as a future: puts `value`, waiting as long as the queue is full.
+    /// The value is encoded into its slot when one is free (so a cancelled put encoded
+    /// nothing into the queue).
+    ///
+    /// # Errors
+    /// As [`put`](Self::put); the value comes back.
+    pub async fn put_async<B: Borrow<T>>(&self, value: B) -> Result<(), PutError<B>> {
+        let v = value.borrow();
+        let len = match codec::encoded_len(v) {
+            Ok(len) => len,
+            Err(e) => return Err(PutFail::Failed(Error::encode(e)).put(value)),
+        };
+        if len > self.max {
+            return Err(PutFail::TooLarge { len, max: self.max }.put(value));
+        }
+        let r = self
+            .h
+            .put_async(Deadline::never(), &mut |w: SlotWriter<'_>| {
+                codec::encode_into(v, len, w)
+            })
+            .await;
+        let fail = match r {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => PutFail::Failed(e),
+            Err(Stop::Deadline) => PutFail::Full,
+            Err(Stop::Closed) => PutFail::Closed,
+            Err(Stop::Corrupted) => {
+                PutFail::Failed(Error::Corrupted("impossible slot state or position"))
+            }
+        };
+        Err(fail.put(value))
+    }
+
+    /// [`get`](Self::get) as a future: takes the oldest message, waiting as long as the
+    /// queue is empty.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn get_async(&self) -> Result<T> {
+        let mut inline = [0u8; INLINE];
+        let mut heap = Vec::new();
+        let copied = self
+            .h
+            .get_async(Deadline::never(), &mut |r: SlotReader<'_>| {
+                codec::copy_out::<T>(r, &mut inline, &mut heap)
+            })
+            .await
+            .map_err(|stop| get_error(stop, || Error::Timeout))??;
+        codec::decode(copied, &inline, heap)
+    }
+}

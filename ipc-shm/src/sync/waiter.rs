@@ -602,11 +602,14 @@ fn run(reg: &'static Registry, shard: &Shard) {
                     .saturating_add(u64::try_from(FALLBACK_SLICE.as_nanos()).unwrap_or(0));
                 let until = until.map_or(slice, |u| u.min(slice));
                 match single {
-                    // SAFETY: the kernel reads the word itself (EFAULT if it is gone); this
-                    // thread never dereferences it.
                     Some((addr, expected)) => {
-                        match unsafe { sys::futex_wait(addr as *const u32, expected, Some(until)) }
-                        {
+                        let addr = addr as *const u32;
+                        // SAFETY: the address is 4-byte aligned (it came from a reference to
+                        // an atomic word). Only the kernel reads it, and a word unmapped since
+                        // its registration makes the call fail with EFAULT (reported as a
+                        // wake-up) instead of faulting; this thread never dereferences it.
+                        let r = unsafe { sys::futex_wait(addr, expected, Some(until)) };
+                        match r {
                             sys::FutexWait::Woken => WaitvOutcome::Woken(1),
                             sys::FutexWait::ValueChanged => WaitvOutcome::ValueChanged,
                             sys::FutexWait::TimedOut => WaitvOutcome::TimedOut,
