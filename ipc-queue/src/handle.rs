@@ -191,6 +191,32 @@ impl Handle {
     }
 }
 
+/// The async forms of [`Handle::put`] and [`Handle::get`].
+#[cfg(feature = "async")]
+impl Handle {
+    pub(crate) async fn put_async<R, E>(
+        &self,
+        deadline: Deadline,
+        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
+    ) -> Result<Result<R, E>, Stop> {
+        self.ring
+            .ring()
+            .put_async(deadline, &self.watch, &OsLiveness, write)
+            .await
+    }
+
+    pub(crate) async fn get_async<R>(
+        &self,
+        deadline: Deadline,
+        read: &mut impl FnMut(SlotReader<'_>) -> R,
+    ) -> Result<R, Stop> {
+        self.ring
+            .ring()
+            .get_async(deadline, &self.watch, &OsLiveness, read)
+            .await
+    }
+}
+
 /// The error type of one form of get (`try_`, `_timeout` or blocking), built from how the
 /// ring stopped or from a failure reading the message. Generic, so the inlined fast path
 /// returns the caller's own error type and never builds or drops another.

@@ -326,6 +326,104 @@ impl<T: Pod> PodQueue<T> {
 
 crate::handle::shared_methods!(PodQueue);
 
+/// Async forms (feature `async`): runtime-agnostic futures, served by one futex waiter thread
+/// per process however many tasks wait (see [`ipc_shm::sync::FutexWait`]). Each returns the
+/// error type of the blocking form it mirrors.
+///
+/// They are cancel-safe: a future dropped before it completes has put or taken nothing, and
+/// leaves no slot claimed and no waiter registered. So a runtime's timeout
+/// (`tokio::time::timeout`) works around them as well as the `_timeout_async` forms, which
+/// need no runtime timer. Dead peers are detected as in the blocking calls.
+#[cfg(feature = "async")]
+impl<T: Pod> PodQueue<T> {
+    async fn put_until_async(&self, value: &T, deadline: Deadline) -> Result<(), PutFail> {
+        if self.h.put_fast(|w| write_pod(value, w)) {
+            return Ok(());
+        }
+        match self.h.put_async(deadline, &mut writer(value)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(never)) => match never {},
+            Err(stop) => Err(put_fail(stop)),
+        }
+    }
+
+    async fn get_until_async<E: GetFail>(&self, deadline: Deadline) -> Result<T, E> {
+        let got = match self.h.get_fast(reader::<T>) {
+            Some(got) => got,
+            None => self
+                .h
+                .get_async(deadline, &mut reader::<T>)
+                .await
+                .map_err(E::stop)?,
+        };
+        got.ok_or_else(|| E::failed(Error::Corrupted("slot smaller than the element")))
+    }
+
+    /// [`put`](Self::put) as a future: puts `value`, waiting as long as the queue is full.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put); the value comes back.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), ipc_queue::Error> {
+    /// use ipc_queue::PodQueue;
+    ///
+    /// let q = PodQueue::<u64>::new(4)?;
+    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// rt.block_on(async {
+    ///     q.put_async(7).await?;
+    ///     assert_eq!(q.get_async().await?, 7);
+    ///     Ok::<_, ipc_queue::Error>(())
+    /// })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn put_async<B: Borrow<T>>(&self, value: B) -> Result<(), PutError<B>> {
+        match self
+            .put_until_async(value.borrow(), Deadline::never())
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(f) => Err(f.put(value)),
+        }
+    }
+
+    /// [`put_timeout`](Self::put_timeout) as a future.
+    ///
+    /// # Errors
+    /// As [`put_timeout`](Self::put_timeout); the value comes back.
+    pub async fn put_timeout_async<B: Borrow<T>>(
+        &self,
+        value: B,
+        timeout: Duration,
+    ) -> Result<(), PutTimeoutError<B>> {
+        match self
+            .put_until_async(value.borrow(), Deadline::after(timeout))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(f) => Err(f.put_timeout(value)),
+        }
+    }
+
+    /// [`get`](Self::get) as a future: takes the oldest message, waiting as long as the
+    /// queue is empty.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn get_async(&self) -> Result<T> {
+        self.get_until_async::<Error>(Deadline::never()).await
+    }
+
+    /// [`get_timeout`](Self::get_timeout) as a future.
+    ///
+    /// # Errors
+    /// As [`get_timeout`](Self::get_timeout).
+    pub async fn get_timeout_async(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
+        self.get_until_async(Deadline::after(timeout)).await
+    }
+}
+
 /// Single-process round trips through both slot layouts (packed arrays for small slots,
 /// inline words for large ones), wrap-around, a full and an empty ring, and close: run under
 /// valgrind by `.ci/valgrind.sh` with the other unit tests.

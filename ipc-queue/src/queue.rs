@@ -327,3 +327,84 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 }
 
 crate::handle::shared_methods!(Queue);
+
+/// Async forms (feature `async`), as [`PodQueue`'s](crate::PodQueue): runtime-agnostic,
+/// cancel-safe futures served by one futex waiter thread per process. A message is encoded
+/// into its slot only once a slot is free, so a cancelled put encoded nothing into the queue.
+#[cfg(feature = "async")]
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    async fn put_until_async(&self, value: &T, deadline: Deadline) -> Result<(), PutFail> {
+        let len = codec::encoded_len(value).map_err(|e| PutFail::Failed(Error::encode(e)))?;
+        if len > self.max {
+            return Err(PutFail::Failed(Error::TooLarge { len, max: self.max }));
+        }
+        let mut write = |w: SlotWriter<'_>| codec::encode_into(value, len, w);
+        match self.h.put_async(deadline, &mut write).await {
+            Ok(Ok(())) => Ok(()),
+            // The slot became a tombstone that consumers skip.
+            Ok(Err(e)) => Err(PutFail::Failed(e)),
+            Err(stop) => Err(put_fail(stop)),
+        }
+    }
+
+    async fn get_until_async<E: GetFail>(&self, deadline: Deadline) -> Result<T, E> {
+        let mut inline = [0u8; INLINE];
+        let mut heap = Vec::new();
+        let mut read = |r: SlotReader<'_>| codec::copy_out::<T>(r, &mut inline, &mut heap);
+        let copied = match self.h.get_async(deadline, &mut read).await {
+            Ok(Ok(copied)) => copied,
+            Ok(Err(e)) => return Err(E::failed(e)),
+            Err(stop) => return Err(E::stop(stop)),
+        };
+        codec::decode(copied, &inline, heap).map_err(E::failed)
+    }
+
+    /// [`put`](Self::put) as a future: puts `value`, waiting as long as the queue is full.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put); the value comes back.
+    pub async fn put_async<B: Borrow<T>>(&self, value: B) -> Result<(), PutError<B>> {
+        match self
+            .put_until_async(value.borrow(), Deadline::never())
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(f) => Err(f.put(value)),
+        }
+    }
+
+    /// [`put_timeout`](Self::put_timeout) as a future.
+    ///
+    /// # Errors
+    /// As [`put_timeout`](Self::put_timeout); the value comes back.
+    pub async fn put_timeout_async<B: Borrow<T>>(
+        &self,
+        value: B,
+        timeout: Duration,
+    ) -> Result<(), PutTimeoutError<B>> {
+        match self
+            .put_until_async(value.borrow(), Deadline::after(timeout))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(f) => Err(f.put_timeout(value)),
+        }
+    }
+
+    /// [`get`](Self::get) as a future: takes the oldest message, waiting as long as the
+    /// queue is empty.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub async fn get_async(&self) -> Result<T> {
+        self.get_until_async::<Error>(Deadline::never()).await
+    }
+
+    /// [`get_timeout`](Self::get_timeout) as a future.
+    ///
+    /// # Errors
+    /// As [`get_timeout`](Self::get_timeout).
+    pub async fn get_timeout_async(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
+        self.get_until_async(Deadline::after(timeout)).await
+    }
+}

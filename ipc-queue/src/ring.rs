@@ -349,6 +349,14 @@ pub(crate) struct ShmSlots {
     slot_size: usize,
 }
 
+// SAFETY: `ShmSlots` is a set of pointers into a shared mapping that its `ShmRing` owns and
+// outlives every `Ring` view; all access through it is by atomics (the words) or to slots the
+// caller has claimed under the ring protocol, which is built for concurrent use by threads of
+// many processes, so sharing or sending the view between threads adds nothing new.
+unsafe impl Send for ShmSlots {}
+// SAFETY: as above.
+unsafe impl Sync for ShmSlots {}
+
 impl ShmSlots {
     #[inline(always)]
     fn at(&self, i: Idx) -> *mut u8 {
@@ -715,6 +723,18 @@ impl<'a, S: Slots> Ring<'a, S> {
     /// published) sleeps even though the ring is closed: `close` has woken everyone already,
     /// and the publish it waits for wakes it.
     fn park(&self, b: Blocker, getting: bool, draining: bool, deadline: Deadline) {
+        if let Some((st, armed)) = self.arm(b, getting, draining) {
+            // The futex compares the low 32 bits: owner, WAITING and the low bits of seq.
+            wait_low_half(st, armed, deadline);
+        }
+    }
+
+    /// The first half of [`Ring::park`]: marks the slot in `b` `WAITING` and re-checks the
+    /// position and the closed flag. Returns the state word and the low half to sleep on, or
+    /// `None` if something changed and the caller should retry at once. A caller that
+    /// arms and then does not sleep (a cancelled async wait) leaves only the `WAITING` bit,
+    /// which costs the slot's next owner one spurious wake-up.
+    fn arm(&self, b: Blocker, getting: bool, draining: bool) -> Option<(&AtomicU64, u32)> {
         let st = self.slots.state(b.idx);
         let armed = b.state | WAITING;
         // SYNC POINT: an RMW even when the bit is already set: it and the owner's swap in
@@ -725,7 +745,7 @@ impl<'a, S: Slots> Ring<'a, S> {
             .compare_exchange(b.state, armed, Ordering::SeqCst, Ordering::Relaxed)
             .is_err()
         {
-            return;
+            return None;
         }
         let word = if getting {
             &self.ctl.deq
@@ -738,10 +758,10 @@ impl<'a, S: Slots> Ring<'a, S> {
         if seq(word.load(Ordering::SeqCst)) != b.pos
             || (!draining && self.ctl.closed.load(Ordering::SeqCst) != 0)
         {
-            return;
+            return None;
         }
-        // The futex compares the low 32 bits: owner, WAITING and the low bits of seq.
-        wait_low_half(st, armed as u32, deadline);
+        // Truncation is the point: the futex compares the low half.
+        Some((st, armed as u32))
     }
 
     /// The position before `p`.
@@ -1551,6 +1571,57 @@ pub(crate) enum Stop {
     Corrupted,
 }
 
+/// What a blocked operation waits for before its next attempt.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    /// A sleep on the slot in `b` (see [`Ring::park`]) until `slice`.
+    Park {
+        b: Blocker,
+        getting: bool,
+        draining: bool,
+        slice: Deadline,
+    },
+    /// A yield: the attempt gave up under contention and has no slot to sleep on.
+    Yield,
+}
+
+/// What a step of a blocked operation ended with.
+pub(crate) enum Step<R> {
+    /// The operation is over.
+    Done(R),
+    /// The driver must do this wait, then call the step again.
+    Wait(Wait),
+}
+
+/// The state a blocked put or get keeps between its steps.
+pub(crate) struct Blocked {
+    backoff: Backoff,
+    /// The blocker of an attempt made before the step (the first, inlined one), if any.
+    blocked: Option<Option<Blocker>>,
+    /// When a get on a closed ring started waiting for a claimer it cannot verify.
+    grace: Option<Deadline>,
+}
+
+impl Blocked {
+    fn after(first: Option<Blocker>) -> Blocked {
+        Blocked {
+            backoff: Backoff::new(),
+            blocked: Some(first),
+            grace: None,
+        }
+    }
+
+    /// A blocked operation that has made no attempt yet.
+    #[cfg(all(feature = "async", not(loom)))]
+    fn fresh() -> Blocked {
+        Blocked {
+            backoff: Backoff::new(),
+            blocked: None,
+            grace: None,
+        }
+    }
+}
+
 impl<S: Slots> Ring<'_, S> {
     fn recover(
         &self,
@@ -1588,9 +1659,10 @@ impl<S: Slots> Ring<'_, S> {
     }
 
     /// One wait after an attempt blocked on `b` (of the dequeue word if `getting`, else of
-    /// the enqueue word): `Stop::Deadline` once `deadline` has passed, else a spin step, or
-    /// once spinning is over, a sleep on `b`'s slot (a yield if the attempt gave up under
-    /// contention), bounded by the death-check slice.
+    /// the enqueue word): `Stop::Deadline` once `deadline` has passed, else a spin step
+    /// (`None`: attempt again), or once spinning is over, the wait the driver must do: a sleep
+    /// on `b`'s slot (a yield if the attempt gave up under contention), bounded by the
+    /// death-check slice.
     fn pause(
         &self,
         b: Option<Blocker>,
@@ -1599,19 +1671,36 @@ impl<S: Slots> Ring<'_, S> {
         deadline: Deadline,
         watch: &DeathWatch,
         draining: bool,
-    ) -> Result<(), Stop> {
+    ) -> Result<Option<Wait>, Stop> {
         if deadline.is_expired() {
             return Err(Stop::Deadline);
         }
         if !backoff.is_completed() {
             backoff.snooze();
-            return Ok(());
+            return Ok(None);
         }
-        match b {
-            Some(b) => self.park(b, getting, draining, watch.slice(deadline)),
-            None => yield_now(),
+        Ok(Some(match b {
+            Some(b) => Wait::Park {
+                b,
+                getting,
+                draining,
+                slice: watch.slice(deadline),
+            },
+            None => Wait::Yield,
+        }))
+    }
+
+    /// Does `wait` by blocking the calling thread.
+    fn wait_blocking(&self, wait: Wait) {
+        match wait {
+            Wait::Park {
+                b,
+                getting,
+                draining,
+                slice,
+            } => self.park(b, getting, draining, slice),
+            Wait::Yield => yield_now(),
         }
-        Ok(())
     }
 
     /// Puts with `write`, waiting until `deadline` for room (spin, then futex), and
@@ -1645,22 +1734,47 @@ impl<S: Slots> Ring<'_, S> {
         live: &impl Liveness,
         write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
     ) -> Result<Result<R, E>, Stop> {
-        let mut backoff = Backoff::new();
-        let mut blocked = Some(first);
+        let mut op = Blocked::after(first);
         loop {
-            let b = match blocked.take() {
+            match self.put_step(&mut op, me, deadline, watch, live, write) {
+                Step::Done(r) => return r,
+                Step::Wait(w) => self.wait_blocking(w),
+            }
+        }
+    }
+
+    /// Attempts of a blocked put until it ends or must wait: the loop of
+    /// [`Ring::put_until`] without its waits, which the caller (a blocking or an async
+    /// driver) does.
+    fn put_step<R, E>(
+        &self,
+        op: &mut Blocked,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
+    ) -> Step<Result<Result<R, E>, Stop>> {
+        loop {
+            let b = match op.blocked.take() {
                 Some(b) => b,
                 None => match self.try_put(me, write) {
-                    Attempt::Done(r) => return Ok(r),
-                    Attempt::Closed => return Err(Stop::Closed),
-                    Attempt::Corrupted => return Err(Stop::Corrupted),
+                    Attempt::Done(r) => return Step::Done(Ok(r)),
+                    Attempt::Closed => return Step::Done(Err(Stop::Closed)),
+                    Attempt::Corrupted => return Step::Done(Err(Stop::Corrupted)),
                     Attempt::Blocked(b) => b,
                 },
             };
-            if self.reclaimed(b, me, &backoff, deadline, watch, live)? {
-                continue;
+            match self.reclaimed(b, me, &op.backoff, deadline, watch, live) {
+                Err(stop) => return Step::Done(Err(stop)),
+                Ok(true) => continue,
+                Ok(false) => {}
             }
-            self.pause(b, false, &mut backoff, deadline, watch, false)?;
+            match self.pause(b, false, &mut op.backoff, deadline, watch, false) {
+                Err(stop) => return Step::Done(Err(stop)),
+                Ok(None) => {}
+                Ok(Some(w)) => return Step::Wait(w),
+            }
         }
     }
 
@@ -1695,23 +1809,41 @@ impl<S: Slots> Ring<'_, S> {
         live: &impl Liveness,
         read: &mut impl FnMut(SlotReader<'_>) -> R,
     ) -> Result<R, Stop> {
-        let mut grace = None;
-        let mut backoff = Backoff::new();
-        let mut blocked = Some(first);
+        let mut op = Blocked::after(first);
         loop {
-            let b = match blocked.take() {
+            match self.get_step(&mut op, me, deadline, watch, live, read) {
+                Step::Done(r) => return r,
+                Step::Wait(w) => self.wait_blocking(w),
+            }
+        }
+    }
+
+    /// Attempts of a blocked get until it ends or must wait (see [`Ring::put_step`]).
+    fn get_step<R>(
+        &self,
+        op: &mut Blocked,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        read: &mut impl FnMut(SlotReader<'_>) -> R,
+    ) -> Step<Result<R, Stop>> {
+        loop {
+            let b = match op.blocked.take() {
                 Some(b) => b,
                 None => match self.try_get(me, read) {
-                    Attempt::Done(r) => return Ok(r),
-                    Attempt::Corrupted => return Err(Stop::Corrupted),
+                    Attempt::Done(r) => return Step::Done(Ok(r)),
+                    Attempt::Corrupted => return Step::Done(Err(Stop::Corrupted)),
                     Attempt::Closed => None,
                     Attempt::Blocked(b) => b,
                 },
             };
-            if self.reclaimed(b, me, &backoff, deadline, watch, live)? {
-                continue;
+            match self.reclaimed(b, me, &op.backoff, deadline, watch, live) {
+                Err(stop) => return Step::Done(Err(stop)),
+                Ok(true) => continue,
+                Ok(false) => {}
             }
-            let mut draining = false;
+            let mut draining = None;
             // SYNC POINT: Acquire (see `refused_by_close`).
             if self.ctl.closed.load(Ordering::Acquire) != 0 {
                 // Drained unless a producer claimed a slot before the close (or racing it) and
@@ -1720,23 +1852,29 @@ impl<S: Slots> Ring<'_, S> {
                 // Anything published before the close is seen by the attempt below (Acquire
                 // on the closed flag orders it after the flag).
                 match self.try_get(me, read) {
-                    Attempt::Done(r) => return Ok(r),
-                    Attempt::Corrupted => return Err(Stop::Corrupted),
+                    Attempt::Done(r) => return Step::Done(Ok(r)),
+                    Attempt::Corrupted => return Step::Done(Err(Stop::Corrupted)),
                     Attempt::Blocked(Some(b)) => match self.claim_pending(b) {
-                        Some(tid) if self.keep_draining(b, tid, live, &mut grace) => {
-                            draining = true;
-                            blocked = Some(Some(b));
+                        Some(tid) if self.keep_draining(b, tid, live, &mut op.grace) => {
+                            draining = Some(b);
                         }
-                        _ => return Err(Stop::Closed),
+                        _ => return Step::Done(Err(Stop::Closed)),
                     },
-                    _ => return Err(Stop::Closed),
+                    _ => return Step::Done(Err(Stop::Closed)),
                 }
             }
-            if draining {
-                self.pause(blocked.flatten(), true, &mut backoff, deadline, watch, true)?;
-                continue;
+            let paused = match draining {
+                Some(d) => {
+                    op.blocked = Some(Some(d));
+                    self.pause(Some(d), true, &mut op.backoff, deadline, watch, true)
+                }
+                None => self.pause(b, true, &mut op.backoff, deadline, watch, false),
+            };
+            match paused {
+                Err(stop) => return Step::Done(Err(stop)),
+                Ok(None) => {}
+                Ok(Some(w)) => return Step::Wait(w),
             }
-            self.pause(b, true, &mut backoff, deadline, watch, false)?;
         }
     }
 
@@ -1771,6 +1909,90 @@ impl<S: Slots> Ring<'_, S> {
                 self.reclaim_all(me, live);
             }
         }
+    }
+}
+
+/// The async drivers of blocked puts and gets: the same steps as the blocking loops, with
+/// each sleep a registration with the process's futex waiter thread
+/// ([`ipc_shm::sync::FutexWait`]) instead of a blocked thread.
+///
+/// Cancel safety: a claim is only ever held inside one synchronous step (`try_put`,
+/// `try_get`), never across an `.await`; between steps the future holds nothing but the
+/// `WAITING` bit it may have set on a slot (which costs that slot's next owner one spurious
+/// wake-up) and its waiter registration (removed when the future drops).
+#[cfg(all(feature = "async", not(loom)))]
+impl<S: Slots> Ring<'_, S> {
+    async fn wait_async(&self, wait: Wait) {
+        match wait {
+            Wait::Park {
+                b,
+                getting,
+                draining,
+                slice,
+            } => {
+                if let Some((st, armed)) = self.arm(b, getting, draining) {
+                    ipc_shm::sync::FutexWait::low_half(st, armed, slice).await;
+                }
+            }
+            Wait::Yield => YieldNow(false).await,
+        }
+    }
+
+    /// [`Ring::put_until`] as a future. The thread identity a claim records is taken afresh
+    /// at every step: a task may move between threads at each `.await`.
+    pub(crate) async fn put_async<R, E>(
+        &self,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
+    ) -> Result<Result<R, E>, Stop> {
+        let mut op = Blocked::fresh();
+        loop {
+            match self.put_step(&mut op, Me::current(), deadline, watch, live, write) {
+                Step::Done(r) => return r,
+                Step::Wait(w) => self.wait_async(w).await,
+            }
+        }
+    }
+
+    /// [`Ring::get_until`] as a future (see [`Ring::put_async`]).
+    pub(crate) async fn get_async<R>(
+        &self,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        read: &mut impl FnMut(SlotReader<'_>) -> R,
+    ) -> Result<R, Stop> {
+        let mut op = Blocked::fresh();
+        loop {
+            match self.get_step(&mut op, Me::current(), deadline, watch, live, read) {
+                Step::Done(r) => return r,
+                Step::Wait(w) => self.wait_async(w).await,
+            }
+        }
+    }
+}
+
+/// Returns `Pending` once (waking itself), so the executor runs other tasks: the async form
+/// of a `sched_yield`.
+#[cfg(all(feature = "async", not(loom)))]
+struct YieldNow(bool);
+
+#[cfg(all(feature = "async", not(loom)))]
+impl std::future::Future for YieldNow {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 

@@ -473,6 +473,95 @@ pub(crate) fn list_shm_names(prefix: &str) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
+/// One word of a [`futex_waitv`] call: the kernel's `struct futex_waitv`.
+#[cfg(feature = "async")]
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FutexWaitv {
+    /// The value the word must hold for the thread to sleep.
+    pub(crate) val: u64,
+    /// The word's address.
+    pub(crate) uaddr: u64,
+    /// `FUTEX2_SIZE_U32`, plus `FUTEX2_PRIVATE` for a word no other process maps.
+    pub(crate) flags: u32,
+    reserved: u32,
+}
+
+#[cfg(feature = "async")]
+impl FutexWaitv {
+    /// A 32-bit word at `addr` expected to hold `val`; `private` for a word of this process only.
+    pub(crate) fn new(addr: *const u32, val: u32, private: bool) -> Self {
+        const FUTEX2_SIZE_U32: u32 = 0x02;
+        const FUTEX2_PRIVATE: u32 = 128;
+        FutexWaitv {
+            val: u64::from(val),
+            uaddr: addr as u64,
+            flags: FUTEX2_SIZE_U32 | if private { FUTEX2_PRIVATE } else { 0 },
+            reserved: 0,
+        }
+    }
+}
+
+/// The most words one [`futex_waitv`] call takes (the kernel's `FUTEX_WAITV_MAX`).
+#[cfg(feature = "async")]
+pub(crate) const FUTEX_WAITV_MAX: usize = 128;
+
+/// How a [`futex_waitv`] call ended.
+#[cfg(feature = "async")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitvOutcome {
+    /// Woken on the word at this index (other words may have changed too).
+    Woken(usize),
+    /// A word did not hold its value when the kernel looked (`EAGAIN`).
+    ValueChanged,
+    /// The deadline passed.
+    TimedOut,
+    /// A signal (`EINTR`), or a word whose memory was unmapped meanwhile (`EFAULT`): re-check.
+    Retry,
+    /// The kernel has no `futex_waitv` (before Linux 5.16, or filtered by seccomp).
+    Unsupported,
+}
+
+/// `futex_waitv(2)`: sleeps until one of `words` is woken or differs from its value, or until
+/// the absolute `CLOCK_MONOTONIC` deadline in nanoseconds (`None`: no deadline).
+///
+/// The kernel reads the words itself: a word whose memory is unmapped while the call runs
+/// yields `EFAULT`, never a fault in this process, so the caller need not keep the words
+/// mapped (it must only never load them itself once their owner may have unmapped them).
+#[cfg(feature = "async")]
+pub(crate) fn futex_waitv(words: &[FutexWaitv], deadline_ns: Option<u64>) -> WaitvOutcome {
+    if words.is_empty() || words.len() > FUTEX_WAITV_MAX {
+        return WaitvOutcome::Retry;
+    }
+    let ts = deadline_ns.map(|ns| libc::timespec {
+        tv_sec: libc::time_t::try_from(ns / 1_000_000_000).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::try_from(ns % 1_000_000_000).unwrap_or(0),
+    });
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), std::ptr::from_ref);
+    // SAFETY: `words` is a valid slice of `struct futex_waitv` (repr(C), reserved zeroed) with
+    // 1..=128 entries; `ts_ptr` is null or points to a timespec that outlives the call; the
+    // kernel only reads both, and reads the words' addresses itself (EFAULT if unmapped).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            words.as_ptr(),
+            libc::c_uint::try_from(words.len()).unwrap_or(0),
+            0 as libc::c_uint,
+            ts_ptr,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r >= 0 {
+        return WaitvOutcome::Woken(usize::try_from(r).unwrap_or(0));
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => WaitvOutcome::ValueChanged,
+        Some(libc::ETIMEDOUT) => WaitvOutcome::TimedOut,
+        Some(libc::ENOSYS) | Some(libc::EPERM) => WaitvOutcome::Unsupported,
+        _ => WaitvOutcome::Retry,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,12 +15,16 @@ mod futex;
 pub(crate) mod loom;
 pub(crate) mod owner;
 mod raw_lock;
+#[cfg(all(feature = "async", not(loom)))]
+mod waiter;
 
 pub use bytes::{load_bytes, load_bytes_raw, load_pod, store_bytes};
 pub use deadline::Deadline;
 pub use futex::{wait_low_half, wake_low_half, Futex, WaitOutcome};
 pub use owner::{current_thread_id, is_gone, OwnerStamp};
 pub use raw_lock::{NotHeld, RawLock};
+#[cfg(all(feature = "async", not(loom)))]
+pub use waiter::{registered_waits, waiter_threads, FutexWait, FALLBACK_SLICE, IDLE_EXIT};
 
 /// Marks the calling loom model thread dead, for the models of crates built on this module
 /// (a participant killed where it stands): from then on [`OwnerStamp::is_dead`] is true for
