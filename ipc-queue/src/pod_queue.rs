@@ -7,8 +7,8 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use bytemuck::Pod;
-use ipc_shm::sync::Deadline;
-use ipc_shm::Layout;
+use ipc_shm::lowlevel::sync::Deadline;
+use ipc_shm::lowlevel::Layout;
 
 use crate::error::{Error, PutError, PutFail, PutTimeoutError, Result, TryPutError};
 use crate::handle::{get_error, slot_size_for, Handle};

@@ -108,7 +108,7 @@ use std::ptr::NonNull;
 #[cfg(not(loom))]
 use std::time::Duration;
 
-use ipc_shm::sync::{wait_low_half, wake_low_half, Deadline, OwnerStamp, WaitOutcome};
+use ipc_shm::lowlevel::sync::{wait_low_half, wake_low_half, Deadline, OwnerStamp, WaitOutcome};
 
 use crate::loom::{spin, yield_now, AtomicU64, Ordering};
 
@@ -232,7 +232,7 @@ impl Control {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Idx(usize);
 
-/// Write access to a claimed slot's payload; writes are atomic stores (`ipc_shm::sync::store_bytes`).
+/// Write access to a claimed slot's payload; writes are atomic stores (`ipc_shm::lowlevel::sync::store_bytes`).
 pub(crate) struct SlotWriter<'a> {
     ptr: *mut u8,
     len: usize,
@@ -252,7 +252,7 @@ impl SlotWriter<'_> {
             Some(end) if end <= self.len => {
                 // SAFETY: `offset..end` is inside the payload (checked), which lies in the
                 // mapping (see `Slots::write`); `src` is the caller's.
-                unsafe { ipc_shm::sync::store_bytes(self.ptr.add(offset), src) };
+                unsafe { ipc_shm::lowlevel::sync::store_bytes(self.ptr.add(offset), src) };
                 true
             }
             _ => false,
@@ -291,7 +291,7 @@ impl SlotReader<'_> {
                 // the reserve makes room for `n` more bytes after `dst.len()` in `dst`'s own
                 // allocation; `set_len` covers exactly the bytes just written.
                 unsafe {
-                    ipc_shm::sync::load_bytes_raw(
+                    ipc_shm::lowlevel::sync::load_bytes_raw(
                         self.ptr.add(offset),
                         dst.as_mut_ptr().add(dst.len()),
                         n,
@@ -311,7 +311,7 @@ impl SlotReader<'_> {
             Some(end) if end <= self.len => {
                 // SAFETY: the range is inside the payload (checked), in the mapping; `dst` is
                 // a distinct buffer of the caller's.
-                unsafe { ipc_shm::sync::load_bytes(self.ptr.add(offset), dst) };
+                unsafe { ipc_shm::lowlevel::sync::load_bytes(self.ptr.add(offset), dst) };
                 true
             }
             _ => false,
@@ -486,7 +486,7 @@ impl Liveness for OsLiveness {
         } else {
             // The stamp word belongs to somebody else (a racing claimer overwrote it): judge
             // by the id alone.
-            u32::try_from(tid).map_or(true, ipc_shm::sync::is_gone)
+            u32::try_from(tid).map_or(true, ipc_shm::lowlevel::sync::is_gone)
         }
     }
 }
@@ -1773,7 +1773,7 @@ impl<S: Slots> Ring<'_, S> {
 
 /// A ring in a shared segment: the storage owner plus the checked geometry.
 pub(crate) struct ShmRing {
-    seg: ipc_shm::Segment,
+    seg: ipc_shm::lowlevel::Segment,
     ctl: NonNull<Control>,
     slots: ShmSlots,
     cap: usize,
@@ -1841,7 +1841,7 @@ impl ShmRing {
     }
 
     /// Wraps a segment whose payload holds a ring of `cap` slots of `slot_size` bytes.
-    pub(crate) fn new(seg: ipc_shm::Segment, cap: usize, slot_size: usize) -> Option<ShmRing> {
+    pub(crate) fn new(seg: ipc_shm::lowlevel::Segment, cap: usize, slot_size: usize) -> Option<ShmRing> {
         if cap == 0 || cap > MAX_CAPACITY || slot_size < MIN_SLOT || slot_size % 8 != 0 {
             return None;
         }
@@ -1859,7 +1859,7 @@ impl ShmRing {
     }
 
     /// Writes the initial ring state into a fresh segment (the creator, before READY).
-    pub(crate) fn init_segment(seg: &ipc_shm::Segment, cap: usize, slot_size: usize) -> bool {
+    pub(crate) fn init_segment(seg: &ipc_shm::lowlevel::Segment, cap: usize, slot_size: usize) -> bool {
         let ok = cap > 0
             && cap <= MAX_CAPACITY
             && slot_size >= MIN_SLOT
@@ -1889,12 +1889,12 @@ impl ShmRing {
     }
 
     /// The segment (name, fd).
-    pub(crate) fn segment(&self) -> &ipc_shm::Segment {
+    pub(crate) fn segment(&self) -> &ipc_shm::lowlevel::Segment {
         &self.seg
     }
 
     /// The segment, mutably (unlink).
-    pub(crate) fn segment_mut(&mut self) -> &mut ipc_shm::Segment {
+    pub(crate) fn segment_mut(&mut self) -> &mut ipc_shm::lowlevel::Segment {
         &mut self.seg
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{bomb_queue, Bomb, Mode, Mode2, Setup, TestQueue, WATCHDOG};
 use ipc_failpoints::Action;
 use ipc_queue::{Error, PodQueue, Queue};
-use ipc_shm::sync::OwnerStamp;
+use ipc_shm::lowlevel::sync::OwnerStamp;
 use ipc_testkit::{Exit, Leaks};
 
 /// Waits until process `pid` is stopped (`T` in `/proc/<pid>/stat`).
