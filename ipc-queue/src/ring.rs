@@ -1841,7 +1841,11 @@ impl ShmRing {
     }
 
     /// Wraps a segment whose payload holds a ring of `cap` slots of `slot_size` bytes.
-    pub(crate) fn new(seg: ipc_shm::lowlevel::Segment, cap: usize, slot_size: usize) -> Option<ShmRing> {
+    pub(crate) fn new(
+        seg: ipc_shm::lowlevel::Segment,
+        cap: usize,
+        slot_size: usize,
+    ) -> Option<ShmRing> {
         if cap == 0 || cap > MAX_CAPACITY || slot_size < MIN_SLOT || slot_size % 8 != 0 {
             return None;
         }
@@ -1859,7 +1863,11 @@ impl ShmRing {
     }
 
     /// Writes the initial ring state into a fresh segment (the creator, before READY).
-    pub(crate) fn init_segment(seg: &ipc_shm::lowlevel::Segment, cap: usize, slot_size: usize) -> bool {
+    pub(crate) fn init_segment(
+        seg: &ipc_shm::lowlevel::Segment,
+        cap: usize,
+        slot_size: usize,
+    ) -> bool {
         let ok = cap > 0
             && cap <= MAX_CAPACITY
             && slot_size >= MIN_SLOT
