@@ -72,7 +72,7 @@ pub(crate) fn release_raw(raw: &RawLock) -> Result<()> {
 /// over and gets `Err(LockError::OwnerDied(guard))`: it holds the lock and decides whether the
 /// protected data is consistent. [`LockGuard::mark_consistent`] says it is; dropping the
 /// guard without that poisons the lock, and every later locker gets
-/// [`LockError::Poisoned`]. In Python the lock would stay held forever.
+/// [`LockError::Poisoned`](crate::LockError::Poisoned). In Python the lock would stay held forever.
 ///
 /// Uncontended `lock` + unlock are one compare-and-swap and one swap; waiters spin briefly,
 /// then sleep on the futex, and re-check the holder's liveness every 50 ms.
