@@ -15,7 +15,7 @@ pub fn s1(r: &Run) -> Outcome {
         let s = Semaphore::new(1).map_err(sem_err)?;
         time_local(|| {
             for _ in 0..r.n {
-                s.acquire();
+                s.acquire().map_err(sem_err)?;
                 s.release().map_err(sem_err)?;
             }
             Ok(r.n)
@@ -84,9 +84,9 @@ pub fn s4(r: &Run) -> Outcome {
             for _ in 0..n {
                 if is_a {
                     a.release().map_err(sem_err)?;
-                    b.acquire();
+                    b.acquire().map_err(sem_err)?;
                 } else {
-                    a.acquire();
+                    a.acquire().map_err(sem_err)?;
                     b.release().map_err(sem_err)?;
                 }
             }

@@ -292,17 +292,21 @@ struct Locks {
 /// Locks `kind` within `t`: 0 = got it, 10 = OwnerDied, 11 = timeout, 12 = other error.
 /// Holds it for `hold` (the victim's operation), nesting once for an `RLock`.
 fn lock_once(l: &Locks, kind: LockKind, t: Duration, hold: Duration) -> i32 {
-    fn code<G>(r: Result<G, ipc_shm::LockError<G>>, hold: Duration, fix: impl Fn(&G)) -> i32 {
+    fn code<G>(
+        r: Result<G, ipc_shm::LockTimeoutError<G>>,
+        hold: Duration,
+        fix: impl Fn(&G),
+    ) -> i32 {
         match r {
             Ok(_g) => {
                 std::thread::sleep(hold);
                 0
             }
-            Err(ipc_shm::LockError::OwnerDied(g)) => {
+            Err(ipc_shm::LockTimeoutError::OwnerDied(g)) => {
                 fix(&g);
                 10
             }
-            Err(ipc_shm::LockError::Timeout) => 11,
+            Err(ipc_shm::LockTimeoutError::Timeout) => 11,
             Err(_) => 12,
         }
     }
@@ -315,11 +319,11 @@ fn lock_once(l: &Locks, kind: LockKind, t: Duration, hold: Duration) -> i32 {
                 drop(inner);
                 0
             }
-            Err(ipc_shm::LockError::OwnerDied(g)) => {
+            Err(ipc_shm::LockTimeoutError::OwnerDied(g)) => {
                 g.mark_consistent();
                 10
             }
-            Err(ipc_shm::LockError::Timeout) => 11,
+            Err(ipc_shm::LockTimeoutError::Timeout) => 11,
             Err(_) => 12,
         },
         LockKind::Value => code(l.value.lock_timeout(t), hold, |g| g.mark_consistent()),
@@ -415,7 +419,7 @@ fn condition_row(point: &'static str, _a: Action) -> Outcome {
             c.notify_all();
             0
         }
-        Err(ipc_shm::LockError::OwnerDied(g)) => {
+        Err(ipc_shm::LockTimeoutError::OwnerDied(g)) => {
             g.mark_consistent();
             c.notify_all();
             10
@@ -427,7 +431,7 @@ fn condition_row(point: &'static str, _a: Action) -> Outcome {
     let after = survivor(
         fork(|| match c.lock_timeout(SECS(5)) {
             Ok(_) => 0,
-            Err(ipc_shm::LockError::OwnerDied(g)) => {
+            Err(ipc_shm::LockTimeoutError::OwnerDied(g)) => {
                 g.mark_consistent();
                 10
             }
@@ -449,7 +453,7 @@ fn barrier_row(point: &'static str, _a: Action) -> Outcome {
     let bar = ipc_sem::Barrier::new(3).unwrap();
     let party = || match bar.wait_timeout(SECS(5)) {
         Ok(_) => 0,
-        Err(ipc_sem::Error::BrokenBarrier) => 10,
+        Err(ipc_sem::BarrierTimeoutError::Broken) => 10,
         Err(_) => 12,
     };
     // The victim arrives first (the last arrival completes the generation and never reaches
@@ -482,11 +486,17 @@ fn barrier_row(point: &'static str, _a: Action) -> Outcome {
 
 fn semaphore_row(point: &'static str, _a: Action) -> Outcome {
     let sem = ipc_sem::Semaphore::new(0).unwrap();
-    let acquirer = || if sem.acquire_timeout(SECS(5)) { 0 } else { 11 };
+    let acquirer = || {
+        if sem.acquire_timeout(SECS(5)).is_ok() {
+            0
+        } else {
+            11
+        }
+    };
     if point == "sem.semaphore.woken" {
         let v = fork(|| {
             arm(point, 1, KILL).unwrap();
-            if sem.acquire_timeout(SECS(5)) {
+            if sem.acquire_timeout(SECS(5)).is_ok() {
                 0
             } else {
                 11

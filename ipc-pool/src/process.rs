@@ -126,7 +126,7 @@ impl ProcessBuilder {
     /// copy is not called and not dropped at `spawn`: the handle keeps it until the child has
     /// been reaped ([`Process::join`], [`Process::is_alive`] or [`Process::exitcode`] finding
     /// it ended, or the reaper thread after the handle is dropped), and drops it then, in the
-    /// parent. So a named object moved into the child (an `ipc_shm::Value::create`, a
+    /// parent. So a named object moved into the child (an `ipc_shm::Value::create_named`, a
     /// `Listener`'s socket file) keeps its name for as long as the child runs and is unlinked
     /// by its creator afterwards, exactly once; fds and memory `f` captured are released in
     /// the parent when the child is reaped, never leaked. One consequence: the parent's copy

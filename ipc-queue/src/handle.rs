@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use ipc_shm::sync::Deadline;
-use ipc_shm::{Layout, Segment, DEFAULT_OPEN_TIMEOUT};
+use ipc_shm::lowlevel::sync::Deadline;
+use ipc_shm::lowlevel::{Layout, Segment, DEFAULT_OPEN_TIMEOUT};
 
 use crate::error::{Error, GetTimeoutError, JoinTimeoutError, PutFail, Result, TryGetError};
 use crate::ring::{

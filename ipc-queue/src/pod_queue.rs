@@ -7,8 +7,8 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use bytemuck::Pod;
-use ipc_shm::sync::Deadline;
-use ipc_shm::Layout;
+use ipc_shm::lowlevel::sync::Deadline;
+use ipc_shm::lowlevel::Layout;
 
 use crate::error::{
     Error, GetTimeoutError, PutError, PutFail, PutTimeoutError, Result, TryGetError, TryPutError,
@@ -327,7 +327,7 @@ impl<T: Pod> PodQueue<T> {
 crate::handle::shared_methods!(PodQueue);
 
 /// Async forms (feature `async`): runtime-agnostic futures, served by one futex waiter thread
-/// per process however many tasks wait (see [`ipc_shm::sync::FutexWait`]). Each returns the
+/// per process however many tasks wait (see [`ipc_shm::lowlevel::sync::FutexWait`]). Each returns the
 /// error type of the blocking form it mirrors.
 ///
 /// They are cancel-safe: a future dropped before it completes has put or taken nothing, and

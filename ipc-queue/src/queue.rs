@@ -5,8 +5,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use ipc_shm::sync::Deadline;
-use ipc_shm::Layout;
+use ipc_shm::lowlevel::sync::Deadline;
+use ipc_shm::lowlevel::Layout;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

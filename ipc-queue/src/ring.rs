@@ -108,7 +108,7 @@ use std::ptr::NonNull;
 #[cfg(not(loom))]
 use std::time::Duration;
 
-use ipc_shm::sync::{wait_low_half, wake_low_half, Deadline, OwnerStamp, WaitOutcome};
+use ipc_shm::lowlevel::sync::{wait_low_half, wake_low_half, Deadline, OwnerStamp, WaitOutcome};
 
 use crate::loom::{spin, yield_now, AtomicU64, Ordering};
 
@@ -232,7 +232,7 @@ impl Control {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Idx(usize);
 
-/// Write access to a claimed slot's payload; writes are atomic stores (`ipc_shm::sync::store_bytes`).
+/// Write access to a claimed slot's payload; writes are atomic stores (`ipc_shm::lowlevel::sync::store_bytes`).
 pub(crate) struct SlotWriter<'a> {
     ptr: *mut u8,
     len: usize,
@@ -253,7 +253,7 @@ impl SlotWriter<'_> {
             Some(end) if end <= self.len => {
                 // SAFETY: `offset..end` is inside the payload (checked), which lies in the
                 // mapping (see `Slots::write`); `src` is the caller's.
-                unsafe { ipc_shm::sync::store_bytes(self.ptr.add(offset), src) };
+                unsafe { ipc_shm::lowlevel::sync::store_bytes(self.ptr.add(offset), src) };
                 true
             }
             _ => false,
@@ -294,7 +294,7 @@ impl SlotReader<'_> {
                 // the reserve makes room for `n` more bytes after `dst.len()` in `dst`'s own
                 // allocation; `set_len` covers exactly the bytes just written.
                 unsafe {
-                    ipc_shm::sync::load_bytes_raw(
+                    ipc_shm::lowlevel::sync::load_bytes_raw(
                         self.ptr.add(offset),
                         dst.as_mut_ptr().add(dst.len()),
                         n,
@@ -314,7 +314,7 @@ impl SlotReader<'_> {
             Some(end) if end <= self.len => {
                 // SAFETY: the range is inside the payload (checked), in the mapping; `dst` is
                 // a distinct buffer of the caller's.
-                unsafe { ipc_shm::sync::load_bytes(self.ptr.add(offset), dst) };
+                unsafe { ipc_shm::lowlevel::sync::load_bytes(self.ptr.add(offset), dst) };
                 true
             }
             _ => false,
@@ -497,7 +497,7 @@ impl Liveness for OsLiveness {
         } else {
             // The stamp word belongs to somebody else (a racing claimer overwrote it): judge
             // by the id alone.
-            u32::try_from(tid).map_or(true, ipc_shm::sync::is_gone)
+            u32::try_from(tid).map_or(true, ipc_shm::lowlevel::sync::is_gone)
         }
     }
 }
@@ -1914,7 +1914,7 @@ impl<S: Slots> Ring<'_, S> {
 
 /// The async drivers of blocked puts and gets: the same steps as the blocking loops, with
 /// each sleep a registration with the process's futex waiter thread
-/// ([`ipc_shm::sync::FutexWait`]) instead of a blocked thread.
+/// ([`ipc_shm::lowlevel::sync::FutexWait`]) instead of a blocked thread.
 ///
 /// Cancel safety: a claim is only ever held inside one synchronous step (`try_put`,
 /// `try_get`), never across an `.await`; between steps the future holds nothing but the
@@ -1931,7 +1931,7 @@ impl<S: Slots> Ring<'_, S> {
                 slice,
             } => {
                 if let Some((st, armed)) = self.arm(b, getting, draining) {
-                    ipc_shm::sync::FutexWait::low_half(st, armed, slice).await;
+                    ipc_shm::lowlevel::sync::FutexWait::low_half(st, armed, slice).await;
                 }
             }
             Wait::Yield => YieldNow(false).await,
@@ -1998,7 +1998,7 @@ impl std::future::Future for YieldNow {
 
 /// A ring in a shared segment: the storage owner plus the checked geometry.
 pub(crate) struct ShmRing {
-    seg: ipc_shm::Segment,
+    seg: ipc_shm::lowlevel::Segment,
     ctl: NonNull<Control>,
     slots: ShmSlots,
     cap: usize,
@@ -2066,7 +2066,11 @@ impl ShmRing {
     }
 
     /// Wraps a segment whose payload holds a ring of `cap` slots of `slot_size` bytes.
-    pub(crate) fn new(seg: ipc_shm::Segment, cap: usize, slot_size: usize) -> Option<ShmRing> {
+    pub(crate) fn new(
+        seg: ipc_shm::lowlevel::Segment,
+        cap: usize,
+        slot_size: usize,
+    ) -> Option<ShmRing> {
         if cap == 0 || cap > MAX_CAPACITY || slot_size < MIN_SLOT || slot_size % 8 != 0 {
             return None;
         }
@@ -2084,7 +2088,11 @@ impl ShmRing {
     }
 
     /// Writes the initial ring state into a fresh segment (the creator, before READY).
-    pub(crate) fn init_segment(seg: &ipc_shm::Segment, cap: usize, slot_size: usize) -> bool {
+    pub(crate) fn init_segment(
+        seg: &ipc_shm::lowlevel::Segment,
+        cap: usize,
+        slot_size: usize,
+    ) -> bool {
         let ok = cap > 0
             && cap <= MAX_CAPACITY
             && slot_size >= MIN_SLOT
@@ -2114,12 +2122,12 @@ impl ShmRing {
     }
 
     /// The segment (name, fd).
-    pub(crate) fn segment(&self) -> &ipc_shm::Segment {
+    pub(crate) fn segment(&self) -> &ipc_shm::lowlevel::Segment {
         &self.seg
     }
 
     /// The segment, mutably (unlink).
-    pub(crate) fn segment_mut(&mut self) -> &mut ipc_shm::Segment {
+    pub(crate) fn segment_mut(&mut self) -> &mut ipc_shm::lowlevel::Segment {
         &mut self.seg
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{leak_guard, WATCHDOG};
 use ipc_failpoints::Action;
 use ipc_queue::{Error, GetTimeoutError, PodQueue, PutTimeoutError, Queue};
-use ipc_shm::sync::{registered_waits, waiter_threads};
+use ipc_shm::lowlevel::sync::{registered_waits, waiter_threads};
 use ipc_testkit::fork;
 
 fn runtime() -> tokio::runtime::Runtime {

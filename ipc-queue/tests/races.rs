@@ -15,7 +15,7 @@ use ipc_failpoints::Action;
 #[cfg(feature = "serde")]
 use ipc_queue::Queue;
 use ipc_queue::{GetTimeoutError, JoinTimeoutError, PodQueue, PutError, TryGetError};
-use ipc_shm::sync::OwnerStamp;
+use ipc_shm::lowlevel::sync::OwnerStamp;
 use ipc_testkit::{Exit, Leaks};
 
 /// Waits until process `pid` is stopped (`T` in `/proc/<pid>/stat`).

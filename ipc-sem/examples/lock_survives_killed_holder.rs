@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use ipc_sem::{Lock, LockError};
+use ipc_sem::{Lock, LockTimeoutError};
 use ipc_shm::RawValue;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -46,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let start = Instant::now();
     match lock.lock_timeout(Duration::from_secs(5)) {
-        Err(LockError::OwnerDied(guard)) => {
+        Err(LockTimeoutError::OwnerDied(guard)) => {
             let [a, b] = pair.get();
             println!(
                 "OwnerDied after {:?}: pair is {a}/{b}, repairing",

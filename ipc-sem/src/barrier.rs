@@ -22,14 +22,18 @@
 //! The protocol lives in `Core`, over the state and the slots, so the loom models run it on
 //! the heap with threads standing in for processes. The model has no timers: a sleeper makes
 //! its periodic death check before every sleep, and a model thread that "dies"
-//! (`ipc_shm::sync::die`) keeps waking the sleepers, as their timers would.
+//! (`ipc_shm::lowlevel::sync::die`) keeps waking the sleepers, as their timers would.
 
 use std::fmt;
 use std::time::Duration;
 
-use ipc_shm::sync::{wait_low_half, wake_low_half, Deadline, OwnerStamp, RawLock, WaitOutcome};
+use ipc_shm::lowlevel::sync::{
+    wait_low_half, wake_low_half, Deadline, OwnerStamp, RawLock, WaitOutcome,
+};
 
-use crate::error::{Error, LockError, Result};
+use crate::error::{
+    BarrierTimeoutError, Error, LockTimeoutError, Result, TryLockError, TryWaitError,
+};
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::shm::{Shared, SharedState};
 
@@ -216,26 +220,48 @@ impl Barrier {
         self.core().wait_until(Deadline::never())
     }
 
-    /// [`Barrier::wait`] for at most `timeout`; if the others do not all arrive in time, the
-    /// barrier breaks and every waiter, this one included, gets `BrokenBarrier` (as Python).
+    /// [`Barrier::wait`] for at most `timeout`. If the others do not all arrive in time, the
+    /// caller breaks the barrier (as Python's `Barrier.wait(timeout)` does): it gets
+    /// `Timeout`, and every other waiter gets `BrokenBarrier` from `wait` (`Broken` from
+    /// this form).
     ///
     /// # Errors
-    /// As [`Barrier::wait`]; `Timeout` only if the internal lock could not be taken in time
-    /// (a participant stopped, not dead, inside it).
+    /// [`BarrierTimeoutError`]: `Timeout` when the caller's time ran out (also when the
+    /// internal lock could not be taken in time: a participant stopped, not dead, inside it;
+    /// the barrier is then not broken); `Broken` when it is or becomes broken otherwise
+    /// (abort, reset, another party's timeout, a dead participant); `Failed(Corrupted)`.
     ///
     /// # Peer death
     /// As [`Barrier::wait`].
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult> {
-        self.core().wait_until(Deadline::after(timeout))
+    pub fn wait_timeout(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<BarrierWaitResult, BarrierTimeoutError> {
+        self.core()
+            .wait_until(Deadline::after(timeout))
+            .map_err(|e| match e {
+                Error::Timeout => BarrierTimeoutError::Timeout,
+                Error::BrokenBarrier => BarrierTimeoutError::Broken,
+                e => BarrierTimeoutError::Failed(e),
+            })
     }
 
-    /// Completes the barrier if this call is the last arrival; otherwise does not arrive and
-    /// returns `WouldBlock`. Never blocks (beyond the internal lock's few instructions).
+    /// Passes the barrier if that needs no waiting, that is if the caller is the last party
+    /// to arrive: it then completes the generation as its leader and the waiting parties go
+    /// on. Otherwise it does not arrive at all (nothing changes) and returns `WouldBlock`.
+    /// Never sleeps: the internal lock is only tried, so a peer inside its few instructions
+    /// right now also gives `WouldBlock`. Useful for a party that polls (`try_wait` until it
+    /// is the last, doing other work meanwhile) without ever being counted as waiting.
     ///
     /// # Errors
-    /// `WouldBlock` if other parties are still missing; `BrokenBarrier`; `Corrupted`.
-    pub fn try_wait(&self) -> Result<BarrierWaitResult> {
-        self.core().try_wait()
+    /// [`TryWaitError`]: `WouldBlock` if other parties are still missing; `Broken` if the
+    /// barrier is broken; `Failed(Corrupted)`.
+    pub fn try_wait(&self) -> std::result::Result<BarrierWaitResult, TryWaitError> {
+        self.core().try_wait().map_err(|e| match e {
+            Error::WouldBlock => TryWaitError::WouldBlock,
+            Error::BrokenBarrier => TryWaitError::Broken,
+            e => TryWaitError::Failed(e),
+        })
     }
 
     /// Breaks the barrier: every waiter, and every `wait` until [`Barrier::reset`], gets
@@ -295,16 +321,28 @@ impl Core<'_> {
     /// Runs `f` on the word with the internal lock held; `f` returns the new word (if any)
     /// and the result. Every sleeper is woken if the low half changed. A participant that
     /// died holding the lock breaks the barrier.
+    ///
+    /// `deadline` `None`: do not wait for the lock (`WouldBlock` if a live peer holds it).
     fn locked<R>(
         self,
-        deadline: Deadline,
+        deadline: Option<Deadline>,
         f: impl FnOnce(u64) -> (Option<u64>, Result<R>),
     ) -> Result<R> {
         let s = self.s;
-        match s.lock.lock(deadline) {
+        let taken = match deadline {
+            Some(d) => s.lock.lock_until(d).map_err(|e| match e {
+                LockTimeoutError::OwnerDied(()) => None,
+                e => Some(Error::from(e)),
+            }),
+            None => s.lock.try_lock().map_err(|e| match e {
+                TryLockError::OwnerDied(()) => None,
+                e => Some(Error::from(e)),
+            }),
+        };
+        match taken {
             Ok(()) => {}
-            Err(LockError::OwnerDied(())) => return Err(self.break_taken_over()),
-            Err(e) => return Err(e.into()),
+            Err(None) => return Err(self.break_taken_over()),
+            Err(Some(e)) => return Err(e),
         }
         let w = s.word.load(Ordering::Relaxed);
         let (new, r) = f(w);
@@ -350,8 +388,8 @@ impl Core<'_> {
                 let _ = lock.unlock();
                 Ok(())
             }
-            Err(LockError::OwnerDied(())) => Err(self.break_taken_over()),
-            Err(LockError::WouldBlock) => Ok(()),
+            Err(TryLockError::OwnerDied(())) => Err(self.break_taken_over()),
+            Err(TryLockError::WouldBlock) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -359,7 +397,7 @@ impl Core<'_> {
     /// [`Barrier::try_wait`].
     fn try_wait(self) -> Result<BarrierWaitResult> {
         let n = self.parties;
-        self.locked(Deadline::never(), |w| {
+        self.locked(None, |w| {
             if w & BROKEN != 0 {
                 return (None, Err(Error::BrokenBarrier));
             }
@@ -394,7 +432,7 @@ impl Core<'_> {
     /// the generation and this arrival's index in it.
     fn arrive(self, me: u64, deadline: Deadline) -> Result<Option<(u64, u32)>> {
         let n = self.parties;
-        self.locked(deadline, |w| {
+        self.locked(Some(deadline), |w| {
             if w & BROKEN != 0 {
                 return (None, Err(Error::BrokenBarrier));
             }
@@ -418,17 +456,28 @@ impl Core<'_> {
     fn sleep(self, gen: u64, index: u32, deadline: Deadline) -> Result<BarrierWaitResult> {
         let s = self.s;
         let expected = (make(gen, 0) & LOW) as u32;
+        // Set once this sleeper's own deadline passed and it broke the generation: a broken
+        // ending is then its `Timeout`, not somebody else's `BrokenBarrier`.
+        let mut timed_out = false;
+        let broken = |timed_out: bool| {
+            if timed_out {
+                Error::Timeout
+            } else {
+                Error::BrokenBarrier
+            }
+        };
         loop {
             // SYNC POINT: Acquire pairs with the Release store in `locked`.
             let w = s.word.load(Ordering::Acquire);
             if gen_of(w) != gen {
-                return self.ended(gen);
+                return self.ended(gen).map_err(|_| broken(timed_out));
             }
             if w & BROKEN != 0 {
-                return Err(Error::BrokenBarrier);
+                return Err(broken(timed_out));
             }
             if deadline.is_expired() {
                 self.break_if(gen, None)?;
+                timed_out = true;
                 continue; // re-read: the generation may have completed just before
             }
             // The model has no timed wake-ups: the periodic check is modelled by a check
@@ -484,7 +533,7 @@ impl Core<'_> {
     /// Breaks generation `gen` if it is still running (and, with `dead`, if that slot still
     /// holds that stamp).
     fn break_if(self, gen: u64, dead: Option<(u32, u64)>) -> Result<()> {
-        let r = self.locked(Deadline::never(), |w| {
+        let r = self.locked(Some(Deadline::never()), |w| {
             let same = gen_of(w) == gen && w & BROKEN == 0;
             let still = dead.map_or(true, |(i, stamp)| {
                 i < count_of(w)
@@ -507,7 +556,7 @@ impl Core<'_> {
 
     /// [`Barrier::abort`].
     fn abort(self) {
-        let _ = self.locked(Deadline::never(), |w| {
+        let _ = self.locked(Some(Deadline::never()), |w| {
             (Some(w | BROKEN), Ok::<(), Error>(()))
         });
     }
@@ -522,7 +571,7 @@ impl Core<'_> {
     }
 
     fn reset_once(self) -> Result<()> {
-        self.locked(Deadline::never(), |w| {
+        self.locked(Some(Deadline::never()), |w| {
             if count_of(w) == 0 && w & BROKEN == 0 {
                 return (None, Ok(()));
             }
@@ -659,8 +708,8 @@ mod loom_tests {
         });
     }
 
-    /// Three parties, two present, one of them times out: it breaks the barrier, and both
-    /// get `BrokenBarrier` (the other does not sleep for ever).
+    /// Three parties, two present, one of them times out: it breaks the barrier and gets
+    /// `Timeout`, the other `BrokenBarrier` (it does not sleep for ever).
     #[test]
     fn loom_barrier_timeout_breaks_it_for_the_others() {
         loom::model(|| {
@@ -671,14 +720,16 @@ mod loom_tests {
             };
             let mine = m.wait_timing_out();
             let theirs = waiter.join().unwrap();
-            assert!(matches!(mine, Err(Error::BrokenBarrier)), "{mine:?}");
+            // The one whose time ran out reports its timeout; the other sees it broken.
+            assert!(matches!(mine, Err(Error::Timeout)), "{mine:?}");
             assert!(matches!(theirs, Err(Error::BrokenBarrier)), "{theirs:?}");
             assert!(m.is_broken());
         });
     }
 
     /// Two parties, one times out while the other arrives: either the generation completes
-    /// (both `Ok`, one leader) or it breaks (both `BrokenBarrier`), never a mix.
+    /// (both `Ok`, one leader) or it breaks (`Timeout` for the one whose time ran out,
+    /// `BrokenBarrier` for the other), never a mix.
     #[test]
     fn loom_barrier_timeout_racing_the_last_arrival() {
         loom::model(|| {
@@ -695,7 +746,8 @@ mod loom_tests {
                 assert!(!m.is_broken());
             } else {
                 assert!(
-                    pair.iter().all(|r| matches!(r, Err(Error::BrokenBarrier))),
+                    matches!(pair[0], Err(Error::Timeout))
+                        && matches!(pair[1], Err(Error::BrokenBarrier)),
                     "{pair:?}"
                 );
                 assert!(m.is_broken());
@@ -716,13 +768,13 @@ mod loom_tests {
                 let m = Arc::clone(&m);
                 let done = Arc::clone(&done);
                 loom::thread::spawn(move || {
-                    m.s.lock.lock(Deadline::never()).unwrap();
+                    m.s.lock.lock().unwrap();
                     let count = count_of(m.s.word.load(Ordering::Relaxed));
                     if count + 1 < m.parties {
                         m.slots[count as usize]
                             .store(OwnerStamp::current().to_bits(), Ordering::Relaxed);
                     }
-                    ipc_shm::sync::die();
+                    ipc_shm::lowlevel::sync::die();
                     m.timer_until(&done);
                 })
             };
@@ -755,7 +807,7 @@ mod loom_tests {
                         Ok(Some(_)) => {}
                         other => panic!("{other:?}"),
                     }
-                    ipc_shm::sync::die();
+                    ipc_shm::lowlevel::sync::die();
                     m.timer_until(&done);
                 })
             };

@@ -1,5 +1,5 @@
 //! [`Condition`]: a condition variable shared between processes, with its own [`Lock`]-style
-//! lock, on a futex sequence counter and notify tickets.
+//! lock or an existing [`Lock`], on a futex sequence counter and notify tickets.
 //!
 //! A waiter registers (`waiters + 1`) and reads the sequence number while it holds the lock,
 //! unlocks, and sleeps while the sequence number is unchanged. `notify(n)` bumps the sequence
@@ -17,15 +17,18 @@
 use std::fmt;
 use std::time::Duration;
 
-use ipc_shm::sync::{wait_low_half, wake_low_half, Deadline, RawLock};
+use ipc_shm::lowlevel::sync::{wait_low_half, wake_low_half, Deadline, RawLock};
 
-use crate::error::{LockError, Result};
-use crate::lock::{guard_result, release_raw, LockGuard, LockResult};
+use crate::error::{
+    Error, LockResult, LockTimeoutResult, Result, TryLockResult, WaitTimeoutResult,
+};
+use crate::lock::{lock_raw, lock_timeout_raw, release_raw, try_lock_raw, Lock, LockGuard};
 use crate::loom::{AtomicU32, AtomicU64, Ordering};
 use crate::shm::{Shared, SharedState};
 
 #[repr(C)]
 struct ConditionState {
+    /// The condition's own lock (unused when it was made over an existing [`Lock`]).
     lock: RawLock,
     /// Low half (the futex): the sequence number, bumped by every notify. High half: tickets,
     /// notifications issued and not yet claimed by a waiter.
@@ -41,8 +44,13 @@ struct ConditionState {
 // alignment 8.
 unsafe impl SharedState for ConditionState {
     const KIND: &'static str = "ipc_sem::Condition";
-    const VERSION: u32 = 2;
+    /// 3: the header's capacity is the byte length of the name of the `Lock` the condition
+    /// uses (0: its own lock), and the tail holds that name.
+    const VERSION: u32 = 3;
 }
+
+/// The longest lock name a named condition records (`shm_open`'s limit).
+const MAX_LOCK_NAME: usize = ipc_shm::lowlevel::name::MAX_NAME_LEN;
 
 const SEQ_MASK: u64 = 0xFFFF_FFFF;
 const TICKET: u64 = 1 << 32;
@@ -144,29 +152,29 @@ fn notify(s: &ConditionState, n: u32) {
 /// The data the predicate reads lives in shared memory of its own (an `ipc_shm::Value`, an
 /// `AtomicValue`, ...), written only while holding this condition's lock.
 ///
+/// Like Python's `Condition(lock)`, a condition can also use an existing [`Lock`]
+/// ([`Condition::with_lock`], [`Condition::create_named_with_lock`]): then
+/// [`Condition::lock`] takes that lock, and code that holds the `Lock` directly excludes the
+/// condition's users, and the other way round.
+///
 /// ```
 /// use ipc_sem::Condition;
 /// use std::time::Duration;
 ///
 /// let cond = Condition::new()?;
-/// let guard = cond.lock().map_err(ipc_sem::Error::from)?;
+/// let guard = cond.lock()?;
 /// // Nobody notifies: the wait times out and hands the lock back.
-/// let (guard, notified) = cond
-///     .wait_timeout(guard, Duration::from_millis(5))
-///     .map_err(ipc_sem::Error::from)?;
-/// assert!(!notified);
+/// let (guard, result) = cond.wait_timeout(guard, Duration::from_millis(5))?;
+/// assert!(result.timed_out());
 /// drop(guard);
 /// cond.notify_all(); // nobody waits: no system call
 /// # Ok::<(), ipc_sem::Error>(())
 /// ```
 pub struct Condition {
     shared: Shared<ConditionState>,
+    /// The existing lock this condition uses, or `None` for the one in its own state.
+    lock: Option<Lock>,
 }
-
-/// The result of [`Condition::wait_timeout`]: the guard, and whether the wait ended before
-/// the timeout.
-pub type WaitTimeoutResult<'a> =
-    std::result::Result<(LockGuard<'a>, bool), LockError<LockGuard<'a>>>;
 
 impl Condition {
     /// A condition (and its lock, unlocked) in an anonymous segment that processes forked
@@ -177,6 +185,21 @@ impl Condition {
     pub fn new() -> Result<Condition> {
         Ok(Condition {
             shared: Shared::create(None, 0, 0, |_| {})?,
+            lock: None,
+        })
+    }
+
+    /// A condition that uses `lock` instead of a lock of its own: Python's
+    /// `Condition(lock)`, in an anonymous segment that processes forked afterwards share.
+    /// [`Condition::lock`] takes `lock`; [`Condition::underlying_lock`] gives it back for
+    /// direct use, which excludes the condition's users as any holder does.
+    ///
+    /// # Errors
+    /// `Shm` if the segment cannot be made.
+    pub fn with_lock(lock: Lock) -> Result<Condition> {
+        Ok(Condition {
+            shared: Shared::create(None, 0, 0, |_| {})?,
+            lock: Some(lock),
         })
     }
 
@@ -188,18 +211,93 @@ impl Condition {
     pub fn create_named(name: &str) -> Result<Condition> {
         Ok(Condition {
             shared: Shared::create(Some(name), 0, 0, |_| {})?,
+            lock: None,
         })
     }
 
-    /// Opens a condition made by [`Condition::create_named`].
+    /// A named condition that uses the named `lock` (Python's `Condition(lock)`): the
+    /// segment records the lock's name, and [`Condition::open_named`] opens that lock too.
+    /// This handle opens a handle of its own on the lock (see
+    /// [`Condition::underlying_lock`]); the name stays `lock`'s creator's to remove, so
+    /// openers find it only while that creator's handle lives.
+    ///
+    /// # Errors
+    /// `InvalidArgument` if `lock` has no name (an inherited lock: use
+    /// [`Condition::with_lock`]); `Shm(InvalidName)`, `Shm(AlreadyExists)`, `Shm(Io)`; the
+    /// errors of [`Lock::open_named`].
+    pub fn create_named_with_lock(name: &str, lock: &Lock) -> Result<Condition> {
+        let lock_name = lock.name().ok_or(Error::InvalidArgument(
+            "the lock of a named condition must be named",
+        ))?;
+        let bytes = lock_name.as_bytes();
+        if bytes.is_empty() || bytes.len() > MAX_LOCK_NAME {
+            return Err(Error::InvalidArgument("lock name length"));
+        }
+        let own = Lock::open_named(lock_name)?;
+        let shared = Shared::create(
+            Some(name),
+            bytes.len() as u64,
+            bytes.len().div_ceil(8),
+            |_| {},
+        )?;
+        for (word, chunk) in shared.tail().iter().zip(bytes.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+        Ok(Condition {
+            shared,
+            lock: Some(own),
+        })
+    }
+
+    /// Opens a condition made by [`Condition::create_named`] or
+    /// [`Condition::create_named_with_lock`] (then also the lock it uses, by its recorded
+    /// name).
     ///
     /// # Errors
     /// `Shm(NotFound)`, `Shm(NotOwner)`, `Shm(NotReady)`, `Shm(LayoutMismatch)` for another
-    /// kind of object.
+    /// kind of object; for a condition over a named lock, the errors of
+    /// [`Lock::open_named`] on the recorded name (`Shm(NotFound)` once the lock's creator
+    /// dropped it) and `Corrupted` if the recorded name is not a name.
     pub fn open_named(name: &str) -> Result<Condition> {
-        Ok(Condition {
-            shared: Shared::open(name, |_| Ok(0))?,
-        })
+        let shared: Shared<ConditionState> =
+            Shared::open(name, |cap| match usize::try_from(cap) {
+                Ok(len) if len <= MAX_LOCK_NAME => Ok(len.div_ceil(8)),
+                _ => Err(Error::Corrupted("condition lock name length")),
+            })?;
+        let len = usize::try_from(shared.capacity())
+            .map_err(|_| Error::Corrupted("condition lock name length"))?;
+        let lock = if len == 0 {
+            None
+        } else {
+            // A private copy of the recorded name; the tail holds exactly `len` bytes' words.
+            let mut bytes: Vec<u8> = shared
+                .tail()
+                .iter()
+                .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+                .collect();
+            bytes.truncate(len);
+            let lock_name =
+                String::from_utf8(bytes).map_err(|_| Error::Corrupted("condition lock name"))?;
+            Some(Lock::open_named(&lock_name)?)
+        };
+        Ok(Condition { shared, lock })
+    }
+
+    /// The existing [`Lock`] this condition uses, or `None` if it has a lock of its own.
+    /// Holding it excludes the condition's users; a guard from it may be passed to
+    /// [`Condition::wait`].
+    pub fn underlying_lock(&self) -> Option<&Lock> {
+        self.lock.as_ref()
+    }
+
+    /// The lock word this condition uses.
+    fn raw(&self) -> &RawLock {
+        match &self.lock {
+            Some(lock) => lock.raw(),
+            None => &self.state().lock,
+        }
     }
 
     fn state(&self) -> &ConditionState {
@@ -214,30 +312,29 @@ impl Condition {
     ///
     /// # Peer death
     /// A holder that dies is noticed within about 50 ms (`OwnerDied(guard)`).
-    pub fn lock(&self) -> LockResult<'_> {
-        let raw = &self.state().lock;
-        guard_result(raw, raw.lock(Deadline::never()))
+    pub fn lock(&self) -> LockResult<LockGuard<'_>> {
+        lock_raw(self.raw())
     }
 
     /// Takes the condition's lock if it is free now.
     ///
     /// # Errors
-    /// As [`Condition::lock`], plus `WouldBlock`.
-    pub fn try_lock(&self) -> LockResult<'_> {
-        let raw = &self.state().lock;
-        guard_result(raw, raw.try_lock())
+    /// [`TryLockError`](crate::TryLockError): `WouldBlock` if a live holder has it, else the
+    /// states of [`Condition::lock`].
+    pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
+        try_lock_raw(self.raw())
     }
 
     /// Takes the condition's lock, waiting at most `timeout`.
     ///
     /// # Errors
-    /// As [`Condition::lock`], plus `Timeout`.
+    /// [`LockTimeoutError`](crate::LockTimeoutError): `Timeout` if a live holder kept it
+    /// that long, else the states of [`Condition::lock`].
     ///
     /// # Peer death
     /// As [`Condition::lock`].
-    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_> {
-        let raw = &self.state().lock;
-        guard_result(raw, raw.lock(Deadline::after(timeout)))
+    pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<LockGuard<'_>> {
+        lock_timeout_raw(self.raw(), timeout)
     }
 
     /// Releases the condition's lock held without a guard (after [`LockGuard::leak`]).
@@ -245,7 +342,7 @@ impl Condition {
     /// # Errors
     /// `NotHeld` if the calling thread does not hold it.
     pub fn release(&self) -> Result<()> {
-        release_raw(&self.state().lock)
+        release_raw(self.raw())
     }
 
     /// Gives up the lock, sleeps until notified, and takes the lock back.
@@ -258,25 +355,30 @@ impl Condition {
     /// holds the lock), `Poisoned` or `Corrupted`.
     ///
     /// # Panics
-    /// If `guard` holds another lock than this condition's.
+    /// If `guard` holds another lock than this condition's (for a condition over an existing
+    /// [`Lock`], a guard of that very handle, or of [`Condition::underlying_lock`]).
     ///
     /// # Peer death
     /// If the process expected to notify dies, the wait lasts forever: use
     /// [`Condition::wait_timeout`] then. A notification whose woken sleeper was killed before
     /// claiming it reaches another sleeper within about 50 ms. A lock holder that dies is
     /// noticed within about 50 ms while the lock is taken back.
-    pub fn wait<'a>(&'a self, guard: LockGuard<'a>) -> LockResult<'a> {
-        self.wait_until(guard, Deadline::never()).map(|(g, _)| g)
+    pub fn wait<'a>(&'a self, guard: LockGuard<'a>) -> LockResult<LockGuard<'a>> {
+        self.wait_until(guard, Deadline::never())
+            .map(|(g, _)| g)
+            .map_err(|e| e.map(|(g, _)| g))
     }
 
-    /// [`Condition::wait`] for at most `timeout`: `(guard, true)` if notified, `(guard,
-    /// false)` on timeout. The lock is taken back in both cases, which may add to the wait.
+    /// [`Condition::wait`] for at most `timeout`, as `std::sync::Condvar::wait_timeout`:
+    /// `(guard, r)` where `r.timed_out()` is `true` if the time ran out before a notify. The
+    /// lock is taken back in both cases, which may add to the wait.
     ///
     /// # Errors
-    /// As [`Condition::wait`].
+    /// As [`Condition::wait`]; `OwnerDied` carries the guard and the [`WaitTimeoutResult`].
     ///
     /// # Panics
-    /// If `guard` holds another lock than this condition's.
+    /// If `guard` holds another lock than this condition's (for a condition over an existing
+    /// [`Lock`], a guard of that very handle, or of [`Condition::underlying_lock`]).
     ///
     /// # Peer death
     /// As [`Condition::wait`]; the timeout bounds the sleep.
@@ -284,7 +386,7 @@ impl Condition {
         &'a self,
         guard: LockGuard<'a>,
         timeout: Duration,
-    ) -> WaitTimeoutResult<'a> {
+    ) -> LockResult<(LockGuard<'a>, WaitTimeoutResult)> {
         self.wait_until(guard, Deadline::after(timeout))
     }
 
@@ -294,7 +396,8 @@ impl Condition {
     /// As [`Condition::wait`].
     ///
     /// # Panics
-    /// If `guard` holds another lock than this condition's.
+    /// If `guard` holds another lock than this condition's (for a condition over an existing
+    /// [`Lock`], a guard of that very handle, or of [`Condition::underlying_lock`]).
     ///
     /// # Peer death
     /// As [`Condition::wait`].
@@ -340,21 +443,23 @@ impl Condition {
         &'a self,
         mut guard: LockGuard<'a>,
         mut condition: impl FnMut() -> bool,
-    ) -> LockResult<'a> {
+    ) -> LockResult<LockGuard<'a>> {
         while condition() {
             guard = self.wait(guard)?;
         }
         Ok(guard)
     }
 
-    /// [`Condition::wait_while`] for at most `timeout` in total: `(guard, true)` once
-    /// `condition()` is false, `(guard, false)` if it was still true at the deadline.
+    /// [`Condition::wait_while`] for at most `timeout` in total, as
+    /// `std::sync::Condvar::wait_timeout_while`: `(guard, r)` where `r.timed_out()` is `true`
+    /// if `condition()` was still true at the deadline.
     ///
     /// # Errors
-    /// As [`Condition::wait`].
+    /// As [`Condition::wait_timeout`].
     ///
     /// # Panics
-    /// If `guard` holds another lock than this condition's.
+    /// If `guard` holds another lock than this condition's (for a condition over an existing
+    /// [`Lock`], a guard of that very handle, or of [`Condition::underlying_lock`]).
     ///
     /// # Peer death
     /// As [`Condition::wait`]; the timeout bounds the sleep.
@@ -363,35 +468,37 @@ impl Condition {
         mut guard: LockGuard<'a>,
         timeout: Duration,
         mut condition: impl FnMut() -> bool,
-    ) -> WaitTimeoutResult<'a> {
+    ) -> LockResult<(LockGuard<'a>, WaitTimeoutResult)> {
         let deadline = Deadline::after(timeout);
         loop {
             if !condition() {
-                return Ok((guard, true));
+                return Ok((guard, WaitTimeoutResult(false)));
             }
             if deadline.is_expired() {
-                return Ok((guard, false));
+                return Ok((guard, WaitTimeoutResult(true)));
             }
             guard = self.wait_until(guard, deadline)?.0;
         }
     }
 
-    fn wait_until<'a>(&'a self, guard: LockGuard<'a>, deadline: Deadline) -> WaitTimeoutResult<'a> {
+    fn wait_until<'a>(
+        &'a self,
+        guard: LockGuard<'a>,
+        deadline: Deadline,
+    ) -> LockResult<(LockGuard<'a>, WaitTimeoutResult)> {
         let s = self.state();
         assert!(
-            std::ptr::eq(guard.raw, &s.lock),
+            std::ptr::eq(guard.raw, self.raw()),
             "Condition::wait called with a guard of another lock"
         );
         // Register and read the sequence number while holding the lock.
         let seq = register(s);
         drop(guard);
         ipc_failpoints::failpoint!("sem.condition.registered");
-        let notified = sleep(s, seq, deadline);
-        let raw = &s.lock;
-        match guard_result(raw, raw.lock(Deadline::never())) {
-            Ok(g) => Ok((g, notified)),
-            Err(e) => Err(e),
-        }
+        let timed_out = WaitTimeoutResult(!sleep(s, seq, deadline));
+        lock_raw(self.raw())
+            .map(|g| (g, timed_out))
+            .map_err(|e| e.map(|g| (g, timed_out)))
     }
 
     /// Wakes one waiter, if any. Call it holding the lock, as Python requires: without the
@@ -407,7 +514,7 @@ impl Condition {
 
     /// Whether the lock is poisoned: a holder died and nobody marked the data consistent.
     pub fn is_poisoned(&self) -> bool {
-        self.state().lock.is_poisoned()
+        self.raw().is_poisoned()
     }
 
     /// The segment's name, or `None` for an inherited condition.
@@ -428,7 +535,8 @@ impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Condition")
             .field("name", &self.name())
-            .field("locked", &self.state().lock.is_locked())
+            .field("locked", &self.raw().is_locked())
+            .field("underlying_lock", &self.lock.as_ref().and_then(Lock::name))
             .finish()
     }
 }

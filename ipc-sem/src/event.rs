@@ -12,9 +12,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use ipc_shm::sync::{Deadline, Futex};
+use ipc_shm::lowlevel::sync::{Deadline, Futex};
 
-use crate::error::Result;
+use crate::error::{Result, WaitTimeoutResult};
 use crate::loom::{AtomicU32, Ordering};
 use crate::shm::{Shared, SharedState};
 
@@ -107,7 +107,7 @@ unsafe impl SharedState for EventState {
 /// use std::time::Duration;
 ///
 /// let ev = Event::new()?;
-/// assert!(!ev.wait_timeout(Duration::from_millis(5)));
+/// assert!(ev.wait_timeout(Duration::from_millis(5)).timed_out());
 /// ev.set();
 /// assert!(ev.is_set());
 /// ev.wait(); // returns at once
@@ -180,12 +180,14 @@ impl Event {
         wait(self.word(), Deadline::never());
     }
 
-    /// Waits at most `timeout` for the flag; `true` if it was set, `false` on timeout.
+    /// Waits at most `timeout` for the flag, as `std::sync::Condvar::wait_timeout`:
+    /// [`WaitTimeoutResult::timed_out`] is `true` if the time ran out with the flag never
+    /// set. (The non-blocking form is [`Event::is_set`].)
     ///
     /// # Peer death
     /// As [`Event::wait`]; the timeout bounds the wait.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        wait(self.word(), Deadline::after(timeout))
+    pub fn wait_timeout(&self, timeout: Duration) -> WaitTimeoutResult {
+        WaitTimeoutResult(!wait(self.word(), Deadline::after(timeout)))
     }
 
     /// The segment's name, or `None` for an inherited event.

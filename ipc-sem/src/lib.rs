@@ -21,13 +21,17 @@ mod shm;
 mod sys;
 
 pub use barrier::{Barrier, BarrierWaitResult, MAX_PARTIES};
-pub use condition::{Condition, WaitTimeoutResult};
-pub use error::{Error, LockError, Result};
+pub use condition::Condition;
+pub use error::{
+    AcquireTimeoutError, BarrierTimeoutError, Error, LockError, LockResult, LockTimeoutError,
+    LockTimeoutResult, Result, TryAcquireError, TryLockError, TryLockResult, TryWaitError,
+    WaitTimeoutResult,
+};
 pub use event::Event;
-/// The shared-memory crate whose types (`ipc_shm::Error`, `ipc_shm::LockError`)
+/// The shared-memory crate whose types (`ipc_shm::Error`, the lock errors)
 /// appear in this crate's public signatures, re-exported so callers need no version match.
 pub use ipc_shm;
-pub use lock::{Lock, LockGuard, LockResult};
+pub use lock::{Lock, LockGuard};
 pub use posix::PosixSemaphore;
-pub use rlock::{RLock, RLockGuard, RLockResult};
+pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard, MAX_VALUE};

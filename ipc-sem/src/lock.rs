@@ -1,12 +1,12 @@
-//! [`Lock`]: a process-shared mutex over `ipc_shm::sync::RawLock` that reports a dead holder.
+//! [`Lock`]: a process-shared mutex over `ipc_shm::lowlevel::sync::RawLock` that reports a dead holder.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use ipc_shm::sync::{Deadline, RawLock};
+use ipc_shm::lowlevel::sync::RawLock;
 
-use crate::error::{Error, LockError, Result};
+use crate::error::{Error, LockResult, LockTimeoutResult, Result, TryLockResult};
 use crate::shm::{Shared, SharedState};
 
 /// The shared state of a [`Lock`]: one `RawLock`.
@@ -23,25 +23,40 @@ unsafe impl SharedState for LockState {
     const VERSION: u32 = 1;
 }
 
-/// The result of a lock call: a guard, or why not (with the guard on `OwnerDied`).
-pub type LockResult<'a> = std::result::Result<LockGuard<'a>, LockError<LockGuard<'a>>>;
-
-/// Turns a `RawLock` outcome into a guard result (shared with `Condition`).
-pub(crate) fn guard_result(
-    raw: &RawLock,
-    r: std::result::Result<(), LockError<()>>,
-) -> LockResult<'_> {
-    let make = || LockGuard {
+/// The guard over `raw` (also the guard an `OwnerDied` hands back).
+pub(crate) fn guard(raw: &RawLock) -> LockGuard<'_> {
+    LockGuard {
         raw,
         _not_send: PhantomData,
-    };
-    match r {
-        Ok(()) => {
-            ipc_failpoints::failpoint!("sem.lock.held");
-            Ok(make())
-        }
-        Err(e) => Err(e.map(|()| make())),
     }
+}
+
+/// [`guard`] for a lock taken cleanly; the fault point sits where the holder has the lock.
+pub(crate) fn taken(raw: &RawLock) -> LockGuard<'_> {
+    ipc_failpoints::failpoint!("sem.lock.held");
+    guard(raw)
+}
+
+/// The three forms over a `RawLock` (shared with `Condition`).
+pub(crate) fn lock_raw(raw: &RawLock) -> LockResult<LockGuard<'_>> {
+    raw.lock()
+        .map(|()| taken(raw))
+        .map_err(|e| e.map(|()| guard(raw)))
+}
+
+pub(crate) fn try_lock_raw(raw: &RawLock) -> TryLockResult<LockGuard<'_>> {
+    raw.try_lock()
+        .map(|()| taken(raw))
+        .map_err(|e| e.map(|()| guard(raw)))
+}
+
+pub(crate) fn lock_timeout_raw(
+    raw: &RawLock,
+    timeout: Duration,
+) -> LockTimeoutResult<LockGuard<'_>> {
+    raw.lock_timeout(timeout)
+        .map(|()| taken(raw))
+        .map_err(|e| e.map(|()| guard(raw)))
 }
 
 /// Releases `raw` for the calling thread: `NotHeld` if it does not hold it.
@@ -57,7 +72,7 @@ pub(crate) fn release_raw(raw: &RawLock) -> Result<()> {
 /// over and gets `Err(LockError::OwnerDied(guard))`: it holds the lock and decides whether the
 /// protected data is consistent. [`LockGuard::mark_consistent`] says it is; dropping the
 /// guard without that poisons the lock, and every later locker gets
-/// [`LockError::Poisoned`]. In Python the lock would stay held forever.
+/// [`LockError::Poisoned`](crate::LockError::Poisoned). In Python the lock would stay held forever.
 ///
 /// Uncontended `lock` + unlock are one compare-and-swap and one swap; waiters spin briefly,
 /// then sleep on the futex, and re-check the holder's liveness every 50 ms.
@@ -114,7 +129,7 @@ impl Lock {
         })
     }
 
-    fn raw(&self) -> &RawLock {
+    pub(crate) fn raw(&self) -> &RawLock {
         &self.shared.state().raw
     }
 
@@ -131,28 +146,30 @@ impl Lock {
     /// # Peer death
     /// A holder that dies while the caller waits is noticed within about 50 ms (parked
     /// waiters re-check its liveness), and the caller gets `OwnerDied(guard)`.
-    pub fn lock(&self) -> LockResult<'_> {
-        guard_result(self.raw(), self.raw().lock(Deadline::never()))
+    pub fn lock(&self) -> LockResult<LockGuard<'_>> {
+        lock_raw(self.raw())
     }
 
     /// Takes the lock if it is free now; never blocks.
     ///
     /// # Errors
-    /// As [`Lock::lock`], plus `WouldBlock` if a live holder has it. A dead holder is taken
-    /// over at once (`OwnerDied(guard)`).
-    pub fn try_lock(&self) -> LockResult<'_> {
-        guard_result(self.raw(), self.raw().try_lock())
+    /// [`TryLockError`](crate::TryLockError): `WouldBlock` if a live holder has it (nothing
+    /// changes), else the states of [`Lock::lock`]. A dead holder is taken over at once
+    /// (`OwnerDied(guard)`).
+    pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
+        try_lock_raw(self.raw())
     }
 
     /// Takes the lock, waiting at most `timeout` (an absolute monotonic deadline).
     ///
     /// # Errors
-    /// As [`Lock::lock`], plus `Timeout`.
+    /// [`LockTimeoutError`](crate::LockTimeoutError): `Timeout` if a live holder kept it
+    /// that long, else the states of [`Lock::lock`].
     ///
     /// # Peer death
     /// As [`Lock::lock`].
-    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_> {
-        guard_result(self.raw(), self.raw().lock(Deadline::after(timeout)))
+    pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<LockGuard<'_>> {
+        lock_timeout_raw(self.raw(), timeout)
     }
 
     /// Releases a lock that the calling thread holds without a guard (after

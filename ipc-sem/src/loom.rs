@@ -1,6 +1,6 @@
 //! The one source of atomics for the crate's atomic protocols: std's, or loom's under
 //! `--cfg loom`, so the semaphore and event cores run in model tests with threads standing in
-//! for processes. `ipc_shm::sync` switches the same way, so its futex helpers take these
+//! for processes. `ipc_shm::lowlevel::sync` switches the same way, so its futex helpers take these
 //! types in both builds.
 
 #[cfg(not(loom))]

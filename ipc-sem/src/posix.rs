@@ -5,9 +5,9 @@ use std::ffi::CString;
 use std::fmt;
 use std::time::Duration;
 
-use ipc_shm::sync::Deadline;
+use ipc_shm::lowlevel::sync::Deadline;
 
-use crate::error::{Error, Result};
+use crate::error::{AcquireTimeoutError, Error, Result, TryAcquireError};
 use crate::semaphore::MAX_VALUE;
 use crate::shm::Shared;
 use crate::sys::{self, NamedSem, Sem, SemCell};
@@ -42,13 +42,16 @@ enum Backing {
 /// so a peer scribbling over an unnamed one cannot be detected.
 ///
 /// ```
-/// use ipc_sem::PosixSemaphore;
+/// use ipc_sem::{AcquireTimeoutError, PosixSemaphore, TryAcquireError};
 /// use std::time::Duration;
 ///
 /// let sem = PosixSemaphore::new(1)?;
 /// sem.acquire()?;
-/// assert!(!sem.try_acquire()?);
-/// assert!(!sem.acquire_timeout(Duration::from_millis(10))?);
+/// assert!(matches!(sem.try_acquire(), Err(TryAcquireError::WouldBlock)));
+/// assert!(matches!(
+///     sem.acquire_timeout(Duration::from_millis(10)),
+///     Err(AcquireTimeoutError::Timeout)
+/// ));
 /// sem.release()?;
 /// assert_eq!(sem.value()?, 1);
 /// # Ok::<(), ipc_sem::Error>(())
@@ -155,25 +158,33 @@ impl PosixSemaphore {
     /// Takes one unit if one is available now (`sem_trywait`); never blocks.
     ///
     /// # Errors
-    /// `Io` if `sem_trywait` fails with anything but `EAGAIN`/`EINTR`.
-    pub fn try_acquire(&self) -> Result<bool> {
-        self.sem()
-            .try_wait()
-            .map_err(|e| Error::io("sem_trywait", e))
+    /// [`TryAcquireError::WouldBlock`] if the value is 0 (`EAGAIN`);
+    /// `Failed(Io)` if `sem_trywait` fails with anything but `EAGAIN`/`EINTR`.
+    pub fn try_acquire(&self) -> std::result::Result<(), TryAcquireError> {
+        match self.sem().try_wait() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TryAcquireError::WouldBlock),
+            Err(e) => Err(TryAcquireError::Failed(Error::io("sem_trywait", e))),
+        }
     }
 
-    /// Takes one unit, waiting at most `timeout` (`sem_clockwait` on `CLOCK_MONOTONIC`);
-    /// `Ok(false)` if none came in time.
+    /// Takes one unit, waiting at most `timeout` (`sem_clockwait` on `CLOCK_MONOTONIC`).
     ///
     /// # Errors
-    /// `Io` if `sem_clockwait` fails with anything but `ETIMEDOUT`/`EINTR`.
+    /// [`AcquireTimeoutError::Timeout`] if none came in time (`ETIMEDOUT`); `Failed(Io)` if
+    /// `sem_clockwait` fails with anything but `ETIMEDOUT`/`EINTR`.
     ///
     /// # Peer death
     /// As [`PosixSemaphore::acquire`]; the timeout bounds the wait.
-    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.sem()
-            .wait(Deadline::after(timeout))
-            .map_err(|e| Error::io("sem_clockwait", e))
+    pub fn acquire_timeout(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<(), AcquireTimeoutError> {
+        match self.sem().wait(Deadline::after(timeout)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AcquireTimeoutError::Timeout),
+            Err(e) => Err(AcquireTimeoutError::Failed(Error::io("sem_clockwait", e))),
+        }
     }
 
     /// Adds one unit (`sem_post`).
@@ -269,7 +280,7 @@ fn check_value(value: u32) -> Result<()> {
 
 /// Normalises `name` to `/name` and checks it fits `sem_open`'s shorter limit.
 fn sem_name(name: &str) -> Result<(String, CString)> {
-    let name = ipc_shm::name::normalize(name)?;
+    let name = ipc_shm::lowlevel::name::normalize(name)?;
     if name.len() - 1 > sys::MAX_SEM_NAME {
         return Err(Error::Shm(ipc_shm::Error::InvalidName(
             name,

@@ -7,9 +7,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use ipc_shm::sync::{Deadline, RawLock};
+use ipc_shm::lowlevel::sync::{Deadline, RawLock};
 
-use crate::error::{Error, LockError, Result};
+use crate::error::{Error, LockError, LockResult, LockTimeoutResult, Result, TryLockResult};
 use crate::loom::{AtomicU32, Ordering};
 use crate::shm::{Shared, SharedState};
 
@@ -30,24 +30,25 @@ unsafe impl SharedState for RLockState {
     const VERSION: u32 = 1;
 }
 
-/// Takes the lock for the calling thread, or once more if it owns it already; `deadline`
-/// `None` means do not wait. On `OwnerDied` the caller owns the lock with depth 1.
-fn acquire(s: &RLockState, deadline: Option<Deadline>) -> std::result::Result<(), LockError<()>> {
+/// Takes the lock for the calling thread with `take` (one of `RawLock`'s three forms), or once
+/// more if it owns it already. On `OwnerDied` the caller owns the lock with depth 1.
+fn acquire<E: From<LockError<()>>>(
+    s: &RLockState,
+    take: impl FnOnce(&RawLock) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     if s.raw.is_held_by_current_thread() {
         // Only the owner writes `depth`, so a plain read-modify-write is race-free; the
         // value is untrusted, so overflow is reported, not wrapped.
         let d = s.depth.load(Ordering::Relaxed);
         let Some(next) = d.checked_add(1) else {
-            return Err(LockError::Corrupted);
+            return Err(E::from(LockError::Corrupted));
         };
         s.depth.store(next.max(2), Ordering::Relaxed);
         return Ok(());
     }
-    let r = match deadline {
-        Some(d) => s.raw.lock(d),
-        None => s.raw.try_lock(),
-    };
-    if matches!(r, Ok(()) | Err(LockError::OwnerDied(()))) {
+    let r = take(&s.raw);
+    // Held now (cleanly or taken over from a dead owner): a fresh depth of one.
+    if s.raw.is_held_by_current_thread() {
         s.depth.store(1, Ordering::Relaxed);
     }
     r
@@ -77,9 +78,6 @@ fn depth(s: &RLockState) -> u32 {
         0
     }
 }
-
-/// The result of an `RLock` lock call.
-pub type RLockResult<'a> = std::result::Result<RLockGuard<'a>, LockError<RLockGuard<'a>>>;
 
 /// A re-entrant lock shared between processes: Python's `multiprocessing.RLock`.
 ///
@@ -149,12 +147,6 @@ impl RLock {
         }
     }
 
-    fn acquire(&self, deadline: Option<Deadline>) -> RLockResult<'_> {
-        acquire(self.state(), deadline)
-            .map(|()| self.guard())
-            .map_err(|e| e.map(|()| self.guard()))
-    }
-
     /// Takes the lock (or, for its owner, takes it once more), waiting as long as it takes.
     ///
     /// # Errors
@@ -164,27 +156,36 @@ impl RLock {
     ///
     /// # Peer death
     /// An owner that dies while the caller waits is noticed within about 50 ms.
-    pub fn lock(&self) -> RLockResult<'_> {
-        self.acquire(Some(Deadline::never()))
+    pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
+        acquire(self.state(), RawLock::lock)
+            .map(|()| self.guard())
+            .map_err(|e| e.map(|()| self.guard()))
     }
 
     /// [`RLock::lock`] without waiting.
     ///
     /// # Errors
-    /// As [`RLock::lock`], plus `WouldBlock` if another live thread owns it.
-    pub fn try_lock(&self) -> RLockResult<'_> {
-        self.acquire(None)
+    /// [`TryLockError`](crate::TryLockError): `WouldBlock` if another live thread owns it
+    /// (nothing changes), else the states of [`RLock::lock`].
+    pub fn try_lock(&self) -> TryLockResult<RLockGuard<'_>> {
+        acquire(self.state(), RawLock::try_lock)
+            .map(|()| self.guard())
+            .map_err(|e| e.map(|()| self.guard()))
     }
 
     /// [`RLock::lock`] waiting at most `timeout`.
     ///
     /// # Errors
-    /// As [`RLock::lock`], plus `Timeout`.
+    /// [`LockTimeoutError`](crate::LockTimeoutError): `Timeout` if another live thread
+    /// kept it that long, else the states of [`RLock::lock`].
     ///
     /// # Peer death
     /// As [`RLock::lock`].
-    pub fn lock_timeout(&self, timeout: Duration) -> RLockResult<'_> {
-        self.acquire(Some(Deadline::after(timeout)))
+    pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<RLockGuard<'_>> {
+        let deadline = Deadline::after(timeout);
+        acquire(self.state(), |raw| raw.lock_until(deadline))
+            .map(|()| self.guard())
+            .map_err(|e| e.map(|()| self.guard()))
     }
 
     /// Releases one level of ownership held without a guard (after [`RLockGuard::leak`]),
@@ -322,10 +323,10 @@ mod loom_tests {
                     let m = Arc::clone(&m);
                     loom::thread::spawn(move || {
                         assert_eq!(depth(&m.s), 0);
-                        acquire(&m.s, Some(Deadline::never())).unwrap();
+                        acquire(&m.s, RawLock::lock).unwrap();
                         assert_eq!(depth(&m.s), 1);
                         bump(&m);
-                        acquire(&m.s, Some(Deadline::never())).unwrap();
+                        acquire(&m.s, RawLock::lock).unwrap();
                         assert_eq!(depth(&m.s), 2);
                         bump(&m);
                         release(&m.s).unwrap();
@@ -341,7 +342,7 @@ mod loom_tests {
                 t.join().unwrap();
             }
             assert!(!m.s.raw.is_locked());
-            acquire(&m.s, None).unwrap();
+            acquire(&m.s, RawLock::try_lock).unwrap();
             // SAFETY: the lock is held and the other threads are done.
             assert_eq!(m.value.with(|v| unsafe { *v }), 6);
             release(&m.s).unwrap();
@@ -358,8 +359,8 @@ mod loom_tests {
             let owner = {
                 let m = Arc::clone(&m);
                 loom::thread::spawn(move || {
-                    acquire(&m.s, Some(Deadline::never())).unwrap();
-                    acquire(&m.s, Some(Deadline::never())).unwrap();
+                    acquire(&m.s, RawLock::lock).unwrap();
+                    acquire(&m.s, RawLock::lock).unwrap();
                     bump(&m);
                     release(&m.s).unwrap();
                     assert_eq!(depth(&m.s), 1);
@@ -372,13 +373,13 @@ mod loom_tests {
                 loom::thread::spawn(move || {
                     assert!(matches!(release(&m.s), Err(Error::NotOwner)));
                     assert_eq!(depth(&m.s), 0);
-                    match acquire(&m.s, None) {
+                    match acquire(&m.s, RawLock::try_lock) {
                         Ok(()) => {
                             assert_eq!(depth(&m.s), 1);
                             bump(&m);
                             release(&m.s).unwrap();
                         }
-                        Err(LockError::WouldBlock) => {
+                        Err(ipc_shm::TryLockError::WouldBlock) => {
                             assert!(matches!(release(&m.s), Err(Error::NotOwner)));
                         }
                         Err(e) => panic!("{e:?}"),
@@ -397,7 +398,7 @@ mod loom_tests {
     /// dead owner's model thread keeps waking sleepers, as their periodic liveness checks
     /// would).
     ///
-    /// The victim holds depth 1, not 2: the model's death (`ipc_shm::sync::die`) does not
+    /// The victim holds depth 1, not 2: the model's death (`ipc_shm::lowlevel::sync::die`) does not
     /// publish the dead thread's writes to the thread that takes over (a real death does,
     /// through the kernel), so a dead owner's Relaxed `depth = 2` could be read after the
     /// new owner's `depth = 1` and the model would report that, not a fault of the protocol.
@@ -410,18 +411,18 @@ mod loom_tests {
                 let m = Arc::clone(&m);
                 let done = Arc::clone(&done);
                 loom::thread::spawn(move || {
-                    acquire(&m.s, Some(Deadline::never())).unwrap();
+                    acquire(&m.s, RawLock::lock).unwrap();
                     // No write to `value` either (see above).
-                    ipc_shm::sync::die();
+                    ipc_shm::lowlevel::sync::die();
                     // The futex model wakes every sleeper whatever the word.
                     let any = crate::loom::AtomicU64::new(0);
                     while !done.load(Ordering::SeqCst) {
-                        ipc_shm::sync::wake_low_half(&any, u32::MAX);
+                        ipc_shm::lowlevel::sync::wake_low_half(&any, u32::MAX);
                         loom::thread::yield_now();
                     }
                 })
             };
-            let take = |m: &Model| match acquire(&m.s, Some(Deadline::never())) {
+            let take = |m: &Model| match acquire(&m.s, RawLock::lock) {
                 Ok(()) => false,
                 Err(LockError::OwnerDied(())) => {
                     assert_eq!(depth(&m.s), 1);

@@ -19,7 +19,7 @@
 //! a `FUTEX_WAKE` per release that wakes nobody. Every word a peer may write is a valid state;
 //! counts saturate instead of wrapping.
 
-use ipc_shm::sync::{wait_low_half, wake_low_half, Deadline, WaitOutcome};
+use ipc_shm::lowlevel::sync::{wait_low_half, wake_low_half, Deadline, WaitOutcome};
 
 use crate::loom::{note_woke_sleeper, spin, take_woke_sleeper, AtomicU64, Ordering, SPINS};
 

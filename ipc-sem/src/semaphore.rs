@@ -4,9 +4,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use ipc_shm::sync::Deadline;
+use ipc_shm::lowlevel::sync::Deadline;
 
-use crate::error::{Error, Result};
+use crate::error::{AcquireTimeoutError, Error, Result, TryAcquireError};
 use crate::loom::AtomicU64;
 use crate::sem_core;
 use crate::shm::{Shared, SharedState};
@@ -126,48 +126,86 @@ macro_rules! common_methods {
         /// when peers may die. A unit already released is never stranded: if its releaser
         /// is killed before its wake-up, or the sleeper it woke is killed before taking it,
         /// sleepers find it at their next re-check (every 50 ms).
+        ///
+        /// # Errors
+        /// None today: the futex protocol has no failure a caller could act on. The
+        /// `Result` makes the three forms, and this type and
+        /// [`PosixSemaphore`](crate::PosixSemaphore), interchangeable.
         #[inline]
-        pub fn acquire(&self) {
+        pub fn acquire(&self) -> Result<()> {
             sem_core::acquire(self.inner.word(), Deadline::never());
+            Ok(())
         }
 
-        /// Takes one unit if one is available now; never blocks.
+        /// Takes one unit if one is available now; never sleeps, and changes nothing when
+        /// none is.
+        ///
+        /// # Errors
+        /// [`TryAcquireError::WouldBlock`] if the value is 0.
         #[inline]
-        pub fn try_acquire(&self) -> bool {
-            sem_core::try_acquire(self.inner.word())
+        pub fn try_acquire(&self) -> std::result::Result<(), TryAcquireError> {
+            if sem_core::try_acquire(self.inner.word()) {
+                Ok(())
+            } else {
+                Err(TryAcquireError::WouldBlock)
+            }
         }
 
-        /// Takes one unit, waiting at most `timeout`; `false` if none came in time.
+        /// Takes one unit, waiting at most `timeout`.
         ///
         /// The deadline is absolute on `CLOCK_MONOTONIC`, computed once: wake-ups by signals
         /// or by a unit another waiter took first re-wait on the same deadline.
         ///
+        /// # Errors
+        /// [`AcquireTimeoutError::Timeout`] if no unit came in time.
+        ///
         /// # Peer death
         #[doc = concat!("As [`", stringify!($ty), "::acquire`]; the timeout bounds the wait.")]
-        pub fn acquire_timeout(&self, timeout: Duration) -> bool {
-            sem_core::acquire(self.inner.word(), Deadline::after(timeout))
+        pub fn acquire_timeout(
+            &self,
+            timeout: Duration,
+        ) -> std::result::Result<(), AcquireTimeoutError> {
+            if sem_core::acquire(self.inner.word(), Deadline::after(timeout)) {
+                Ok(())
+            } else {
+                Err(AcquireTimeoutError::Timeout)
+            }
         }
 
         /// Takes one unit and returns a guard that releases it when dropped.
         ///
+        /// # Errors
+        #[doc = concat!("As [`", stringify!($ty), "::acquire`].")]
+        ///
         /// # Peer death
         #[doc = concat!("As [`", stringify!($ty), "::acquire`].")]
-        pub fn guard(&self) -> SemaphoreGuard<'_> {
-            self.acquire();
-            self.inner.guard()
+        pub fn guard(&self) -> Result<SemaphoreGuard<'_>> {
+            self.acquire()?;
+            Ok(self.inner.guard())
         }
 
-        /// A guard for one unit if one is available now; never blocks.
-        pub fn try_guard(&self) -> Option<SemaphoreGuard<'_>> {
-            self.try_acquire().then(|| self.inner.guard())
+        /// A guard for one unit if one is available now; never sleeps.
+        ///
+        /// # Errors
+        #[doc = concat!("As [`", stringify!($ty), "::try_acquire`].")]
+        pub fn try_guard(&self) -> std::result::Result<SemaphoreGuard<'_>, TryAcquireError> {
+            self.try_acquire()?;
+            Ok(self.inner.guard())
         }
 
         /// A guard for one unit, waiting at most `timeout`.
         ///
+        /// # Errors
+        #[doc = concat!("As [`", stringify!($ty), "::acquire_timeout`].")]
+        ///
         /// # Peer death
         #[doc = concat!("As [`", stringify!($ty), "::acquire`]; the timeout bounds the wait.")]
-        pub fn guard_timeout(&self, timeout: Duration) -> Option<SemaphoreGuard<'_>> {
-            self.acquire_timeout(timeout).then(|| self.inner.guard())
+        pub fn guard_timeout(
+            &self,
+            timeout: Duration,
+        ) -> std::result::Result<SemaphoreGuard<'_>, AcquireTimeoutError> {
+            self.acquire_timeout(timeout)?;
+            Ok(self.inner.guard())
         }
 
         /// The current value (a snapshot; other processes may change it at any time).
@@ -201,16 +239,19 @@ macro_rules! common_methods {
 /// ([`Semaphore::create_named`] / [`Semaphore::open_named`]).
 ///
 /// ```
-/// use ipc_sem::Semaphore;
+/// use ipc_sem::{AcquireTimeoutError, Semaphore, TryAcquireError};
 /// use std::time::Duration;
 ///
 /// let sem = Semaphore::new(1)?;
-/// sem.acquire();
-/// assert!(!sem.try_acquire());
-/// assert!(!sem.acquire_timeout(Duration::from_millis(10)));
+/// sem.acquire()?;
+/// assert!(matches!(sem.try_acquire(), Err(TryAcquireError::WouldBlock)));
+/// assert!(matches!(
+///     sem.acquire_timeout(Duration::from_millis(10)),
+///     Err(AcquireTimeoutError::Timeout)
+/// ));
 /// sem.release()?;
 /// {
-///     let _unit = sem.guard(); // released at the end of the scope
+///     let _unit = sem.guard()?; // released at the end of the scope
 ///     assert_eq!(sem.value(), 0);
 /// }
 /// assert_eq!(sem.value(), 1);

@@ -13,7 +13,7 @@
 
 use std::marker::PhantomData;
 
-use ipc_shm::{Layout, Segment, DEFAULT_OPEN_TIMEOUT};
+use ipc_shm::lowlevel::{Layout, Segment, DEFAULT_OPEN_TIMEOUT};
 
 use crate::error::{Error, Result};
 use crate::loom::AtomicU64;

@@ -10,7 +10,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-use ipc_shm::sync::Deadline;
+use ipc_shm::lowlevel::sync::Deadline;
 
 use crate::loom::AtomicU64;
 use crate::shm::{Shared, SharedState};

@@ -7,7 +7,10 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ipc_sem::{Barrier, Condition, Error, Event, Lock, LockError, PosixSemaphore, Semaphore};
+use ipc_sem::{
+    AcquireTimeoutError, Barrier, BarrierTimeoutError, Condition, Event, Lock, LockTimeoutError,
+    PosixSemaphore, Semaphore,
+};
 
 static HANDLED: AtomicUsize = AtomicUsize::new(0);
 
@@ -65,32 +68,43 @@ fn under_signals(what: &str, wait: impl FnOnce() -> bool + Send) {
 fn timed_waits_survive_signals_without_drift() {
     let _leaks = common::leak_guard();
     let sem = Semaphore::new(0).unwrap();
-    under_signals("Semaphore", || !sem.acquire_timeout(TIMEOUT));
+    under_signals("Semaphore", || {
+        matches!(
+            sem.acquire_timeout(TIMEOUT),
+            Err(AcquireTimeoutError::Timeout)
+        )
+    });
 
     let posix = PosixSemaphore::new(0).unwrap();
     under_signals("PosixSemaphore", || {
-        !posix.acquire_timeout(TIMEOUT).expect("sem_clockwait")
+        matches!(
+            posix.acquire_timeout(TIMEOUT),
+            Err(AcquireTimeoutError::Timeout)
+        )
     });
 
     let ev = Event::new().unwrap();
-    under_signals("Event", || !ev.wait_timeout(TIMEOUT));
+    under_signals("Event", || ev.wait_timeout(TIMEOUT).timed_out());
 
     let cond = Condition::new().unwrap();
     under_signals("Condition", || {
         let g = cond.lock().unwrap();
-        let (_g, notified) = cond.wait_timeout(g, TIMEOUT).unwrap();
-        !notified
+        let (_g, r) = cond.wait_timeout(g, TIMEOUT).unwrap();
+        r.timed_out()
     });
 
     let lock = Lock::new().unwrap();
     let held = lock.lock().unwrap();
     under_signals("Lock", || {
-        matches!(lock.lock_timeout(TIMEOUT), Err(LockError::Timeout))
+        matches!(lock.lock_timeout(TIMEOUT), Err(LockTimeoutError::Timeout))
     });
     drop(held);
 
     let barrier = Barrier::new(2).unwrap();
     under_signals("Barrier", || {
-        matches!(barrier.wait_timeout(TIMEOUT), Err(Error::BrokenBarrier))
+        matches!(
+            barrier.wait_timeout(TIMEOUT),
+            Err(BarrierTimeoutError::Timeout)
+        )
     });
 }

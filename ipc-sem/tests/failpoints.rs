@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use common::{fork, fresh, until, Child, Exit, WATCHDOG};
 use ipc_failpoints::{arm, Action};
-use ipc_sem::{Barrier, Condition, Error, Lock, LockError, RLock, Semaphore};
+use ipc_sem::{
+    Barrier, BarrierTimeoutError, Condition, Error, Lock, LockTimeoutError, RLock, Semaphore,
+};
 use ipc_shm::AtomicValue;
 
 /// How long a survivor may take to see the death (the documented bound is about 50 ms).
@@ -45,7 +47,7 @@ fn lock_holder_killed_at_held_point_is_reported() {
     killed(victim("sem.lock.held", || drop(lock.lock())));
     assert!(lock.is_locked(), "the dead victim still holds it");
     match lock.lock_timeout(SURVIVOR) {
-        Err(LockError::OwnerDied(g)) => g.mark_consistent(),
+        Err(LockTimeoutError::OwnerDied(g)) => g.mark_consistent(),
         other => panic!("expected OwnerDied, got {other:?}"),
     }
     drop(lock.try_lock().unwrap());
@@ -63,7 +65,7 @@ fn rlock_owner_killed_between_depth_and_unlock_is_reported() {
     }));
     assert!(lock.is_locked());
     match lock.lock_timeout(SURVIVOR) {
-        Err(LockError::OwnerDied(g)) => {
+        Err(LockTimeoutError::OwnerDied(g)) => {
             assert_eq!(lock.depth(), 1, "the take-over starts at depth 1");
             g.mark_consistent();
         }
@@ -119,7 +121,7 @@ fn barrier_arrival_after_a_mid_arrival_death_is_broken() {
     }));
     assert!(matches!(
         barrier.wait_timeout(SURVIVOR),
-        Err(Error::BrokenBarrier)
+        Err(BarrierTimeoutError::Broken)
     ));
     barrier.reset().unwrap();
     assert!(!barrier.is_broken());
@@ -133,8 +135,7 @@ fn semaphore_sleepers(sem: &Semaphore, started: &AtomicValue<AtomicU32>, n: u32)
             let before = started.load(Ordering::SeqCst);
             let c = fork(|| {
                 started.fetch_add(1, Ordering::SeqCst);
-                sem.acquire();
-                0
+                i32::from(sem.acquire().is_err())
             });
             until(|| started.load(Ordering::SeqCst) > before);
             // Let it reach the futex (if not, it takes the fast path later: no harm).
@@ -171,7 +172,7 @@ fn semaphore_sleeper_killed_after_its_wake_leaves_the_unit_to_others() {
     // The victim sleeps first, so the kernel's FIFO wake picks it.
     let v = victim("sem.semaphore.woken", || {
         started.fetch_add(1, Ordering::SeqCst);
-        sem.acquire();
+        let _ = sem.acquire();
     });
     until(|| started.load(Ordering::SeqCst) == 1);
     std::thread::sleep(Duration::from_millis(50));

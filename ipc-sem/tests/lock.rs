@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{fork, fresh, until, Child, WATCHDOG};
-use ipc_sem::{Error, Lock, LockError, RLock};
+use ipc_sem::{Error, Lock, LockError, LockTimeoutError, RLock, TryLockError};
 use ipc_shm::AtomicValue;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -32,12 +32,12 @@ fn killed_holder_is_reported_to_the_next_locker() {
     let child = child_holding(&lock, &ready);
     until(|| ready.load(Ordering::SeqCst) == 1);
     assert!(lock.is_locked());
-    assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock)));
+    assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
     child.kill();
     child.wait(WATCHDOG);
     // Within 1 s the next locker holds the lock and hears that the holder died.
     match lock.lock_timeout(Duration::from_secs(1)) {
-        Err(LockError::OwnerDied(guard)) => {
+        Err(LockTimeoutError::OwnerDied(guard)) => {
             assert!(lock.is_held_by_current_thread());
             guard.mark_consistent();
         }
@@ -60,7 +60,7 @@ fn parked_waiter_sees_the_holder_die() {
         let waiter = s.spawn(|| {
             // Parked on the futex when the holder dies; the waiter re-checks liveness.
             match lock.lock_timeout(Duration::from_secs(10)) {
-                Err(LockError::OwnerDied(guard)) => {
+                Err(LockTimeoutError::OwnerDied(guard)) => {
                     guard.mark_consistent();
                     true
                 }
@@ -100,17 +100,17 @@ fn dropping_the_owner_died_guard_poisons_the_lock() {
     child.kill();
     child.wait(WATCHDOG);
     match lock.try_lock() {
-        Err(LockError::OwnerDied(guard)) => drop(guard), // not marked consistent
+        Err(TryLockError::OwnerDied(guard)) => drop(guard), // not marked consistent
         other => panic!("expected OwnerDied, got {other:?}"),
     }
     assert!(lock.is_poisoned());
     assert!(matches!(lock.lock(), Err(LockError::Poisoned)));
-    assert!(matches!(lock.try_lock(), Err(LockError::Poisoned)));
+    assert!(matches!(lock.try_lock(), Err(TryLockError::Poisoned)));
     // Another process sees the poison too.
     fork(|| {
         i32::from(!matches!(
             lock.lock_timeout(Duration::from_secs(5)),
-            Err(LockError::Poisoned)
+            Err(LockTimeoutError::Poisoned)
         ))
     })
     .wait_success(WATCHDOG);
@@ -163,7 +163,7 @@ fn release_by_a_non_holder_is_an_error() {
         s.spawn(|| assert!(matches!(lock.release(), Err(Error::NotHeld))));
     });
     assert!(lock.is_locked());
-    assert!(matches!(lock.try_lock(), Err(LockError::Deadlock)));
+    assert!(matches!(lock.try_lock(), Err(TryLockError::Deadlock)));
     lock.release().unwrap();
     assert!(!lock.is_locked());
 }
@@ -177,7 +177,7 @@ fn lock_timeout_waits_at_least_the_timeout() {
         let start = std::time::Instant::now();
         let timed_out = matches!(
             lock.lock_timeout(Duration::from_millis(100)),
-            Err(LockError::Timeout)
+            Err(LockTimeoutError::Timeout)
         );
         i32::from(!(timed_out && start.elapsed() >= Duration::from_millis(100)))
     })
@@ -194,10 +194,10 @@ fn rlock_is_reentrant_for_its_owner_only() {
     assert_eq!(lock.depth(), 3);
     // Another process neither takes nor releases it.
     fork(|| {
-        let blocked = matches!(lock.try_lock(), Err(LockError::WouldBlock))
+        let blocked = matches!(lock.try_lock(), Err(TryLockError::WouldBlock))
             && matches!(
                 lock.lock_timeout(Duration::from_millis(20)),
-                Err(LockError::Timeout)
+                Err(LockTimeoutError::Timeout)
             );
         let refused = matches!(lock.release(), Err(Error::NotOwner));
         i32::from(!(blocked && refused && lock.depth() == 0))
@@ -243,7 +243,7 @@ fn rlock_owner_killed_is_reported_with_depth_one() {
     child.kill();
     child.wait(WATCHDOG);
     match lock.lock_timeout(Duration::from_secs(1)) {
-        Err(LockError::OwnerDied(g)) => {
+        Err(LockTimeoutError::OwnerDied(g)) => {
             assert_eq!(lock.depth(), 1);
             g.mark_consistent();
         }

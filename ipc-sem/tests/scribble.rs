@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{fork, fresh, Child, WATCHDOG};
-use ipc_sem::{Error, Lock, LockError, Semaphore};
+use ipc_sem::{Error, Lock, LockTimeoutError, Semaphore};
 
 /// How long the scribbler scribbles and the users use.
 const RUN: Duration = Duration::from_millis(800);
@@ -66,7 +66,7 @@ fn user(sem_name: &str, lock_name: &str) -> Child {
         let start = Instant::now();
         while start.elapsed() < RUN {
             let t = Instant::now();
-            if sem.acquire_timeout(op) {
+            if sem.acquire_timeout(op).is_ok() {
                 match sem.release() {
                     Ok(()) | Err(Error::Overflow { .. }) => {}
                     Err(_) => return 5,
@@ -75,13 +75,12 @@ fn user(sem_name: &str, lock_name: &str) -> Child {
             let _ = sem.try_acquire();
             match lock.lock_timeout(op) {
                 Ok(_g) => {}
-                Err(LockError::OwnerDied(g)) => g.mark_consistent(),
+                Err(LockTimeoutError::OwnerDied(g)) => g.mark_consistent(),
                 Err(
-                    LockError::Poisoned
-                    | LockError::Timeout
-                    | LockError::Corrupted
-                    | LockError::WouldBlock
-                    | LockError::Deadlock,
+                    LockTimeoutError::Poisoned
+                    | LockTimeoutError::Timeout
+                    | LockTimeoutError::Corrupted
+                    | LockTimeoutError::Deadlock,
                 ) => {}
             }
             if t.elapsed() > op * 2 + overrun {

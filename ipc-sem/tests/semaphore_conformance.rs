@@ -7,7 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{fork, fresh, WATCHDOG};
-use ipc_sem::{BoundedSemaphore, Error, PosixSemaphore, Semaphore, MAX_VALUE};
+use ipc_sem::{
+    AcquireTimeoutError, BoundedSemaphore, Error, PosixSemaphore, Semaphore, TryAcquireError,
+    MAX_VALUE,
+};
 use ipc_shm::RawValue;
 
 /// The operations the suite needs, with each type's own signatures adapted.
@@ -28,6 +31,24 @@ trait SemUnderTest: Sized {
     fn value(&self) -> u32;
 }
 
+/// `try_acquire`'s outcome as "took a unit"; a failure is a test failure.
+fn took(r: Result<(), TryAcquireError>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(TryAcquireError::WouldBlock) => false,
+        Err(TryAcquireError::Failed(e)) => panic!("try_acquire failed: {e}"),
+    }
+}
+
+/// `acquire_timeout`'s outcome as "took a unit in time"; a failure is a test failure.
+fn took_in_time(r: Result<(), AcquireTimeoutError>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(AcquireTimeoutError::Timeout) => false,
+        Err(AcquireTimeoutError::Failed(e)) => panic!("acquire_timeout failed: {e}"),
+    }
+}
+
 macro_rules! native_sem {
     ($ty:ty, $bounded:expr, $new:expr, $create_named:expr) => {
         impl SemUnderTest for $ty {
@@ -45,13 +66,13 @@ macro_rules! native_sem {
                 <$ty>::open_named(name)
             }
             fn acquire(&self) {
-                <$ty>::acquire(self)
+                <$ty>::acquire(self).expect("acquire");
             }
             fn try_acquire(&self) -> bool {
-                <$ty>::try_acquire(self)
+                took(<$ty>::try_acquire(self))
             }
             fn acquire_timeout(&self, d: Duration) -> bool {
-                <$ty>::acquire_timeout(self, d)
+                took_in_time(<$ty>::acquire_timeout(self, d))
             }
             fn release(&self) -> ipc_sem::Result<()> {
                 <$ty>::release(self)
@@ -94,10 +115,10 @@ impl SemUnderTest for PosixSemaphore {
         PosixSemaphore::acquire(self).expect("sem_wait");
     }
     fn try_acquire(&self) -> bool {
-        PosixSemaphore::try_acquire(self).expect("sem_trywait")
+        took(PosixSemaphore::try_acquire(self))
     }
     fn acquire_timeout(&self, d: Duration) -> bool {
-        PosixSemaphore::acquire_timeout(self, d).expect("sem_clockwait")
+        took_in_time(PosixSemaphore::acquire_timeout(self, d))
     }
     fn release(&self) -> ipc_sem::Result<()> {
         PosixSemaphore::release(self)

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{fork, fresh, until, Exit, WATCHDOG};
-use ipc_sem::{Barrier, Condition, Error, Event, LockError};
+use ipc_sem::{Barrier, BarrierTimeoutError, Condition, Error, Event, TryLockError, TryWaitError};
 use ipc_shm::AtomicValue;
 
 #[test]
@@ -19,7 +19,7 @@ fn event_set_in_child_wakes_parent() {
         0
     });
     // The timeout only turns a lost wake-up into a failure instead of a hang.
-    assert!(ev.wait_timeout(Duration::from_secs(10)));
+    assert!(!ev.wait_timeout(Duration::from_secs(10)).timed_out());
     assert!(ev.is_set());
     child.wait_success(WATCHDOG);
 }
@@ -37,7 +37,7 @@ fn event_set_in_parent_wakes_waiting_children_and_clear_resets() {
                     return 3;
                 };
                 waiting.fetch_add(1, Ordering::SeqCst);
-                i32::from(!ev.wait_timeout(Duration::from_secs(10)))
+                i32::from(ev.wait_timeout(Duration::from_secs(10)).timed_out())
             })
         })
         .collect();
@@ -50,7 +50,7 @@ fn event_set_in_parent_wakes_waiting_children_and_clear_resets() {
     ev.clear();
     assert!(!ev.is_set());
     let start = Instant::now();
-    assert!(!ev.wait_timeout(Duration::from_millis(100)));
+    assert!(ev.wait_timeout(Duration::from_millis(100)).timed_out());
     assert!(start.elapsed() >= Duration::from_millis(100));
     drop(ev);
     shm.assert_no_new_shm();
@@ -77,7 +77,7 @@ fn condition_notify_crosses_processes() {
             flag.load(Ordering::SeqCst) == 0
         })
         .unwrap();
-    assert!(satisfied);
+    assert!(!satisfied.timed_out());
     drop(g);
     child.wait_success(WATCHDOG);
 }
@@ -121,11 +121,11 @@ fn condition_wait_timeout_returns_the_lock() {
     let cond = Condition::new().unwrap();
     let g = cond.lock().unwrap();
     let start = Instant::now();
-    let (g, notified) = cond.wait_timeout(g, Duration::from_millis(100)).unwrap();
-    assert!(!notified);
+    let (g, r) = cond.wait_timeout(g, Duration::from_millis(100)).unwrap();
+    assert!(r.timed_out());
     assert!(start.elapsed() >= Duration::from_millis(100));
     // Still held by us: another process cannot take it.
-    fork(|| i32::from(!matches!(cond.try_lock(), Err(LockError::WouldBlock))))
+    fork(|| i32::from(!matches!(cond.try_lock(), Err(TryLockError::WouldBlock))))
         .wait_success(WATCHDOG);
     drop(g);
 }
@@ -164,7 +164,7 @@ fn a_killed_sleeper_does_not_block_notifiers() {
             state.load(Ordering::SeqCst) != 2
         })
         .unwrap();
-    assert!(ok);
+    assert!(!ok.timed_out());
     child.wait_success(WATCHDOG);
 }
 
@@ -246,7 +246,7 @@ fn barrier_timeout_breaks_it_for_every_waiter() {
     let start = Instant::now();
     assert!(matches!(
         barrier.wait_timeout(Duration::from_millis(100)),
-        Err(Error::BrokenBarrier)
+        Err(BarrierTimeoutError::Timeout)
     ));
     assert!(start.elapsed() >= Duration::from_millis(100));
     child.wait_success(WATCHDOG);
@@ -271,7 +271,7 @@ fn barrier_abort_and_reset_release_waiters_with_broken() {
         child.wait_success(WATCHDOG);
     }
     // try_wait completes only as the last arrival.
-    assert!(matches!(barrier.try_wait(), Err(Error::WouldBlock)));
+    assert!(matches!(barrier.try_wait(), Err(TryWaitError::WouldBlock)));
     let child = fork(|| i32::from(barrier.wait_timeout(Duration::from_secs(10)).is_err()));
     until(|| barrier.n_waiting() == 1);
     assert!(barrier.try_wait().unwrap().is_leader());

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use crate::error::{Error, LockError, Result};
+use crate::error::{Error, LockResult, LockTimeoutResult, Result, TryLockResult};
 use crate::locked::{Held, LockedSlice};
-use crate::sync::Deadline;
 
 const KIND: &str = "ipc_shm::Array";
 
@@ -43,8 +42,6 @@ impl<T: Pod> fmt::Debug for Array<T> {
             .finish()
     }
 }
-
-type GuardResult<'a, T> = Result<ArrayGuard<'a, T>, LockError<ArrayGuard<'a, T>>>;
 
 impl<T: Pod> Array<T> {
     /// `len` zeroed elements in an anonymous segment that children forked later share.
@@ -177,24 +174,27 @@ impl<T: Pod> Array<T> {
     ///
     /// # Peer death
     /// A holder killed while the caller waits is noticed within about 50 ms.
-    pub fn lock(&self) -> GuardResult<'_, T> {
-        wrap(self.inner.lock_until(Deadline::never()))
+    pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
+        self.inner.lock().map(taken).map_err(|e| e.map(taken))
     }
 
     /// [`Array::lock`] without waiting.
     ///
     /// # Errors
     /// As [`Array::lock`], plus `WouldBlock`.
-    pub fn try_lock(&self) -> GuardResult<'_, T> {
-        wrap(self.inner.try_lock())
+    pub fn try_lock(&self) -> TryLockResult<ArrayGuard<'_, T>> {
+        self.inner.try_lock().map(taken).map_err(|e| e.map(taken))
     }
 
     /// [`Array::lock`] waiting at most `timeout`.
     ///
     /// # Errors
     /// As [`Array::lock`], plus `Timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> GuardResult<'_, T> {
-        wrap(self.inner.lock_timeout(timeout))
+    pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<ArrayGuard<'_, T>> {
+        self.inner
+            .lock_timeout(timeout)
+            .map(taken)
+            .map_err(|e| e.map(taken))
     }
 
     /// The segment's name, or `None` for an inherited array.
@@ -211,12 +211,16 @@ impl<T: Pod> Array<T> {
     }
 }
 
-fn wrap<'a, T: Pod>(r: Result<Held<'a, T>, LockError<Held<'a, T>>>) -> GuardResult<'a, T> {
-    if r.is_ok() {
-        ipc_failpoints::failpoint!("shm.array.guard_held");
-    }
-    r.map(|held| ArrayGuard { held })
-        .map_err(|e| e.map(|held| ArrayGuard { held }))
+/// Wraps a held lock in the guard (also the guard of an `OwnerDied`).
+fn guard<T: Pod>(held: Held<'_, T>) -> ArrayGuard<'_, T> {
+    ArrayGuard { held }
+}
+
+/// [`guard`] for a lock taken cleanly; the fault point sits where the holder has the lock
+/// and its guard is about to be handed out.
+fn taken<T: Pod>(held: Held<'_, T>) -> ArrayGuard<'_, T> {
+    ipc_failpoints::failpoint!("shm.array.guard_held");
+    guard(held)
 }
 
 /// Exclusive access to an [`Array`] across processes; dereferences to `[T]`; unlocks on drop.
@@ -248,5 +252,11 @@ impl<T: Pod> Deref for ArrayGuard<'_, T> {
 impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
         self.held.as_mut_slice()
+    }
+}
+
+impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
     }
 }

@@ -1,4 +1,4 @@
-//! The crate's error type and the lock error that hands a guard back.
+//! The crate's error type and the per-form lock errors that hand a guard back.
 
 use std::fmt;
 use std::io;
@@ -98,15 +98,16 @@ pub enum Error {
     /// The holder of the lock died while holding it. The lock is now poisoned: later lockers
     /// get [`Error::Poisoned`] unless the recovering locker calls `mark_consistent` (only
     /// possible through `lock()`, which hands the guard back in [`LockError::OwnerDied`]).
+    /// Also the target of the `OwnerDied` variant of [`TryLockError`] and [`LockTimeoutError`].
     #[error("the previous lock holder died while holding it")]
     OwnerDied,
     /// A holder died and the next one did not mark the protected data consistent.
     #[error("the lock is poisoned: a holder died and the data was not marked consistent")]
     Poisoned,
-    /// The deadline passed first.
+    /// The deadline passed first (the target of [`LockTimeoutError::Timeout`]).
     #[error("timed out")]
     Timeout,
-    /// A `try_` call found the lock held.
+    /// A `try_` call found the lock held (the target of [`TryLockError::WouldBlock`]).
     #[error("the lock is held by another thread or process")]
     WouldBlock,
     /// The calling thread already holds this (non-re-entrant) lock.
@@ -138,96 +139,194 @@ impl Error {
 /// The result type of `ipc-shm`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why a lock attempt did not simply succeed; `G` is the guard type handed back on
-/// [`LockError::OwnerDied`].
+/// What a blocking `lock()` returns: the guard `G`, or a [`LockError`] (as `std::sync`).
+pub type LockResult<G> = std::result::Result<G, LockError<G>>;
+
+/// What a `try_lock()` returns: the guard `G`, or a [`TryLockError`].
+pub type TryLockResult<G> = std::result::Result<G, TryLockError<G>>;
+
+/// What a `lock_timeout()` returns: the guard `G`, or a [`LockTimeoutError`].
+pub type LockTimeoutResult<G> = std::result::Result<G, LockTimeoutError<G>>;
+
+/// Why a blocking `lock()` did not simply hand the guard over; `G` is the guard type handed
+/// back on [`LockError::OwnerDied`].
 ///
 /// Like a robust `pthread_mutex_t`: after a holder dies, the next locker holds the lock but
 /// gets `OwnerDied(guard)`. It inspects (and repairs) the protected data, then calls
 /// `mark_consistent()` on the guard; dropping the guard without doing so leaves the lock
 /// poisoned for everyone (`Poisoned`).
+///
+/// `try_lock()` returns [`TryLockError`] (these states plus `WouldBlock`), `lock_timeout()`
+/// returns [`LockTimeoutError`] (these plus `Timeout`), as `std::sync` and crossbeam do.
 pub enum LockError<G> {
     /// The lock is held by the caller now, but its previous holder died while holding it.
     OwnerDied(G),
     /// A holder died earlier and nobody marked the data consistent.
     Poisoned,
-    /// The deadline passed first.
-    Timeout,
-    /// `try_lock` found the lock held.
-    WouldBlock,
     /// The calling thread already holds this lock.
     Deadlock,
     /// The lock word holds a value no correct peer writes.
     Corrupted,
 }
 
-impl<G> LockError<G> {
-    /// The guard of an [`LockError::OwnerDied`], if that is what this is.
-    pub fn into_guard(self) -> Option<G> {
-        match self {
-            LockError::OwnerDied(g) => Some(g),
-            _ => None,
-        }
-    }
+/// Why a `try_lock()` did not hand the guard over: [`TryLockError::WouldBlock`] when a live
+/// holder has the lock, else the states of [`LockError`]. It never waits.
+pub enum TryLockError<G> {
+    /// A live holder (another thread or process) has the lock; nothing changed.
+    WouldBlock,
+    /// The lock is held by the caller now, but its previous holder died while holding it.
+    OwnerDied(G),
+    /// A holder died earlier and nobody marked the data consistent.
+    Poisoned,
+    /// The calling thread already holds this lock.
+    Deadlock,
+    /// The lock word holds a value no correct peer writes.
+    Corrupted,
+}
 
-    /// Maps the guard type.
-    pub fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
-        match self {
-            LockError::OwnerDied(g) => LockError::OwnerDied(f(g)),
-            LockError::Poisoned => LockError::Poisoned,
-            LockError::Timeout => LockError::Timeout,
-            LockError::WouldBlock => LockError::WouldBlock,
-            LockError::Deadlock => LockError::Deadlock,
-            LockError::Corrupted => LockError::Corrupted,
-        }
-    }
+/// Why a `lock_timeout()` did not hand the guard over: [`LockTimeoutError::Timeout`] when the
+/// time ran out with a live holder still holding it, else the states of [`LockError`].
+pub enum LockTimeoutError<G> {
+    /// The timeout passed with the lock still held by a live holder.
+    Timeout,
+    /// The lock is held by the caller now, but its previous holder died while holding it.
+    OwnerDied(G),
+    /// A holder died earlier and nobody marked the data consistent.
+    Poisoned,
+    /// The calling thread already holds this lock.
+    Deadlock,
+    /// The lock word holds a value no correct peer writes.
+    Corrupted,
+}
 
-    fn describe(&self) -> &'static str {
-        match self {
-            LockError::OwnerDied(_) => "the previous lock holder died while holding it",
-            LockError::Poisoned => {
-                "the lock is poisoned: a holder died and the data was not marked consistent"
+const OWNER_DIED: &str = "the previous lock holder died while holding it";
+const POISONED: &str = "the lock is poisoned: a holder died and the data was not marked consistent";
+const DEADLOCK: &str = "the calling thread already holds this lock";
+const CORRUPTED: &str = "the lock word is corrupted";
+
+/// The accessors, `Debug`, `Display`, `Error` and conversions the three lock errors share.
+macro_rules! lock_error_common {
+    ($ty:ident { $($extra:ident => $extra_desc:expr, $extra_err:expr;)* }) => {
+        impl<G> $ty<G> {
+            /// The guard of an `OwnerDied`, if that is what this is (the caller holds the
+            /// lock; see [`LockError`] for what to do with it).
+            pub fn into_guard(self) -> Option<G> {
+                match self {
+                    $ty::OwnerDied(g) => Some(g),
+                    _ => None,
+                }
             }
-            LockError::Timeout => "timed out",
-            LockError::WouldBlock => "the lock is held by another thread or process",
-            LockError::Deadlock => "the calling thread already holds this lock",
-            LockError::Corrupted => "the lock word is corrupted",
+
+            /// Whether this is `OwnerDied`: the caller holds the lock, its previous holder died.
+            pub fn is_owner_died(&self) -> bool {
+                matches!(self, $ty::OwnerDied(_))
+            }
+
+            /// Whether this is `Poisoned`.
+            pub fn is_poisoned(&self) -> bool {
+                matches!(self, $ty::Poisoned)
+            }
+
+            /// Maps the guard type of an `OwnerDied`.
+            pub fn map<H>(self, f: impl FnOnce(G) -> H) -> $ty<H> {
+                match self {
+                    $ty::OwnerDied(g) => $ty::OwnerDied(f(g)),
+                    $ty::Poisoned => $ty::Poisoned,
+                    $ty::Deadlock => $ty::Deadlock,
+                    $ty::Corrupted => $ty::Corrupted,
+                    $($ty::$extra => $ty::$extra,)*
+                }
+            }
+
+            fn describe(&self) -> &'static str {
+                match self {
+                    $ty::OwnerDied(_) => OWNER_DIED,
+                    $ty::Poisoned => POISONED,
+                    $ty::Deadlock => DEADLOCK,
+                    $ty::Corrupted => CORRUPTED,
+                    $($ty::$extra => $extra_desc,)*
+                }
+            }
         }
+
+        impl<G> fmt::Debug for $ty<G> {
+            /// Never requires `G: Debug`: an `OwnerDied` guard shows as `OwnerDied(..)`.
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self {
+                    $ty::OwnerDied(_) => "OwnerDied(..)",
+                    $ty::Poisoned => "Poisoned",
+                    $ty::Deadlock => "Deadlock",
+                    $ty::Corrupted => "Corrupted",
+                    $($ty::$extra => stringify!($extra),)*
+                })
+            }
+        }
+
+        impl<G> fmt::Display for $ty<G> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.describe())
+            }
+        }
+
+        impl<G> std::error::Error for $ty<G> {}
+
+        impl<G> From<$ty<G>> for Error {
+            /// Converting drops an `OwnerDied` guard without marking it consistent, which
+            /// poisons the lock: the conservative choice for code that only propagates errors.
+            fn from(e: $ty<G>) -> Self {
+                match e {
+                    $ty::OwnerDied(_) => Error::OwnerDied,
+                    $ty::Poisoned => Error::Poisoned,
+                    $ty::Deadlock => Error::Deadlock,
+                    $ty::Corrupted => Error::Corrupted("lock word"),
+                    $($ty::$extra => $extra_err,)*
+                }
+            }
+        }
+    };
+}
+
+lock_error_common!(LockError {});
+lock_error_common!(TryLockError {
+    WouldBlock => "the lock is held by another thread or process", Error::WouldBlock;
+});
+lock_error_common!(LockTimeoutError {
+    Timeout => "timed out waiting for the lock", Error::Timeout;
+});
+
+impl<G> TryLockError<G> {
+    /// Whether a live holder has the lock (the only state in which the caller may simply try
+    /// again later).
+    pub fn is_would_block(&self) -> bool {
+        matches!(self, TryLockError::WouldBlock)
     }
 }
 
-impl<G> fmt::Debug for LockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            LockError::OwnerDied(_) => "OwnerDied(..)",
-            LockError::Poisoned => "Poisoned",
-            LockError::Timeout => "Timeout",
-            LockError::WouldBlock => "WouldBlock",
-            LockError::Deadlock => "Deadlock",
-            LockError::Corrupted => "Corrupted",
-        };
-        f.write_str(name)
+impl<G> LockTimeoutError<G> {
+    /// Whether the time ran out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, LockTimeoutError::Timeout)
     }
 }
 
-impl<G> fmt::Display for LockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.describe())
-    }
-}
-
-impl<G> std::error::Error for LockError<G> {}
-
-impl<G> From<LockError<G>> for Error {
-    /// Converting drops an `OwnerDied` guard without marking it consistent, which poisons the
-    /// lock: the conservative choice for code that only propagates errors.
+impl<G> From<LockError<G>> for TryLockError<G> {
     fn from(e: LockError<G>) -> Self {
         match e {
-            LockError::OwnerDied(_) => Error::OwnerDied,
-            LockError::Poisoned => Error::Poisoned,
-            LockError::Timeout => Error::Timeout,
-            LockError::WouldBlock => Error::WouldBlock,
-            LockError::Deadlock => Error::Deadlock,
-            LockError::Corrupted => Error::Corrupted("lock word"),
+            LockError::OwnerDied(g) => TryLockError::OwnerDied(g),
+            LockError::Poisoned => TryLockError::Poisoned,
+            LockError::Deadlock => TryLockError::Deadlock,
+            LockError::Corrupted => TryLockError::Corrupted,
+        }
+    }
+}
+
+impl<G> From<LockError<G>> for LockTimeoutError<G> {
+    fn from(e: LockError<G>) -> Self {
+        match e {
+            LockError::OwnerDied(g) => LockTimeoutError::OwnerDied(g),
+            LockError::Poisoned => LockTimeoutError::Poisoned,
+            LockError::Deadlock => LockTimeoutError::Deadlock,
+            LockError::Corrupted => LockTimeoutError::Corrupted,
         }
     }
 }

@@ -8,15 +8,12 @@ compile_error!("ipc-shm needs Linux (memfd, futex, /proc); other platforms are n
 mod array;
 mod atomic_value;
 mod error;
-pub mod header;
 mod locked;
-pub mod name;
+pub mod lowlevel;
 mod raw;
 mod segment;
 mod shared_memory;
 mod sweep;
-#[allow(unsafe_code)]
-pub mod sync;
 #[allow(unsafe_code)]
 #[cfg_attr(loom, allow(dead_code))]
 mod sys;
@@ -24,10 +21,14 @@ mod value;
 
 pub use array::{Array, ArrayGuard};
 pub use atomic_value::{AtomicFlag, AtomicValue, SharedAtomic};
-pub use error::{Error, LockError, Result};
-pub use header::Layout;
+pub use error::{
+    Error, LockError, LockResult, LockTimeoutError, LockTimeoutResult, Result, TryLockError,
+    TryLockResult,
+};
 pub use raw::{RawArray, RawValue};
-pub use segment::{Segment, DEFAULT_OPEN_TIMEOUT};
 pub use shared_memory::SharedMemory;
 pub use sweep::sweep;
 pub use value::{Value, ValueGuard};
+
+// Crate-internal short paths to the low-level modules.
+pub(crate) use lowlevel::{header, name, sync};

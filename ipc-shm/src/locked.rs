@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use crate::error::{Error, LockError, Result};
+use crate::error::{Error, LockError, LockTimeoutError, Result, TryLockError};
 use crate::header::Layout;
 use crate::segment::{Segment, DEFAULT_OPEN_TIMEOUT};
 use crate::sync::{Deadline, RawLock};
@@ -123,40 +123,42 @@ impl<T: Pod> LockedSlice<T> {
             .cast::<T>()
     }
 
-    fn held(&self, r: Result<(), LockError<()>>) -> Result<Held<'_, T>, LockError<Held<'_, T>>> {
-        let make = || Held {
+    fn held(&self) -> Held<'_, T> {
+        Held {
             slice: self,
             _not_send: PhantomData,
-        };
-        match r {
-            Ok(()) => Ok(make()),
-            Err(e) => Err(e.map(|()| make())),
         }
     }
 
-    /// Locks, waiting until `deadline`; the `Held` token unlocks on drop.
-    pub(crate) fn lock_until(
-        &self,
-        deadline: Deadline,
-    ) -> Result<Held<'_, T>, LockError<Held<'_, T>>> {
-        self.held(self.raw_lock().lock(deadline))
+    /// Locks, waiting as long as a live holder keeps it; the `Held` token unlocks on drop.
+    pub(crate) fn lock(&self) -> Result<Held<'_, T>, LockError<Held<'_, T>>> {
+        match self.raw_lock().lock() {
+            Ok(()) => Ok(self.held()),
+            Err(e) => Err(e.map(|()| self.held())),
+        }
     }
 
-    pub(crate) fn try_lock(&self) -> Result<Held<'_, T>, LockError<Held<'_, T>>> {
-        self.held(self.raw_lock().try_lock())
+    pub(crate) fn try_lock(&self) -> Result<Held<'_, T>, TryLockError<Held<'_, T>>> {
+        match self.raw_lock().try_lock() {
+            Ok(()) => Ok(self.held()),
+            Err(e) => Err(e.map(|()| self.held())),
+        }
     }
 
     pub(crate) fn lock_timeout(
         &self,
         timeout: Duration,
-    ) -> Result<Held<'_, T>, LockError<Held<'_, T>>> {
-        self.lock_until(Deadline::after(timeout))
+    ) -> Result<Held<'_, T>, LockTimeoutError<Held<'_, T>>> {
+        match self.raw_lock().lock_until(Deadline::after(timeout)) {
+            Ok(()) => Ok(self.held()),
+            Err(e) => Err(e.map(|()| self.held())),
+        }
     }
 
     /// Runs `f` on the elements with the lock held; an `OwnerDied` take-over is reported as
     /// `Err(OwnerDied)` without running `f`, leaving the lock poisoned.
     pub(crate) fn with_locked<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
-        match self.lock_until(Deadline::never()) {
+        match self.lock() {
             Ok(mut held) => Ok(f(held.as_mut_slice())),
             // Dropping the token without `mark_consistent` poisons the lock.
             Err(LockError::OwnerDied(_held)) => Err(Error::OwnerDied),

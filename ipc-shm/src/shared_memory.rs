@@ -14,20 +14,39 @@ use crate::sync::Deadline;
 ///
 /// - [`SharedMemory::new`]: an anonymous `memfd` segment, shared with children forked after
 ///   it is made (nothing has a name, so nothing can leak).
-/// - [`SharedMemory::create_named`] / [`SharedMemory::create`]: a named POSIX segment
-///   (`/dev/shm`), created `0600` with `O_EXCL`, that unrelated processes, Python's included,
-///   can open by name. The creating handle removes the name on drop; openers never do.
+/// - [`SharedMemory::create_named`]: a named POSIX segment (`/dev/shm`), created `0600` with
+///   `O_EXCL`, that unrelated processes, Python's included, can open by name. The creating
+///   handle removes the name on drop; openers never do. For an unpredictable name (Python's
+///   `SharedMemory(create=True, size=n)`), pass
+///   [`lowlevel::name::generate()`](crate::lowlevel::name::generate).
 /// - [`SharedMemory::open_named`]: attaches to a named segment owned by this user, whoever
 ///   made it (its size is the file's size).
 ///
 /// The bytes are not synchronised: [`read_at`](SharedMemory::read_at) and
 /// [`write_at`](SharedMemory::write_at) copy with relaxed atomic accesses (no data race, whole
-/// words where aligned) and may observe a peer's concurrent write half-done. Use [`crate::Array`] or a lock when that matters.
+/// words where aligned) and may observe a peer's concurrent write half-done. Use
+/// [`crate::Array`] or a lock when that matters.
+///
+/// # Sharing with Python before 3.13: the resource tracker
+/// Before Python 3.13, every `multiprocessing.shared_memory.SharedMemory(name=...)` registers
+/// the segment with the process's resource tracker, also when it only *opens* an existing
+/// segment, and the tracker unlinks every registered name when that Python process exits
+/// (with a "leaked shared_memory objects" warning): CPython issue 82300. So a segment made
+/// here with [`SharedMemory::create_named`] and opened by a Python 3.12 (or older) process
+/// loses its name when that Python process ends: mappings that exist keep working, but later
+/// `open_named` calls (from Rust or Python) get `NotFound`, and our creator's own unlink on
+/// drop finds the name gone (which it tolerates). Python 3.13 added `track=False`
+/// (`SharedMemory(name=..., track=False)`), which leaves the name alone; on older versions
+/// the usual workaround is `multiprocessing.resource_tracker.unregister(shm._name,
+/// "shared_memory")` right after opening. The reverse direction is unaffected: a segment
+/// created by Python and opened here with [`SharedMemory::open_named`] is never unlinked by
+/// us (only a creating handle unlinks).
 ///
 /// ```
 /// use ipc_shm::SharedMemory;
 ///
-/// let shm = SharedMemory::create(4096)?; // named, random `/ipc-<16 hex>`
+/// // Named, with a random `/ipc-<16 hex>` name.
+/// let shm = SharedMemory::create_named(&ipc_shm::lowlevel::name::generate()?, 4096)?;
 /// shm.write_at(0, b"hello")?;
 /// let other = SharedMemory::open_named(shm.name().unwrap())?;
 /// let mut buf = [0u8; 5];
@@ -68,14 +87,6 @@ impl SharedMemory {
         Ok(SharedMemory {
             mapping: RawMapping::create_named(&name, size)?,
         })
-    }
-
-    /// A named segment with a fresh unpredictable name `/ipc-<16 hex digits>`.
-    ///
-    /// # Errors
-    /// As [`SharedMemory::create_named`].
-    pub fn create(size: usize) -> Result<SharedMemory> {
-        Self::create_named(&name::generate()?, size)
     }
 
     /// Opens the named segment `name` (`name` or `/name`) if this user owns it; maps all of it.

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use crate::error::{LockError, Result};
+use crate::error::{LockResult, LockTimeoutResult, Result, TryLockResult};
 use crate::locked::{Held, LockedSlice};
-use crate::sync::Deadline;
 
 const KIND: &str = "ipc_shm::Value";
 
@@ -22,7 +21,7 @@ const KIND: &str = "ipc_shm::Value";
 ///
 /// If a process dies holding the lock, the next `get`/`set`/`update` returns
 /// [`Error::OwnerDied`](crate::Error::OwnerDied) and the lock is poisoned; [`Value::lock`]
-/// instead hands the guard back in [`LockError::OwnerDied`] so the caller can repair the value
+/// instead hands the guard back in [`LockError::OwnerDied`](crate::LockError::OwnerDied) so the caller can repair the value
 /// and [`ValueGuard::mark_consistent`].
 ///
 /// ```
@@ -112,24 +111,27 @@ impl<T: Pod> Value<T> {
     ///
     /// # Peer death
     /// A holder killed while the caller waits is noticed within about 50 ms.
-    pub fn lock(&self) -> GuardResult<'_, T> {
-        wrap(self.inner.lock_until(Deadline::never()))
+    pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
+        self.inner.lock().map(taken).map_err(|e| e.map(taken))
     }
 
     /// [`Value::lock`] without waiting: `WouldBlock` if a live holder has it.
     ///
     /// # Errors
     /// As [`Value::lock`], plus `WouldBlock`.
-    pub fn try_lock(&self) -> GuardResult<'_, T> {
-        wrap(self.inner.try_lock())
+    pub fn try_lock(&self) -> TryLockResult<ValueGuard<'_, T>> {
+        self.inner.try_lock().map(taken).map_err(|e| e.map(taken))
     }
 
     /// [`Value::lock`] waiting at most `timeout`.
     ///
     /// # Errors
     /// As [`Value::lock`], plus `Timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> GuardResult<'_, T> {
-        wrap(self.inner.lock_timeout(timeout))
+    pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<ValueGuard<'_, T>> {
+        self.inner
+            .lock_timeout(timeout)
+            .map(taken)
+            .map_err(|e| e.map(taken))
     }
 
     /// The segment's name, or `None` for an inherited value.
@@ -146,14 +148,16 @@ impl<T: Pod> Value<T> {
     }
 }
 
-type GuardResult<'a, T> = Result<ValueGuard<'a, T>, LockError<ValueGuard<'a, T>>>;
+/// Wraps a held lock in the guard (also the guard of an `OwnerDied`).
+fn guard<T: Pod>(held: Held<'_, T>) -> ValueGuard<'_, T> {
+    ValueGuard { held }
+}
 
-fn wrap<'a, T: Pod>(r: Result<Held<'a, T>, LockError<Held<'a, T>>>) -> GuardResult<'a, T> {
-    if r.is_ok() {
-        ipc_failpoints::failpoint!("shm.value.guard_held");
-    }
-    r.map(|held| ValueGuard { held })
-        .map_err(|e| e.map(|held| ValueGuard { held }))
+/// [`guard`] for a lock taken cleanly; the fault point sits where the holder has the lock
+/// and its guard is about to be handed out.
+fn taken<T: Pod>(held: Held<'_, T>) -> ValueGuard<'_, T> {
+    ipc_failpoints::failpoint!("shm.value.guard_held");
+    guard(held)
 }
 
 /// Exclusive access to a [`Value`] across processes; unlocks on drop.

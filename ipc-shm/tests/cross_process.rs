@@ -5,7 +5,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ipc_shm::{Array, AtomicValue, Error, LockError, RawValue, SharedMemory, Value};
+use ipc_shm::{
+    Array, AtomicValue, Error, LockError, LockTimeoutError, RawValue, SharedMemory, TryLockError,
+    Value,
+};
 use ipc_testkit::{fork, unique_name, Exit, LeakGuard, Leaks};
 
 const WATCHDOG: Duration = Duration::from_secs(30);
@@ -129,13 +132,13 @@ fn a_killed_holder_gives_the_next_locker_owner_died() {
     while gate.load(Ordering::SeqCst) == 0 {
         std::thread::yield_now();
     }
-    assert!(matches!(v.try_lock(), Err(LockError::WouldBlock)));
+    assert!(matches!(v.try_lock(), Err(TryLockError::WouldBlock)));
     let pid = child.pid();
     child.kill();
     assert_eq!(child.wait(WATCHDOG), Exit::Signal(libc::SIGKILL));
     let start = Instant::now();
     match v.lock_timeout(Duration::from_secs(5)) {
-        Err(LockError::OwnerDied(g)) => {
+        Err(LockTimeoutError::OwnerDied(g)) => {
             assert_eq!(*g, 5);
             g.mark_consistent();
         }
@@ -171,7 +174,7 @@ fn a_parked_waiter_notices_the_holder_die() {
     });
     // Parked in the futex while the child dies: woken by the death check, not by an unlock.
     let r = v.lock_timeout(Duration::from_secs(10));
-    let recovered = matches!(r, Err(LockError::OwnerDied(_)));
+    let recovered = matches!(r, Err(LockTimeoutError::OwnerDied(_)));
     drop(r); // dropping without mark_consistent poisons
     killer.join().unwrap();
     assert_eq!(child.wait(WATCHDOG), Exit::Signal(libc::SIGKILL));
@@ -370,7 +373,7 @@ fn children_forked_while_other_threads_take_their_identity_never_hang() {
     let s2 = std::sync::Arc::clone(&stop);
     let churn = std::thread::spawn(move || {
         while !s2.load(Ordering::Relaxed) {
-            std::thread::spawn(ipc_shm::sync::OwnerStamp::current)
+            std::thread::spawn(ipc_shm::lowlevel::sync::OwnerStamp::current)
                 .join()
                 .unwrap();
         }

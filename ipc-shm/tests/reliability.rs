@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use ipc_failpoints::{arm, Action};
-use ipc_shm::{Array, Error, LockError, SharedMemory, Value};
+use ipc_shm::{Array, Error, LockTimeoutError, SharedMemory, TryLockError, Value};
 use ipc_testkit::{fork, unique_name, Exit, LeakGuard, Leaks};
 
 const WATCHDOG: Duration = Duration::from_secs(30);
@@ -82,8 +82,8 @@ fn a_waiter_without_proc_times_out_and_never_takes_over_a_live_holder() {
         }
         let start = Instant::now();
         match v.lock_timeout(Duration::from_millis(300)) {
-            Err(LockError::Timeout) if start.elapsed() >= Duration::from_millis(300) => 0,
-            Err(LockError::OwnerDied(_)) => 2,
+            Err(LockTimeoutError::Timeout) if start.elapsed() >= Duration::from_millis(300) => 0,
+            Err(LockTimeoutError::OwnerDied(_)) => 2,
             _ => 3,
         }
     });
@@ -232,7 +232,7 @@ fn a_holder_killed_at_each_lock_point_hands_over_with_owner_died() {
                 .map_err(|e| e.map(drop))
         };
         match r {
-            Err(LockError::OwnerDied(())) => {}
+            Err(LockTimeoutError::OwnerDied(())) => {}
             other => panic!("{point}: expected OwnerDied, got {other:?}"),
         }
     }
@@ -251,13 +251,13 @@ fn a_stopped_holder_makes_waiters_time_out_not_take_over() {
     });
     // Wait until the child holds the lock (it stops holding it).
     let t = Instant::now();
-    while !matches!(v.try_lock(), Err(LockError::WouldBlock)) {
+    while !matches!(v.try_lock(), Err(TryLockError::WouldBlock)) {
         assert!(t.elapsed() < WATCHDOG, "the child never took the lock");
         std::thread::sleep(Duration::from_millis(1));
     }
     let start = Instant::now();
     match v.lock_timeout(Duration::from_millis(300)) {
-        Err(LockError::Timeout) => assert!(start.elapsed() >= Duration::from_millis(300)),
+        Err(LockTimeoutError::Timeout) => assert!(start.elapsed() >= Duration::from_millis(300)),
         other => panic!("expected Timeout, got {other:?}"),
     }
     child.signal(libc::SIGCONT);
@@ -306,7 +306,7 @@ fn a_scribbled_value_gives_typed_errors_and_keeps_its_deadlines() {
                 let t = Instant::now();
                 match v.lock_timeout(op) {
                     Ok(mut g) => *g = g.wrapping_add(1),
-                    Err(LockError::OwnerDied(g)) => g.mark_consistent(),
+                    Err(LockTimeoutError::OwnerDied(g)) => g.mark_consistent(),
                     Err(_) => {}
                 }
                 if t.elapsed() > op + Duration::from_secs(2) {

@@ -1,4 +1,4 @@
-//! The async futex waiter (`ipc_shm::sync::FutexWait`): wake-ups within and across
+//! The async futex waiter (`ipc_shm::lowlevel::sync::FutexWait`): wake-ups within and across
 //! processes, deadlines, cancellation, the thread budget, and the path for kernels without
 //! `futex_waitv`. Each test holds the exclusive leak guard, which also proves the idle waiter
 //! threads exit.
@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use ipc_shm::sync::{registered_waits, waiter_threads, Deadline, Futex, FutexWait, WaitOutcome};
+use ipc_shm::lowlevel::sync::{
+    registered_waits, waiter_threads, Deadline, Futex, FutexWait, WaitOutcome,
+};
 use ipc_shm::AtomicValue;
 use ipc_testkit::{fork, thread_ids, LeakGuard, Leaks};
 

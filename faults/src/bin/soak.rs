@@ -179,12 +179,12 @@ fn lock_user(s: &Shared, slot: usize) -> i32 {
         beat(b, slot);
         match s.lock.lock_timeout(OP_TIMEOUT) {
             Ok(_g) => bump(b, slot),
-            Err(ipc_sem::LockError::OwnerDied(g)) => {
+            Err(ipc_sem::LockTimeoutError::OwnerDied(g)) => {
                 g.mark_consistent();
                 b.at(LOCK_OWNER_DIED).fetch_add(1, Relaxed);
                 bump(b, slot);
             }
-            Err(ipc_sem::LockError::Timeout) => {
+            Err(ipc_sem::LockTimeoutError::Timeout) => {
                 b.at(LOCK_TIMEOUTS).fetch_add(1, Relaxed);
             }
             Err(e) => {
@@ -202,7 +202,7 @@ fn value_user(s: &Shared, slot: usize) -> i32 {
         beat(b, slot);
         let r = match s.value.lock_timeout(OP_TIMEOUT) {
             Ok(g) => Ok(g),
-            Err(ipc_shm::LockError::OwnerDied(g)) => {
+            Err(ipc_shm::LockTimeoutError::OwnerDied(g)) => {
                 g.mark_consistent();
                 b.at(VALUE_OWNER_DIED).fetch_add(1, Relaxed);
                 Ok(g)
@@ -215,7 +215,7 @@ fn value_user(s: &Shared, slot: usize) -> i32 {
                 *g = v + 1;
                 b.at(tally(slot)).fetch_add(1, SeqCst);
             }
-            Err(ipc_shm::LockError::Timeout) => {
+            Err(ipc_shm::LockTimeoutError::Timeout) => {
                 b.at(LOCK_TIMEOUTS).fetch_add(1, Relaxed);
             }
             Err(e) => {
@@ -231,7 +231,7 @@ fn sem_user(s: &Shared, slot: usize) -> i32 {
     let b = &s.board;
     while !stopping(b) {
         beat(b, slot);
-        if !s.sem.acquire_timeout(OP_TIMEOUT) {
+        if s.sem.acquire_timeout(OP_TIMEOUT).is_err() {
             b.at(SEM_TIMEOUTS).fetch_add(1, Relaxed);
             continue;
         }

@@ -14,7 +14,7 @@ pub use ipc_testkit::{unique_name, Child, Exit, Leaks};
 /// in a tight race). Taking the stamp here first means the `Once` has completed before any
 /// test forks, because the forking thread itself waits for it.
 pub fn fork(f: impl FnOnce() -> i32) -> Child {
-    let _ = ipc_shm::sync::OwnerStamp::current();
+    let _ = ipc_shm::lowlevel::sync::OwnerStamp::current();
     ipc_testkit::fork(f)
 }
 

@@ -148,7 +148,7 @@ pub fn is_gone(id: u32) -> bool {
 /// word; `ipc-queue` stamps claimed slots with it.
 ///
 /// ```
-/// use ipc_shm::sync::OwnerStamp;
+/// use ipc_shm::lowlevel::sync::OwnerStamp;
 /// let me = OwnerStamp::current();
 /// assert!(!me.is_dead());
 /// assert_eq!(OwnerStamp::from_bits(me.to_bits()), me);

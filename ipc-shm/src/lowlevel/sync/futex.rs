@@ -30,7 +30,7 @@ pub enum WaitOutcome {
 /// through `Deref`.
 ///
 /// ```
-/// use ipc_shm::sync::{Deadline, Futex, WaitOutcome};
+/// use ipc_shm::lowlevel::sync::{Deadline, Futex, WaitOutcome};
 /// use std::sync::atomic::Ordering;
 /// use std::time::Duration;
 ///

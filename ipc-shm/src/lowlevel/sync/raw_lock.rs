@@ -18,7 +18,7 @@ use super::deadline::Deadline;
 use super::futex::{wait_low_half, wake_low_half, WaitOutcome};
 use super::loom::{spin, AtomicU32, AtomicU64, Ordering};
 use super::owner::OwnerStamp;
-use crate::error::LockError;
+use crate::error::{LockError, LockTimeoutError, TryLockError};
 
 const TID_MASK: u64 = OwnerStamp::ID_MASK;
 const WAITERS: u64 = 1 << 31;
@@ -56,10 +56,10 @@ pub struct NotHeld;
 /// initialisation.
 ///
 /// ```
-/// use ipc_shm::sync::{Deadline, RawLock};
+/// use ipc_shm::lowlevel::sync::RawLock;
 ///
 /// let lock = RawLock::new();
-/// lock.lock(Deadline::never()).unwrap();
+/// lock.lock().unwrap();
 /// assert!(lock.is_locked());
 /// assert!(lock.try_lock().is_err()); // the same thread: `Deadlock`
 /// lock.unlock().unwrap();
@@ -109,38 +109,73 @@ impl RawLock {
     /// `WouldBlock` if a live holder has it; `Deadlock` if the calling thread has it;
     /// `OwnerDied(())` if its holder was dead (the caller now holds it); `Poisoned`;
     /// `Corrupted`.
-    pub fn try_lock(&self) -> Result<(), LockError<()>> {
+    pub fn try_lock(&self) -> Result<(), TryLockError<()>> {
         let me = Self::my_word();
         match self
             .word
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
         {
-            Ok(_) => self.acquired(),
-            Err(seen) if seen & !WAITERS == me => Err(LockError::Deadlock),
+            Ok(_) => self.acquired().map_err(TryLockError::from),
+            Err(seen) if seen & !WAITERS == me => Err(TryLockError::Deadlock),
             Err(seen) => match self.take_over_if_dead(seen, me) {
-                Some(r) => r,
-                None => Err(LockError::WouldBlock),
+                Some(r) => r.map_err(TryLockError::from),
+                None => Err(TryLockError::WouldBlock),
             },
         }
     }
 
-    /// Takes the lock, waiting until `deadline`.
+    /// Takes the lock, waiting as long as a live holder keeps it.
     ///
     /// Spins briefly, then sleeps on the futex; a sleeper re-checks the holder's liveness at
     /// least every 50 ms, so a holder killed by `SIGKILL` is noticed within that time.
     ///
     /// # Errors
-    /// `Timeout` once `deadline` passes; `OwnerDied(())` when the caller took the lock over
-    /// from a dead holder (it holds the lock); `Poisoned` if an earlier take-over was never
-    /// marked consistent; `Deadlock` if the calling thread already holds it; `Corrupted`.
-    pub fn lock(&self, deadline: Deadline) -> Result<(), LockError<()>> {
+    /// `OwnerDied(())` when the caller took the lock over from a dead holder (it holds the
+    /// lock); `Poisoned` if an earlier take-over was never marked consistent; `Deadlock` if
+    /// the calling thread already holds it; `Corrupted`.
+    ///
+    /// # Peer death
+    /// A holder killed while the caller waits is noticed within about 50 ms.
+    pub fn lock(&self) -> Result<(), LockError<()>> {
+        loop {
+            match self.lock_inner(Deadline::never()) {
+                Ok(()) => return Ok(()),
+                Err(Some(e)) => return Err(e),
+                // A deadline that never passes did not pass: wait on.
+                Err(None) => continue,
+            }
+        }
+    }
+
+    /// [`RawLock::lock`] waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`RawLock::lock`], plus `Timeout`.
+    pub fn lock_timeout(&self, timeout: std::time::Duration) -> Result<(), LockTimeoutError<()>> {
+        self.lock_until(Deadline::after(timeout))
+    }
+
+    /// [`RawLock::lock`] waiting until `deadline` (for protocols that spend one deadline on
+    /// several waits).
+    ///
+    /// # Errors
+    /// As [`RawLock::lock`], plus `Timeout` once `deadline` passes.
+    pub fn lock_until(&self, deadline: Deadline) -> Result<(), LockTimeoutError<()>> {
+        self.lock_inner(deadline).map_err(|e| match e {
+            Some(e) => LockTimeoutError::from(e),
+            None => LockTimeoutError::Timeout,
+        })
+    }
+
+    /// Takes the lock by `deadline`; `Err(None)` is a timeout.
+    fn lock_inner(&self, deadline: Deadline) -> Result<(), Option<LockError<()>>> {
         let me = Self::my_word();
         if self
             .word
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            return self.acquired();
+            return self.acquired().map_err(Some);
         }
         for _ in 0..SPINS {
             spin();
@@ -150,15 +185,15 @@ impl RawLock {
                     .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
-                return self.acquired();
+                return self.acquired().map_err(Some);
             }
         }
         self.lock_contended(me, deadline)
     }
 
-    fn lock_contended(&self, me: u64, deadline: Deadline) -> Result<(), LockError<()>> {
+    fn lock_contended(&self, me: u64, deadline: Deadline) -> Result<(), Option<LockError<()>>> {
         if self.state.load(Ordering::Relaxed) == NOT_RECOVERABLE {
-            return Err(LockError::Poisoned);
+            return Err(Some(LockError::Poisoned));
         }
         let mut slept = false;
         loop {
@@ -171,12 +206,12 @@ impl RawLock {
                     .compare_exchange(0, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return self.acquired();
+                    return self.acquired().map_err(Some);
                 }
                 continue;
             }
             if seen & !WAITERS == me & !WAITERS {
-                return Err(LockError::Deadlock);
+                return Err(Some(LockError::Deadlock));
             }
             if seen & WAITERS == 0
                 && self
@@ -192,7 +227,7 @@ impl RawLock {
             // take-over model).
             #[cfg(loom)]
             if let Some(r) = self.take_over_if_dead(expected, me | WAITERS) {
-                return r;
+                return r.map_err(Some);
             }
             let slice = Self::slice(deadline, slept);
             slept = true;
@@ -201,10 +236,10 @@ impl RawLock {
                 == WaitOutcome::TimedOut
             {
                 if deadline.is_expired() {
-                    return Err(LockError::Timeout);
+                    return Err(None);
                 }
                 if let Some(r) = self.take_over_if_dead(expected, me | WAITERS) {
-                    return r;
+                    return r.map_err(Some);
                 }
             }
         }
@@ -344,7 +379,7 @@ mod tests {
                 let (lock, counter) = (Arc::clone(&lock), Arc::clone(&counter));
                 std::thread::spawn(move || {
                     for _ in 0..20_000 {
-                        lock.lock(Deadline::never()).unwrap();
+                        lock.lock().unwrap();
                         // A non-atomic read-modify-write: lost updates show a broken lock.
                         let v = counter.load(Ordering::Relaxed);
                         counter.store(v + 1, Ordering::Relaxed);
@@ -363,22 +398,19 @@ mod tests {
     #[test]
     fn timeout_and_not_held() {
         let lock = Arc::new(RawLock::new());
-        lock.lock(Deadline::never()).unwrap();
+        lock.lock().unwrap();
         let l2 = Arc::clone(&lock);
         std::thread::spawn(move || {
-            assert!(matches!(l2.try_lock(), Err(LockError::WouldBlock)));
+            assert!(matches!(l2.try_lock(), Err(TryLockError::WouldBlock)));
             assert_eq!(l2.unlock(), Err(NotHeld));
             let start = Instant::now();
-            let r = l2.lock(Deadline::after(Duration::from_millis(120)));
-            assert!(matches!(r, Err(LockError::Timeout)));
+            let r = l2.lock_until(Deadline::after(Duration::from_millis(120)));
+            assert!(matches!(r, Err(LockTimeoutError::Timeout)));
             assert!(start.elapsed() >= Duration::from_millis(120));
         })
         .join()
         .unwrap();
-        assert!(matches!(
-            lock.lock(Deadline::never()),
-            Err(LockError::Deadlock)
-        ));
+        assert!(matches!(lock.lock(), Err(LockError::Deadlock)));
         lock.unlock().unwrap();
         assert_eq!(lock.unlock(), Err(NotHeld));
     }
@@ -388,30 +420,27 @@ mod tests {
         let lock = Arc::new(RawLock::new());
         let l2 = Arc::clone(&lock);
         // A thread that exits holding the lock is as gone as a killed process.
-        std::thread::spawn(move || l2.lock(Deadline::never()).unwrap())
+        std::thread::spawn(move || l2.lock().unwrap())
             .join()
             .unwrap();
         assert!(matches!(
-            lock.lock(Deadline::after(Duration::from_secs(5))),
-            Err(LockError::OwnerDied(()))
+            lock.lock_until(Deadline::after(Duration::from_secs(5))),
+            Err(LockTimeoutError::OwnerDied(()))
         ));
         lock.mark_consistent().unwrap();
         lock.unlock().unwrap();
-        lock.lock(Deadline::never()).unwrap();
+        lock.lock().unwrap();
         lock.unlock().unwrap();
 
         let l3 = Arc::clone(&lock);
-        std::thread::spawn(move || l3.lock(Deadline::never()).unwrap())
+        std::thread::spawn(move || l3.lock().unwrap())
             .join()
             .unwrap();
-        assert!(matches!(lock.try_lock(), Err(LockError::OwnerDied(()))));
+        assert!(matches!(lock.try_lock(), Err(TryLockError::OwnerDied(()))));
         lock.unlock().unwrap(); // not marked: poisoned
         assert!(lock.is_poisoned());
-        assert!(matches!(
-            lock.lock(Deadline::never()),
-            Err(LockError::Poisoned)
-        ));
-        assert!(matches!(lock.try_lock(), Err(LockError::Poisoned)));
+        assert!(matches!(lock.lock(), Err(LockError::Poisoned)));
+        assert!(matches!(lock.try_lock(), Err(TryLockError::Poisoned)));
         assert!(!lock.is_locked());
     }
 
@@ -419,7 +448,7 @@ mod tests {
     fn garbage_state_is_reported_not_trusted() {
         let lock = RawLock::new();
         lock.state.store(77, Ordering::Relaxed);
-        assert!(matches!(lock.try_lock(), Err(LockError::Corrupted)));
+        assert!(matches!(lock.try_lock(), Err(TryLockError::Corrupted)));
         assert!(!lock.is_locked());
     }
 }
@@ -448,7 +477,7 @@ mod loom_tests {
                 .map(|_| {
                     let s = Arc::clone(&s);
                     loom::thread::spawn(move || {
-                        s.lock.lock(Deadline::never()).unwrap();
+                        s.lock.lock().unwrap();
                         // SAFETY: the lock is held.
                         s.value.with_mut(|v| unsafe { *v += 1 });
                         s.lock.unlock().unwrap();
@@ -458,7 +487,7 @@ mod loom_tests {
             for t in threads {
                 t.join().unwrap();
             }
-            s.lock.lock(Deadline::never()).unwrap();
+            s.lock.lock().unwrap();
             // SAFETY: the lock is held and the other threads are done.
             assert_eq!(s.value.with(|v| unsafe { *v }), 2);
             s.lock.unlock().unwrap();
@@ -480,7 +509,7 @@ mod loom_tests {
             let victim = {
                 let s = Arc::clone(&s);
                 loom::thread::spawn(move || {
-                    s.lock.lock(Deadline::never()).unwrap();
+                    s.lock.lock().unwrap();
                     // SAFETY: the lock is held.
                     s.value.with_mut(|v| unsafe { *v += 1 });
                     crate::sync::owner::die();
@@ -491,7 +520,7 @@ mod loom_tests {
                 let s = Arc::clone(&s);
                 let took_over = Arc::clone(&took_over);
                 loom::thread::spawn(move || {
-                    match s.lock.lock(Deadline::never()) {
+                    match s.lock.lock() {
                         Ok(()) => {}
                         Err(LockError::OwnerDied(())) => {
                             took_over.fetch_add(1, Ordering::Relaxed);
@@ -506,7 +535,7 @@ mod loom_tests {
             };
             victim.join().unwrap();
             survivor.join().unwrap();
-            match s.lock.lock(Deadline::never()) {
+            match s.lock.lock() {
                 Ok(()) => assert_eq!(took_over.load(Ordering::Relaxed), 1),
                 Err(LockError::OwnerDied(())) => {
                     assert_eq!(took_over.load(Ordering::Relaxed), 0);

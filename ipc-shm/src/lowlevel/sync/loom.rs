@@ -1,4 +1,4 @@
-//! The one source of atomics for `ipc_shm::sync`: std's, or loom's under `--cfg loom`, so the
+//! The one source of atomics for `ipc_shm::lowlevel::sync`: std's, or loom's under `--cfg loom`, so the
 //! same protocol code runs in model tests with threads standing in for processes.
 
 #[cfg(not(loom))]

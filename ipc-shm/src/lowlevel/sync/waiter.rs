@@ -96,7 +96,7 @@ impl Word<'_> {
 /// Cancel-safe: dropping it before it completes removes its registration and nothing else.
 ///
 /// ```
-/// use ipc_shm::sync::{Deadline, Futex, FutexWait, WaitOutcome};
+/// use ipc_shm::lowlevel::sync::{Deadline, Futex, FutexWait, WaitOutcome};
 /// use std::future::Future;
 /// use std::sync::atomic::Ordering;
 /// use std::sync::Arc;
