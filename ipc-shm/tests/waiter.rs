@@ -193,7 +193,12 @@ fn more_than_127_words_take_a_second_thread() {
     wait_until("two wakers", || count.0.load(Ordering::SeqCst) >= 2);
     assert!(poll_once(&mut futures[5], &waker).is_ready());
     assert!(poll_once(&mut futures[150], &waker).is_ready());
-    assert_eq!(poll_once(&mut futures[6], &waker), Poll::Pending);
+    // A word nobody changed is at most woken spuriously (a `futex_waitv` that found another
+    // word changed fires every registration of its thread), never reported changed.
+    assert_ne!(
+        poll_once(&mut futures[6], &waker),
+        Poll::Ready(WaitOutcome::ValueChanged)
+    );
 }
 
 #[test]
