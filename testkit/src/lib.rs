@@ -270,7 +270,7 @@ impl Leaks {
             sems: shm_entries(&format!("sem.{shm_prefix}")),
             shm_prefix,
 
-            threads: thread_ids(),
+            threads: snapshot_thread_ids(),
             maps: shared_mappings(),
             children: child_pids(),
             watched: Vec::new(),
@@ -561,6 +561,17 @@ fn dir_entries(dir: &std::path::Path) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The thread ids for a snapshot: the calling thread's own id, and the union of two listings
+/// of `/proc/self/task`. A listing can skip a live thread when another thread exits while it
+/// is read (the kernel walks the thread list by position), and a thread missing from the
+/// snapshot would later be reported as left running.
+fn snapshot_thread_ids() -> BTreeSet<i32> {
+    let mut ids = thread_ids();
+    ids.extend(thread_ids());
+    ids.insert(gettid());
+    ids
 }
 
 /// The thread ids of this process (`/proc/self/task`).
