@@ -409,3 +409,42 @@ macro_rules! shared_methods {
     };
 }
 pub(crate) use shared_methods;
+
+/// Handle passing: the same checks as [`Handle::open`], from a descriptor another process
+/// sent (`ipc_shm::lowlevel::Segment::from_fd`, the validation path `open_named` takes too).
+impl Handle {
+    /// Rebuilds the ring from a descriptor, checking kind, element type and (when nonzero
+    /// in `expected`) capacity and slot size.
+    pub(crate) fn from_fd(
+        expected: Layout,
+        fd: std::os::fd::OwnedFd,
+        min_slot: usize,
+    ) -> Result<Handle> {
+        let seg = Segment::from_fd(fd, &expected, |l| {
+            let (cap, slot) = check_geometry(l.capacity, l.slot_size, min_slot).map_err(|why| {
+                ipc_shm::Error::LayoutMismatch {
+                    field: why,
+                    expected: 0,
+                    found: l.capacity,
+                }
+            })?;
+            ShmRing::payload_len(cap, slot).ok_or(ipc_shm::Error::InvalidSize(l.capacity, "ring"))
+        })?;
+        let (cap, slot) = (
+            seg.layout().capacity as usize,
+            seg.layout().slot_size as usize,
+        );
+        Self::wrap(seg, cap, slot)
+    }
+
+    /// The segment's descriptor.
+    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(self.ring.segment())
+    }
+
+    /// Gives up the mapping and keeps the descriptor (a creator's name is removed, as on
+    /// drop).
+    pub(crate) fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.ring.into_segment().into_fd()
+    }
+}

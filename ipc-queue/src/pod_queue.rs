@@ -473,3 +473,38 @@ mod tests {
         });
     }
 }
+
+impl<T> std::os::fd::AsFd for PodQueue<T> {
+    /// The segment's descriptor, to send to another process (`ipc_pipe`'s `send_fds`), which
+    /// rebuilds the queue with [`PodQueue::from_fd`].
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.h.as_fd()
+    }
+}
+
+/// Handle passing: a queue travels to an unrelated process as a descriptor.
+impl<T: Pod> PodQueue<T> {
+    /// Rebuilds a queue from a descriptor another process sent (`SCM_RIGHTS`), checked
+    /// exactly as [`PodQueue::open_named`] checks a name (a `PodQueue<u32>` descriptor opened
+    /// as a `PodQueue<u64>` or a `Queue` is `LayoutMismatch`), with whatever capacity it has.
+    /// The rebuilt handle has no name and removes nothing when dropped.
+    ///
+    /// # Errors
+    /// [`Error::Shm`]: `NotMemoryFile` (a pipe, a socket, ...), `NotOwner`, `NotReady`,
+    /// `LayoutMismatch`, `ForeignPidNamespace`, `Io`; [`Error::Corrupted`] for a ring
+    /// geometry no creator writes. The descriptor is closed on error.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Self> {
+        let slot = slot_size_for(std::mem::size_of::<T>())
+            .ok_or(Error::InvalidConfig("element too large"))?;
+        let expected = Layout::of::<T>(KIND, KIND_VERSION).with_slot_size(slot as u64);
+        let h = Handle::from_fd(expected, fd, slot)?;
+        Ok(PodQueue { h, _t: PhantomData })
+    }
+
+    /// Gives up this handle and returns its segment's descriptor (the same one, not a
+    /// duplicate), to send to another process. A name this handle created is removed now, as
+    /// on drop; the queue lives on in the descriptor.
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.h.into_fd()
+    }
+}

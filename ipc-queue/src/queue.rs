@@ -408,3 +408,50 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.get_until_async(Deadline::after(timeout)).await
     }
 }
+
+impl<T> std::os::fd::AsFd for Queue<T> {
+    /// The segment's descriptor, to send to another process (`ipc_pipe`'s `send_fds`), which
+    /// rebuilds the queue with [`Queue::from_fd`].
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.h.as_fd()
+    }
+}
+
+/// Handle passing: a queue travels to an unrelated process as a descriptor.
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// Rebuilds a queue from a descriptor another process sent (`SCM_RIGHTS`), checked
+    /// exactly as [`Queue::open_named`] checks a name (another message type or a `PodQueue`
+    /// is `LayoutMismatch`), with whatever capacity and message size it has. The rebuilt
+    /// handle has no name and removes nothing when dropped.
+    ///
+    /// ```
+    /// use std::os::fd::AsFd;
+    /// use ipc_queue::Queue;
+    ///
+    /// let q = Queue::<String>::new(8)?;
+    /// // In a real program the other end of this connection is another process.
+    /// let (mut here, mut there) = ipc_pipe::duplex()?;
+    /// here.send_fds(&[q.as_fd()])?;
+    /// let fd = there.recv_fds()?.pop().expect("one descriptor");
+    /// let same = Queue::<String>::from_fd(fd)?;
+    /// q.put("hello".to_string())?;
+    /// assert_eq!(same.get()?, "hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Shm`]: `NotMemoryFile` (a pipe, a socket, ...), `NotOwner`, `NotReady`,
+    /// `LayoutMismatch`, `ForeignPidNamespace`, `Io`; [`Error::Corrupted`] for a ring
+    /// geometry no creator writes. The descriptor is closed on error.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Self> {
+        let expected = Layout::of::<T>(KIND, KIND_VERSION);
+        Ok(Queue::wrap(Handle::from_fd(expected, fd, MIN_SLOT)?))
+    }
+
+    /// Gives up this handle and returns its segment's descriptor (the same one, not a
+    /// duplicate), to send to another process. A name this handle created is removed now, as
+    /// on drop; the queue lives on in the descriptor.
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.h.into_fd()
+    }
+}

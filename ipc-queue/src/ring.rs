@@ -2550,3 +2550,11 @@ mod loom_tests {
         });
     }
 }
+
+/// Handle passing: the ring gives its segment back (to hand its descriptor on).
+impl ShmRing {
+    /// The segment, without the ring over it.
+    pub(crate) fn into_segment(self) -> ipc_shm::lowlevel::Segment {
+        self.seg
+    }
+}

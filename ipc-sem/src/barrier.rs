@@ -819,3 +819,36 @@ mod loom_tests {
         });
     }
 }
+
+impl std::os::fd::AsFd for Barrier {
+    /// The segment's descriptor, to send to another process (`ipc_pipe`'s `send_fds`),
+    /// which rebuilds the barrier with [`Barrier::from_fd`].
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.shared.as_fd()
+    }
+}
+
+/// Handle passing: a barrier travels to an unrelated process as a descriptor.
+impl Barrier {
+    /// Rebuilds a barrier from a descriptor another process sent (`SCM_RIGHTS`), checked
+    /// exactly as [`Barrier::open_named`] checks a name; the party count comes from the
+    /// validated header. The rebuilt handle has no name and removes nothing when dropped.
+    ///
+    /// # Errors
+    /// `Shm(NotMemoryFile)`, `Shm(NotOwner)`, `Shm(NotReady)`, `Shm(LayoutMismatch)` for
+    /// another kind of object, `Shm(ForeignPidNamespace)`, `Shm(Io)`, `InvalidArgument` for a
+    /// party count no creator writes. The descriptor is closed on error.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Barrier> {
+        let shared = Shared::<BarrierState>::from_fd(fd, check_parties)?;
+        let parties =
+            u32::try_from(shared.capacity()).map_err(|_| Error::Corrupted("barrier parties"))?;
+        Ok(Barrier { shared, parties })
+    }
+
+    /// Gives up this handle and returns its segment's descriptor (the same one, not a
+    /// duplicate), to send to another process. A name this handle created is removed now,
+    /// as on drop; the barrier lives on in the descriptor.
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.shared.into_fd()
+    }
+}

@@ -52,6 +52,20 @@ unsafe impl SharedState for ConditionState {
 /// The longest lock name a named condition records (`shm_open`'s limit).
 const MAX_LOCK_NAME: usize = ipc_shm::lowlevel::name::MAX_NAME_LEN;
 
+/// The capacity a condition over an *anonymous* existing lock ([`Condition::with_lock`])
+/// records instead of a lock name: that lock cannot be found by another handle, so such a
+/// condition refuses to be opened by descriptor (it would silently wait with the wrong lock).
+const ANONYMOUS_LOCK: u64 = MAX_LOCK_NAME as u64 + 1;
+
+/// The tail words a condition's recorded lock name takes, from its header capacity.
+fn lock_name_words(cap: u64) -> Result<usize> {
+    match usize::try_from(cap) {
+        Ok(len) if len <= MAX_LOCK_NAME => Ok(len.div_ceil(8)),
+        _ if cap == ANONYMOUS_LOCK => Ok(0),
+        _ => Err(Error::Corrupted("condition lock name length")),
+    }
+}
+
 const SEQ_MASK: u64 = 0xFFFF_FFFF;
 const TICKET: u64 = 1 << 32;
 
@@ -198,7 +212,7 @@ impl Condition {
     /// `Shm` if the segment cannot be made.
     pub fn with_lock(lock: Lock) -> Result<Condition> {
         Ok(Condition {
-            shared: Shared::create(None, 0, 0, |_| {})?,
+            shared: Shared::create(None, ANONYMOUS_LOCK, 0, |_| {})?,
             lock: Some(lock),
         })
     }
@@ -261,11 +275,17 @@ impl Condition {
     /// [`Lock::open_named`] on the recorded name (`Shm(NotFound)` once the lock's creator
     /// dropped it) and `Corrupted` if the recorded name is not a name.
     pub fn open_named(name: &str) -> Result<Condition> {
-        let shared: Shared<ConditionState> =
-            Shared::open(name, |cap| match usize::try_from(cap) {
-                Ok(len) if len <= MAX_LOCK_NAME => Ok(len.div_ceil(8)),
-                _ => Err(Error::Corrupted("condition lock name length")),
-            })?;
+        Self::with_recorded_lock(Shared::open(name, lock_name_words)?)
+    }
+
+    /// A condition over `shared`, with the lock its segment records (by name), if any.
+    fn with_recorded_lock(shared: Shared<ConditionState>) -> Result<Condition> {
+        if shared.capacity() == ANONYMOUS_LOCK {
+            return Err(Error::InvalidArgument(
+                "this condition waits with an anonymous lock, which no other handle can find; \
+                 build it over a named lock (create_named_with_lock) to share it",
+            ));
+        }
         let len = usize::try_from(shared.capacity())
             .map_err(|_| Error::Corrupted("condition lock name length"))?;
         let lock = if len == 0 {
@@ -601,5 +621,40 @@ mod loom_tests {
             }
             assert_eq!(tickets_of(s.word.load(Ordering::SeqCst)), 0);
         });
+    }
+}
+
+impl std::os::fd::AsFd for Condition {
+    /// The segment's descriptor, to send to another process (`ipc_pipe`'s `send_fds`),
+    /// which rebuilds the object with [`Condition::from_fd`].
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.shared.as_fd()
+    }
+}
+
+/// Handle passing: a condition (with its lock) travels to an unrelated process as a descriptor.
+impl Condition {
+    /// Rebuilds a condition (with its lock) from a descriptor another process sent
+    /// (`SCM_RIGHTS`), checked
+    /// exactly as [`Condition::open_named`] checks a name (`ipc_shm::lowlevel::Segment::from_fd`). The
+    /// rebuilt handle has no name and removes nothing when dropped.
+    ///
+    /// # Errors
+    /// `Shm(NotMemoryFile)` for a pipe, socket or other non-memory descriptor,
+    /// `Shm(NotOwner)`, `Shm(NotReady)`, `Shm(LayoutMismatch)` for another kind of object,
+    /// `Shm(ForeignPidNamespace)`, `Shm(Io)`. The descriptor is closed on error.
+    ///
+    /// A condition over an existing lock opens that lock by the name it records; one over an
+    /// anonymous lock ([`Condition::with_lock`]) is `InvalidArgument`: its lock cannot travel
+    /// with it.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Condition> {
+        Self::with_recorded_lock(Shared::from_fd(fd, lock_name_words)?)
+    }
+
+    /// Gives up this handle and returns its segment's descriptor (the same one, not a
+    /// duplicate), to send to another process. A name this handle created is removed now,
+    /// as on drop; the object lives on in the descriptor.
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.shared.into_fd()
     }
 }

@@ -262,3 +262,35 @@ impl Drop for LockGuard<'_> {
         let _ = self.raw.unlock();
     }
 }
+
+impl std::os::fd::AsFd for Lock {
+    /// The segment's descriptor, to send to another process (`ipc_pipe`'s `send_fds`),
+    /// which rebuilds the object with [`Lock::from_fd`].
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.shared.as_fd()
+    }
+}
+
+/// Handle passing: a lock travels to an unrelated process as a descriptor.
+impl Lock {
+    /// Rebuilds a lock from a descriptor another process sent (`SCM_RIGHTS`), checked
+    /// exactly as [`Lock::open_named`] checks a name (`ipc_shm::lowlevel::Segment::from_fd`). The
+    /// rebuilt handle has no name and removes nothing when dropped.
+    ///
+    /// # Errors
+    /// `Shm(NotMemoryFile)` for a pipe, socket or other non-memory descriptor,
+    /// `Shm(NotOwner)`, `Shm(NotReady)`, `Shm(LayoutMismatch)` for another kind of object,
+    /// `Shm(ForeignPidNamespace)`, `Shm(Io)`. The descriptor is closed on error.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Lock> {
+        Ok(Lock {
+            shared: Shared::from_fd(fd, |_| Ok(0))?,
+        })
+    }
+
+    /// Gives up this handle and returns its segment's descriptor (the same one, not a
+    /// duplicate), to send to another process. A name this handle created is removed now,
+    /// as on drop; the object lives on in the descriptor.
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.shared.into_fd()
+    }
+}

@@ -470,3 +470,90 @@ impl Drop for SemaphoreGuard<'_> {
         let _ = sem_core::release(self.word, 1, self.max);
     }
 }
+
+/// Handle passing: the same checks as [`Inner::open`], from a descriptor.
+impl<const BOUNDED: bool> Inner<BOUNDED>
+where
+    SemState<BOUNDED>: SharedState,
+{
+    fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Self> {
+        let shared = Shared::<SemState<BOUNDED>>::from_fd(fd, |cap| {
+            if (BOUNDED && cap <= u64::from(MAX_VALUE)) || (!BOUNDED && cap == 0) {
+                Ok(0)
+            } else {
+                Err(Error::Corrupted("semaphore bound in the header"))
+            }
+        })?;
+        let max = if BOUNDED {
+            u32::try_from(shared.capacity()).map_err(|_| Error::Corrupted("semaphore bound"))?
+        } else {
+            MAX_VALUE
+        };
+        Ok(Inner { shared, max })
+    }
+}
+
+impl std::os::fd::AsFd for Semaphore {
+    /// The segment's descriptor, to send to another process (`ipc_pipe`'s `send_fds`),
+    /// which rebuilds the semaphore with [`Semaphore::from_fd`].
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.shared.as_fd()
+    }
+}
+
+/// Handle passing: a semaphore travels to an unrelated process as a descriptor.
+impl Semaphore {
+    /// Rebuilds a semaphore from a descriptor another process sent (`SCM_RIGHTS`), checked
+    /// exactly as [`Semaphore::open_named`] checks a name (a `BoundedSemaphore` or a `Lock`
+    /// is `Shm(LayoutMismatch)`). The rebuilt handle has no name and removes nothing when
+    /// dropped.
+    ///
+    /// # Errors
+    /// `Shm(NotMemoryFile)`, `Shm(NotOwner)`, `Shm(NotReady)`, `Shm(LayoutMismatch)`,
+    /// `Shm(ForeignPidNamespace)`, `Shm(Io)`. The descriptor is closed on error.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Semaphore> {
+        Ok(Semaphore {
+            inner: Inner::from_fd(fd)?,
+        })
+    }
+
+    /// Gives up this handle and returns its segment's descriptor (the same one, not a
+    /// duplicate), to send to another process. A name this handle created is removed now,
+    /// as on drop; the semaphore lives on in the descriptor.
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.inner.shared.into_fd()
+    }
+}
+
+impl std::os::fd::AsFd for BoundedSemaphore {
+    /// The segment's descriptor, to send to another process (`ipc_pipe`'s `send_fds`),
+    /// which rebuilds the semaphore with [`BoundedSemaphore::from_fd`].
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.shared.as_fd()
+    }
+}
+
+/// Handle passing: a bounded semaphore travels to an unrelated process as a descriptor.
+impl BoundedSemaphore {
+    /// Rebuilds a bounded semaphore from a descriptor another process sent (`SCM_RIGHTS`),
+    /// checked exactly as [`BoundedSemaphore::open_named`] checks a name; the bound comes
+    /// from the validated header. The rebuilt handle has no name and removes nothing when
+    /// dropped.
+    ///
+    /// # Errors
+    /// `Shm(NotMemoryFile)`, `Shm(NotOwner)`, `Shm(NotReady)`, `Shm(LayoutMismatch)`,
+    /// `Shm(ForeignPidNamespace)`, `Shm(Io)`, `Corrupted` for a bound no creator writes. The
+    /// descriptor is closed on error.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore {
+            inner: Inner::from_fd(fd)?,
+        })
+    }
+
+    /// Gives up this handle and returns its segment's descriptor (the same one, not a
+    /// duplicate), to send to another process. A name this handle created is removed now,
+    /// as on drop; the semaphore lives on in the descriptor.
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.inner.shared.into_fd()
+    }
+}

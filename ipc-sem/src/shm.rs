@@ -1,4 +1,4 @@
-//! The storage of every type in this crate: an `ipc_shm::Segment` whose payload is one state
+//! The storage of every type in this crate: an `ipc_shm::lowlevel::Segment` whose payload is one state
 //! struct made of atomics, optionally followed by a tail of `AtomicU64` slots.
 //!
 //! ```text
@@ -163,4 +163,53 @@ fn state_of<P: SharedState>(seg: &Segment) -> &P {
     // by the `SharedState` contract); `P` is atomics only, valid for every bit pattern and
     // only accessed atomically, and the reference lives no longer than the segment's mapping.
     unsafe { &*seg.payload().as_ptr().cast::<P>() }
+}
+
+/// Handle passing: the same checks as [`Shared::open`], from a descriptor another process
+/// sent (`ipc_shm::lowlevel::Segment::from_fd`, the validation path `open_named` takes too).
+impl<P: SharedState> Shared<P> {
+    /// Rebuilds the storage from a descriptor; `tail_len_for` as in [`Shared::open`].
+    pub(crate) fn from_fd(
+        fd: std::os::fd::OwnedFd,
+        tail_len_for: impl FnOnce(u64) -> Result<usize>,
+    ) -> Result<Self> {
+        let mut found: Option<(u64, usize)> = None;
+        let mut rejected: Option<Error> = None;
+        let opened = Segment::from_fd(fd, &layout::<P>(0), |l| {
+            let cap = l.capacity;
+            match tail_len_for(cap) {
+                Ok(tail) => {
+                    found = Some((cap, tail));
+                    payload_len::<P>(tail)
+                        .map_err(|_| ipc_shm::Error::InvalidSize(cap, "capacity out of range"))
+                }
+                Err(e) => {
+                    rejected = Some(e);
+                    Err(ipc_shm::Error::InvalidSize(cap, "capacity out of range"))
+                }
+            }
+        });
+        let seg = match (opened, rejected) {
+            (_, Some(e)) => return Err(e),
+            (r, None) => r?,
+        };
+        let (capacity, tail_len) = found.ok_or(Error::Corrupted("segment layout"))?;
+        Ok(Shared {
+            seg,
+            capacity,
+            tail_len,
+            _p: PhantomData,
+        })
+    }
+
+    /// The segment's descriptor.
+    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.seg)
+    }
+
+    /// Gives up the mapping and keeps the descriptor (a creator's name is removed, as on
+    /// drop).
+    pub(crate) fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.seg.into_fd()
+    }
 }

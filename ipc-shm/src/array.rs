@@ -260,3 +260,41 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
         fmt::Debug::fmt(&**self, f)
     }
 }
+
+impl<T: Pod> std::os::fd::AsFd for Array<T> {
+    /// The segment's descriptor, to send to another process, which rebuilds the array with
+    /// [`Array::from_fd`].
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.segment().as_fd()
+    }
+}
+
+/// Handle passing: an array travels to an unrelated process as a descriptor.
+impl<T: Pod> Array<T> {
+    /// Rebuilds an array from a descriptor another process sent (`SCM_RIGHTS`), checked
+    /// exactly as [`Array::open_named`] checks a name; its length comes from the validated
+    /// header. The rebuilt handle has no name and removes nothing when dropped. See
+    /// [`Value::from_fd`](crate::Value::from_fd) for an example.
+    ///
+    /// # Errors
+    /// `NotMemoryFile`, `NotOwner`, `NotReady`, `LayoutMismatch`, `ForeignPidNamespace`,
+    /// `Io`. The descriptor is closed on error.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Array<T>> {
+        let inner = LockedSlice::from_fd(KIND, fd, None)?;
+        if inner.len() == 0 {
+            // No creator makes an empty array.
+            return Err(Error::LayoutMismatch {
+                field: "capacity",
+                expected: 1,
+                found: 0,
+            });
+        }
+        Ok(Array { inner })
+    }
+
+    /// Gives up this handle and returns its segment's descriptor, to send to another process.
+    /// A name this handle created is removed now, as on drop.
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.inner.into_fd()
+    }
+}

@@ -208,3 +208,39 @@ impl<A: SharedAtomic> Deref for AtomicValue<A> {
         }
     }
 }
+
+impl<A: SharedAtomic> std::os::fd::AsFd for AtomicValue<A> {
+    /// The segment's descriptor, to send to another process ([`AtomicValue::from_fd`]).
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.seg.as_fd()
+    }
+}
+
+/// Handle passing: an atomic travels to an unrelated process as a descriptor.
+impl<A: SharedAtomic> AtomicValue<A> {
+    /// Rebuilds an atomic from a descriptor another process sent (`SCM_RIGHTS`), checked
+    /// exactly as [`AtomicValue::open_named`] checks a name (an `AtomicU64` opened as an
+    /// `AtomicU32` is `LayoutMismatch`). The rebuilt handle has no name and removes nothing
+    /// when dropped.
+    ///
+    /// # Errors
+    /// `NotMemoryFile`, `NotOwner`, `NotReady`, `LayoutMismatch`, `ForeignPidNamespace`,
+    /// `Io`. The descriptor is closed on error.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Self> {
+        let layout = Layout::of::<A>(KIND, 1);
+        let seg = Segment::from_fd(fd, &layout, |_| Ok(std::mem::size_of::<A>()))?;
+        if seg.payload_len() < std::mem::size_of::<A>() {
+            return Err(Error::Corrupted("atomic segment too small"));
+        }
+        Ok(AtomicValue {
+            seg,
+            _a: std::marker::PhantomData,
+        })
+    }
+
+    /// Gives up this handle and returns its segment's descriptor, to send to another process.
+    /// A name this handle created is removed now, as on drop.
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.seg.into_fd()
+    }
+}

@@ -119,6 +119,15 @@ pub enum Error {
     /// Shared state holds a value no correct peer writes.
     #[error("shared state is corrupted: {0}")]
     Corrupted(&'static str),
+    /// A descriptor given to `from_fd` is not a memory file (a memfd or a `shm_open` file are
+    /// regular files): a pipe, a socket, a directory, a device.
+    #[error("fd {fd} is a {file_type}, not a shared memory file")]
+    NotMemoryFile {
+        /// The descriptor's number (closed by the refusal).
+        fd: i32,
+        /// What `fstat` says it is (`"pipe"`, `"socket"`, ...).
+        file_type: &'static str,
+    },
 }
 
 impl Error {

@@ -204,3 +204,31 @@ impl<T: Pod> Drop for Held<'_, T> {
         let _ = self.slice.raw_lock().unlock();
     }
 }
+
+/// Handle passing: the same checks as [`LockedSlice::open`], from a descriptor.
+impl<T: Pod> LockedSlice<T> {
+    /// Rebuilds the storage from a descriptor ([`Segment::from_fd`]); `len` as in `open`.
+    pub(crate) fn from_fd(
+        kind: &'static str,
+        fd: std::os::fd::OwnedFd,
+        len: Option<usize>,
+    ) -> Result<Self> {
+        let layout = Layout::of::<T>(kind, 1).with_capacity(len.unwrap_or(0) as u64);
+        let mut found = 0usize;
+        let seg = Segment::from_fd(fd, &layout, |l| {
+            found = usize::try_from(l.capacity)
+                .map_err(|_| Error::InvalidSize(l.capacity, "capacity"))?;
+            payload_len::<T>(found)
+        })?;
+        Ok(LockedSlice {
+            seg,
+            len: found,
+            _t: PhantomData,
+        })
+    }
+
+    /// Gives up the mapping and keeps the descriptor ([`Segment::into_fd`]).
+    pub(crate) fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.seg.into_fd()
+    }
+}

@@ -306,3 +306,87 @@ impl<T: Pod> RawArray<T> {
         self.inner.seg.name()
     }
 }
+
+/// Handle passing: the same checks as [`RawSlice::open`], from a descriptor.
+impl<T: Pod> RawSlice<T> {
+    fn from_fd(kind: &'static str, fd: std::os::fd::OwnedFd, len: Option<usize>) -> Result<Self> {
+        let layout = Layout::of::<T>(kind, 1).with_capacity(len.unwrap_or(0) as u64);
+        let mut found = 0;
+        let seg = Segment::from_fd(fd, &layout, |l| {
+            found = usize::try_from(l.capacity)
+                .map_err(|_| Error::InvalidSize(l.capacity, "capacity"))?;
+            bytes_for::<T>(found)
+        })?;
+        if found == 0 {
+            return Err(Error::LayoutMismatch {
+                field: "capacity",
+                expected: 1,
+                found: 0,
+            });
+        }
+        Ok(RawSlice {
+            seg,
+            len: found,
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T: Pod> std::os::fd::AsFd for RawValue<T> {
+    /// The segment's descriptor, to send to another process ([`RawValue::from_fd`]).
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.seg.as_fd()
+    }
+}
+
+/// Handle passing: a raw value travels to an unrelated process as a descriptor.
+impl<T: Pod> RawValue<T> {
+    /// Rebuilds a raw value from a descriptor another process sent (`SCM_RIGHTS`), checked
+    /// exactly as [`RawValue::open_named`] checks a name. The rebuilt handle has no name and
+    /// removes nothing when dropped. See [`Value::from_fd`](crate::Value::from_fd) for an
+    /// example.
+    ///
+    /// # Errors
+    /// `NotMemoryFile`, `NotOwner`, `NotReady`, `LayoutMismatch`, `ForeignPidNamespace`,
+    /// `Io`. The descriptor is closed on error.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<RawValue<T>> {
+        Ok(RawValue {
+            inner: RawSlice::from_fd("ipc_shm::RawValue", fd, Some(1))?,
+        })
+    }
+
+    /// Gives up this handle and returns its segment's descriptor, to send to another process.
+    /// A name this handle created is removed now, as on drop.
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.inner.seg.into_fd()
+    }
+}
+
+impl<T: Pod> std::os::fd::AsFd for RawArray<T> {
+    /// The segment's descriptor, to send to another process ([`RawArray::from_fd`]).
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.seg.as_fd()
+    }
+}
+
+/// Handle passing: a raw array travels to an unrelated process as a descriptor.
+impl<T: Pod> RawArray<T> {
+    /// Rebuilds a raw array from a descriptor another process sent (`SCM_RIGHTS`), checked
+    /// exactly as [`RawArray::open_named`] checks a name; its length comes from the validated
+    /// header. The rebuilt handle has no name and removes nothing when dropped.
+    ///
+    /// # Errors
+    /// `NotMemoryFile`, `NotOwner`, `NotReady`, `LayoutMismatch`, `ForeignPidNamespace`,
+    /// `Io`. The descriptor is closed on error.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<RawArray<T>> {
+        Ok(RawArray {
+            inner: RawSlice::from_fd("ipc_shm::RawArray", fd, None)?,
+        })
+    }
+
+    /// Gives up this handle and returns its segment's descriptor, to send to another process.
+    /// A name this handle created is removed now, as on drop.
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.inner.seg.into_fd()
+    }
+}

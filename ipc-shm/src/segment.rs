@@ -20,14 +20,46 @@ use crate::sys::{self, Liveness};
 pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A shared mapping of a whole memory file, with the file's name if it has one.
+///
+/// No `Drop` of its own: the mapping, the descriptor and the name each clean up after
+/// themselves, so [`Mapping::into_fd`] can keep the descriptor and let the rest go.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     map: sys::Map,
     fd: OwnedFd,
     name: Option<String>,
-    /// The pid of the process that created the name, if this handle did: only that process
-    /// unlinks it (a forked child's copy of the handle never does).
-    unlink_in: Option<u32>,
+    /// Set if this handle created the name: removes it on drop (or on `unlink`).
+    unlinker: Option<Unlinker>,
+}
+
+/// The duty to remove a name this handle created. Only the creating process does it (a
+/// forked child's copy of the handle never does).
+#[derive(Debug)]
+struct Unlinker {
+    name: String,
+    pid: u32,
+}
+
+impl Unlinker {
+    /// Removes the name if this is the creating process; at most once.
+    fn unlink(&mut self) -> Result<()> {
+        if self.pid != sys::process_id() {
+            return Ok(());
+        }
+        // Once only: a later drop of this value does nothing.
+        self.pid = 0;
+        match sys::shm_unlink(&self.name) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(Error::io("shm_unlink", e)),
+        }
+    }
+}
+
+impl Drop for Unlinker {
+    fn drop(&mut self) {
+        let _ = self.unlink();
+    }
 }
 
 impl Mapping {
@@ -40,7 +72,7 @@ impl Mapping {
             map,
             fd,
             name: None,
-            unlink_in: None,
+            unlinker: None,
         })
     }
 
@@ -62,7 +94,10 @@ impl Mapping {
             map,
             fd,
             name: Some(name.to_owned()),
-            unlink_in: Some(sys::process_id()),
+            unlinker: Some(Unlinker {
+                name: name.to_owned(),
+                pid: sys::process_id(),
+            }),
         })
     }
 
@@ -77,12 +112,43 @@ impl Mapping {
             Some(libc::ENOENT) => Error::NotFound(name.to_owned()),
             _ => Error::io("shm_open", e),
         })?;
+        Self::open_fd(fd, Some(name.to_owned()), min_len, deadline)
+    }
+
+    /// Maps a memory file received as a descriptor (from another process, through
+    /// `SCM_RIGHTS`), with the same checks as [`Mapping::open_named`]. The mapping has no
+    /// name and never unlinks anything.
+    pub(crate) fn from_fd(
+        fd: OwnedFd,
+        min_len: usize,
+        deadline: crate::sync::Deadline,
+    ) -> Result<Mapping> {
+        Self::open_fd(fd, None, min_len, deadline)
+    }
+
+    /// The one path every opened memory file takes, by name or by descriptor: it must be a
+    /// regular file (memfd or `shm_open` file) owned by this user; waits until `deadline` for
+    /// it to reach at least `min_len` bytes (a creator sizes it after creating it), seals it
+    /// against shrinking where the kernel allows, and maps all of it.
+    fn open_fd(
+        fd: OwnedFd,
+        name: Option<String>,
+        min_len: usize,
+        deadline: crate::sync::Deadline,
+    ) -> Result<Mapping> {
+        let label = || name.clone().unwrap_or_else(|| fd_label(fd.as_fd()));
         loop {
             let facts = sys::file_facts(fd.as_fd()).map_err(|e| Error::io("fstat", e))?;
+            if !facts.is_regular() {
+                return Err(Error::NotMemoryFile {
+                    fd: fd.as_raw_fd(),
+                    file_type: facts.file_type,
+                });
+            }
             let me = sys::effective_uid();
             if facts.owner_uid != me {
                 return Err(Error::NotOwner {
-                    name: name.to_owned(),
+                    name: label(),
                     owner: facts.owner_uid,
                     me,
                 });
@@ -90,20 +156,32 @@ impl Mapping {
             if facts.len >= min_len as u64 && facts.len > 0 {
                 let len = usize::try_from(facts.len)
                     .map_err(|_| Error::InvalidSize(facts.len, "too large to map"))?;
+                sys::seal_shrink_if_possible(fd.as_fd());
                 let map = sys::map_shared(fd.as_fd(), len).map_err(|e| Error::io("mmap", e))?;
                 return Ok(Mapping {
                     map,
                     fd,
-                    name: Some(name.to_owned()),
-                    unlink_in: None,
+                    name,
+                    unlinker: None,
                 });
             }
             // The creator has not set the length yet.
             if deadline.is_expired() {
-                return Err(Error::NotReady(name.to_owned()));
+                return Err(Error::NotReady(label()));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Gives up the mapping and keeps the descriptor. A name this handle created is removed
+    /// now, as on drop: the memory lives on in the descriptor.
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        let Mapping {
+            map, fd, unlinker, ..
+        } = self;
+        drop(map);
+        drop(unlinker);
+        fd
     }
 
     pub(crate) fn ptr(&self) -> NonNull<u8> {
@@ -136,27 +214,22 @@ impl Mapping {
     }
 
     pub(crate) fn is_creator(&self) -> bool {
-        self.unlink_in.is_some()
+        self.unlinker.is_some()
     }
 
     /// Removes the name now (creator only; idempotent). The memory stays mapped for every
     /// process that has it.
     pub(crate) fn unlink(&mut self) -> Result<()> {
-        match (self.unlink_in.take(), &self.name) {
-            (Some(pid), Some(name)) if pid == sys::process_id() => match sys::shm_unlink(name) {
-                Ok(()) => Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-                Err(e) => Err(Error::io("shm_unlink", e)),
-            },
-            _ => Ok(()),
+        match self.unlinker.take() {
+            Some(mut u) => u.unlink(),
+            None => Ok(()),
         }
     }
 }
 
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        let _ = self.unlink();
-    }
+/// How an unnamed segment opened from a descriptor is named in errors: `fd <n>`.
+fn fd_label(fd: BorrowedFd<'_>) -> String {
+    format!("fd {}", fd.as_raw_fd())
 }
 
 /// Unlinks a just-created name if creation fails half-way.
@@ -182,8 +255,8 @@ fn check_len(len: usize) -> Result<()> {
 /// typed object in the workspace (`Value`, `Array`, semaphores, locks, queues).
 ///
 /// Made by [`Segment::create`] (inherited through `fork` when `name` is `None`, else a named
-/// `shm_open` segment) or [`Segment::open_named`], which checks owner, size and layout before
-/// returning. The payload starts 128-byte aligned at [`Segment::payload`].
+/// `shm_open` segment), [`Segment::open_named`] or [`Segment::from_fd`], which both check
+/// owner, size and layout before returning. The payload starts 128-byte aligned at [`Segment::payload`].
 ///
 /// `Segment` hands out raw pointers only: the object built on it decides how its payload is
 /// shared, and documents why each access is sound.
@@ -285,6 +358,55 @@ impl Segment {
         let name = name::normalize(name)?;
         let deadline = crate::sync::Deadline::after(timeout);
         let mapping = Mapping::open_named(&name, HEADER_LEN, deadline)?;
+        Self::open_mapping(mapping, name, expected, deadline, payload_len_for)
+    }
+
+    /// Rebuilds a segment from a descriptor another process sent (`SCM_RIGHTS`, e.g.
+    /// `ipc_pipe`'s `send_fds`) or that [`Segment::into_fd`] gave up, with exactly the checks
+    /// of [`Segment::open_named`]: a regular file (memfd or `shm_open` file, else
+    /// `NotMemoryFile`) owned by this user, its header READY (waiting up to
+    /// [`DEFAULT_OPEN_TIMEOUT`] for a creator still initialising it), every header field
+    /// against `expected`, the creator's pid namespace, and the payload size that
+    /// `payload_len_for` computes from the segment's layout.
+    ///
+    /// The segment has no name ([`Segment::name`] is `None`) and never unlinks anything,
+    /// whatever the sender's handle was. A memfd received without `F_SEAL_SHRINK` is sealed
+    /// against shrinking here (when it allows sealing), so its sender cannot truncate it under
+    /// this mapping later.
+    ///
+    /// # Errors
+    /// `NotMemoryFile` (a pipe, socket, directory, device), `NotOwner`, `NotReady`,
+    /// `LayoutMismatch`, `ForeignPidNamespace`, `Io` (`mmap` refuses a read-only descriptor).
+    /// The descriptor is closed on every error.
+    pub fn from_fd(
+        fd: OwnedFd,
+        expected: &Layout,
+        payload_len_for: impl FnOnce(&Layout) -> Result<usize>,
+    ) -> Result<Segment> {
+        let label = fd_label(fd.as_fd());
+        let deadline = crate::sync::Deadline::after(DEFAULT_OPEN_TIMEOUT);
+        let mapping = Mapping::from_fd(fd, HEADER_LEN, deadline)?;
+        Self::open_mapping(mapping, label, expected, deadline, payload_len_for)
+    }
+
+    /// Gives up the mapping and returns the segment's descriptor (the same descriptor, not a
+    /// duplicate), to send to another process, which rebuilds the object with
+    /// [`Segment::from_fd`]. If this handle created a name, the name is removed now, as on
+    /// drop: the object lives on in the descriptor and in every other process's mapping.
+    pub fn into_fd(self) -> OwnedFd {
+        self.mapping.into_fd()
+    }
+
+    /// The header checks every open passes, by name or by descriptor: READY within
+    /// `deadline`, then the header copy against `expected`, the pid namespace and the payload
+    /// size. `name` names the segment in errors (its name, or `fd <n>`).
+    fn open_mapping(
+        mapping: Mapping,
+        name: String,
+        expected: &Layout,
+        deadline: crate::sync::Deadline,
+        payload_len_for: impl FnOnce(&Layout) -> Result<usize>,
+    ) -> Result<Segment> {
         let seg_state = |m: &Mapping| -> &AtomicU32 {
             // SAFETY: the mapping is at least HEADER_LEN bytes and page-aligned, so offset 12
             // is an aligned u32 inside it; atomics are valid for any bit pattern.

@@ -222,3 +222,31 @@ impl AsFd for SharedMemory {
         self.mapping.fd()
     }
 }
+
+/// Handle passing: raw shared memory travels to an unrelated process as a descriptor.
+impl SharedMemory {
+    /// Maps a memory file from a descriptor another process sent (`SCM_RIGHTS`), with the
+    /// checks of [`SharedMemory::open_named`]: a regular file (memfd or `shm_open` file)
+    /// owned by this user, of at least one byte (waiting up to 2 s for its creator to size
+    /// it), and not a typed segment of this workspace. Its size is the file's size. The
+    /// handle has no name and removes nothing when dropped.
+    ///
+    /// # Errors
+    /// `NotMemoryFile` (a pipe, a socket, ...), `NotOwner`, `NotReady` (still empty after
+    /// 2 s), `TypedSegment`, `Io`. The descriptor is closed on error.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<SharedMemory> {
+        let label = format!("fd {}", fd.as_raw_fd());
+        let deadline = Deadline::after(Duration::from_secs(2));
+        let mapping = RawMapping::from_fd(fd, 1, deadline)?;
+        if mapping.magic() == MAGIC {
+            return Err(Error::TypedSegment(label));
+        }
+        Ok(SharedMemory { mapping })
+    }
+
+    /// Gives up the mapping and returns the descriptor (the same one, not a duplicate), to
+    /// send to another process. A name this handle created is removed now, as on drop.
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.mapping.into_fd()
+    }
+}

@@ -111,6 +111,16 @@ pub(crate) fn set_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
 pub(crate) struct FileFacts {
     pub(crate) owner_uid: u32,
     pub(crate) len: u64,
+    /// The file type, `"regular file"` for a memfd or a `shm_open` file (`S_ISREG`).
+    pub(crate) file_type: &'static str,
+}
+
+impl FileFacts {
+    /// Whether the descriptor names a regular file (a memfd, a `shm_open` file), the only
+    /// kind a segment can be.
+    pub(crate) fn is_regular(&self) -> bool {
+        self.file_type == "regular file"
+    }
 }
 
 /// `fstat` on a segment descriptor.
@@ -120,10 +130,39 @@ pub(crate) fn file_facts(fd: BorrowedFd<'_>) -> io::Result<FileFacts> {
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: fstat succeeded, so it wrote the whole struct.
     let st = unsafe { st.assume_init() };
+    let file_type = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => "regular file",
+        libc::S_IFIFO => "pipe",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFDIR => "directory",
+        libc::S_IFCHR => "character device",
+        libc::S_IFBLK => "block device",
+        libc::S_IFLNK => "symbolic link",
+        _ => "file of unknown type",
+    };
     Ok(FileFacts {
         owner_uid: st.st_uid,
         len: u64::try_from(st.st_size).unwrap_or(0),
+        file_type,
     })
+}
+
+/// Makes sure nobody can shrink a memory file under our mapping where the kernel allows it:
+/// a memfd made with `MFD_ALLOW_SEALING` that lacks `F_SEAL_SHRINK` gets it (ours have it
+/// from creation; a descriptor received from another process may not). Files that cannot
+/// carry seals (`shm_open` files, whose seals are fixed at `F_SEAL_SEAL`, and memfds sealed
+/// without it) are left as they are: the same trust as a named open. Errors are ignored for
+/// the same reason.
+pub(crate) fn seal_shrink_if_possible(fd: BorrowedFd<'_>) {
+    // SAFETY: a plain fcntl on a valid descriptor; F_GET_SEALS takes no argument.
+    let Ok(seals) = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) }) else {
+        return;
+    };
+    if seals & (libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL) != 0 {
+        return;
+    }
+    // SAFETY: a plain fcntl on a valid descriptor; F_ADD_SEALS takes an integer argument.
+    let _ = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
 }
 
 /// The effective user id of this process.

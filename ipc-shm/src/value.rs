@@ -198,3 +198,57 @@ impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
         fmt::Debug::fmt(&**self, f)
     }
 }
+
+impl<T: Pod> std::os::fd::AsFd for Value<T> {
+    /// The segment's descriptor, to send to another process (`ipc_pipe`'s `send_fds`), which
+    /// rebuilds the value with [`Value::from_fd`].
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.segment().as_fd()
+    }
+}
+
+/// Handle passing: a value travels to an unrelated process as a descriptor.
+impl<T: Pod> Value<T> {
+    /// Rebuilds a value from a descriptor another process sent (with `SCM_RIGHTS`, e.g.
+    /// `ipc_pipe`'s `send_fds`), checked exactly as [`Value::open_named`] checks a name: a
+    /// memory file of this user, a READY header of a `Value` of this `T`, the right size.
+    ///
+    /// The rebuilt handle has no name and removes nothing when dropped; the memory lives as
+    /// long as any process maps it or holds a descriptor to it.
+    ///
+    /// ```
+    /// use std::os::fd::AsFd;
+    /// use ipc_shm::{Error, Value};
+    ///
+    /// let counter = Value::new(41u64)?;
+    /// // In a real program the other end of this connection is another process.
+    /// let (mut here, mut there) = ipc_pipe::duplex()?;
+    /// here.send_fds(&[counter.as_fd()])?;
+    /// let fd = there.recv_fds()?.pop().expect("one descriptor");
+    /// let same = Value::<u64>::from_fd(fd)?;
+    /// same.update(|v| *v += 1)?;
+    /// assert_eq!(counter.get()?, 42);
+    ///
+    /// // The header says what the descriptor holds: another element type is refused.
+    /// let wrong = Value::<u32>::from_fd(counter.into_fd());
+    /// assert!(matches!(wrong, Err(Error::LayoutMismatch { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// `NotMemoryFile` (a pipe, a socket, ...), `NotOwner`, `NotReady`, `LayoutMismatch`
+    /// (another kind of object, element type or size), `ForeignPidNamespace`, `Io`. The
+    /// descriptor is closed on error.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Value<T>> {
+        Ok(Value {
+            inner: LockedSlice::from_fd(KIND, fd, Some(1))?,
+        })
+    }
+
+    /// Gives up this handle and returns its segment's descriptor (the same one, not a
+    /// duplicate), to send to another process. A name this handle created is removed now, as
+    /// on drop; the value lives on in the descriptor.
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.inner.into_fd()
+    }
+}
