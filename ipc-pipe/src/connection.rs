@@ -958,7 +958,11 @@ macro_rules! recv_methods {
         /// [`recv_bytes`](Self::recv_bytes) waiting at most `timeout`.
         ///
         /// # Errors
-        /// As [`recv_timeout`](Self::recv_timeout) for `recv_bytes`'s errors.
+        /// [`RecvTimeoutError::Timeout`] if no whole message arrived in time
+        /// (a message that had partly arrived is kept, and the next receive
+        /// continues it); [`RecvTimeoutError::Disconnected`] at end of
+        /// stream; [`RecvTimeoutError::Failed`] with the other errors of
+        /// `recv_bytes`.
         ///
         /// # Peer death
         /// As [`recv_bytes`](Self::recv_bytes).

@@ -34,10 +34,12 @@ pub enum Error {
     #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
     #[error("message could not be encoded: {0}")]
     Encode(#[source] CodecError),
-    /// A `_timeout` call ran out of time. Only the target of the conversions
-    /// from [`RecvTimeoutError`], [`SendTimeoutError`] and
-    /// [`AcceptTimeoutError`] (for `?` in code that returns this crate's
-    /// `Error`): the methods themselves return those types.
+    /// A `_timeout` call ran out of time: the target of the conversions from
+    /// [`RecvTimeoutError`], [`SendTimeoutError`] and [`AcceptTimeoutError`]
+    /// (for `?` in code that returns this crate's `Error`; the methods
+    /// themselves return those types). Returned directly only by
+    /// `Client::connect_with_authkey` (feature `auth`), whose handshake is
+    /// bounded by `AUTH_TIMEOUT`.
     #[error("operation timed out")]
     Timeout,
     /// A `try_recv*` found no complete message. Only the target of the
@@ -198,8 +200,8 @@ macro_rules! op_error {
 }
 
 op_error! {
-    /// Why [`try_recv`](crate::Connection::try_recv) (and `try_recv_bytes`,
-    /// `try_recv_bytes_into`, `try_recv_fds`) returned no message.
+    /// Why [`try_recv_bytes`](crate::Connection::try_recv_bytes) (and
+    /// `try_recv`, `try_recv_bytes_into`, `try_recv_fds`) returned no message.
     TryRecvError {
         /// No complete message is waiting (a partly received one is kept for
         /// the next receive).
@@ -212,8 +214,8 @@ op_error! {
 }
 
 op_error! {
-    /// Why [`recv_timeout`](crate::Connection::recv_timeout) (and
-    /// `recv_bytes_timeout`, `recv_bytes_into_timeout`, `recv_fds_timeout`)
+    /// Why [`recv_bytes_timeout`](crate::Connection::recv_bytes_timeout) (and
+    /// `recv_timeout`, `recv_bytes_into_timeout`, `recv_fds_timeout`)
     /// returned no message.
     RecvTimeoutError {
         /// No complete message arrived in time (a partly received one is kept
@@ -227,9 +229,9 @@ op_error! {
 }
 
 op_error! {
-    /// Why [`try_send`](crate::Connection::try_send) (and `try_send_bytes`,
-    /// `try_send_bytes_many`, `try_send_fds`, `try_flush`) did not accept the
-    /// message. The message was not sent, none of it; the connection stays
+    /// Why [`try_send_bytes`](crate::Connection::try_send_bytes) (and
+    /// `try_send`, `try_send_bytes_many`, `try_send_fds`, `try_flush`) did not
+    /// accept the message. The message was not sent, none of it; the connection stays
     /// usable.
     TrySendError {
         /// The peer's buffer has no room now (or the tail of an earlier
@@ -242,8 +244,8 @@ op_error! {
 }
 
 op_error! {
-    /// Why [`send_timeout`](crate::Connection::send_timeout) (and
-    /// `send_bytes_timeout`, `send_bytes_many_timeout`, `send_fds_timeout`,
+    /// Why [`send_bytes_timeout`](crate::Connection::send_bytes_timeout) (and
+    /// `send_timeout`, `send_bytes_many_timeout`, `send_fds_timeout`,
     /// `flush_timeout`) did not accept the message. The message was not sent,
     /// none of it; the connection stays usable.
     SendTimeoutError {

@@ -160,7 +160,7 @@ impl Listener {
     /// `SocketAddr` for TCP), without authentication: on a Unix socket the
     /// file's mode (0600) lets only the same user connect; a TCP port is open
     /// to anyone who can reach it (use
-    /// [`bind_with_authkey`](Self::bind_with_authkey) there).
+    /// `bind_with_authkey`, feature `auth`, there).
     ///
     /// A Unix socket is bound in a private directory created beside the path
     /// (`.<12 hex digits>`, removed again), so that directory must be
@@ -183,7 +183,7 @@ impl Listener {
     /// [`bind`](Self::bind) with a shared key: every accepted peer must
     /// prove it holds `authkey`, and the listener proves it in turn (an
     /// HMAC-SHA256 challenge-response both ways, bounded by
-    /// [`AUTH_TIMEOUT`](crate::AUTH_TIMEOUT)). Peers connect with
+    /// `AUTH_TIMEOUT`). Peers connect with
     /// [`Client::connect_with_authkey`].
     ///
     /// # Errors
@@ -230,7 +230,7 @@ impl Listener {
     /// and returns the connection.
     ///
     /// With a key, the handshakes of all pending peers run side by side, each
-    /// bounded by [`AUTH_TIMEOUT`](crate::AUTH_TIMEOUT); the first to
+    /// bounded by `AUTH_TIMEOUT`; the first to
     /// complete is returned, and the others go on in the next call. A peer
     /// that never answers delays nobody else. Concurrent calls on one
     /// listener take turns.
@@ -456,7 +456,7 @@ impl Client {
     ///
     /// # Errors
     /// `Error::AuthenticationFailed` if the keys differ (the connection is
-    /// closed); [`Error::Timeout`] after [`AUTH_TIMEOUT`](crate::AUTH_TIMEOUT);
+    /// closed); [`Error::Timeout`] after `AUTH_TIMEOUT`;
     /// [`Error::Io`] if the connection fails.
     #[cfg(feature = "auth")]
     #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
