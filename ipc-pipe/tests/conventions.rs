@@ -414,3 +414,43 @@ fn error_types_are_errors() {
     }
     assert!(matches!(question_mark(), Err(Error::Empty)));
 }
+
+/// The pipe's capacity in bytes.
+fn pipe_size(fd: std::os::fd::RawFd) -> usize {
+    // SAFETY: F_GETPIPE_SZ on a descriptor we own; no memory involved.
+    let n = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+    assert!(n > 0, "F_GETPIPE_SZ failed");
+    n as usize
+}
+
+/// Drop makes one non-blocking attempt to write a held-back tail: with room
+/// for it, the peer gets the whole message; without, the peer sees the cut
+/// message as `Disconnected` (then `Poisoned`), never a partial message.
+#[test]
+fn drop_writes_the_tail_if_there_is_room() {
+    let _leaks = common::leak_guard();
+    for room in [true, false] {
+        let (mut rx, mut tx) = simplex().unwrap();
+        // One frame a little larger than the pipe: the first write fills it.
+        let len = pipe_size(tx.as_raw_fd()) + 100;
+        let msg: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        tx.try_send_bytes(&msg).unwrap();
+        let tail = tx.pending_bytes();
+        assert!(tail > 0 && tail <= 104, "tail of {tail} bytes");
+        if room {
+            // Takes what is in the pipe (kept for the next receive), making room.
+            assert!(matches!(
+                rx.recv_bytes_timeout(WAIT),
+                Err(RecvTimeoutError::Timeout)
+            ));
+        }
+        drop(tx);
+        if room {
+            assert!(rx.recv_bytes().unwrap() == msg);
+            assert!(matches!(rx.recv_bytes(), Err(Error::Disconnected)));
+        } else {
+            assert!(matches!(rx.recv_bytes(), Err(Error::Disconnected)));
+            assert!(matches!(rx.recv_bytes(), Err(Error::Poisoned)));
+        }
+    }
+}
