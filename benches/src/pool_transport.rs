@@ -624,7 +624,7 @@ impl ParentEnd for PipeParent<'_> {
                     }
                     // It died; results it finished first are still taken.
                     let w = i - WORKERS;
-                    if let Ok(Some(_)) = self.conns[w].try_recv_bytes_into(&mut self.rbuf) {
+                    if self.conns[w].try_recv_bytes_into(&mut self.rbuf).is_ok() {
                         f(w, &self.rbuf)?;
                         return Ok(());
                     }
@@ -632,14 +632,14 @@ impl ParentEnd for PipeParent<'_> {
                 }
                 loop {
                     match self.conns[i].try_recv_bytes_into(&mut self.rbuf) {
-                        Ok(Some(_)) => {
+                        Ok(_) => {
                             f(i, &self.rbuf)?;
                             got = true;
                             if !drain {
                                 return Ok(());
                             }
                         }
-                        Ok(None) => break,
+                        Err(ipc_pipe::TryRecvError::Empty) => break,
                         Err(e) => return Err(WaitErr::Other(format!("recv: {e}"))),
                     }
                 }

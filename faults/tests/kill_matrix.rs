@@ -550,7 +550,7 @@ fn pipe_row(point: &'static str, _a: Action) -> Outcome {
     match (died, r) {
         (Err(e), _) => Fail(e),
         (Ok(false), Ok(b)) if b.len() == 4 << 20 => NotReached(NOT_REACHED.into()),
-        (Ok(true), Err(ipc_pipe::Error::Timeout)) => {
+        (Ok(true), Err(ipc_pipe::RecvTimeoutError::Timeout)) => {
             Fail("receiver timed out instead of seeing the dead peer".into())
         }
         (Ok(true), Err(e)) => Pass(format!(

@@ -12,7 +12,7 @@ use ipc_pipe::{Client, Error, Listener};
 
 fn main() -> ipc_pipe::Result<()> {
     let path = std::env::temp_dir().join(format!("ipc-pipe-example-{}.sock", std::process::id()));
-    let listener = Listener::bind(path.as_path(), Some(b"secret"))?;
+    let listener = Listener::bind_with_authkey(path.as_path(), b"secret")?;
     println!("listening on {}", listener.address());
 
     // SAFETY: single-threaded here; the child only connects and `_exit`s.
@@ -22,11 +22,11 @@ fn main() -> ipc_pipe::Result<()> {
     }
     if pid == 0 {
         let ok = (|| -> ipc_pipe::Result<bool> {
-            let mut conn = Client::connect(path.as_path(), Some(b"secret"))?;
+            let mut conn = Client::connect_with_authkey(path.as_path(), b"secret")?;
             conn.send(&format!("hello from pid {}", std::process::id()))?;
             let reply: String = conn.recv()?;
             let refused = matches!(
-                Client::connect(path.as_path(), Some(b"guess")),
+                Client::connect_with_authkey(path.as_path(), b"guess"),
                 Err(Error::AuthenticationFailed)
             );
             Ok(reply == "welcome" && refused)

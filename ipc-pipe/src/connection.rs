@@ -16,11 +16,12 @@ use std::mem;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+#[cfg(feature = "serde")]
+use serde::{de::DeserializeOwned, Serialize};
 
 use crate::frame::{self, Decoder, Frame, Header, DEFAULT_MAX_MESSAGE_SIZE, MAX_FDS};
 use crate::{sys, wait, Error, Result};
+use crate::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
 /// Internal read-ahead buffer size.
 const READ_BUF: usize = 8 << 10;
@@ -37,8 +38,9 @@ const BATCH_CHUNK: usize = 64 << 10;
 /// `PIPE_BUF`. A non-blocking write of at most this much is taken whole or
 /// not at all by a pipe and by a Unix stream socket (whose writes are cut
 /// only between buffers of about 32 KiB), so a batch that runs out of room
-/// or time stops between frames, never inside one (TCP gives no such
-/// promise; there a cut frame poisons, as for a single message).
+/// or time mostly stops between frames, and takes as many as fit. A frame
+/// that is cut anyway (a large one, or TCP) is accepted, its tail kept as
+/// for a single bounded send.
 const BATCH_CHUNK_BOUNDED: usize = libc::PIPE_BUF;
 
 fn deadline_after(d: Duration) -> Option<Instant> {
@@ -100,6 +102,7 @@ pub(crate) struct Reader {
     /// Whether our fd is marked in the `wait` bitmap.
     marked: bool,
     /// Receive buffer of the serde API.
+    #[cfg(feature = "serde")]
     scratch: Vec<u8>,
 }
 
@@ -121,6 +124,7 @@ impl Reader {
             parked: Vec::new(),
             parked_active: false,
             marked: false,
+            #[cfg(feature = "serde")]
             scratch: Vec::new(),
         }
     }
@@ -416,6 +420,7 @@ impl Reader {
         Ok(out.len())
     }
 
+    #[cfg(feature = "serde")]
     pub(crate) fn recv<T: DeserializeOwned>(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -459,15 +464,6 @@ impl Drop for Reader {
     }
 }
 
-/// Turns `try_` results into `Option`: "nothing complete yet" is `None`.
-fn none_on_timeout<T>(r: Result<T>) -> Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(Error::Timeout) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TxState {
     Open,
@@ -486,6 +482,20 @@ pub(crate) struct Writer {
     scratch: Vec<u8>,
     /// End offsets of the frames in a batch's gather buffer.
     ends: Vec<usize>,
+    /// The unwritten tail of the one frame a bounded send accepted but could
+    /// not finish (bytes `tail_start..` are still to go). Every send flushes
+    /// it first, so frames stay in order and whole.
+    tail: Vec<u8>,
+    tail_start: usize,
+}
+
+/// How a frame write ended without an error.
+pub(crate) enum Wrote {
+    /// The whole frame is in the kernel.
+    Whole,
+    /// Nothing of it was written: the deadline passed (or the pending tail of
+    /// an earlier frame could not drain first).
+    Nothing,
 }
 
 impl Writer {
@@ -496,11 +506,18 @@ impl Writer {
             max: DEFAULT_MAX_MESSAGE_SIZE,
             scratch: Vec::new(),
             ends: Vec::new(),
+            tail: Vec::new(),
+            tail_start: 0,
         }
     }
 
     pub(crate) fn set_max(&mut self, max: usize) {
         self.max = max;
+    }
+
+    /// Bytes of an accepted frame not yet handed to the kernel.
+    pub(crate) fn pending(&self) -> usize {
+        self.tail.len() - self.tail_start
     }
 
     fn check(&self, len: usize) -> Result<()> {
@@ -518,8 +535,61 @@ impl Writer {
         Ok(())
     }
 
-    /// The one send path: a whole frame, or nothing of it, or a poisoned
-    /// writer. See [`send_methods`] for the contract it implements.
+    /// Writes the pending tail, if any, by `deadline`. `Err(Timeout)` when
+    /// some of it is still pending then (what went is dropped from it).
+    pub(crate) fn flush(&mut self, fd: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<()> {
+        if self.pending() == 0 {
+            return self.check(0);
+        }
+        self.check(0)?;
+        let res = sys::write_all2(
+            fd,
+            self.kind,
+            &self.tail[self.tail_start..],
+            &[],
+            &[],
+            deadline,
+        );
+        match res {
+            Ok(()) => {
+                self.clear_tail();
+                Ok(())
+            }
+            Err((sys::WriteFail::Timeout, done)) => {
+                self.tail_start += done;
+                Err(Error::Timeout)
+            }
+            Err((sys::WriteFail::Io(e), _)) => {
+                self.clear_tail();
+                Err(self.broken(fd, e))
+            }
+        }
+    }
+
+    fn clear_tail(&mut self) {
+        self.tail.clear();
+        self.tail_start = 0;
+        if self.tail.capacity() > SCRATCH_KEEP {
+            self.tail = Vec::new();
+        }
+    }
+
+    /// Keeps the unwritten part (`done..`) of the frame `a` then `b`.
+    fn keep_tail(&mut self, a: &[u8], b: &[u8], done: usize) {
+        self.tail.clear();
+        self.tail_start = 0;
+        if done < a.len() {
+            self.tail.extend_from_slice(&a[done..]);
+            self.tail.extend_from_slice(b);
+        } else {
+            self.tail.extend_from_slice(&b[done - a.len()..]);
+        }
+    }
+
+    /// The one send path of a single frame: the pending tail first, then the
+    /// frame. A deadline that passes before the frame's first byte leaves it
+    /// unsent (`Nothing`); one that passes inside it keeps the rest as the
+    /// pending tail, and the frame counts as sent.
     fn write(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -527,43 +597,55 @@ impl Writer {
         payload: &[u8],
         fds: &[RawFd],
         deadline: Option<Instant>,
-    ) -> Result<()> {
-        sys::write_all2(fd, self.kind, hdr, payload, fds, deadline)
-            .map_err(|(fail, done)| self.fail(fd, fail, done > 0))
+    ) -> Result<Wrote> {
+        match self.flush(fd, deadline) {
+            Ok(()) => {}
+            Err(Error::Timeout) => return Ok(Wrote::Nothing),
+            Err(e) => return Err(e),
+        }
+        match sys::write_all2(fd, self.kind, hdr, payload, fds, deadline) {
+            Ok(()) => Ok(Wrote::Whole),
+            Err((sys::WriteFail::Timeout, 0)) => Ok(Wrote::Nothing),
+            Err((sys::WriteFail::Timeout, done)) => {
+                self.keep_tail(hdr, payload, done);
+                Ok(Wrote::Whole)
+            }
+            Err((sys::WriteFail::Io(e), done)) => Err(self.io_fail(fd, e, done > 0)),
+        }
     }
 
-    /// The error of a failed write, and the writer's state after it: `cut`
-    /// says the write stopped inside a frame.
-    fn fail(&mut self, fd: BorrowedFd<'_>, fail: sys::WriteFail, cut: bool) -> Error {
-        let err = match fail {
-            // Nothing of the frame left: the stream is intact, try again later.
-            sys::WriteFail::Timeout if !cut => return Error::Timeout,
-            // Cut off mid-frame: reported as `Poisoned` below.
-            sys::WriteFail::Timeout => Error::Poisoned,
-            sys::WriteFail::Io(e) => Error::from_io(e),
-        };
+    /// The error of a failed write; `cut` says it stopped inside a frame,
+    /// which ends this direction of the stream.
+    fn io_fail(&mut self, fd: BorrowedFd<'_>, e: std::io::Error, cut: bool) -> Error {
         if cut {
-            // Part of a frame is on the wire: the stream cannot continue.
-            if matches!(err, Error::Disconnected) {
-                self.state = TxState::Disconnected;
-            } else {
-                self.state = TxState::Poisoned;
-                if self.kind.is_socket() {
-                    // Let the peer see end of stream after the whole frames
-                    // instead of waiting for a rest that never comes. Best
-                    // effort: the error reported is the poisoning.
-                    let _ = sys::shutdown_write(fd);
-                }
-            }
+            self.broken(fd, e)
+        } else {
+            Error::from_io(e)
+        }
+    }
+
+    /// A write failed inside a frame: the stream cannot continue.
+    fn broken(&mut self, fd: BorrowedFd<'_>, e: std::io::Error) -> Error {
+        let err = Error::from_io(e);
+        if matches!(err, Error::Disconnected) {
+            self.state = TxState::Disconnected;
+            return err;
+        }
+        self.state = TxState::Poisoned;
+        if self.kind.is_socket() {
+            // Let the peer see end of stream after the whole frames instead
+            // of waiting for a rest that never comes. Best effort: the error
+            // reported is the failed write's.
+            let _ = sys::shutdown_write(fd);
         }
         err
     }
 
     /// Sends the messages of `msgs` in order, as one frame each, gathering
-    /// small frames into few writes. Returns how many went out whole: all of
-    /// them, or (bounded, the deadline passed between two frames) the first
-    /// `k >= 1` of them; none is `Err(Timeout)` with the stream intact. A
-    /// frame cut by the deadline poisons, as a single send does.
+    /// small frames into few writes. Returns how many were accepted: all of
+    /// them, or (bounded, the deadline passed) the first `k >= 1` of them,
+    /// the last of which may be partly written and kept as the pending tail;
+    /// none is `Err(Timeout)` with nothing written.
     pub(crate) fn send_bytes_many<B: AsRef<[u8]>>(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -575,6 +657,7 @@ impl Writer {
             // Refused before anything is sent.
             self.check(m.as_ref().len())?;
         }
+        self.flush(fd, deadline)?;
         let chunk_max = if deadline.is_some() {
             BATCH_CHUNK_BOUNDED
         } else {
@@ -593,11 +676,16 @@ impl Writer {
                 // A large payload goes out on its own, without a copy.
                 let hdr = Header::bytes(first.len());
                 match self.write(fd, hdr.as_slice(), first, &[], deadline) {
-                    Ok(()) => {
+                    Ok(Wrote::Whole) if self.pending() == 0 => {
                         sent += 1;
                         next += 1;
                         continue;
                     }
+                    Ok(Wrote::Whole) => {
+                        sent += 1;
+                        break Err(Error::Timeout);
+                    }
+                    Ok(Wrote::Nothing) => break Err(Error::Timeout),
                     Err(e) => break Err(e),
                 }
             }
@@ -619,9 +707,22 @@ impl Writer {
                 Ok(()) => sent += ends.len(),
                 Err((fail, done)) => {
                     let whole = ends.iter().take_while(|&&e| e <= done).count();
-                    let cut = done > 0 && whole.checked_sub(1).map(|i| ends[i]) != Some(done);
+                    let cut =
+                        whole < ends.len() && done > whole.checked_sub(1).map_or(0, |i| ends[i]);
                     sent += whole;
-                    break Err(self.fail(fd, fail, cut));
+                    match fail {
+                        sys::WriteFail::Timeout => {
+                            if cut {
+                                // The cut frame is accepted; its rest waits.
+                                self.tail.clear();
+                                self.tail_start = 0;
+                                self.tail.extend_from_slice(&buf[done..ends[whole]]);
+                                sent += 1;
+                            }
+                            break Err(Error::Timeout);
+                        }
+                        sys::WriteFail::Io(e) => break Err(self.io_fail(fd, e, cut)),
+                    }
                 }
             }
         };
@@ -631,7 +732,7 @@ impl Writer {
         self.ends = ends;
         match res {
             Ok(()) => Ok(sent),
-            // Stopped between frames by the deadline: report what went out.
+            // Stopped by the deadline: report what was accepted.
             Err(Error::Timeout) if sent > 0 => Ok(sent),
             Err(e) => Err(e),
         }
@@ -642,7 +743,7 @@ impl Writer {
         fd: BorrowedFd<'_>,
         payload: &[u8],
         deadline: Option<Instant>,
-    ) -> Result<()> {
+    ) -> Result<Wrote> {
         self.check(payload.len())?;
         let hdr = Header::bytes(payload.len());
         if payload.len() <= COPY_MAX {
@@ -657,13 +758,15 @@ impl Writer {
         self.write(fd, hdr.as_slice(), payload, &[], deadline)
     }
 
+    #[cfg(feature = "serde")]
     pub(crate) fn send<T: Serialize + ?Sized>(
         &mut self,
         fd: BorrowedFd<'_>,
         value: &T,
         deadline: Option<Instant>,
-    ) -> Result<()> {
+    ) -> Result<Wrote> {
         const SHORT: usize = 4;
+        self.check(0)?;
         let mut buf = mem::take(&mut self.scratch);
         buf.clear();
         // Room for a short header, filled in once the length is known, so
@@ -695,7 +798,7 @@ impl Writer {
         fd: BorrowedFd<'_>,
         fds: &[BorrowedFd<'_>],
         deadline: Option<Instant>,
-    ) -> Result<()> {
+    ) -> Result<Wrote> {
         if fds.is_empty() || fds.len() > MAX_FDS {
             return Err(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -718,6 +821,47 @@ impl Writer {
         }
         let hdr = Header::fds(fds.len());
         self.write(fd, hdr.as_slice(), &[], &raw[..fds.len()], deadline)
+    }
+
+    /// What a handle does with the pending tail when it is dropped or turned
+    /// into its fd: one non-blocking attempt to write it.
+    pub(crate) fn flush_on_drop(&mut self, fd: BorrowedFd<'_>) {
+        if self.pending() > 0 {
+            let _ = self.flush(fd, Some(Instant::now()));
+        }
+    }
+}
+
+/// A blocking send's result: the frame went whole (no deadline, no
+/// `Nothing`).
+fn blocking(r: Result<Wrote>) -> Result<()> {
+    r.map(|_| ())
+}
+
+/// A `try_` send's result.
+fn try_sent(r: Result<Wrote>) -> Result<(), TrySendError> {
+    match r {
+        Ok(Wrote::Whole) => Ok(()),
+        Ok(Wrote::Nothing) => Err(TrySendError::Full),
+        Err(e) => Err(TrySendError::from_internal(e)),
+    }
+}
+
+/// A `_timeout` send's result.
+fn timeout_sent(r: Result<Wrote>) -> Result<(), SendTimeoutError> {
+    match r {
+        Ok(Wrote::Whole) => Ok(()),
+        Ok(Wrote::Nothing) => Err(SendTimeoutError::Timeout),
+        Err(e) => Err(SendTimeoutError::from_internal(e)),
+    }
+}
+
+/// The fd of a handle whose fd is taken only when it is consumed (turned
+/// into its fd), so it is always there while the handle is usable.
+fn fd_of(fd: &Option<OwnedFd>) -> BorrowedFd<'_> {
+    match fd {
+        Some(fd) => fd.as_fd(),
+        None => unreachable!("the fd is taken only by a conversion that consumes the handle"),
     }
 }
 
@@ -747,64 +891,107 @@ macro_rules! recv_methods {
         /// Messages the peer finished sending are still delivered; then
         /// `Disconnected`. If it died in the middle of a message, that call
         /// returns `Disconnected` and the connection is poisoned.
+        #[cfg(feature = "serde")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
         pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
-            self.rx.recv(self.fd.as_fd(), None)
+            self.rx.recv(fd_of(&self.fd), None)
         }
 
-        /// [`recv`](Self::recv) waiting at most `timeout`.
+        /// [`recv`](Self::recv) waiting at most `timeout` (monotonic clock).
         ///
         /// # Errors
-        /// As `recv`, plus [`Error::Timeout`]. A message that had partly arrived
-        /// is kept, and the next receive continues it.
-        pub fn recv_timeout<T: DeserializeOwned>(&mut self, timeout: Duration) -> Result<T> {
-            self.rx.recv(self.fd.as_fd(), deadline_after(timeout))
-        }
-
-        /// [`recv`](Self::recv) without blocking: `Ok(None)` when no complete
-        /// message is waiting.
-        ///
-        /// # Errors
-        /// As `recv`.
-        pub fn try_recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
-            none_on_timeout(self.rx.recv(self.fd.as_fd(), Some(Instant::now())))
-        }
-
-        /// Receives one message's bytes into a new `Vec`.
-        ///
-        /// # Errors
-        /// As [`recv`](Self::recv), without `Decode`.
+        /// [`RecvTimeoutError::Timeout`] if no whole message arrived in time
+        /// (a message that had partly arrived is kept, and the next receive
+        /// continues it); [`RecvTimeoutError::Disconnected`] at end of
+        /// stream; [`RecvTimeoutError::Failed`] with the other errors of
+        /// `recv`.
         ///
         /// # Peer death
         /// As [`recv`](Self::recv).
+        #[cfg(feature = "serde")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+        pub fn recv_timeout<T: DeserializeOwned>(
+            &mut self,
+            timeout: Duration,
+        ) -> Result<T, RecvTimeoutError> {
+            self.rx
+                .recv(fd_of(&self.fd), deadline_after(timeout))
+                .map_err(RecvTimeoutError::from_internal)
+        }
+
+        /// [`recv`](Self::recv) without blocking.
+        ///
+        /// # Errors
+        /// [`TryRecvError::Empty`] when no complete message is waiting;
+        /// [`TryRecvError::Disconnected`] at end of stream;
+        /// [`TryRecvError::Failed`] with the other errors of `recv`.
+        ///
+        /// # Peer death
+        /// As [`recv`](Self::recv).
+        #[cfg(feature = "serde")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+        pub fn try_recv<T: DeserializeOwned>(&mut self) -> Result<T, TryRecvError> {
+            self.rx
+                .recv(fd_of(&self.fd), Some(Instant::now()))
+                .map_err(TryRecvError::from_internal)
+        }
+
+        /// Receives one message's bytes into a new `Vec`. Blocks until a
+        /// whole message has arrived.
+        ///
+        /// # Errors
+        /// [`Error::Disconnected`] at end of stream once every complete
+        /// message has been delivered; [`Error::TooLarge`] or
+        /// [`Error::Poisoned`] for a bad frame; [`Error::UnexpectedFrame`]
+        /// if the peer sent file descriptors next.
+        ///
+        /// # Peer death
+        /// Messages the peer finished sending are still delivered; then
+        /// `Disconnected`. If it died in the middle of a message, that call
+        /// returns `Disconnected` and the connection is poisoned.
         pub fn recv_bytes(&mut self) -> Result<Vec<u8>> {
             let mut v = Vec::new();
-            self.rx.recv_bytes_into(self.fd.as_fd(), &mut v, None)?;
+            self.rx.recv_bytes_into(fd_of(&self.fd), &mut v, None)?;
             Ok(v)
         }
 
         /// [`recv_bytes`](Self::recv_bytes) waiting at most `timeout`.
         ///
         /// # Errors
-        /// As `recv_bytes`, plus [`Error::Timeout`].
-        pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        /// [`RecvTimeoutError::Timeout`] if no whole message arrived in time
+        /// (a message that had partly arrived is kept, and the next receive
+        /// continues it); [`RecvTimeoutError::Disconnected`] at end of
+        /// stream; [`RecvTimeoutError::Failed`] with the other errors of
+        /// `recv_bytes`.
+        ///
+        /// # Peer death
+        /// As [`recv_bytes`](Self::recv_bytes).
+        pub fn recv_bytes_timeout(
+            &mut self,
+            timeout: Duration,
+        ) -> Result<Vec<u8>, RecvTimeoutError> {
             let mut v = Vec::new();
             self.rx
-                .recv_bytes_into(self.fd.as_fd(), &mut v, deadline_after(timeout))?;
+                .recv_bytes_into(fd_of(&self.fd), &mut v, deadline_after(timeout))
+                .map_err(RecvTimeoutError::from_internal)?;
             Ok(v)
         }
 
-        /// [`recv_bytes`](Self::recv_bytes) without blocking: `Ok(None)` when no
-        /// complete message is waiting.
+        /// [`recv_bytes`](Self::recv_bytes) without blocking.
         ///
         /// # Errors
-        /// As `recv_bytes`.
-        pub fn try_recv_bytes(&mut self) -> Result<Option<Vec<u8>>> {
+        /// [`TryRecvError::Empty`] when no complete message is waiting;
+        /// [`TryRecvError::Disconnected`] at end of stream;
+        /// [`TryRecvError::Failed`] with the other errors of `recv_bytes`.
+        ///
+        /// # Peer death
+        /// As [`recv_bytes`](Self::recv_bytes).
+        pub fn try_recv_bytes(&mut self) -> Result<Vec<u8>, TryRecvError> {
             let mut v = Vec::new();
-            none_on_timeout(
-                self.rx
-                    .recv_bytes_into(self.fd.as_fd(), &mut v, Some(Instant::now())),
-            )
-            .map(|o| o.map(|_| v))
+            self.rx
+                .recv_bytes_into(fd_of(&self.fd), &mut v, Some(Instant::now()))
+                .map_err(TryRecvError::from_internal)?;
+            Ok(v)
         }
 
         /// Receives one message's bytes into `buf`, replacing its contents, and
@@ -815,35 +1002,41 @@ macro_rules! recv_methods {
         /// As [`recv_bytes`](Self::recv_bytes).
         ///
         /// # Peer death
-        /// As [`recv`](Self::recv).
+        /// As [`recv_bytes`](Self::recv_bytes).
         pub fn recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
-            self.rx.recv_bytes_into(self.fd.as_fd(), buf, None)
+            self.rx.recv_bytes_into(fd_of(&self.fd), buf, None)
         }
 
         /// [`recv_bytes_into`](Self::recv_bytes_into) waiting at most `timeout`.
         ///
         /// # Errors
-        /// As `recv_bytes_into`, plus [`Error::Timeout`] (then `buf` is empty and
-        /// any partly received message is kept for the next receive).
+        /// As [`recv_bytes_timeout`](Self::recv_bytes_timeout); on an error
+        /// `buf` is empty (a partly received message is kept for the next
+        /// receive).
+        ///
+        /// # Peer death
+        /// As [`recv_bytes`](Self::recv_bytes).
         pub fn recv_bytes_into_timeout(
             &mut self,
             buf: &mut Vec<u8>,
             timeout: Duration,
-        ) -> Result<usize> {
+        ) -> Result<usize, RecvTimeoutError> {
             self.rx
-                .recv_bytes_into(self.fd.as_fd(), buf, deadline_after(timeout))
+                .recv_bytes_into(fd_of(&self.fd), buf, deadline_after(timeout))
+                .map_err(RecvTimeoutError::from_internal)
         }
 
-        /// [`recv_bytes_into`](Self::recv_bytes_into) without blocking:
-        /// `Ok(None)` when no complete message is waiting.
+        /// [`recv_bytes_into`](Self::recv_bytes_into) without blocking.
         ///
         /// # Errors
-        /// As `recv_bytes_into`.
-        pub fn try_recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>> {
-            none_on_timeout(
-                self.rx
-                    .recv_bytes_into(self.fd.as_fd(), buf, Some(Instant::now())),
-            )
+        /// As [`try_recv_bytes`](Self::try_recv_bytes).
+        ///
+        /// # Peer death
+        /// As [`recv_bytes`](Self::recv_bytes).
+        pub fn try_recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
+            self.rx
+                .recv_bytes_into(fd_of(&self.fd), buf, Some(Instant::now()))
+                .map_err(TryRecvError::from_internal)
         }
 
         /// Whether a receive would find something without waiting for the fd:
@@ -854,7 +1047,7 @@ macro_rules! recv_methods {
         /// # Errors
         /// [`Error::Io`] if `ppoll` fails.
         pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
-            self.rx.poll(self.fd.as_fd(), timeout)
+            self.rx.poll(fd_of(&self.fd), timeout)
         }
     };
 }
@@ -862,15 +1055,12 @@ macro_rules! recv_methods {
 /// Send methods, generated once for `Connection` and `Sender` so both
 /// delegate to the same [`Writer`] with identical docs.
 ///
-/// Contract of every send (blocking, `try_` and `_timeout` alike): a message
-/// goes out whole, or none of it does (the caller still has its value and the
-/// stream is intact), or the writer is poisoned. A bounded send waits for room
-/// (`poll(POLLOUT)` against a monotonic deadline) before its first byte; once
-/// a frame has started it must finish by the same deadline, else the send
-/// returns [`Error::Poisoned`] and the connection is unusable for sending
-/// (a socket's write side is shut down so the peer sees end of stream after
-/// the last whole message). Nothing is ever kept back in process memory:
-/// `Ok(())` means the whole frame is in the kernel's buffer.
+/// Contract of every send: a blocking send returns once the whole frame is
+/// in the kernel's buffer. A bounded send (`try_` or `_timeout`) either
+/// accepts the message (`Ok`) or sends none of it (`Full`/`Timeout`: the
+/// caller still has its value and the stream is intact). An accepted frame
+/// that could not be written whole in time keeps its unwritten tail in the
+/// handle (at most one frame's), flushed before anything else is sent.
 macro_rules! send_methods {
     () => {
         /// Encodes `value` with `postcard` and sends it as one message. The
@@ -883,99 +1073,135 @@ macro_rules! send_methods {
         ///
         /// # Peer death
         /// As [`send_bytes`](Self::send_bytes).
+        #[cfg(feature = "serde")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
         pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-            self.tx.send(self.fd.as_fd(), value, None)
+            blocking(self.tx.send(fd_of(&self.fd), value, None))
         }
 
         /// [`send`](Self::send) waiting at most `timeout` for the peer to make
         /// room.
         ///
         /// # Errors
-        /// [`Error::Encode`] if `value` cannot be encoded; otherwise as
+        /// `Failed(Error::Encode)` if `value` cannot be encoded; otherwise as
         /// [`send_bytes_timeout`](Self::send_bytes_timeout).
         ///
         /// # Peer death
         /// As [`send_bytes`](Self::send_bytes).
+        #[cfg(feature = "serde")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
         pub fn send_timeout<T: Serialize + ?Sized>(
             &mut self,
             value: &T,
             timeout: Duration,
-        ) -> Result<()> {
-            self.tx
-                .send(self.fd.as_fd(), value, deadline_after(timeout))
+        ) -> Result<(), SendTimeoutError> {
+            timeout_sent(
+                self.tx
+                    .send(fd_of(&self.fd), value, deadline_after(timeout)),
+            )
         }
 
         /// [`send`](Self::send) without blocking.
         ///
         /// # Errors
-        /// [`Error::Encode`] if `value` cannot be encoded; otherwise as
+        /// `Failed(Error::Encode)` if `value` cannot be encoded; otherwise as
         /// [`try_send_bytes`](Self::try_send_bytes).
         ///
         /// # Peer death
         /// As [`send_bytes`](Self::send_bytes).
-        pub fn try_send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-            self.tx.send(self.fd.as_fd(), value, Some(Instant::now()))
+        #[cfg(feature = "serde")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+        pub fn try_send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), TrySendError> {
+            try_sent(self.tx.send(fd_of(&self.fd), value, Some(Instant::now())))
         }
 
         /// Sends `bytes` as one message in one write, continued if the kernel
         /// takes part: up to 2 KiB copied behind the header, larger payloads
         /// uncopied in a vectored write. Blocks while the peer's buffer is
-        /// full.
+        /// full. The unwritten tail of an earlier bounded send goes first.
         ///
         /// # Errors
         /// [`Error::TooLarge`] if longer than `max_message_size` (nothing sent);
         /// [`Error::Disconnected`] if the peer's end is closed;
-        /// [`Error::Poisoned`] after a send that failed half-way.
+        /// [`Error::Poisoned`] after a write that failed half-way.
         ///
         /// # Peer death
         /// `Disconnected`, never `SIGPIPE`: sockets are written with
-        /// `MSG_NOSIGNAL`; pipe writes block `SIGPIPE` in the calling thread
-        /// for the write and consume the one a closed pipe raises, so this
-        /// holds even in a host that never ignored `SIGPIPE`. A peer that is
-        /// alive but never reads blocks this call; use
-        /// [`send_bytes_timeout`](Self::send_bytes_timeout) to bound it.
+        /// `MSG_NOSIGNAL`; pipe writes use `RWF_NOSIGNAL` or block `SIGPIPE`
+        /// in the calling thread for the write and consume the one a closed
+        /// pipe raises, so this holds even in a host that never ignored
+        /// `SIGPIPE`. A peer that is alive but never reads blocks this call;
+        /// use [`send_bytes_timeout`](Self::send_bytes_timeout) to bound it.
         pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-            self.tx.send_bytes(self.fd.as_fd(), bytes, None)
+            blocking(self.tx.send_bytes(fd_of(&self.fd), bytes, None))
         }
 
         /// [`send_bytes`](Self::send_bytes) waiting at most `timeout` (against
         /// the monotonic clock, EINTR retried) for the peer to make room.
         ///
+        /// `Ok` means the message is accepted: it is in the kernel's buffer,
+        /// or, if the time ran out in the middle of it, its unwritten tail is
+        /// kept in this handle and goes out first at the next send of any
+        /// form, [`flush`](Self::flush), or (best effort) drop.
+        ///
         /// # Errors
-        /// [`Error::Timeout`] if the peer made no room for the first byte in
-        /// time: nothing of the message was written, the stream is intact and
-        /// the send can be retried. [`Error::Poisoned`] if the message had
-        /// started but could not be finished in time: the peer may hold its
-        /// first part, so this direction is unusable from now on (a socket's
-        /// write side is shut down; the peer receives every earlier message,
-        /// then [`Error::Disconnected`]). Otherwise as `send_bytes`.
+        /// [`SendTimeoutError::Timeout`] if the peer made no room in time for
+        /// the first byte (or for the tail of an earlier message): nothing of
+        /// this message was written, the stream is intact, retry later.
+        /// [`SendTimeoutError::Disconnected`] if the peer's end is closed;
+        /// [`SendTimeoutError::Failed`] with the other errors of
+        /// `send_bytes`.
         ///
         /// # Peer death
         /// As [`send_bytes`](Self::send_bytes); a peer that exits or is killed
         /// while this call waits makes it return `Disconnected` at once.
-        pub fn send_bytes_timeout(&mut self, bytes: &[u8], timeout: Duration) -> Result<()> {
-            self.tx
-                .send_bytes(self.fd.as_fd(), bytes, deadline_after(timeout))
+        pub fn send_bytes_timeout(
+            &mut self,
+            bytes: &[u8],
+            timeout: Duration,
+        ) -> Result<(), SendTimeoutError> {
+            timeout_sent(
+                self.tx
+                    .send_bytes(fd_of(&self.fd), bytes, deadline_after(timeout)),
+            )
         }
 
-        /// [`send_bytes`](Self::send_bytes) without blocking: the message goes
-        /// out if the peer's buffer has room now.
+        /// [`send_bytes`](Self::send_bytes) without blocking: the message
+        /// is accepted if the peer's buffer has room for its first byte now.
+        /// Never poisons: what does not fit of an accepted message is kept
+        /// as in [`send_bytes_timeout`](Self::send_bytes_timeout).
         ///
         /// # Errors
-        /// [`Error::Timeout`] when the buffer is full (nothing written, stream
-        /// intact, retry later). [`Error::Poisoned`] when only the first part
-        /// of the message fitted, as for
-        /// [`send_bytes_timeout`](Self::send_bytes_timeout). On Linux a message
-        /// of up to `PIPE_BUF` (4 KiB) on a pipe, or about 32 KiB on a Unix
-        /// socket, is taken whole or not at all, so only longer messages risk
-        /// this; bound those with `send_bytes_timeout` instead. Otherwise as
-        /// `send_bytes`.
+        /// [`TrySendError::Full`] when the buffer is full (nothing written,
+        /// stream intact, retry later); [`TrySendError::Disconnected`] if
+        /// the peer's end is closed; [`TrySendError::Failed`] with the other
+        /// errors of `send_bytes`.
         ///
         /// # Peer death
         /// As [`send_bytes`](Self::send_bytes).
-        pub fn try_send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-            self.tx
-                .send_bytes(self.fd.as_fd(), bytes, Some(Instant::now()))
+        ///
+        /// # Example
+        /// ```
+        /// use ipc_pipe::TrySendError;
+        /// let (mut rx, mut tx) = ipc_pipe::simplex()?;
+        /// let mut sent = 0;
+        /// loop {
+        ///     match tx.try_send_bytes(&[7; 1000]) {
+        ///         Ok(()) => sent += 1,
+        ///         Err(TrySendError::Full) => break, // nothing of it written
+        ///         Err(e) => return Err(e.into()),
+        ///     }
+        /// }
+        /// for _ in 0..sent {
+        ///     assert_eq!(rx.recv_bytes()?, [7; 1000]);
+        /// }
+        /// # Ok::<(), ipc_pipe::Error>(())
+        /// ```
+        pub fn try_send_bytes(&mut self, bytes: &[u8]) -> Result<(), TrySendError> {
+            try_sent(
+                self.tx
+                    .send_bytes(fd_of(&self.fd), bytes, Some(Instant::now())),
+            )
         }
 
         /// Sends each of `msgs` as one message, in order, as if by
@@ -1014,29 +1240,22 @@ macro_rules! send_methods {
         /// ```
         pub fn send_bytes_many<B: AsRef<[u8]>>(&mut self, msgs: &[B]) -> Result<()> {
             self.tx
-                .send_bytes_many(self.fd.as_fd(), msgs, None)
+                .send_bytes_many(fd_of(&self.fd), msgs, None)
                 .map(|_| ())
         }
 
         /// [`send_bytes_many`](Self::send_bytes_many) waiting at most
         /// `timeout` (monotonic clock) for the peer to make room. Returns how
-        /// many of the messages, from the first, went out whole: all of them,
-        /// or fewer when the time ran out between two messages (the rest
-        /// were not sent; the stream is intact and the caller sends them
-        /// again later).
-        ///
-        /// Small messages are written in groups of at most `PIPE_BUF`
-        /// (4 KiB) bytes, which a pipe or a Unix socket takes whole or not
-        /// at all, so running out of room never cuts one of them.
+        /// many of the messages, from the first, were accepted: all of them,
+        /// or fewer when the time ran out (the rest were not sent; the
+        /// caller sends them again later). The last one accepted may be
+        /// partly written, its tail kept as in
+        /// [`send_bytes_timeout`](Self::send_bytes_timeout).
         ///
         /// # Errors
-        /// [`Error::Timeout`] if not even the first message went out
-        /// (nothing written, stream intact). [`Error::Poisoned`] if a
-        /// message had started but could not finish in time (a message over
-        /// 2 KiB larger than the free room, or any message on TCP): as for
-        /// [`send_bytes_timeout`](Self::send_bytes_timeout), the peer gets
-        /// every message before it, then end of stream. Otherwise as
-        /// `send_bytes_many`.
+        /// [`SendTimeoutError::Timeout`] if not even the first message was
+        /// accepted (nothing written, stream intact). Otherwise as
+        /// `send_bytes_many`, in `Disconnected` or `Failed`.
         ///
         /// # Peer death
         /// As [`send_bytes_timeout`](Self::send_bytes_timeout).
@@ -1058,24 +1277,82 @@ macro_rules! send_methods {
             &mut self,
             msgs: &[B],
             timeout: Duration,
-        ) -> Result<usize> {
+        ) -> Result<usize, SendTimeoutError> {
             self.tx
-                .send_bytes_many(self.fd.as_fd(), msgs, deadline_after(timeout))
+                .send_bytes_many(fd_of(&self.fd), msgs, deadline_after(timeout))
+                .map_err(SendTimeoutError::from_internal)
         }
 
         /// [`send_bytes_many`](Self::send_bytes_many) without blocking:
-        /// sends the leading messages that fit in the peer's buffer now and
-        /// returns how many.
+        /// accepts the leading messages that fit in the peer's buffer now
+        /// and returns how many (the last may be partly written, as in
+        /// [`try_send_bytes`](Self::try_send_bytes)).
         ///
         /// # Errors
-        /// As [`send_bytes_many_timeout`](Self::send_bytes_many_timeout):
-        /// [`Error::Timeout`] when not even the first message fits.
+        /// [`TrySendError::Full`] when not even the first message fits;
+        /// otherwise as `send_bytes_many`, in `Disconnected` or `Failed`.
         ///
         /// # Peer death
         /// As [`send_bytes`](Self::send_bytes).
-        pub fn try_send_bytes_many<B: AsRef<[u8]>>(&mut self, msgs: &[B]) -> Result<usize> {
+        pub fn try_send_bytes_many<B: AsRef<[u8]>>(
+            &mut self,
+            msgs: &[B],
+        ) -> Result<usize, TrySendError> {
             self.tx
-                .send_bytes_many(self.fd.as_fd(), msgs, Some(Instant::now()))
+                .send_bytes_many(fd_of(&self.fd), msgs, Some(Instant::now()))
+                .map_err(TrySendError::from_internal)
+        }
+
+        /// Writes the unwritten tail of a message an earlier bounded send
+        /// accepted, blocking while the peer's buffer is full. Does nothing
+        /// when there is none ([`pending_bytes`](Self::pending_bytes) is 0).
+        /// Every send does this first on its own; call it to make sure the
+        /// peer can read everything accepted so far.
+        ///
+        /// # Errors
+        /// [`Error::Disconnected`] if the peer's end is closed (the tail is
+        /// lost: the peer sees a cut message, reported as `Disconnected`);
+        /// [`Error::Poisoned`] after a write that failed half-way.
+        ///
+        /// # Peer death
+        /// As [`send_bytes`](Self::send_bytes).
+        pub fn flush(&mut self) -> Result<()> {
+            self.tx.flush(fd_of(&self.fd), None)
+        }
+
+        /// [`flush`](Self::flush) waiting at most `timeout`.
+        ///
+        /// # Errors
+        /// [`SendTimeoutError::Timeout`] if some of the tail is still
+        /// pending then (what went is gone from it); otherwise as `flush`.
+        ///
+        /// # Peer death
+        /// As [`send_bytes`](Self::send_bytes).
+        pub fn flush_timeout(&mut self, timeout: Duration) -> Result<(), SendTimeoutError> {
+            self.tx
+                .flush(fd_of(&self.fd), deadline_after(timeout))
+                .map_err(SendTimeoutError::from_internal)
+        }
+
+        /// [`flush`](Self::flush) without blocking.
+        ///
+        /// # Errors
+        /// [`TrySendError::Full`] if some of the tail is still pending;
+        /// otherwise as `flush`.
+        ///
+        /// # Peer death
+        /// As [`send_bytes`](Self::send_bytes).
+        pub fn try_flush(&mut self) -> Result<(), TrySendError> {
+            self.tx
+                .flush(fd_of(&self.fd), Some(Instant::now()))
+                .map_err(TrySendError::from_internal)
+        }
+
+        /// How many bytes of an accepted message are still waiting in this
+        /// handle to be written (0 when everything accepted is in the
+        /// kernel).
+        pub fn pending_bytes(&self) -> usize {
+            self.tx.pending()
         }
     };
 }
@@ -1085,21 +1362,28 @@ macro_rules! fd_impls {
     ($ty:ident) => {
         impl AsFd for $ty {
             fn as_fd(&self) -> BorrowedFd<'_> {
-                self.fd.as_fd()
+                fd_of(&self.fd)
             }
         }
 
         impl AsRawFd for $ty {
             fn as_raw_fd(&self) -> RawFd {
-                self.fd.as_raw_fd()
+                fd_of(&self.fd).as_raw_fd()
             }
         }
 
         impl From<$ty> for OwnedFd {
-            /// Gives up the handle; input it had read ahead is discarded.
-            fn from(c: $ty) -> OwnedFd {
+            /// Gives up the handle; input it had read ahead is discarded, and
+            /// the unwritten tail of an accepted message (see
+            /// [`pending_bytes`]($ty::pending_bytes) on senders) gets one
+            /// non-blocking attempt, as on drop.
+            fn from(mut c: $ty) -> OwnedFd {
+                c.release();
                 // The other fields drop here (the reader leaves the `wait` bitmap).
-                c.fd
+                match c.fd.take() {
+                    Some(fd) => fd,
+                    None => unreachable!("the fd is taken only here, consuming the handle"),
+                }
             }
         }
 
@@ -1112,7 +1396,7 @@ macro_rules! fd_impls {
 
         impl fmt::Debug for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt_conn(stringify!($ty), self.fd.as_raw_fd(), f)
+                fmt_conn(stringify!($ty), fd_of(&self.fd).as_raw_fd(), f)
             }
         }
     };
@@ -1132,9 +1416,11 @@ macro_rules! fd_impls {
 /// # Example
 /// ```
 /// let (mut a, mut b) = ipc_pipe::duplex()?;
-/// a.send(&("ping", 1u32))?;
+/// # #[cfg(feature = "serde")] {
+/// a.send(&("ping", 1u32))?; // feature `serde` (on by default)
 /// let (word, n): (String, u32) = b.recv()?;
 /// assert_eq!((word.as_str(), n), ("ping", 1));
+/// # }
 /// b.send_bytes(b"pong")?;
 /// assert_eq!(a.recv_bytes()?, b"pong");
 /// # Ok::<(), ipc_pipe::Error>(())
@@ -1143,14 +1429,14 @@ pub struct Connection {
     // Field order is drop order: leave the `wait` bitmap before closing the fd.
     rx: Reader,
     tx: Writer,
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
 }
 
 impl Connection {
     pub(crate) fn new(fd: OwnedFd, kind: sys::FdKind) -> Connection {
         Connection {
             rx: Reader::new(fd.as_raw_fd(), kind.is_socket()),
-            fd,
+            fd: Some(fd),
             tx: Writer::new(kind),
         }
     }
@@ -1191,25 +1477,40 @@ impl Connection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn send_fds(&mut self, fds: &[BorrowedFd<'_>]) -> Result<()> {
-        self.tx.send_fds(self.fd.as_fd(), fds, None)
+        blocking(self.tx.send_fds(fd_of(&self.fd), fds, None))
     }
 
     /// [`send_fds`](Self::send_fds) waiting at most `timeout` for room.
     ///
     /// # Errors
-    /// As `send_fds`; a full buffer is [`Error::Timeout`] with nothing sent
-    /// (the fd message is a single 12-byte write, so it is never cut).
-    pub fn send_fds_timeout(&mut self, fds: &[BorrowedFd<'_>], timeout: Duration) -> Result<()> {
-        self.tx
-            .send_fds(self.fd.as_fd(), fds, deadline_after(timeout))
+    /// [`SendTimeoutError::Timeout`] if the peer made no room in time
+    /// (nothing sent; the descriptors go with the message's first byte, so
+    /// an accepted message always carries them); otherwise as `send_fds`,
+    /// in `Disconnected` or `Failed`.
+    ///
+    /// # Peer death
+    /// As [`send_bytes`](Self::send_bytes).
+    pub fn send_fds_timeout(
+        &mut self,
+        fds: &[BorrowedFd<'_>],
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError> {
+        timeout_sent(
+            self.tx
+                .send_fds(fd_of(&self.fd), fds, deadline_after(timeout)),
+        )
     }
 
     /// [`send_fds`](Self::send_fds) without blocking.
     ///
     /// # Errors
-    /// As [`send_fds_timeout`](Self::send_fds_timeout).
-    pub fn try_send_fds(&mut self, fds: &[BorrowedFd<'_>]) -> Result<()> {
-        self.tx.send_fds(self.fd.as_fd(), fds, Some(Instant::now()))
+    /// [`TrySendError::Full`] if the peer's buffer has no room now (nothing
+    /// sent); otherwise as `send_fds`, in `Disconnected` or `Failed`.
+    ///
+    /// # Peer death
+    /// As [`send_bytes`](Self::send_bytes).
+    pub fn try_send_fds(&mut self, fds: &[BorrowedFd<'_>]) -> Result<(), TrySendError> {
+        try_sent(self.tx.send_fds(fd_of(&self.fd), fds, Some(Instant::now())))
     }
 
     /// Receives the descriptors of a [`send_fds`](Self::send_fds) message,
@@ -1225,29 +1526,45 @@ impl Connection {
     /// stays usable); [`Error::Poisoned`] if the message carries more than it
     /// announced (at most [`frame::MAX_FDS`]) or descriptors keep arriving for
     /// messages not yet read (all of them are closed); else as
-    /// [`recv`](Self::recv).
+    /// [`recv_bytes`](Self::recv_bytes).
     ///
     /// # Peer death
-    /// As [`recv`](Self::recv).
+    /// As [`recv_bytes`](Self::recv_bytes).
     pub fn recv_fds(&mut self) -> Result<Vec<OwnedFd>> {
-        self.rx.recv_fds(self.fd.as_fd(), None)
+        self.rx.recv_fds(fd_of(&self.fd), None)
     }
 
     /// [`recv_fds`](Self::recv_fds) waiting at most `timeout`.
     ///
     /// # Errors
-    /// As `recv_fds`, plus [`Error::Timeout`].
-    pub fn recv_fds_timeout(&mut self, timeout: Duration) -> Result<Vec<OwnedFd>> {
-        self.rx.recv_fds(self.fd.as_fd(), deadline_after(timeout))
+    /// [`RecvTimeoutError::Timeout`] if no message arrived in time;
+    /// [`RecvTimeoutError::Disconnected`] at end of stream; otherwise as
+    /// `recv_fds`, in `Failed`.
+    ///
+    /// # Peer death
+    /// As [`recv_bytes`](Self::recv_bytes).
+    pub fn recv_fds_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Vec<OwnedFd>, RecvTimeoutError> {
+        self.rx
+            .recv_fds(fd_of(&self.fd), deadline_after(timeout))
+            .map_err(RecvTimeoutError::from_internal)
     }
 
-    /// [`recv_fds`](Self::recv_fds) without blocking: `Ok(None)` if no fd
-    /// message is waiting.
+    /// [`recv_fds`](Self::recv_fds) without blocking.
     ///
     /// # Errors
-    /// As `recv_fds`.
-    pub fn try_recv_fds(&mut self) -> Result<Option<Vec<OwnedFd>>> {
-        none_on_timeout(self.rx.recv_fds(self.fd.as_fd(), Some(Instant::now())))
+    /// [`TryRecvError::Empty`] if no message is waiting;
+    /// [`TryRecvError::Disconnected`] at end of stream; otherwise as
+    /// `recv_fds`, in `Failed`.
+    ///
+    /// # Peer death
+    /// As [`recv_bytes`](Self::recv_bytes).
+    pub fn try_recv_fds(&mut self) -> Result<Vec<OwnedFd>, TryRecvError> {
+        self.rx
+            .recv_fds(fd_of(&self.fd), Some(Instant::now()))
+            .map_err(TryRecvError::from_internal)
     }
 
     /// Sets the largest message accepted in both directions (default 64 MiB).
@@ -1261,6 +1578,26 @@ impl Connection {
     /// The current limit set by [`set_max_message_size`](Self::set_max_message_size).
     pub fn max_message_size(&self) -> usize {
         self.tx.max
+    }
+}
+
+impl Connection {
+    /// What giving up the handle does first.
+    fn release(&mut self) {
+        if let Some(fd) = &self.fd {
+            self.tx.flush_on_drop(fd.as_fd());
+        }
+    }
+}
+
+/// Drop makes one non-blocking attempt to write the unwritten tail of an
+/// accepted message ([`pending_bytes`](Connection::pending_bytes)); if the
+/// peer's buffer has no room for all of it, the rest is lost and the peer
+/// sees a cut message, which it reports as `Disconnected`. Call
+/// [`flush`](Connection::flush) first to deliver it.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -1283,20 +1620,20 @@ fd_impls!(Connection);
 /// # Example
 /// ```
 /// let (mut rx, mut tx) = ipc_pipe::simplex()?;
-/// tx.send(&vec![1u8, 2, 3])?;
-/// assert_eq!(rx.recv::<Vec<u8>>()?, [1, 2, 3]);
+/// tx.send_bytes(&[1, 2, 3])?;
+/// assert_eq!(rx.recv_bytes()?, [1, 2, 3]);
 /// # Ok::<(), ipc_pipe::Error>(())
 /// ```
 pub struct Receiver {
     rx: Reader,
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
 }
 
 impl Receiver {
     pub(crate) fn new(fd: OwnedFd, socket: bool) -> Receiver {
         Receiver {
             rx: Reader::new(fd.as_raw_fd(), socket),
-            fd,
+            fd: Some(fd),
         }
     }
 
@@ -1314,6 +1651,11 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// What giving up the handle does first: nothing to write.
+    fn release(&mut self) {}
+}
+
 impl From<OwnedFd> for Receiver {
     /// Wraps the read end of a pipe (or any readable stream fd).
     fn from(fd: OwnedFd) -> Receiver {
@@ -1328,14 +1670,14 @@ fd_impls!(Receiver);
 /// `Pipe(duplex=False)[1]`).
 pub struct Sender {
     tx: Writer,
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
 }
 
 impl Sender {
     pub(crate) fn new(fd: OwnedFd, kind: sys::FdKind) -> Sender {
         Sender {
             tx: Writer::new(kind),
-            fd,
+            fd: Some(fd),
         }
     }
 
@@ -1349,6 +1691,24 @@ impl Sender {
     /// The current limit.
     pub fn max_message_size(&self) -> usize {
         self.tx.max
+    }
+}
+
+impl Sender {
+    /// What giving up the handle does first.
+    fn release(&mut self) {
+        if let Some(fd) = &self.fd {
+            self.tx.flush_on_drop(fd.as_fd());
+        }
+    }
+}
+
+/// As for [`Connection`]'s drop: one non-blocking attempt to write the
+/// unwritten tail of an accepted message; call [`flush`](Sender::flush)
+/// first to deliver it.
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

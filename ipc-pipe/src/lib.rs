@@ -2,10 +2,13 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 compile_error!("ipc-pipe supports Linux (and Android) only");
 
+#[cfg(feature = "auth")]
+mod auth;
 mod connection;
 mod error;
 pub mod frame;
@@ -16,9 +19,16 @@ mod wait;
 
 use std::os::fd::AsFd;
 
+#[cfg(feature = "auth")]
+pub use auth::{AUTH_TIMEOUT, MAX_PENDING_HANDSHAKES};
 pub use connection::{Connection, Receiver, Sender};
-pub use error::{CodecError, Error, Result};
-pub use listener::{Address, Client, Listener, AUTH_TIMEOUT, MAX_PENDING_HANDSHAKES};
+#[cfg(feature = "serde")]
+pub use error::CodecError;
+pub use error::{
+    AcceptTimeoutError, Error, RecvTimeoutError, Result, SendTimeoutError, TryAcceptError,
+    TryRecvError, TrySendError,
+};
+pub use listener::{Address, Client, Incoming, Listener};
 pub use wait::wait;
 
 /// Size `simplex` asks for with `F_SETPIPE_SZ` (best effort; the default
@@ -61,8 +71,8 @@ pub fn duplex() -> Result<(Connection, Connection)> {
 /// # Example
 /// ```
 /// let (mut rx, mut tx) = ipc_pipe::simplex()?;
-/// tx.send(&"one way")?;
-/// assert_eq!(rx.recv::<String>()?, "one way");
+/// tx.send_bytes(b"one way")?;
+/// assert_eq!(rx.recv_bytes()?, b"one way");
 /// # Ok::<(), ipc_pipe::Error>(())
 /// ```
 pub fn simplex() -> Result<(Receiver, Sender)> {

@@ -1,18 +1,7 @@
 //! [`Listener`] and [`Client`]: connections between unrelated processes over a
-//! Unix socket path or TCP, with an optional shared key (Python's
-//! `multiprocessing.connection.Listener`/`Client` with `authkey`).
-//!
-//! Authentication, when a key is given, is an HMAC-SHA256 challenge-response
-//! in both directions (the listener challenges first, so nobody gets an HMAC
-//! computed without first proving the key): 32 random bytes from `getrandom`,
-//! verified in constant time by `hmac`. Messages are limited to 1 KiB and the
-//! whole exchange to [`AUTH_TIMEOUT`], so an unauthenticated peer can neither
-//! make us allocate nor hang `accept`.
-//!
-//! `accept` runs the handshakes of every pending peer side by side (each a
-//! small state machine driven by non-blocking receives, with its own
-//! deadline) and returns the first that completes, so a peer that connects
-//! and never answers delays nobody else.
+//! Unix socket path or TCP (Python's `multiprocessing.connection.Listener` /
+//! `Client`), with an optional shared key (feature `auth`, see the `auth`
+//! module).
 //!
 //! A Unix socket file is bound inside a fresh private (0700) directory next
 //! to its path, given mode 0600 there, and renamed into place without
@@ -24,26 +13,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
-use crate::frame::DEFAULT_MAX_MESSAGE_SIZE;
-use crate::{sys, Connection, Error, Result};
-
-/// Longest time the authentication exchange may take on either side.
-pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-
-const CHALLENGE: &[u8] = b"#CHALLENGE#";
-const WELCOME: &[u8] = b"#WELCOME#";
-const FAILURE: &[u8] = b"#FAILURE#";
-const NONCE_LEN: usize = 32;
-const AUTH_MAX_MESSAGE: usize = 1024;
-/// Most handshakes `accept` runs at once; further peers wait in the kernel's
-/// backlog until one ends (completes, fails or times out).
-pub const MAX_PENDING_HANDSHAKES: usize = 64;
+#[cfg(feature = "auth")]
+use crate::auth::{self, Auth};
+use crate::{sys, AcceptTimeoutError, Connection, Error, Result, TryAcceptError};
 
 /// Where a [`Listener`] listens and a [`Client`] connects.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -107,35 +81,40 @@ struct SocketFile {
     ino: u64,
 }
 
-/// A listening socket that yields authenticated [`Connection`]s.
+/// A listening socket that yields [`Connection`]s (Python's
+/// `multiprocessing.connection.Listener`), authenticated when it was bound
+/// with a key (feature `auth`).
 ///
 /// A Unix socket file is created with mode 0600 (it never exists at its path
 /// with another mode) and removed when the listener drops, only by the process
 /// that bound it: a forked child's copy leaves it alone.
 ///
-/// With a key, concurrent calls of `accept` on one listener take turns.
+/// Accepting comes in the three forms of every blocking call,
+/// [`accept`](Self::accept), [`try_accept`](Self::try_accept) and
+/// [`accept_timeout`](Self::accept_timeout), and as an iterator,
+/// [`incoming`](Self::incoming), as std's `TcpListener`.
 ///
 /// # Example
 /// ```
 /// use ipc_pipe::{Client, Listener};
 /// let path = std::env::temp_dir().join(format!("ipc-pipe-doc-{}.sock", std::process::id()));
-/// let listener = Listener::bind(path.as_path(), Some(b"secret"))?;
+/// let listener = Listener::bind(path.as_path())?;
 /// let t = std::thread::spawn(move || -> ipc_pipe::Result<()> {
-///     let mut c = Client::connect(path.as_path(), Some(b"secret"))?;
-///     c.send(&"hello")?;
+///     let mut c = Client::connect(path.as_path())?;
+///     c.send_bytes(b"hello")?;
 ///     Ok(())
 /// });
 /// let mut conn = listener.accept()?;
-/// assert_eq!(conn.recv::<String>()?, "hello");
+/// assert_eq!(conn.recv_bytes()?, b"hello");
 /// t.join().unwrap()?;
 /// # Ok::<(), ipc_pipe::Error>(())
 /// ```
 pub struct Listener {
     socket: Socket,
     address: Address,
-    authkey: Option<Vec<u8>>,
     file: Option<SocketFile>,
-    pending: Mutex<Vec<Handshake>>,
+    #[cfg(feature = "auth")]
+    auth: Option<Auth>,
 }
 
 /// Binds a Unix socket at `path` with mode 0600 from the start: bound in a
@@ -147,7 +126,7 @@ fn bind_unix(path: &Path) -> Result<(UnixListener, SocketFile)> {
         _ => PathBuf::from("."),
     };
     let mut rnd = [0u8; 6];
-    getrandom::fill(&mut rnd).map_err(getrandom_error)?;
+    sys::fill_random(&mut rnd)?;
     let hex: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
     let private = dir.join(format!(".{hex}"));
     std::fs::DirBuilder::new().mode(0o700).create(&private)?;
@@ -176,17 +155,12 @@ fn bind_unix(path: &Path) -> Result<(UnixListener, SocketFile)> {
     Ok((l, file))
 }
 
-fn getrandom_error(e: getrandom::Error) -> Error {
-    Error::Io(match e.raw_os_error() {
-        Some(code) => std::io::Error::from_raw_os_error(code),
-        None => std::io::Error::other(e.to_string()),
-    })
-}
-
 impl Listener {
     /// Binds and listens on `address` (`&Path`/`PathBuf` for a Unix socket,
-    /// `SocketAddr` for TCP). With `authkey`, every accepted peer must prove
-    /// it holds the same key.
+    /// `SocketAddr` for TCP), without authentication: on a Unix socket the
+    /// file's mode (0600) lets only the same user connect; a TCP port is open
+    /// to anyone who can reach it (use
+    /// `bind_with_authkey`, feature `auth`, there).
     ///
     /// A Unix socket is bound in a private directory created beside the path
     /// (`.<12 hex digits>`, removed again), so that directory must be
@@ -195,46 +169,76 @@ impl Listener {
     /// # Errors
     /// [`Error::Io`] if binding fails (for a Unix path: `AddrInUse` when the
     /// file exists).
-    pub fn bind(address: impl Into<Address>, authkey: Option<&[u8]>) -> Result<Listener> {
-        let address = address.into();
-        let (socket, address, file) = match address {
-            Address::Unix(path) => {
-                let (l, file) = bind_unix(&path)?;
-                (Socket::Unix(l), Address::Unix(path), Some(file))
-            }
-            Address::Tcp(addr) => {
-                let l = TcpListener::bind(addr)?;
-                let local = l.local_addr()?;
-                (Socket::Tcp(l), Address::Tcp(local), None)
-            }
-        };
-        // Accepts are non-blocking: `accept` waits with `poll`, so a peer
-        // taken by another process in between cannot block it.
-        match &socket {
-            Socket::Unix(l) => l.set_nonblocking(true)?,
-            Socket::Tcp(l) => l.set_nonblocking(true)?,
-        }
+    pub fn bind(address: impl Into<Address>) -> Result<Listener> {
+        let (socket, address, file) = bind_socket(address.into())?;
         Ok(Listener {
             socket,
             address,
-            authkey: authkey.map(<[u8]>::to_vec),
             file,
-            pending: Mutex::new(Vec::new()),
+            #[cfg(feature = "auth")]
+            auth: None,
         })
     }
 
-    /// Waits for the next peer, authenticates it if a key was given, and
-    /// returns the connection.
-    ///
-    /// With a key, the handshakes of all pending peers run side by side, each
-    /// bounded by [`AUTH_TIMEOUT`]; the first to complete is returned, and
-    /// the others go on in the next call. A peer that never answers delays
-    /// nobody else.
+    /// [`bind`](Self::bind) with a shared key: every accepted peer must
+    /// prove it holds `authkey`, and the listener proves it in turn (an
+    /// HMAC-SHA256 challenge-response both ways, bounded by
+    /// `AUTH_TIMEOUT`). Peers connect with
+    /// [`Client::connect_with_authkey`].
     ///
     /// # Errors
-    /// [`Error::AuthenticationFailed`] if a peer does not prove the key in
-    /// time (it is told so if it answered wrongly, then its connection is
-    /// closed; call `accept` again for the next peer);
+    /// As [`bind`](Self::bind).
+    ///
+    /// # Example
+    /// ```
+    /// use ipc_pipe::{Client, Listener};
+    /// let path = std::env::temp_dir().join(format!("ipc-pipe-auth-{}.sock", std::process::id()));
+    /// let listener = Listener::bind_with_authkey(path.as_path(), b"secret")?;
+    /// let t = std::thread::spawn(move || -> ipc_pipe::Result<()> {
+    ///     let mut c = Client::connect_with_authkey(path.as_path(), b"secret")?;
+    ///     c.send_bytes(b"hello")?;
+    ///     Ok(())
+    /// });
+    /// let mut conn = listener.accept()?;
+    /// assert_eq!(conn.recv_bytes()?, b"hello");
+    /// t.join().unwrap()?;
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+    pub fn bind_with_authkey(address: impl Into<Address>, authkey: &[u8]) -> Result<Listener> {
+        let (socket, address, file) = bind_socket(address.into())?;
+        Ok(Listener {
+            socket,
+            address,
+            file,
+            auth: Some(Auth::new(authkey)),
+        })
+    }
+
+    /// Whether accepted peers must prove a key.
+    pub fn authenticated(&self) -> bool {
+        #[cfg(feature = "auth")]
+        {
+            self.auth.is_some()
+        }
+        #[cfg(not(feature = "auth"))]
+        false
+    }
+
+    /// Waits for the next peer, authenticates it if the listener has a key,
+    /// and returns the connection.
+    ///
+    /// With a key, the handshakes of all pending peers run side by side, each
+    /// bounded by `AUTH_TIMEOUT`; the first to
+    /// complete is returned, and the others go on in the next call. A peer
+    /// that never answers delays nobody else. Concurrent calls on one
+    /// listener take turns.
+    ///
+    /// # Errors
+    /// `Error::AuthenticationFailed` (feature `auth`) if a peer does not
+    /// prove the key in time (it is told so if it answered wrongly, then its
+    /// connection is closed; call `accept` again for the next peer);
     /// [`Error::Disconnected`] if a peer leaves during the exchange;
     /// [`Error::Io`].
     ///
@@ -242,20 +246,64 @@ impl Listener {
     /// A peer that dies during its handshake is `Disconnected` or
     /// `AuthenticationFailed` for that call; others are unaffected.
     pub fn accept(&self) -> Result<Connection> {
-        self.accept_until(None)
+        self.accept_until(None, false)
     }
 
-    /// [`accept`](Self::accept) waiting at most `timeout` for a peer to
-    /// complete its handshake.
+    /// [`accept`](Self::accept) without blocking: a peer already waiting (and,
+    /// with a key, whose handshake completes with the bytes already here).
+    /// Handshakes started go on in the next call of any accept form.
     ///
     /// # Errors
-    /// [`Error::Timeout`] when none did in time (handshakes under way go on
-    /// in the next call); otherwise as `accept`.
+    /// [`TryAcceptError::WouldBlock`] when no peer is ready now (or another
+    /// thread is in an accept call on this listener);
+    /// [`TryAcceptError::Failed`] with the errors of `accept`.
     ///
     /// # Peer death
     /// As [`accept`](Self::accept).
-    pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
-        self.accept_until(Instant::now().checked_add(timeout))
+    pub fn try_accept(&self) -> Result<Connection, TryAcceptError> {
+        self.accept_until(Some(Instant::now()), true)
+            .map_err(TryAcceptError::from_internal)
+    }
+
+    /// [`accept`](Self::accept) waiting at most `timeout` (monotonic clock)
+    /// for a peer to complete its handshake.
+    ///
+    /// # Errors
+    /// [`AcceptTimeoutError::Timeout`] when none did in time (handshakes
+    /// under way go on in the next call); [`AcceptTimeoutError::Failed`] with
+    /// the errors of `accept`.
+    ///
+    /// # Peer death
+    /// As [`accept`](Self::accept).
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection, AcceptTimeoutError> {
+        self.accept_until(Instant::now().checked_add(timeout), false)
+            .map_err(AcceptTimeoutError::from_internal)
+    }
+
+    /// An endless iterator of accepted connections: each `next` is
+    /// [`accept`](Self::accept), so it blocks, and a peer that fails its
+    /// handshake or leaves is an `Err` item, after which the iterator goes
+    /// on (as std's `TcpListener::incoming`).
+    ///
+    /// # Example
+    /// ```
+    /// use ipc_pipe::{Client, Listener};
+    /// let path = std::env::temp_dir().join(format!("ipc-pipe-inc-{}.sock", std::process::id()));
+    /// let listener = Listener::bind(path.as_path())?;
+    /// let t = std::thread::spawn(move || -> ipc_pipe::Result<()> {
+    ///     for i in 0..3u8 {
+    ///         Client::connect(path.as_path())?.send_bytes(&[i])?;
+    ///     }
+    ///     Ok(())
+    /// });
+    /// for (i, conn) in listener.incoming().take(3).enumerate() {
+    ///     assert_eq!(conn?.recv_bytes()?, [i as u8]);
+    /// }
+    /// t.join().unwrap()?;
+    /// # Ok::<(), ipc_pipe::Error>(())
+    /// ```
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
     }
 
     /// The bound address (for TCP, with the port actually bound).
@@ -264,7 +312,7 @@ impl Listener {
     }
 
     /// One non-blocking `accept`: `None` if no peer is waiting.
-    fn accept_raw(&self) -> Result<Option<Connection>> {
+    pub(crate) fn accept_raw(&self) -> Result<Option<Connection>> {
         let res = match &self.socket {
             Socket::Unix(l) => l.accept().map(|(s, _)| OwnedFd::from(s)),
             Socket::Tcp(l) => l.accept().and_then(|(s, _)| {
@@ -284,75 +332,62 @@ impl Listener {
         }
     }
 
-    fn accept_until(&self, deadline: Option<Instant>) -> Result<Connection> {
-        let Some(key) = self.authkey.as_deref() else {
-            loop {
-                if let Some(conn) = self.accept_raw()? {
-                    return Ok(conn);
-                }
-                if !sys::poll_one(self.as_fd(), sys::POLLIN, deadline)? {
-                    return Err(Error::Timeout);
-                }
-            }
-        };
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+    /// The next connection by `deadline`, `Err(Timeout)` when none; with
+    /// `nonblocking`, never waits for another thread's accept either.
+    fn accept_until(&self, deadline: Option<Instant>, nonblocking: bool) -> Result<Connection> {
+        #[cfg(feature = "auth")]
+        if let Some(auth) = &self.auth {
+            return auth.accept(self, deadline, nonblocking);
+        }
+        let _ = nonblocking;
         loop {
-            // Drive every handshake as far as its bytes allow.
-            let now = Instant::now();
-            let mut i = 0;
-            while i < pending.len() {
-                match pending[i].advance(key) {
-                    Progress::Waiting if now < pending[i].deadline => i += 1,
-                    Progress::Waiting => {
-                        pending.swap_remove(i);
-                        return Err(Error::AuthenticationFailed);
-                    }
-                    Progress::Done => return Ok(pending.swap_remove(i).into_connection()),
-                    Progress::Failed(e) => {
-                        pending.swap_remove(i);
-                        return Err(e);
-                    }
-                }
+            if let Some(conn) = self.accept_raw()? {
+                return Ok(conn);
             }
-            // Take new peers while there is room.
-            let mut started = false;
-            while pending.len() < MAX_PENDING_HANDSHAKES {
-                let Some(conn) = self.accept_raw()? else {
-                    break;
-                };
-                pending.push(Handshake::start(conn)?);
-                started = true;
-            }
-            if started {
-                continue;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if !sys::poll_one(self.as_fd(), sys::POLLIN, deadline)? {
                 return Err(Error::Timeout);
             }
-            let mut fds: Vec<libc::pollfd> = pending
-                .iter()
-                .map(|h| libc::pollfd {
-                    fd: h.conn.as_raw_fd(),
-                    events: sys::POLLIN,
-                    revents: 0,
-                })
-                .collect();
-            if pending.len() < MAX_PENDING_HANDSHAKES {
-                fds.push(libc::pollfd {
-                    fd: self.as_raw_fd(),
-                    events: sys::POLLIN,
-                    revents: 0,
-                });
-            }
-            let first_expiry = pending.iter().map(|h| h.deadline).min();
-            let wake = match (deadline, first_expiry) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            sys::poll(&mut fds, wake)?;
         }
     }
 }
+
+/// Binds and listens on `address`, non-blocking (accepts wait with `poll`,
+/// so a peer taken by another process in between cannot block them).
+fn bind_socket(address: Address) -> Result<(Socket, Address, Option<SocketFile>)> {
+    let (socket, address, file) = match address {
+        Address::Unix(path) => {
+            let (l, file) = bind_unix(&path)?;
+            (Socket::Unix(l), Address::Unix(path), Some(file))
+        }
+        Address::Tcp(addr) => {
+            let l = TcpListener::bind(addr)?;
+            let local = l.local_addr()?;
+            (Socket::Tcp(l), Address::Tcp(local), None)
+        }
+    };
+    match &socket {
+        Socket::Unix(l) => l.set_nonblocking(true)?,
+        Socket::Tcp(l) => l.set_nonblocking(true)?,
+    }
+    Ok((socket, address, file))
+}
+
+/// The iterator of [`Listener::incoming`]: [`accept`](Listener::accept) per
+/// item, without end.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a Listener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = Result<Connection>;
+
+    fn next(&mut self) -> Option<Result<Connection>> {
+        Some(self.listener.accept())
+    }
+}
+
+impl std::iter::FusedIterator for Incoming<'_> {}
 
 impl Drop for Listener {
     fn drop(&mut self) {
@@ -394,134 +429,9 @@ impl fmt::Debug for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Listener")
             .field("address", &self.address)
-            .field("authkey", &self.authkey.as_ref().map(|_| "<set>"))
+            .field("authenticated", &self.authenticated())
             .finish()
     }
-}
-
-/// Where the listener's side of one handshake stands.
-enum Step {
-    /// Our challenge is sent; waiting for the peer's HMAC of `nonce`.
-    Response { nonce: [u8; NONCE_LEN] },
-    /// We accepted the peer; waiting for its challenge to us.
-    Challenge,
-    /// We answered; waiting for the peer's verdict.
-    Verdict,
-}
-
-enum Progress {
-    Waiting,
-    Done,
-    Failed(Error),
-}
-
-/// The listener's side of the challenge exchange with one accepted peer, as
-/// a state machine driven by non-blocking receives.
-struct Handshake {
-    conn: Connection,
-    step: Step,
-    deadline: Instant,
-}
-
-impl Handshake {
-    /// Sends the challenge (a fresh socket always has room for it).
-    fn start(mut conn: Connection) -> Result<Handshake> {
-        conn.set_max_message_size(AUTH_MAX_MESSAGE);
-        let nonce = new_nonce()?;
-        conn.try_send_bytes(&challenge_message(&nonce))
-            .map_err(auth_error)?;
-        Ok(Handshake {
-            conn,
-            step: Step::Response { nonce },
-            deadline: Instant::now() + AUTH_TIMEOUT,
-        })
-    }
-
-    /// Goes as far as the bytes already here allow.
-    fn advance(&mut self, key: &[u8]) -> Progress {
-        loop {
-            let msg = match self.conn.try_recv_bytes() {
-                Ok(Some(m)) => m,
-                Ok(None) => return Progress::Waiting,
-                Err(Error::Disconnected) if matches!(self.step, Step::Verdict) => {
-                    return Progress::Failed(Error::AuthenticationFailed)
-                }
-                Err(e) => return Progress::Failed(auth_error(e)),
-            };
-            let res = match &self.step {
-                Step::Response { nonce } => {
-                    if verify_response(key, nonce, &msg) {
-                        self.step = Step::Challenge;
-                        self.conn.try_send_bytes(WELCOME)
-                    } else {
-                        // Best effort: the peer may already be gone.
-                        let _ = self.conn.try_send_bytes(FAILURE);
-                        Err(Error::AuthenticationFailed)
-                    }
-                }
-                Step::Challenge => match challenge_nonce(&msg) {
-                    Some(nonce) => {
-                        self.step = Step::Verdict;
-                        self.conn.try_send_bytes(&hmac_of(key, nonce))
-                    }
-                    None => Err(Error::AuthenticationFailed),
-                },
-                Step::Verdict if msg == WELCOME => return Progress::Done,
-                Step::Verdict => Err(Error::AuthenticationFailed),
-            };
-            if let Err(e) = res {
-                return Progress::Failed(auth_error(e));
-            }
-        }
-    }
-
-    fn into_connection(mut self) -> Connection {
-        self.conn.set_max_message_size(DEFAULT_MAX_MESSAGE_SIZE);
-        self.conn
-    }
-}
-
-/// Errors of the exchange that mean "not a peer holding the key".
-fn auth_error(e: Error) -> Error {
-    match e {
-        Error::TooLarge { .. } | Error::UnexpectedFrame { .. } | Error::Poisoned => {
-            Error::AuthenticationFailed
-        }
-        // A send that found no room: a peer that does not read its challenge.
-        Error::Timeout => Error::AuthenticationFailed,
-        e => e,
-    }
-}
-
-fn new_nonce() -> Result<[u8; NONCE_LEN]> {
-    let mut nonce = [0u8; NONCE_LEN];
-    getrandom::fill(&mut nonce).map_err(getrandom_error)?;
-    Ok(nonce)
-}
-
-fn challenge_message(nonce: &[u8]) -> Vec<u8> {
-    let mut msg = CHALLENGE.to_vec();
-    msg.extend_from_slice(nonce);
-    msg
-}
-
-/// The nonce of a well-formed challenge message.
-fn challenge_nonce(msg: &[u8]) -> Option<&[u8]> {
-    msg.strip_prefix(CHALLENGE)
-        .filter(|nonce| nonce.len() == NONCE_LEN)
-}
-
-fn hmac_of(key: &[u8], nonce: &[u8]) -> Vec<u8> {
-    let mut m = mac(key);
-    m.update(nonce);
-    m.finalize().into_bytes().to_vec()
-}
-
-/// Whether `response` is the HMAC of `nonce` under `key` (constant time).
-fn verify_response(key: &[u8], nonce: &[u8], response: &[u8]) -> bool {
-    let mut m = mac(key);
-    m.update(nonce);
-    m.verify_slice(response).is_ok()
 }
 
 /// Connects to a [`Listener`] (Python's `multiprocessing.connection.Client`).
@@ -530,87 +440,41 @@ fn verify_response(key: &[u8], nonce: &[u8], response: &[u8]) -> bool {
 pub enum Client {}
 
 impl Client {
-    /// Connects to `address` and, with `authkey`, answers the listener's
-    /// challenge and then challenges it in turn.
+    /// Connects to `address` without authentication (the listener must have
+    /// been bound with [`Listener::bind`]).
     ///
     /// # Errors
-    /// [`Error::AuthenticationFailed`] if the keys differ (the connection is
-    /// closed); [`Error::Timeout`] after [`AUTH_TIMEOUT`]; [`Error::Io`] if the
-    /// connection fails.
-    pub fn connect(address: impl Into<Address>, authkey: Option<&[u8]>) -> Result<Connection> {
-        let fd: OwnedFd = match address.into() {
-            Address::Unix(p) => UnixStream::connect(p)?.into(),
-            Address::Tcp(a) => {
-                let s = TcpStream::connect(a)?;
-                s.set_nodelay(true)?;
-                s.into()
-            }
-        };
-        let mut conn = Connection::from(fd);
-        if let Some(key) = authkey {
-            authenticate(&mut conn, key)?;
-        }
+    /// [`Error::Io`] if the connection fails (`NotFound`, `ConnectionRefused`,
+    /// `PermissionDenied` for a Unix socket of another user).
+    pub fn connect(address: impl Into<Address>) -> Result<Connection> {
+        connect_socket(address.into())
+    }
+
+    /// Connects to `address`, answers the listener's challenge with
+    /// `authkey`, then challenges it in turn (see
+    /// [`Listener::bind_with_authkey`]).
+    ///
+    /// # Errors
+    /// `Error::AuthenticationFailed` if the keys differ (the connection is
+    /// closed); [`Error::Timeout`] after `AUTH_TIMEOUT`;
+    /// [`Error::Io`] if the connection fails.
+    #[cfg(feature = "auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+    pub fn connect_with_authkey(address: impl Into<Address>, authkey: &[u8]) -> Result<Connection> {
+        let mut conn = connect_socket(address.into())?;
+        auth::authenticate(&mut conn, authkey)?;
         Ok(conn)
     }
 }
 
-/// The client's side of the exchange (blocking, bounded by [`AUTH_TIMEOUT`]).
-fn authenticate(conn: &mut Connection, key: &[u8]) -> Result<()> {
-    let deadline = Instant::now() + AUTH_TIMEOUT;
-    let saved = conn.max_message_size();
-    conn.set_max_message_size(AUTH_MAX_MESSAGE);
-    let res =
-        answer_challenge(conn, key, deadline).and_then(|()| deliver_challenge(conn, key, deadline));
-    conn.set_max_message_size(saved);
-    res
-}
-
-fn left(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now())
-}
-
-fn mac(key: &[u8]) -> Hmac<Sha256> {
-    // HMAC accepts keys of any length; this cannot fail.
-    <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("hmac takes any key length"))
-}
-
-/// Sends a random challenge and checks the peer's HMAC of it.
-fn deliver_challenge(conn: &mut Connection, key: &[u8], deadline: Instant) -> Result<()> {
-    let nonce = new_nonce()?;
-    conn.send_bytes_timeout(&challenge_message(&nonce), left(deadline))?;
-    let response = conn
-        .recv_bytes_timeout(left(deadline))
-        .map_err(|e| match e {
-            Error::Timeout => Error::Timeout,
-            e => auth_error(e),
-        })?;
-    if verify_response(key, &nonce, &response) {
-        conn.send_bytes_timeout(WELCOME, left(deadline))?;
-        Ok(())
-    } else {
-        // Best effort: the peer may already be gone.
-        let _ = conn.try_send_bytes(FAILURE);
-        Err(Error::AuthenticationFailed)
-    }
-}
-
-/// Answers the peer's challenge with our HMAC and waits for its verdict.
-fn answer_challenge(conn: &mut Connection, key: &[u8], deadline: Instant) -> Result<()> {
-    let challenge = conn
-        .recv_bytes_timeout(left(deadline))
-        .map_err(|e| match e {
-            Error::Timeout => Error::Timeout,
-            e => auth_error(e),
-        })?;
-    let Some(nonce) = challenge_nonce(&challenge) else {
-        return Err(Error::AuthenticationFailed);
+fn connect_socket(address: Address) -> Result<Connection> {
+    let fd: OwnedFd = match address {
+        Address::Unix(p) => UnixStream::connect(p)?.into(),
+        Address::Tcp(a) => {
+            let s = TcpStream::connect(a)?;
+            s.set_nodelay(true)?;
+            s.into()
+        }
     };
-    conn.send_bytes_timeout(&hmac_of(key, nonce), left(deadline))?;
-    match conn.recv_bytes_timeout(left(deadline)) {
-        Ok(v) if v == WELCOME => Ok(()),
-        Ok(_) | Err(Error::Disconnected) => Err(Error::AuthenticationFailed),
-        Err(Error::Timeout) => Err(Error::Timeout),
-        Err(e) => Err(auth_error(e)),
-    }
+    Ok(Connection::from(fd))
 }

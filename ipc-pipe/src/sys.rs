@@ -699,6 +699,30 @@ macro_rules! from_raw_fd {
 
 from_raw_fd!(crate::Connection, crate::Receiver, crate::Sender);
 
+// ---------------------------------------------------------------- randomness
+
+/// Fills `buf` from the kernel's random source (`getrandom(2)`, blocking only
+/// until the pool is first initialised at boot), EINTR retried, short reads
+/// continued.
+pub(crate) fn fill_random(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is a live, writable slice of `rest.len()` bytes; the
+        // kernel writes at most that many.
+        let r = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        done += r as usize;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

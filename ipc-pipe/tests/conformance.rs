@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use ipc_pipe::{duplex, simplex, Client, Connection, Error, Listener, Receiver, Sender};
+use ipc_pipe::{
+    duplex, simplex, Client, Connection, Error, Listener, Receiver, RecvTimeoutError, Sender,
+    TryRecvError,
+};
 
 /// The binary's leak guard (`common::leak_guard`: tests run one at a time, fds, threads and
 /// children checked exactly), also watching the temporary directory the Unix sockets are
@@ -15,9 +18,18 @@ fn leak_guard() -> ipc_testkit::LeakGuard {
 }
 
 fn listener_pair(address: ipc_pipe::Address) -> (Connection, Connection) {
-    let listener = Listener::bind(address, Some(b"conformance")).unwrap();
+    let listener = Listener::bind(address).unwrap();
     let addr = listener.address().clone();
-    let t = std::thread::spawn(move || Client::connect(addr, Some(b"conformance")).unwrap());
+    let t = std::thread::spawn(move || Client::connect(addr).unwrap());
+    let server = listener.accept().unwrap();
+    (t.join().unwrap(), server)
+}
+
+#[cfg(feature = "auth")]
+fn auth_listener_pair(address: ipc_pipe::Address) -> (Connection, Connection) {
+    let listener = Listener::bind_with_authkey(address, b"conformance").unwrap();
+    let addr = listener.address().clone();
+    let t = std::thread::spawn(move || Client::connect_with_authkey(addr, b"conformance").unwrap());
     let server = listener.accept().unwrap();
     (t.join().unwrap(), server)
 }
@@ -106,9 +118,9 @@ macro_rules! conformance {
                 let (_tx, mut rx) = $pair;
                 assert!(matches!(
                     rx.recv_timeout::<u8>(Duration::from_millis(20)),
-                    Err(Error::Timeout)
+                    Err(RecvTimeoutError::Timeout)
                 ));
-                assert!(rx.try_recv::<u8>().unwrap().is_none());
+                assert!(matches!(rx.try_recv::<u8>(), Err(TryRecvError::Empty)));
                 assert!(!rx.poll(Some(Duration::ZERO)).unwrap());
             }
         }
@@ -119,3 +131,13 @@ conformance!(over_duplex, duplex().unwrap());
 conformance!(over_simplex, simplex_pair());
 conformance!(over_unix_listener, unix_pair());
 conformance!(over_tcp_listener, tcp_pair());
+#[cfg(feature = "auth")]
+conformance!(
+    over_unix_auth_listener,
+    auth_listener_pair(common::unique_socket_path("confa").into())
+);
+#[cfg(feature = "auth")]
+conformance!(
+    over_tcp_auth_listener,
+    auth_listener_pair("127.0.0.1:0".into())
+);

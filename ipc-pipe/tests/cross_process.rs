@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use common::{close_in_child, fork, s, Exit};
-use ipc_pipe::{duplex, simplex, wait, Connection, Error};
+use ipc_pipe::{duplex, simplex, wait, Connection, Error, RecvTimeoutError, TryRecvError};
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 + i / 4096) as u8).collect()
@@ -277,13 +277,19 @@ fn recv_timeout_waits_at_least_the_timeout() {
     let (mut a, _b) = duplex().unwrap();
     let t = Duration::from_millis(150);
     let start = Instant::now();
-    assert!(matches!(a.recv_timeout::<u32>(t), Err(Error::Timeout)));
+    assert!(matches!(
+        a.recv_timeout::<u32>(t),
+        Err(RecvTimeoutError::Timeout)
+    ));
     assert!(start.elapsed() >= t, "returned after {:?}", start.elapsed());
     let start = Instant::now();
-    assert!(matches!(a.recv_bytes_timeout(t), Err(Error::Timeout)));
+    assert!(matches!(
+        a.recv_bytes_timeout(t),
+        Err(RecvTimeoutError::Timeout)
+    ));
     assert!(start.elapsed() >= t);
-    assert!(a.try_recv::<u32>().unwrap().is_none());
-    assert!(a.try_recv_bytes().unwrap().is_none());
+    assert!(matches!(a.try_recv::<u32>(), Err(TryRecvError::Empty)));
+    assert!(matches!(a.try_recv_bytes(), Err(TryRecvError::Empty)));
 }
 
 /// A deadline passing in the middle of a frame keeps what arrived; the next
@@ -315,10 +321,13 @@ fn timeout_mid_frame_resumes() {
     assert!(parent.poll(None).unwrap());
     assert!(matches!(
         parent.recv_bytes_into_timeout(&mut buf, Duration::from_millis(50)),
-        Err(Error::Timeout)
+        Err(RecvTimeoutError::Timeout)
     ));
     assert!(buf.is_empty());
-    assert!(parent.try_recv_bytes_into(&mut buf).unwrap().is_none());
+    assert!(matches!(
+        parent.try_recv_bytes_into(&mut buf),
+        Err(TryRecvError::Empty)
+    ));
     go_tx.send(&()).unwrap();
     assert_eq!(parent.recv_bytes_into(&mut buf).unwrap(), expected.len());
     assert!(buf == expected);
@@ -329,15 +338,18 @@ fn timeout_mid_frame_resumes() {
 fn try_recv_none_then_some() {
     let _leaks = common::leak_guard();
     let (mut parent, mut child_end) = duplex().unwrap();
-    assert!(parent.try_recv::<u16>().unwrap().is_none());
+    assert!(matches!(parent.try_recv::<u16>(), Err(TryRecvError::Empty)));
     let parent_fd = parent.as_raw_fd();
     let mut child = fork(move || {
         close_in_child(parent_fd);
         child_end.send(&9u16).map_err(s)
     });
     child.join_ok();
-    assert_eq!(parent.try_recv::<u16>().unwrap(), Some(9));
-    assert!(matches!(parent.try_recv::<u16>(), Err(Error::Disconnected)));
+    assert_eq!(parent.try_recv::<u16>().unwrap(), 9);
+    assert!(matches!(
+        parent.try_recv::<u16>(),
+        Err(TryRecvError::Disconnected)
+    ));
 }
 
 fn memfd_with(content: &[u8]) -> File {

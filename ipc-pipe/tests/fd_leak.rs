@@ -20,9 +20,9 @@ fn no_fd_left_open_after_drop() {
     {
         let (mut a, mut b) = duplex().unwrap();
         let (mut rx, mut tx) = simplex().unwrap();
-        a.send(&1u8).unwrap();
-        a.send(&2u8).unwrap();
-        assert_eq!(b.recv::<u8>().unwrap(), 1); // one message left buffered
+        a.send_bytes(&[1]).unwrap();
+        a.send_bytes(&[2]).unwrap();
+        assert_eq!(b.recv_bytes().unwrap(), [1]); // one message left buffered
         tx.send_bytes(b"x").unwrap();
         assert_eq!(rx.recv_bytes().unwrap(), b"x");
 
@@ -46,29 +46,48 @@ fn no_fd_left_open_after_drop() {
         raw.write_all(&[0xFF; 12]).unwrap();
         assert!(matches!(f.recv_bytes(), Err(Error::Poisoned)));
 
-        // Listener/Client with and without a matching key, across fork.
+        // Listener/Client across fork.
         let path = unique_socket_path("leak");
-        let listener = Listener::bind(path.as_path(), Some(b"k")).unwrap();
+        let listener = Listener::bind(path.as_path()).unwrap();
         let lfd = listener.as_raw_fd();
         let p = path.clone();
         let mut child = fork(move || {
             close_in_child(lfd);
-            let mut c = Client::connect(p.as_path(), Some(b"k")).map_err(s)?;
-            c.send(&5u8).map_err(s)?;
-            match Client::connect(p.as_path(), Some(b"wrong")) {
-                Err(Error::AuthenticationFailed) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
+            let mut c = Client::connect(p.as_path()).map_err(s)?;
+            c.send_bytes(&[5]).map_err(s)
         });
         let mut conn = listener.accept().unwrap();
-        assert_eq!(conn.recv::<u8>().unwrap(), 5);
-        assert!(matches!(
-            listener.accept(),
-            Err(Error::AuthenticationFailed)
-        ));
+        assert_eq!(conn.recv_bytes().unwrap(), [5]);
         child.join_ok();
         drop(listener);
         assert!(!path.exists(), "listener removes its socket file");
+
+        // With and without a matching key.
+        #[cfg(feature = "auth")]
+        {
+            let path = unique_socket_path("leak");
+            let listener = Listener::bind_with_authkey(path.as_path(), b"k").unwrap();
+            let lfd = listener.as_raw_fd();
+            let p = path.clone();
+            let mut child = fork(move || {
+                close_in_child(lfd);
+                let mut c = Client::connect_with_authkey(p.as_path(), b"k").map_err(s)?;
+                c.send_bytes(&[5]).map_err(s)?;
+                match Client::connect_with_authkey(p.as_path(), b"wrong") {
+                    Err(Error::AuthenticationFailed) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            });
+            let mut conn = listener.accept().unwrap();
+            assert_eq!(conn.recv_bytes().unwrap(), [5]);
+            assert!(matches!(
+                listener.accept(),
+                Err(Error::AuthenticationFailed)
+            ));
+            child.join_ok();
+            drop(listener);
+            assert!(!path.exists(), "listener removes its socket file");
+        }
     }
     leaks.finish();
 }

@@ -3,11 +3,36 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use common::{close_in_child, fork, s, unique_socket_path};
-use ipc_pipe::{Address, Client, Error, Listener};
+use ipc_pipe::{AcceptTimeoutError, Address, Client, Error, Listener};
+
+/// `Listener::bind`, or `bind_with_authkey` with a key (tests with keys need the `auth`
+/// feature).
+fn bind(address: impl Into<Address>, key: Option<&[u8]>) -> ipc_pipe::Result<Listener> {
+    match key {
+        None => Listener::bind(address),
+        #[cfg(feature = "auth")]
+        Some(k) => Listener::bind_with_authkey(address, k),
+        #[cfg(not(feature = "auth"))]
+        Some(_) => unreachable!("tests with a key need the auth feature"),
+    }
+}
+
+/// `Client::connect`, or `connect_with_authkey` with a key.
+fn connect(
+    address: impl Into<Address>,
+    key: Option<&[u8]>,
+) -> ipc_pipe::Result<ipc_pipe::Connection> {
+    match key {
+        None => Client::connect(address),
+        #[cfg(feature = "auth")]
+        Some(k) => Client::connect_with_authkey(address, k),
+        #[cfg(not(feature = "auth"))]
+        Some(_) => unreachable!("tests with a key need the auth feature"),
+    }
+}
 
 /// The binary's leak guard, also watching the temporary directory the sockets are bound in
 /// (only names with this process's socket prefix: other programs use that directory too).
@@ -20,17 +45,18 @@ fn serve_one_client(
     server_key: Option<&'static [u8]>,
     client_key: Option<&'static [u8]>,
 ) {
-    let listener = Listener::bind(address, server_key).unwrap();
+    let listener = bind(address, server_key).unwrap();
     let addr = listener.address().clone();
     let lfd = listener.as_raw_fd();
     let should_work = server_key == client_key;
     let mut child = fork(move || {
         close_in_child(lfd);
-        match Client::connect(addr, client_key) {
+        match connect(addr, client_key) {
             Ok(mut c) if should_work => {
                 let n: u32 = c.recv().map_err(s)?;
                 c.send(&(n + 1)).map_err(s)
             }
+            #[cfg(feature = "auth")]
             Err(Error::AuthenticationFailed) if !should_work => Ok(()),
             other => Err(format!("client: {other:?}")),
         }
@@ -40,18 +66,21 @@ fn serve_one_client(
             conn.send(&41u32).unwrap();
             assert_eq!(conn.recv::<u32>().unwrap(), 42);
         }
+        #[cfg(feature = "auth")]
         Err(Error::AuthenticationFailed) if !should_work => {}
         other => panic!("server: {other:?}"),
     }
     child.join_ok();
 }
 
+#[cfg(feature = "auth")]
 #[test]
 fn unix_with_right_key() {
     let _leaks = leak_guard();
     serve_one_client(unique_socket_path("ok").into(), Some(b"key"), Some(b"key"));
 }
 
+#[cfg(feature = "auth")]
 #[test]
 fn unix_with_wrong_key_fails_on_both_sides() {
     let _leaks = leak_guard();
@@ -68,13 +97,15 @@ fn unix_without_key() {
     serve_one_client(unique_socket_path("nokey").into(), None, None);
 }
 
+#[cfg(feature = "auth")]
 #[test]
 fn tcp_with_right_key() {
     let _leaks = leak_guard();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     serve_one_client(any.into(), Some(b"tcp key"), Some(b"tcp key"));
 }
 
+#[cfg(feature = "auth")]
 #[test]
 fn tcp_with_wrong_key_fails_on_both_sides() {
     let _leaks = leak_guard();
@@ -86,28 +117,26 @@ fn socket_file_is_private_and_removed() {
     let _leaks = leak_guard();
     use std::os::unix::fs::PermissionsExt;
     let path = unique_socket_path("perm");
-    let l = Listener::bind(path.as_path(), None).unwrap();
+    let l = bind(path.as_path(), None).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    assert!(matches!(
-        Listener::bind(path.as_path(), None),
-        Err(Error::Io(_))
-    ));
+    assert!(matches!(bind(path.as_path(), None), Err(Error::Io(_))));
     drop(l);
     assert!(!path.exists());
 }
 
+#[cfg(feature = "auth")]
 #[test]
 fn client_speaking_no_protocol_is_rejected() {
     let _leaks = leak_guard();
     // A peer that connects and sends garbage instead of an answer.
     let path = unique_socket_path("garbage");
-    let listener = Listener::bind(path.as_path(), Some(b"key")).unwrap();
+    let listener = bind(path.as_path(), Some(b"key")).unwrap();
     let lfd = listener.as_raw_fd();
     let p = path.clone();
     let mut child = fork(move || {
         close_in_child(lfd);
-        let mut c = Client::connect(p.as_path(), None).map_err(s)?;
+        let mut c = connect(p.as_path(), None).map_err(s)?;
         let _challenge = c.recv_bytes().map_err(s)?;
         c.send_bytes(&[0u8; 2000]).map_err(s)?;
         Ok(())
@@ -125,7 +154,7 @@ fn drop_in_forked_child_keeps_socket_file() {
     // A child inherits a copy of the listener; its drop must not remove the
     // parent's socket file (only the pid that bound it unlinks).
     let path = unique_socket_path("forkdrop");
-    let slot = std::cell::RefCell::new(Some(Listener::bind(path.as_path(), None).unwrap()));
+    let slot = std::cell::RefCell::new(Some(bind(path.as_path(), None).unwrap()));
     let mut child = fork(|| {
         drop(slot.borrow_mut().take());
         Ok(())
@@ -140,10 +169,7 @@ fn drop_in_forked_child_keeps_socket_file() {
     let lfd = listener.as_raw_fd();
     let mut child = fork(move || {
         close_in_child(lfd);
-        Client::connect(p.as_path(), None)
-            .map_err(s)?
-            .send(&7u8)
-            .map_err(s)
+        connect(p.as_path(), None).map_err(s)?.send(&7u8).map_err(s)
     });
     assert_eq!(listener.accept().unwrap().recv::<u8>().unwrap(), 7);
     child.join_ok();
@@ -194,7 +220,7 @@ fn socket_file_never_exists_with_a_looser_mode() {
     let path = dir.join("l.sock");
     let mut listener = None;
     let changed = attrib_changes_during(&dir, || {
-        listener = Some(Listener::bind(path.as_path(), None).unwrap());
+        listener = Some(bind(path.as_path(), None).unwrap());
     });
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
@@ -212,13 +238,14 @@ fn socket_file_never_exists_with_a_looser_mode() {
     assert!(left.is_empty(), "left in the directory: {left:?}");
 }
 
+#[cfg(feature = "auth")]
 #[test]
 fn silent_client_does_not_stall_accept() {
     let _leaks = leak_guard();
     // A peer that connects and never answers the challenge must not hold up
     // the next client's accept.
     let path = unique_socket_path("silent");
-    let listener = Listener::bind(path.as_path(), Some(b"key")).unwrap();
+    let listener = bind(path.as_path(), Some(b"key")).unwrap();
     let lfd = listener.as_raw_fd();
     let (mut ready_rx, mut ready_tx) = ipc_pipe::simplex().unwrap();
     let (mut hold_rx, mut hold_tx) = ipc_pipe::simplex().unwrap();
@@ -239,7 +266,7 @@ fn silent_client_does_not_stall_accept() {
     let p = path.clone();
     let mut good = fork(move || {
         close_in_child(lfd);
-        let mut c = Client::connect(p.as_path(), Some(b"key")).map_err(s)?;
+        let mut c = connect(p.as_path(), Some(b"key")).map_err(s)?;
         c.send(&99u32).map_err(s)
     });
     let mut conn = listener.accept().expect("accept of the answering client");
@@ -253,9 +280,14 @@ fn silent_client_does_not_stall_accept() {
 fn accept_timeout_waits_at_least_the_timeout() {
     let _leaks = leak_guard();
     use std::time::{Duration, Instant};
-    for key in [None, Some(&b"key"[..])] {
+    let keys: &[Option<&[u8]>] = if cfg!(feature = "auth") {
+        &[None, Some(b"key")]
+    } else {
+        &[None]
+    };
+    for &key in keys {
         let path = unique_socket_path("acctmo");
-        let listener = Listener::bind(path.as_path(), key).unwrap();
+        let listener = bind(path.as_path(), key).unwrap();
         // A peer that connects and says nothing: pending, never complete.
         let _silent = std::os::unix::net::UnixStream::connect(&path).unwrap();
         if key.is_none() {
@@ -264,7 +296,10 @@ fn accept_timeout_waits_at_least_the_timeout() {
         }
         let t = Duration::from_millis(200);
         let start = Instant::now();
-        assert!(matches!(listener.accept_timeout(t), Err(Error::Timeout)));
+        assert!(matches!(
+            listener.accept_timeout(t),
+            Err(AcceptTimeoutError::Timeout)
+        ));
         assert!(start.elapsed() >= t);
     }
 }

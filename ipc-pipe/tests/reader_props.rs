@@ -14,7 +14,7 @@ use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use ipc_pipe::frame::Header;
-use ipc_pipe::{duplex, Connection, Error};
+use ipc_pipe::{duplex, Connection, Error, TryRecvError};
 use ipc_testkit::open_fds;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use proptest::prelude::*;
@@ -100,13 +100,13 @@ fn drain(rx: &mut Connection, expected: &mut VecDeque<Item>) -> Result<(), TestC
     while let Some(next) = expected.front() {
         match next {
             Item::Bytes(b) => match rx.try_recv_bytes() {
-                Ok(Some(v)) => prop_assert_eq!(&v, b),
-                Ok(None) => return Ok(()),
+                Ok(v) => prop_assert_eq!(&v, b),
+                Err(TryRecvError::Empty) => return Ok(()),
                 Err(e) => return Err(TestCaseError::fail(format!("bytes: {e:?}"))),
             },
             Item::Fds(n) => match rx.try_recv_fds() {
-                Ok(Some(v)) => prop_assert_eq!(v.len(), *n),
-                Ok(None) => return Ok(()),
+                Ok(v) => prop_assert_eq!(v.len(), *n),
+                Err(TryRecvError::Empty) => return Ok(()),
                 Err(e) => return Err(TestCaseError::fail(format!("fds: {e:?}"))),
             },
         }
@@ -175,19 +175,19 @@ proptest! {
                 // One non-blocking receive; true when nothing more comes now.
                 if *fds_next {
                     match rx.try_recv_fds() {
-                        Ok(Some(v)) => prop_assert!(!v.is_empty() && v.len() <= ipc_pipe::frame::MAX_FDS),
-                        Ok(None) => return Ok(true),
-                        Err(Error::UnexpectedFrame { .. }) => *fds_next = false,
+                        Ok(v) => prop_assert!(!v.is_empty() && v.len() <= ipc_pipe::frame::MAX_FDS),
+                        Err(TryRecvError::Empty) => return Ok(true),
+                        Err(TryRecvError::Failed(Error::UnexpectedFrame { .. })) => *fds_next = false,
                         Err(_) => return Ok(true),
                     }
                 } else {
                     match rx.try_recv_bytes() {
-                        Ok(Some(v)) => {
+                        Ok(v) => {
                             prop_assert!(v.len() <= max);
                             prop_assert!(v.capacity() <= max.max(v.len()), "capacity {} max {max}", v.capacity());
                         }
-                        Ok(None) => return Ok(true),
-                        Err(Error::UnexpectedFrame { .. }) => *fds_next = true,
+                        Err(TryRecvError::Empty) => return Ok(true),
+                        Err(TryRecvError::Failed(Error::UnexpectedFrame { .. })) => *fds_next = true,
                         Err(_) => return Ok(true),
                     }
                 }

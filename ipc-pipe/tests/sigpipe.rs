@@ -7,7 +7,7 @@ mod common;
 use std::mem;
 
 use common::{fork, s, Exit};
-use ipc_pipe::{duplex, simplex, Error};
+use ipc_pipe::{duplex, simplex, Error, SendTimeoutError, TrySendError};
 
 fn sigpipe_pending() -> bool {
     // SAFETY: sigpending fills a zeroed set we own; sigismember reads it.
@@ -49,11 +49,11 @@ fn writes_to_closed_peers() -> Result<(), String> {
     }
     // The bounded forms write with RWF_NOWAIT / MSG_DONTWAIT: same guarantee.
     match tx.try_send_bytes(b"nobody reads") {
-        Err(Error::Disconnected) => {}
+        Err(TrySendError::Disconnected) => {}
         other => return Err(format!("pipe try_: expected Disconnected, got {other:?}")),
     }
     match tx.send_bytes_timeout(b"nobody reads", std::time::Duration::from_secs(5)) {
-        Err(Error::Disconnected) => {}
+        Err(SendTimeoutError::Disconnected) => {}
         other => {
             return Err(format!(
                 "pipe _timeout: expected Disconnected, got {other:?}"
@@ -71,7 +71,7 @@ fn writes_to_closed_peers() -> Result<(), String> {
         other => return Err(format!("socket: expected Disconnected, got {other:?}")),
     }
     match b.try_send(&1u8) {
-        Err(Error::Disconnected) => {}
+        Err(TrySendError::Disconnected) => {}
         other => return Err(format!("socket try_: expected Disconnected, got {other:?}")),
     }
     Ok(())

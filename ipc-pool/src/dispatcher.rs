@@ -342,7 +342,10 @@ pub(crate) fn start(
         let (pid, pidfd, sock) = loop {
             match zygote.ctl.recv::<Reply>()? {
                 Reply::Spawned { pid } => {
-                    let fds = zygote.ctl.recv_fds_timeout(Duration::from_secs(10))?;
+                    let fds = zygote
+                        .ctl
+                        .recv_fds_timeout(Duration::from_secs(10))
+                        .map_err(ipc_pipe::Error::from)?;
                     let mut it = fds.into_iter();
                     match (it.next(), it.next()) {
                         (Some(a), Some(b)) => break (pid, a, b),
@@ -475,14 +478,14 @@ fn drain(st: &mut State, i: usize, rbuf: &mut Vec<u8>) {
         let w = &mut st.workers[i];
         let Some(conn) = w.conn.as_mut() else { return };
         match conn.try_recv_bytes_into(rbuf) {
-            Ok(Some(_)) => {
+            Ok(_) => {
                 if handle_results(st, i, rbuf).is_err() {
                     // A worker that speaks nonsense is killed; its jobs fail as a death.
                     let _ = sys::pidfd_signal(st.workers[i].pidfd.as_fd(), libc::SIGKILL);
                     return;
                 }
             }
-            Ok(None) => return,
+            Err(ipc_pipe::TryRecvError::Empty) => return,
             Err(_) => {
                 w.eof = true;
                 return;
@@ -541,11 +544,11 @@ fn read_zygote(st: &mut State) {
     loop {
         let Some(z) = st.zygote.as_mut() else { return };
         match z.ctl.try_recv::<Reply>() {
-            Ok(None) => return,
-            Ok(Some(Reply::Exited { pid, exitcode })) => {
+            Err(ipc_pipe::TryRecvError::Empty) => return,
+            Ok(Reply::Exited { pid, exitcode }) => {
                 st.exit_codes.insert(pid, exitcode);
             }
-            Ok(Some(Reply::Spawned { pid })) => {
+            Ok(Reply::Spawned { pid }) => {
                 st.spawning = st.spawning.saturating_sub(1);
                 let fds = z.ctl.recv_fds_timeout(Duration::from_secs(10));
                 let mut it = fds.into_iter().flatten();
@@ -566,7 +569,7 @@ fn read_zygote(st: &mut State) {
                     break_pool(st, "fork server sent a bad reply".into());
                 }
             }
-            Ok(Some(Reply::SpawnFailed { errno })) => {
+            Ok(Reply::SpawnFailed { errno }) => {
                 st.spawning = st.spawning.saturating_sub(1);
                 let e = std::io::Error::from_raw_os_error(errno);
                 break_pool(st, format!("could not fork a worker: {e}"));

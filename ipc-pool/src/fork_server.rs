@@ -170,7 +170,9 @@ fn check_init(code: &task::CodeMap, config: &WorkerConfig) -> Result<()> {
 pub(crate) fn recv_spawned(ctl: &mut Connection) -> Result<(i32, OwnedFd, OwnedFd)> {
     match ctl.recv::<Reply>()? {
         Reply::Spawned { pid } => {
-            let fds = ctl.recv_fds_timeout(Duration::from_secs(10))?;
+            let fds = ctl
+                .recv_fds_timeout(Duration::from_secs(10))
+                .map_err(ipc_pipe::Error::from)?;
             let mut it = fds.into_iter();
             match (it.next(), it.next()) {
                 (Some(pidfd), Some(sock)) => Ok((pid, pidfd, sock)),
@@ -288,8 +290,8 @@ fn zygote_main(mut ctl: Connection, config: WorkerConfig, owner: i32, parent: i3
         }
         loop {
             match ctl.try_recv::<Request>() {
-                Ok(None) => break,
-                Ok(Some(Request::Spawn)) => {
+                Err(ipc_pipe::TryRecvError::Empty) => break,
+                Ok(Request::Spawn) => {
                     ipc_failpoints::failpoint!("pool.fork_server.request");
                     let res =
                         ipc_pipe::duplex()
@@ -327,12 +329,12 @@ fn zygote_main(mut ctl: Connection, config: WorkerConfig, owner: i32, parent: i3
                         }
                     }
                 }
-                Ok(Some(Request::NewZygote { .. })) => {
+                Ok(Request::NewZygote { .. }) => {
                     let _ = ctl.send(&Reply::SpawnFailed {
                         errno: libc::EINVAL,
                     });
                 }
-                Ok(Some(Request::Shutdown)) | Err(_) => finish(&mut workers, SHUTDOWN_GRACE),
+                Ok(Request::Shutdown) | Err(_) => finish(&mut workers, SHUTDOWN_GRACE),
             }
         }
     }

@@ -67,14 +67,14 @@ fn a_listener_moved_into_a_child_keeps_its_socket_file() {
         let dir = std::env::temp_dir().join(unique_name("moved-dir").trim_start_matches('/'));
         std::fs::create_dir(&dir).unwrap();
         let path: PathBuf = dir.join("sock");
-        let listener = ipc_pipe::Listener::bind(path.clone(), None).unwrap();
+        let listener = ipc_pipe::Listener::bind(path.clone()).unwrap();
         let mut p = Process::spawn(move || {
             if let Ok(mut c) = listener.accept() {
                 let _ = c.send(&42u32);
             }
         })
         .unwrap();
-        let mut c = ipc_pipe::Client::connect(path.clone(), None).unwrap();
+        let mut c = ipc_pipe::Client::connect(path.clone()).unwrap();
         let got: u32 = c.recv_timeout(Duration::from_secs(20)).unwrap();
         assert_eq!(got, 42);
         assert!(p.join().unwrap().success());

@@ -51,7 +51,7 @@ fn a_killed_writer_is_end_of_stream_although_a_pool_runs() {
         let st = w.join_timeout(Duration::from_secs(20)).unwrap();
         assert_eq!(w.exitcode(), Some(-libc::SIGKILL), "{st:?}");
         match reader.recv_timeout::<Vec<u8>>(Duration::from_secs(5)) {
-            Err(ipc_pipe::Error::Timeout) => {
+            Err(ipc_pipe::RecvTimeoutError::Timeout) => {
                 panic!("no end of stream: another process still holds the write end")
             }
             Err(_) => {}
