@@ -3,3 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --exclude benches
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --exclude benches --all-features
