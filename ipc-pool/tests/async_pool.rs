@@ -462,3 +462,17 @@ fn join_async_falls_back_to_bounded_polling_without_pidfd_polls() {
         },
     );
 }
+
+#[test]
+fn the_futures_are_send_and_async_result_is_unpin() {
+    fn future_send_unpin<F: Future + Send + Unpin>(_: &F) {}
+    fn future_send<F: Future + Send>(_: &F) {}
+    fn check(pool: &Pool, p: &mut Process, h: &mut ipc_pool::ProcessHandle<String>) {
+        future_send_unpin(&pool.apply_async(sq, 1).unwrap());
+        future_send_unpin(&pool.map_async(sq, 0..1u64).unwrap());
+        future_send(&p.join_async());
+        future_send(&h.join_async());
+    }
+    // Only compiled: the bounds are the test.
+    let _ = check;
+}
