@@ -2,10 +2,9 @@
 //! child, so the examples cannot rot. Examples that take arguments are run through their
 //! `run(args)` with small counts; `named_queue` runs its two roles in two processes.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
-use ipc_testkit::{fork, unique_name, Leaks};
+use ipc_testkit::{fork, unique_name};
 
 #[allow(dead_code, clippy::all)]
 #[path = "../examples/named_queue.rs"]
@@ -30,27 +29,9 @@ fn tag() -> String {
     format!("queue-ex-{}", std::process::id())
 }
 
-/// Runs `body` in a forked child (single-threaded, so its leak check is exact) and fails the
-/// test if `body` returns an error or panics, leaves an fd, a thread, a shared mapping, a
-/// child or a `/dev/shm` name of this binary ([`tag`]), or still runs after `secs` seconds.
-/// The binary's leak lock is held throughout, so the examples run one at a time.
+/// [`ipc_testkit::run_example`] with this binary's `/dev/shm` prefix ([`tag`]).
 fn run_example(secs: u64, body: impl FnOnce() -> Res) {
-    let prefix = format!("ipct-{}-", tag());
-    let _guard = Leaks::exclusive(&prefix);
-    fork(|| {
-        // The harness captures the test thread's output, and the child's copy of that
-        // capture is lost at `_exit`: write panics straight to fd 2.
-        std::panic::set_hook(Box::new(|info| {
-            let _ = writeln!(std::io::stderr(), "[child {}] {info}", std::process::id());
-        }));
-        let leaks = Leaks::snapshot(&prefix);
-        if let Err(e) = body() {
-            panic!("the example failed: {e}");
-        }
-        leaks.assert_all_clean(Duration::from_secs(5));
-        0
-    })
-    .wait_success(Duration::from_secs(secs));
+    ipc_testkit::run_example(Duration::from_secs(secs), &format!("ipct-{}-", tag()), body);
 }
 
 #[test]
