@@ -6,6 +6,11 @@ use std::time::{Duration, Instant};
 
 use ipc_testkit::{fork, unique_name};
 
+#[cfg(feature = "async")]
+#[allow(dead_code, clippy::all)]
+#[path = "../examples/async_producer_consumer.rs"]
+mod async_producer_consumer;
+
 #[allow(dead_code, clippy::all)]
 #[path = "../examples/named_queue.rs"]
 mod named_queue;
@@ -71,4 +76,10 @@ fn throughput() {
         throughput::run(&["20000", "1", "1"])?;
         throughput::run(&["20000", "2", "2"])
     });
+}
+
+#[cfg(feature = "async")]
+#[test]
+fn async_producer_consumer() {
+    run_example(60, async_producer_consumer::main);
 }
