@@ -37,7 +37,7 @@ use tokio::time::Instant;
 #[cfg(feature = "auth")]
 use crate::auth::{ClientHandshake, Handshake, Progress, AUTH_TIMEOUT, MAX_PENDING_HANDSHAKES};
 use crate::{sys, Address, Client, Connection, Error, Listener, Receiver, Result, Sender};
-use crate::{RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
+use crate::{AcceptTimeoutError, RecvTimeoutError, SendTimeoutError, TryRecvError, TrySendError};
 
 /// The monotonic deadline `d` from now; `None` when too far to represent
 /// (waits without a deadline, as the blocking forms do).
@@ -908,6 +908,32 @@ impl AsyncListener {
         }
         let conn = drive(&mut self.fd, false, |l| l.accept_raw().transpose()).await?;
         AsyncConnection::new(conn)
+    }
+
+    /// [`accept`](Self::accept) waiting at most `timeout` (needs tokio's
+    /// time driver): the async form of [`Listener::accept_timeout`].
+    ///
+    /// # Cancel safety
+    /// As [`accept`](Self::accept); handshakes under way when the time runs
+    /// out go on in the next call.
+    ///
+    /// # Errors
+    /// As [`Listener::accept_timeout`].
+    ///
+    /// # Peer death
+    /// As [`accept`](Self::accept).
+    pub async fn accept_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<AsyncConnection, AcceptTimeoutError> {
+        let res = match deadline_after(timeout) {
+            None => self.accept().await,
+            Some(d) => match tokio::time::timeout_at(d, self.accept()).await {
+                Ok(r) => r,
+                Err(_) => return Err(AcceptTimeoutError::Timeout),
+            },
+        };
+        res.map_err(AcceptTimeoutError::from_internal)
     }
 
     /// One round of the authenticated accept: every pending handshake
