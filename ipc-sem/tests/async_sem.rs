@@ -1,0 +1,448 @@
+//! The async forms (`lock_async`, `acquire_async`, `wait_async`, ...) across processes:
+//! wake-ups, a holder killed while an async locker waits, timeouts, cancellation under load
+//! (futures dropped at their await points by `tokio::time::timeout`), the thread budget of a
+//! thousand waiting tasks, and the path without `futex_waitv`.
+#![cfg(feature = "async")]
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{fork, fresh, leak_guard, until, WATCHDOG};
+use ipc_sem::{
+    AcquireTimeoutError, BoundedSemaphore, Event, Lock, LockError, LockTimeoutError, RLock,
+    Semaphore,
+};
+use ipc_shm::lowlevel::sync::{registered_waits, waiter_threads};
+use ipc_shm::AtomicValue;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// The threads of this process named as the waiter threads are (`ipc-shm-waiter`).
+fn waiter_named_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "ipc-shm-waiter")
+        .count()
+}
+
+/// Waits (bounded) for the idle waiter threads of earlier tests to exit.
+fn no_waiter_threads() {
+    let start = Instant::now();
+    while waiter_threads() != 0 || waiter_named_threads() != 0 {
+        assert!(start.elapsed() < WATCHDOG, "waiter threads never exited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The sleeper count of a named semaphore (the high half of its word, which follows the
+/// 128-byte header), read through a raw mapping.
+fn sleepers_of(name: &str) -> u32 {
+    let raw = ipc_testkit::Hostile::open(name);
+    let mut word = [0u8; 8];
+    raw.read_at(128, &mut word).unwrap();
+    (u64::from_ne_bytes(word) >> 32) as u32
+}
+
+/// A small deterministic pseudo-random sequence (xorshift), for timeouts that differ per task.
+fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+#[test]
+fn lock_async_waits_for_a_holder_in_another_process() {
+    let _leaks = leak_guard();
+    let lock = Lock::new().unwrap();
+    let held = Event::new().unwrap();
+    let child = fork(|| {
+        let g = lock.lock().unwrap();
+        held.set();
+        std::thread::sleep(Duration::from_millis(60));
+        drop(g);
+        0
+    });
+    held.wait();
+    let rt = runtime();
+    let start = Instant::now();
+    rt.block_on(async {
+        let g = lock.lock_async().await.unwrap();
+        drop(g);
+    });
+    assert!(start.elapsed() >= Duration::from_millis(10));
+    child.wait_success(WATCHDOG);
+    assert!(lock.try_lock().is_ok());
+    drop(rt);
+    assert_eq!(registered_waits(), 0);
+}
+
+#[test]
+fn a_holder_killed_while_an_async_locker_waits_gives_owner_died() {
+    let _leaks = leak_guard();
+    let lock = Arc::new(Lock::new().unwrap());
+    let held = Event::new().unwrap();
+    let child = fork(|| {
+        let g = lock.lock().unwrap();
+        held.set();
+        std::thread::sleep(WATCHDOG);
+        drop(g);
+        1
+    });
+    held.wait();
+    let rt = runtime();
+    let waiter = {
+        let lock = Arc::clone(&lock);
+        rt.spawn(async move {
+            match lock.lock_async().await {
+                Err(LockError::OwnerDied(g)) => {
+                    g.mark_consistent();
+                    true
+                }
+                _ => false,
+            }
+        })
+    };
+    until(|| registered_waits() > 0);
+    child.kill();
+    let _ = child.wait(WATCHDOG);
+    assert!(rt.block_on(waiter).unwrap(), "expected OwnerDied");
+    assert!(!lock.is_poisoned());
+    assert!(lock.try_lock().is_ok());
+    drop(rt);
+    assert_eq!(registered_waits(), 0);
+}
+
+#[test]
+fn rlock_async_reenters_on_its_thread_and_waits_for_another_process() {
+    let _leaks = leak_guard();
+    let lock = RLock::new().unwrap();
+    let held = Event::new().unwrap();
+    let child = fork(|| {
+        let g = lock.lock().unwrap();
+        held.set();
+        std::thread::sleep(Duration::from_millis(40));
+        drop(g);
+        0
+    });
+    held.wait();
+    let rt = current_thread_runtime();
+    rt.block_on(async {
+        let outer = lock.lock_async().await.unwrap();
+        let inner = lock.lock_async().await.unwrap();
+        assert_eq!(lock.depth(), 2);
+        drop(inner);
+        drop(outer);
+    });
+    assert!(!lock.is_locked());
+    child.wait_success(WATCHDOG);
+}
+
+#[test]
+fn acquire_async_is_woken_by_a_release_in_another_process() {
+    let _leaks = leak_guard();
+    let sem = Semaphore::new(0).unwrap();
+    let bounded = BoundedSemaphore::new(1).unwrap();
+    bounded.acquire().unwrap();
+    let child = fork(|| {
+        std::thread::sleep(Duration::from_millis(40));
+        let a = sem.release().is_err();
+        let b = bounded.release().is_err();
+        i32::from(a || b)
+    });
+    let rt = runtime();
+    rt.block_on(async {
+        sem.acquire_async().await.unwrap();
+        let _unit = bounded.guard_async().await.unwrap();
+        assert_eq!(bounded.value(), 0);
+    });
+    child.wait_success(WATCHDOG);
+    assert_eq!(sem.value(), 0);
+    assert_eq!(bounded.value(), 1);
+    drop(rt);
+    assert_eq!(registered_waits(), 0);
+}
+
+#[test]
+fn event_wait_async_is_woken_by_a_set_in_another_process() {
+    let _leaks = leak_guard();
+    let ev = Event::new().unwrap();
+    let child = fork(|| {
+        std::thread::sleep(Duration::from_millis(40));
+        ev.set();
+        0
+    });
+    let rt = runtime();
+    let r = rt.block_on(ev.wait_timeout_async(WATCHDOG));
+    assert!(!r.timed_out());
+    rt.block_on(ev.wait_async());
+    child.wait_success(WATCHDOG);
+    drop(rt);
+    assert_eq!(registered_waits(), 0);
+}
+
+#[test]
+fn the_timeout_forms_wait_at_least_their_time() {
+    let _leaks = leak_guard();
+    let lock = Lock::new().unwrap();
+    let sem = Semaphore::new(0).unwrap();
+    let ev = Event::new().unwrap();
+    let held = Event::new().unwrap();
+    let done = Event::new().unwrap();
+    let child = fork(|| {
+        let g = lock.lock().unwrap();
+        held.set();
+        done.wait();
+        drop(g);
+        0
+    });
+    held.wait();
+    let rt = runtime();
+    let d = Duration::from_millis(40);
+    let start = Instant::now();
+    let r = rt.block_on(lock.lock_timeout_async(d));
+    assert!(matches!(r, Err(LockTimeoutError::Timeout)), "{r:?}");
+    assert!(start.elapsed() >= d);
+    let start = Instant::now();
+    let r = rt.block_on(sem.acquire_timeout_async(d));
+    assert!(matches!(r, Err(AcquireTimeoutError::Timeout)), "{r:?}");
+    assert!(start.elapsed() >= d);
+    let start = Instant::now();
+    assert!(rt.block_on(ev.wait_timeout_async(d)).timed_out());
+    assert!(start.elapsed() >= d);
+    // A runtime's timer around the future works too, and leaves nothing behind.
+    let start = Instant::now();
+    let r = rt.block_on(async { tokio::time::timeout(d, lock.lock_async()).await.is_err() });
+    assert!(r, "the lock was taken from a live holder");
+    assert!(start.elapsed() >= d);
+    done.set();
+    child.wait_success(WATCHDOG);
+    assert!(lock.try_lock().is_ok());
+    drop(rt);
+    assert_eq!(registered_waits(), 0);
+}
+
+/// Tasks in two processes take units of one semaphore through futures that a short random
+/// timeout drops at their await point; a shared count of units in use never passes the
+/// semaphore's value, and afterwards the value is exactly what it was, no sleeper is left
+/// counted and no registration is left behind.
+#[test]
+fn cancelled_acquires_lose_and_add_no_unit_under_load() {
+    let _leaks = leak_guard();
+    const UNITS: u32 = 3;
+    const ROUNDS: u64 = 300;
+    let (name, _shm, _sem) = fresh("acancel");
+    let sem = Semaphore::create_named(&name, UNITS).unwrap();
+    let shared = Arc::new(SemLoad {
+        sem,
+        in_use: AtomicValue::new(0).unwrap(),
+        over: AtomicValue::new(0).unwrap(),
+        taken: AtomicValue::new(0).unwrap(),
+    });
+    let work = |tasks: u64, salt: u64| {
+        let rt = runtime();
+        rt.block_on(async {
+            let mut handles = Vec::new();
+            for t in 0..tasks {
+                let s = Arc::clone(&shared);
+                handles.push(tokio::spawn(async move {
+                    let mut seed = 0x9E37_79B9_7F4A_7C15 ^ ((t + 1) * (salt + 17));
+                    for _ in 0..ROUNDS {
+                        let limit = Duration::from_micros(20 + next(&mut seed) % 300);
+                        if let Ok(Ok(unit)) = tokio::time::timeout(limit, s.sem.guard_async()).await
+                        {
+                            s.taken.fetch_add(1, Ordering::Relaxed);
+                            if s.in_use.fetch_add(1, Ordering::AcqRel) >= u64::from(UNITS) {
+                                s.over.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if next(&mut seed) % 2 == 0 {
+                                tokio::task::yield_now().await;
+                            }
+                            s.in_use.fetch_sub(1, Ordering::AcqRel);
+                            drop(unit);
+                        }
+                    }
+                }));
+            }
+            for h in handles {
+                h.await.unwrap();
+            }
+        });
+    };
+    let child = fork(|| {
+        work(8, 2);
+        i32::from(registered_waits() != 0)
+    });
+    work(16, 1);
+    child.wait_success(WATCHDOG);
+    assert_eq!(
+        shared.over.load(Ordering::Relaxed),
+        0,
+        "more units in use than exist"
+    );
+    assert!(shared.taken.load(Ordering::Relaxed) > 0);
+    assert_eq!(shared.sem.value(), UNITS, "a unit was lost or added");
+    assert_eq!(sleepers_of(&name), 0, "a sleeper count was left high");
+    assert_eq!(registered_waits(), 0);
+}
+
+/// What the tasks of the semaphore load test share.
+struct SemLoad {
+    sem: Semaphore,
+    in_use: AtomicValue<AtomicU64>,
+    over: AtomicValue<AtomicU64>,
+    taken: AtomicValue<AtomicU64>,
+}
+
+/// What the tasks of the lock load test share.
+struct LockLoad {
+    lock: Lock,
+    counter: AtomicValue<AtomicU64>,
+    taken: AtomicValue<AtomicU64>,
+}
+
+/// Tasks in two processes take one lock through futures that a short random timeout drops
+/// at their await point; every taken lock increments a counter with a non-atomic
+/// read-modify-write, so a lost exclusion shows as a lost update; afterwards the lock is
+/// free and nothing is registered.
+#[test]
+fn cancelled_locks_leave_the_lock_free_and_lose_no_update_under_load() {
+    let _leaks = leak_guard();
+    const ROUNDS: u64 = 300;
+    let shared = Arc::new(LockLoad {
+        lock: Lock::new().unwrap(),
+        counter: AtomicValue::new(0).unwrap(),
+        taken: AtomicValue::new(0).unwrap(),
+    });
+    let work = |tasks: u64, salt: u64| {
+        let rt = runtime();
+        rt.block_on(async {
+            let mut handles = Vec::new();
+            for t in 0..tasks {
+                let s = Arc::clone(&shared);
+                handles.push(tokio::spawn(async move {
+                    let (lock, counter, taken) = (&s.lock, &s.counter, &s.taken);
+                    let mut seed = 0x9E37_79B9_7F4A_7C15 ^ ((t + 1) * (salt + 17));
+                    for _ in 0..ROUNDS {
+                        let limit = Duration::from_micros(20 + next(&mut seed) % 300);
+                        match tokio::time::timeout(limit, lock.lock_async()).await {
+                            Ok(Ok(g)) => {
+                                let v = counter.load(Ordering::Relaxed);
+                                std::hint::spin_loop();
+                                counter.store(v + 1, Ordering::Relaxed);
+                                taken.fetch_add(1, Ordering::Relaxed);
+                                drop(g);
+                            }
+                            Ok(Err(e)) => panic!("lock_async failed: {e}"),
+                            Err(_) => {}
+                        }
+                        if next(&mut seed) % 4 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }));
+            }
+            for h in handles {
+                h.await.unwrap();
+            }
+        });
+    };
+    let child = fork(|| {
+        work(6, 2);
+        i32::from(registered_waits() != 0)
+    });
+    work(12, 1);
+    child.wait_success(WATCHDOG);
+    assert!(shared.taken.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        shared.counter.load(Ordering::Relaxed),
+        shared.taken.load(Ordering::Relaxed),
+        "an update was lost: two holders at once"
+    );
+    assert!(!shared.lock.is_locked());
+    assert!(shared.lock.try_lock().is_ok());
+    assert_eq!(registered_waits(), 0);
+}
+
+#[test]
+fn a_thousand_tasks_awaiting_one_semaphore_cost_one_thread() {
+    let _leaks = leak_guard();
+    no_waiter_threads();
+    const TASKS: u32 = 1000;
+    let sem = Arc::new(Semaphore::new(0).unwrap());
+    let rt = runtime();
+    let handles: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let sem = Arc::clone(&sem);
+            rt.spawn(async move { sem.acquire_async().await })
+        })
+        .collect();
+    until(|| registered_waits() >= TASKS as usize);
+    assert_eq!(waiter_threads(), 1);
+    assert_eq!(waiter_named_threads(), 1);
+    let child = fork(|| i32::from(sem.release_n(TASKS).is_err()));
+    rt.block_on(async {
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+    });
+    child.wait_success(WATCHDOG);
+    assert_eq!(sem.value(), 0);
+    drop(rt);
+    assert_eq!(registered_waits(), 0);
+}
+
+/// Kernels before 5.16 (no `futex_waitv`): each waited word gets a thread of its own in
+/// `ipc_shm`'s waiter, in 10 ms slices; forced here in a forked child (whose waiter
+/// registry starts fresh and reads `IPC_SHM_NO_FUTEX_WAITV`).
+#[test]
+fn without_futex_waitv_the_futures_still_wake_and_cancel() {
+    let _leaks = leak_guard();
+    let sem = Semaphore::new(0).unwrap();
+    let lock = Lock::new().unwrap();
+    let ev = Event::new().unwrap();
+    let releaser_ready = Event::new().unwrap();
+    let waiter = fork(|| {
+        std::env::set_var("IPC_SHM_NO_FUTEX_WAITV", "1");
+        let rt = runtime();
+        let ok = rt.block_on(async {
+            releaser_ready.set();
+            let a = sem.acquire_async().await.is_ok();
+            let b = lock.lock_async().await.is_ok();
+            ev.wait_async().await;
+            let c = tokio::time::timeout(Duration::from_millis(20), sem.acquire_async())
+                .await
+                .is_err();
+            a && b && c
+        });
+        drop(rt);
+        i32::from(!ok || registered_waits() != 0)
+    });
+    releaser_ready.wait();
+    let g = lock.lock().unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    sem.release().unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    drop(g);
+    std::thread::sleep(Duration::from_millis(30));
+    ev.set();
+    waiter.wait_success(WATCHDOG);
+    assert_eq!(sem.value(), 0);
+}
