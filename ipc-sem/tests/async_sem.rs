@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{fork, fresh, leak_guard, until, WATCHDOG};
 use ipc_sem::{
-    AcquireTimeoutError, BoundedSemaphore, Event, Lock, LockError, LockTimeoutError, RLock,
-    Semaphore,
+    AcquireTimeoutError, BoundedSemaphore, Condition, Event, Lock, LockError, LockTimeoutError,
+    RLock, Semaphore,
 };
 use ipc_shm::lowlevel::sync::{registered_waits, waiter_threads};
 use ipc_shm::AtomicValue;
@@ -445,4 +445,186 @@ fn without_futex_waitv_the_futures_still_wake_and_cancel() {
     ev.set();
     waiter.wait_success(WATCHDOG);
     assert_eq!(sem.value(), 0);
+}
+
+#[test]
+fn condition_wait_while_async_is_notified_from_another_process() {
+    let _leaks = leak_guard();
+    let cond = Condition::new().unwrap();
+    let ready = AtomicValue::<AtomicU64>::new(0).unwrap();
+    let child = fork(|| {
+        std::thread::sleep(Duration::from_millis(40));
+        let Ok(g) = cond.lock() else { return 1 };
+        ready.store(1, Ordering::SeqCst);
+        cond.notify();
+        drop(g);
+        0
+    });
+    let rt = runtime();
+    rt.block_on(async {
+        let g = cond.lock_async().await.unwrap();
+        let g = cond
+            .wait_while_async(g, || ready.load(Ordering::SeqCst) == 0)
+            .await
+            .unwrap();
+        assert_eq!(ready.load(Ordering::SeqCst), 1);
+        drop(g);
+        // A timed wait nobody notifies hands the lock back, timed out, after its time.
+        let g = cond.lock_async().await.unwrap();
+        let start = Instant::now();
+        let (g, r) = cond
+            .wait_timeout_async(g, Duration::from_millis(30))
+            .await
+            .unwrap();
+        assert!(r.timed_out());
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        drop(g);
+    });
+    child.wait_success(WATCHDOG);
+    assert!(cond.try_lock().is_ok());
+    drop(rt);
+    assert_eq!(registered_waits(), 0);
+}
+
+/// A wait future that has claimed a notification and is cancelled while it takes the lock
+/// back passes the notification on: another waiter (a blocking one in another process,
+/// stopped while the async one claimed the ticket) is still notified.
+#[test]
+fn a_cancelled_condition_wait_does_not_swallow_a_notify() {
+    let _leaks = leak_guard();
+    let cond = Arc::new(Condition::new().unwrap());
+    let other = fork(|| {
+        ipc_failpoints::arm("sem.condition.registered", 1, ipc_failpoints::Action::Stop).unwrap();
+        let Ok(g) = cond.lock() else { return 2 };
+        match cond.wait_timeout(g, Duration::from_secs(5)) {
+            Ok((_g, r)) if !r.timed_out() => 0,
+            Ok(_) => 1,
+            Err(_) => 3,
+        }
+    });
+    // The other waiter is registered, and stopped before it sleeps.
+    until(|| other.is_stopped());
+    let rt = runtime();
+    let waiter = {
+        let cond = Arc::clone(&cond);
+        rt.spawn(async move {
+            let g = cond.lock_async().await.unwrap();
+            let g = cond.wait_async(g).await.unwrap();
+            drop(g);
+        })
+    };
+    until(|| registered_waits() > 0);
+    // Notify once and keep the lock: the async waiter claims the one ticket (the stopped
+    // waiter cannot) and then waits for the lock.
+    let g = cond.lock().unwrap();
+    cond.notify();
+    std::thread::sleep(Duration::from_millis(300));
+    waiter.abort();
+    assert!(rt.block_on(waiter).unwrap_err().is_cancelled());
+    drop(g);
+    other.signal(libc::SIGCONT);
+    assert_eq!(
+        other.wait(WATCHDOG),
+        ipc_testkit::Exit::Code(0),
+        "the other waiter was never notified"
+    );
+    assert!(cond.try_lock().is_ok());
+    drop(rt);
+    assert_eq!(registered_waits(), 0);
+}
+
+/// Consumer tasks in two processes wait for items under a condition through futures that a
+/// short random timeout drops at their await points, while a producer notifies once per
+/// item: every item is taken exactly once, the lock is free afterwards, no waiter is left
+/// registered (the condition's waiter count, read raw, is 0) and nothing is left with the
+/// waiter thread.
+#[test]
+fn cancelled_condition_waits_leave_nothing_held_or_counted_under_load() {
+    let _leaks = leak_guard();
+    const ITEMS: u64 = 400;
+    let (name, _shm, _sem) = fresh("ccancel");
+    let shared = Arc::new(CondLoad {
+        cond: Condition::create_named(&name).unwrap(),
+        items: AtomicValue::new(0).unwrap(),
+        taken: AtomicValue::new(0).unwrap(),
+    });
+    let consume = |tasks: u64, salt: u64| {
+        let rt = runtime();
+        rt.block_on(async {
+            let mut handles = Vec::new();
+            for t in 0..tasks {
+                let s = Arc::clone(&shared);
+                handles.push(tokio::spawn(async move {
+                    let mut seed = 0x9E37_79B9_7F4A_7C15 ^ ((t + 1) * (salt + 31));
+                    while s.taken.load(Ordering::SeqCst) < ITEMS {
+                        let limit = Duration::from_micros(50 + next(&mut seed) % 500);
+                        let take = async {
+                            let g = s.cond.lock_async().await.unwrap();
+                            let g = s
+                                .cond
+                                .wait_while_async(g, || {
+                                    s.items.load(Ordering::SeqCst) == 0
+                                        && s.taken.load(Ordering::SeqCst) < ITEMS
+                                })
+                                .await
+                                .unwrap();
+                            if s.items.load(Ordering::SeqCst) > 0 {
+                                s.items.fetch_sub(1, Ordering::SeqCst);
+                                s.taken.fetch_add(1, Ordering::SeqCst);
+                            }
+                            drop(g);
+                        };
+                        let _ = tokio::time::timeout(limit, take).await;
+                    }
+                }));
+            }
+            for h in handles {
+                h.await.unwrap();
+            }
+        });
+    };
+    let consumer = fork(|| {
+        consume(4, 2);
+        i32::from(registered_waits() != 0)
+    });
+    let producer = fork(|| {
+        for _ in 0..ITEMS {
+            let Ok(g) = shared.cond.lock() else { return 1 };
+            shared.items.fetch_add(1, Ordering::SeqCst);
+            shared.cond.notify();
+            drop(g);
+            std::thread::yield_now();
+        }
+        // Wake whoever still waits once all is taken.
+        while shared.taken.load(Ordering::SeqCst) < ITEMS {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let Ok(g) = shared.cond.lock() else { return 1 };
+        shared.cond.notify_all();
+        drop(g);
+        0
+    });
+    consume(8, 1);
+    producer.wait_success(WATCHDOG);
+    consumer.wait_success(WATCHDOG);
+    assert_eq!(shared.taken.load(Ordering::SeqCst), ITEMS);
+    assert_eq!(shared.items.load(Ordering::SeqCst), 0);
+    assert!(shared.cond.try_lock().is_ok());
+    // The waiter count follows the 16-byte lock and the 8-byte word.
+    let raw = ipc_testkit::Hostile::open(&name);
+    let mut waiters = [0u8; 4];
+    raw.read_at(128 + 24, &mut waiters).unwrap();
+    assert_eq!(
+        u32::from_ne_bytes(waiters),
+        0,
+        "a waiter was left registered"
+    );
+    assert_eq!(registered_waits(), 0);
+}
+
+/// What the tasks of the condition load test share.
+struct CondLoad {
+    cond: Condition,
+    items: AtomicValue<AtomicU64>,
+    taken: AtomicValue<AtomicU64>,
 }
