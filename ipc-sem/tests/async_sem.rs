@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{fork, fresh, leak_guard, until, WATCHDOG};
 use ipc_sem::{
-    AcquireTimeoutError, BoundedSemaphore, Condition, Event, Lock, LockError, LockTimeoutError,
-    RLock, Semaphore,
+    AcquireTimeoutError, Barrier, BarrierTimeoutError, BoundedSemaphore, Condition, Event, Lock,
+    LockError, LockTimeoutError, RLock, Semaphore,
 };
 use ipc_shm::lowlevel::sync::{registered_waits, waiter_threads};
 use ipc_shm::AtomicValue;
@@ -627,4 +627,110 @@ struct CondLoad {
     cond: Condition,
     items: AtomicValue<AtomicU64>,
     taken: AtomicValue<AtomicU64>,
+}
+
+#[test]
+fn barrier_wait_async_meets_a_blocking_party_in_another_process() {
+    let _leaks = leak_guard();
+    let barrier = Barrier::new(2).unwrap();
+    let child = fork(|| {
+        std::thread::sleep(Duration::from_millis(30));
+        match barrier.wait() {
+            Ok(r) if r.is_leader() => 10,
+            Ok(_) => 0,
+            Err(_) => 1,
+        }
+    });
+    let rt = runtime();
+    let me = rt.block_on(barrier.wait_async()).unwrap();
+    let child_leader = match child.wait(WATCHDOG) {
+        ipc_testkit::Exit::Code(10) => true,
+        ipc_testkit::Exit::Code(0) => false,
+        other => panic!("child failed: {other:?}"),
+    };
+    assert_ne!(me.is_leader(), child_leader, "exactly one leader");
+    assert_eq!(barrier.n_waiting(), 0);
+    drop(rt);
+    assert_eq!(registered_waits(), 0);
+}
+
+#[test]
+fn a_cancelled_barrier_wait_takes_its_arrival_back_and_a_timeout_breaks_it() {
+    let _leaks = leak_guard();
+    let barrier = Barrier::new(2).unwrap();
+    let rt = runtime();
+    let mut seed = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..50 {
+        let limit = Duration::from_micros(next(&mut seed) % 300);
+        let r = rt.block_on(async { tokio::time::timeout(limit, barrier.wait_async()).await });
+        assert!(r.is_err(), "a lone party passed a barrier of two");
+        assert_eq!(barrier.n_waiting(), 0, "a cancelled arrival stayed counted");
+        assert!(!barrier.is_broken());
+    }
+    // Still a barrier of two: a party in another process and this one pass together.
+    let child = fork(|| i32::from(barrier.wait().is_err()));
+    rt.block_on(barrier.wait_async()).unwrap();
+    child.wait_success(WATCHDOG);
+    // The timeout form breaks the barrier, after its time.
+    let start = Instant::now();
+    let r = rt.block_on(barrier.wait_timeout_async(Duration::from_millis(30)));
+    assert!(matches!(r, Err(BarrierTimeoutError::Timeout)), "{r:?}");
+    assert!(start.elapsed() >= Duration::from_millis(30));
+    assert!(barrier.is_broken());
+    barrier.reset().unwrap();
+    drop(rt);
+    assert_eq!(registered_waits(), 0);
+}
+
+/// Tasks in two processes meet at a barrier of three through futures that a short random
+/// timeout drops at their await points: afterwards nobody is left counted as waiting, the
+/// barrier is not broken, and nothing is left with the waiter thread.
+#[test]
+fn cancelled_barrier_waits_leave_no_arrival_counted_under_load() {
+    let _leaks = leak_guard();
+    const ROUNDS: u64 = 200;
+    let barrier = Arc::new(Barrier::new(3).unwrap());
+    let passes = AtomicValue::<AtomicU64>::new(0).unwrap();
+    let work = |tasks: u64, salt: u64| {
+        let rt = runtime();
+        rt.block_on(async {
+            let mut handles = Vec::new();
+            for t in 0..tasks {
+                let barrier = Arc::clone(&barrier);
+                handles.push(tokio::spawn(async move {
+                    let mut seed = 0x9E37_79B9_7F4A_7C15 ^ ((t + 1) * (salt + 7));
+                    let mut passed = 0u64;
+                    for _ in 0..ROUNDS {
+                        let limit = Duration::from_micros(50 + next(&mut seed) % 2000);
+                        match tokio::time::timeout(limit, barrier.wait_async()).await {
+                            Ok(Ok(_)) => passed += 1,
+                            Ok(Err(e)) => panic!("wait_async failed: {e}"),
+                            Err(_) => {}
+                        }
+                    }
+                    passed
+                }));
+            }
+            for h in handles {
+                passes.fetch_add(h.await.unwrap(), Ordering::Relaxed);
+            }
+        });
+    };
+    let child = fork(|| {
+        work(3, 2);
+        i32::from(registered_waits() != 0)
+    });
+    work(4, 1);
+    child.wait_success(WATCHDOG);
+    assert!(!barrier.is_broken());
+    assert_eq!(barrier.n_waiting(), 0, "a cancelled arrival stayed counted");
+    assert_eq!(registered_waits(), 0);
+    // Still a barrier of three.
+    let a = fork(|| i32::from(barrier.wait().is_err()));
+    let b = fork(|| i32::from(barrier.wait().is_err()));
+    let rt = runtime();
+    rt.block_on(barrier.wait_async()).unwrap();
+    a.wait_success(WATCHDOG);
+    b.wait_success(WATCHDOG);
+    eprintln!("{} passes", passes.load(Ordering::Relaxed));
 }
