@@ -734,3 +734,76 @@ fn cancelled_barrier_waits_leave_no_arrival_counted_under_load() {
     b.wait_success(WATCHDOG);
     eprintln!("{} passes", passes.load(Ordering::Relaxed));
 }
+
+/// Two tasks of one thread (a current-thread runtime): the second waits for the first's
+/// guard instead of reporting `Deadlock` as a blocking `lock` on the same thread would.
+#[test]
+fn lock_async_waits_for_another_task_of_the_same_thread() {
+    let _leaks = leak_guard();
+    let lock = Lock::new().unwrap();
+    let rt = current_thread_runtime();
+    let order = std::cell::RefCell::new(Vec::new());
+    rt.block_on(async {
+        let first = async {
+            let g = lock.lock_async().await.unwrap();
+            order.borrow_mut().push(1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            order.borrow_mut().push(2);
+            drop(g);
+        };
+        let second = async {
+            tokio::task::yield_now().await;
+            let g = lock.lock_async().await.unwrap();
+            order.borrow_mut().push(3);
+            drop(g);
+        };
+        tokio::join!(first, second);
+    });
+    assert_eq!(*order.borrow(), vec![1, 2, 3]);
+    assert!(!lock.is_locked());
+    drop(rt);
+    assert_eq!(registered_waits(), 0);
+}
+
+/// `Value::lock_async` and `Array::lock_async` (ipc-shm, through ipc-sem's `async`
+/// feature): a holder killed while an async locker waits gives `OwnerDied`.
+#[test]
+fn value_and_array_lock_async_report_a_killed_holder() {
+    let _leaks = leak_guard();
+    let value = ipc_shm::Value::new(7u64).unwrap();
+    let array = ipc_shm::Array::<u32>::new(4).unwrap();
+    let held = Event::new().unwrap();
+    let child = fork(|| {
+        let v = value.lock().unwrap();
+        let a = array.lock().unwrap();
+        held.set();
+        std::thread::sleep(WATCHDOG);
+        drop((v, a));
+        1
+    });
+    held.wait();
+    let rt = runtime();
+    let d = Duration::from_millis(30);
+    let start = Instant::now();
+    let r = rt.block_on(value.lock_timeout_async(d));
+    assert!(matches!(r, Err(LockTimeoutError::Timeout)), "{r:?}");
+    assert!(start.elapsed() >= d);
+    child.kill();
+    let _ = child.wait(WATCHDOG);
+    rt.block_on(async {
+        match value.lock_async().await {
+            Err(LockError::OwnerDied(g)) => {
+                assert_eq!(*g, 7);
+                g.mark_consistent();
+            }
+            other => panic!("expected OwnerDied, got {:?}", other.map(|_| ())),
+        }
+        match array.lock_async().await {
+            Err(LockError::OwnerDied(g)) => g.mark_consistent(),
+            other => panic!("expected OwnerDied, got {:?}", other.map(|_| ())),
+        }
+    });
+    assert_eq!(value.get().unwrap(), 7);
+    drop(rt);
+    assert_eq!(registered_waits(), 0);
+}
