@@ -807,3 +807,43 @@ fn value_and_array_lock_async_report_a_killed_holder() {
     drop(rt);
     assert_eq!(registered_waits(), 0);
 }
+
+/// Every future is `Send` (the guards they complete with are not, but no future holds one
+/// across an `.await`), so multi-threaded runtimes can spawn them.
+#[test]
+fn the_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    let _leaks = leak_guard();
+    let lock = Lock::new().unwrap();
+    let rlock = RLock::new().unwrap();
+    let sem = Semaphore::new(1).unwrap();
+    let bounded = BoundedSemaphore::new(1).unwrap();
+    let ev = Event::new().unwrap();
+    let barrier = Barrier::new(1).unwrap();
+    let cond = Condition::new().unwrap();
+    let d = Duration::from_millis(1);
+    send(&lock.lock_async());
+    send(&lock.lock_timeout_async(d));
+    send(&rlock.lock_async());
+    send(&rlock.lock_timeout_async(d));
+    send(&sem.acquire_async());
+    send(&sem.acquire_timeout_async(d));
+    send(&sem.guard_async());
+    send(&bounded.guard_timeout_async(d));
+    send(&ev.wait_async());
+    send(&ev.wait_timeout_async(d));
+    send(&barrier.wait_async());
+    send(&barrier.wait_timeout_async(d));
+    send(&cond.lock_async());
+    let g = cond.lock().unwrap();
+    let w = cond.wait_timeout_async(g, d);
+    send(&w);
+    // Never polled: dropping it deregisters and leaves the lock free.
+    drop(w);
+    let g = cond.lock().unwrap();
+    let w = cond.wait_while_async(g, || false);
+    send(&w);
+    drop(w);
+    assert!(cond.try_lock().is_ok());
+    assert_eq!(registered_waits(), 0);
+}
