@@ -246,6 +246,56 @@ impl Barrier {
             })
     }
 
+    /// [`Barrier::wait`] as a future (feature `async`): one registration with the
+    /// process's futex waiter thread while it waits, not a thread.
+    ///
+    /// The arrival is recorded with the thread that polls the future when it arrives (a
+    /// runtime worker): if that thread exits while the future waits, the others see a dead
+    /// participant and the barrier breaks.
+    ///
+    /// # Errors
+    /// As [`Barrier::wait`].
+    ///
+    /// # Peer death
+    /// As [`Barrier::wait`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a future dropped before it arrived has not arrived; one dropped after it
+    /// arrived, while its generation still waits for others, takes its arrival back (the
+    /// barrier waits for one more party again). If the generation completed or broke before
+    /// the drop, the drop changes nothing: the others went on, counting this party.
+    #[cfg(feature = "async")]
+    pub async fn wait_async(&self) -> Result<BarrierWaitResult> {
+        self.core().wait_until_async(Deadline::never()).await
+    }
+
+    /// [`Barrier::wait_timeout`] as a future (feature `async`): a timeout breaks the
+    /// barrier as in the blocking form. (A runtime's timer around [`Barrier::wait_async`]
+    /// instead cancels the wait, which takes the arrival back and breaks nothing.)
+    ///
+    /// # Errors
+    /// As [`Barrier::wait_timeout`].
+    ///
+    /// # Peer death
+    /// As [`Barrier::wait`].
+    ///
+    /// # Cancel safety
+    /// As [`Barrier::wait_async`].
+    #[cfg(feature = "async")]
+    pub async fn wait_timeout_async(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<BarrierWaitResult, BarrierTimeoutError> {
+        self.core()
+            .wait_until_async(Deadline::after(timeout))
+            .await
+            .map_err(|e| match e {
+                Error::Timeout => BarrierTimeoutError::Timeout,
+                Error::BrokenBarrier => BarrierTimeoutError::Broken,
+                e => BarrierTimeoutError::Failed(e),
+            })
+    }
+
     /// Passes the barrier if that needs no waiting, that is if the caller is the last party
     /// to arrive: it then completes the generation as its leader and the waiting parties go
     /// on. Otherwise it does not arrive at all (nothing changes) and returns `WouldBlock`.
@@ -339,6 +389,17 @@ impl Core<'_> {
                 e => Some(Error::from(e)),
             }),
         };
+        self.with_lock_taken(taken, f)
+    }
+
+    /// The body of [`Core::locked`] once the lock was taken (`Ok`), taken over from a dead
+    /// participant (`Err(None)`), or not taken (`Err(Some(e))`).
+    fn with_lock_taken<R>(
+        self,
+        taken: std::result::Result<(), Option<Error>>,
+        f: impl FnOnce(u64) -> (Option<u64>, Result<R>),
+    ) -> Result<R> {
+        let s = self.s;
         match taken {
             Ok(()) => {}
             Err(None) => return Err(self.break_taken_over()),
@@ -424,41 +485,64 @@ impl Core<'_> {
         let me = OwnerStamp::current().to_bits();
         match self.arrive(me, deadline)? {
             None => Ok(BarrierWaitResult { leader: true }),
-            Some((gen, index)) => self.sleep(gen, index, deadline),
+            Some((gen, index)) => self.sleep(gen, index, me, deadline),
         }
     }
 
     /// Arrives as `me`: `None` if this arrival completed the generation (the leader), else
     /// the generation and this arrival's index in it.
     fn arrive(self, me: u64, deadline: Deadline) -> Result<Option<(u64, u32)>> {
-        let n = self.parties;
-        self.locked(Some(deadline), |w| {
-            if w & BROKEN != 0 {
-                return (None, Err(Error::BrokenBarrier));
-            }
-            let count = count_of(w);
-            match count.checked_add(1) {
-                Some(c) if c == n => (Some(self.complete(w)), Ok(None)),
-                Some(c) if c < n => {
-                    let Some(slot) = self.slots.get(count as usize) else {
-                        return (Some(w | BROKEN), Err(Error::Corrupted("barrier count")));
-                    };
-                    slot.store(me, Ordering::Relaxed);
-                    ipc_failpoints::failpoint!("sem.barrier.mid_arrival");
-                    (Some(make(gen_of(w), c)), Ok(Some((gen_of(w), count))))
-                }
-                _ => (Some(w | BROKEN), Err(Error::Corrupted("barrier count"))),
-            }
-        })
+        self.locked(Some(deadline), |w| self.arrival(me, w))
     }
 
-    /// Sleeps as the arrival at `index` of generation `gen` until the generation ends.
-    fn sleep(self, gen: u64, index: u32, deadline: Deadline) -> Result<BarrierWaitResult> {
+    /// The transition of an arrival as `me` on the word `w` (the lock held).
+    #[allow(clippy::type_complexity)]
+    fn arrival(self, me: u64, w: u64) -> (Option<u64>, Result<Option<(u64, u32)>>) {
+        let n = self.parties;
+        if w & BROKEN != 0 {
+            return (None, Err(Error::BrokenBarrier));
+        }
+        let count = count_of(w);
+        match count.checked_add(1) {
+            Some(c) if c == n => (Some(self.complete(w)), Ok(None)),
+            Some(c) if c < n => {
+                let Some(slot) = self.slots.get(count as usize) else {
+                    return (Some(w | BROKEN), Err(Error::Corrupted("barrier count")));
+                };
+                slot.store(me, Ordering::Relaxed);
+                ipc_failpoints::failpoint!("sem.barrier.mid_arrival");
+                (Some(make(gen_of(w), c)), Ok(Some((gen_of(w), count))))
+            }
+            _ => (Some(w | BROKEN), Err(Error::Corrupted("barrier count"))),
+        }
+    }
+
+    /// Sleeps as the arrival `me` at `index` of generation `gen` until the generation ends.
+    fn sleep(self, gen: u64, index: u32, me: u64, deadline: Deadline) -> Result<BarrierWaitResult> {
+        let mut st = Sleeping::new(gen, index, me);
+        loop {
+            match self.sleep_step(&mut st, deadline) {
+                BarrierStep::Done(r) => return r,
+                BarrierStep::Wait { expected, slice } => {
+                    st.slept_out =
+                        wait_low_half(&self.s.word, expected, slice) == WaitOutcome::TimedOut;
+                }
+            }
+        }
+    }
+
+    /// The loop of [`Core::sleep`] without its sleeps, which the caller (the blocking loop
+    /// or the async driver) does, reporting in `st.slept_out` whether the sleep ran out.
+    fn sleep_step(self, st: &mut Sleeping, deadline: Deadline) -> BarrierStep {
         let s = self.s;
-        let expected = (make(gen, 0) & LOW) as u32;
+        let (gen, index, me) = (st.gen, st.index, st.me);
+        if std::mem::take(&mut st.slept_out) {
+            if let Err(e) = self.check_peers(gen, index, me) {
+                return BarrierStep::Done(Err(e));
+            }
+        }
         // Set once this sleeper's own deadline passed and it broke the generation: a broken
         // ending is then its `Timeout`, not somebody else's `BrokenBarrier`.
-        let mut timed_out = false;
         let broken = |timed_out: bool| {
             if timed_out {
                 Error::Timeout
@@ -470,32 +554,37 @@ impl Core<'_> {
             // SYNC POINT: Acquire pairs with the Release store in `locked`.
             let w = s.word.load(Ordering::Acquire);
             if gen_of(w) != gen {
-                return self.ended(gen).map_err(|_| broken(timed_out));
+                let timed_out = st.timed_out;
+                return BarrierStep::Done(self.ended(gen).map_err(|_| broken(timed_out)));
             }
             if w & BROKEN != 0 {
-                return Err(broken(timed_out));
+                return BarrierStep::Done(Err(broken(st.timed_out)));
             }
             if deadline.is_expired() {
-                self.break_if(gen, None)?;
-                timed_out = true;
+                if let Err(e) = self.break_if(gen, None) {
+                    return BarrierStep::Done(Err(e));
+                }
+                st.timed_out = true;
                 continue; // re-read: the generation may have completed just before
             }
             // The model has no timed wake-ups: the periodic check is modelled by a check
             // before every sleep, and the models wake sleepers where a timer would.
             #[cfg(loom)]
-            self.check_peers(gen, index)?;
-            let slice = deadline.min(Deadline::after(DEATH_CHECK));
-            if wait_low_half(&s.word, expected, slice) == WaitOutcome::TimedOut {
-                self.check_peers(gen, index)?;
+            if let Err(e) = self.check_peers(gen, index, me) {
+                return BarrierStep::Done(Err(e));
             }
+            return BarrierStep::Wait {
+                expected: (make(gen, 0) & LOW) as u32,
+                slice: deadline.min(Deadline::after(DEATH_CHECK)),
+            };
         }
     }
 
     /// A sleeper's periodic check: a dead holder of the internal lock, or a dead participant
     /// among those arrived, breaks the barrier.
-    fn check_peers(self, gen: u64, index: u32) -> Result<()> {
+    fn check_peers(self, gen: u64, index: u32, me: u64) -> Result<()> {
         self.check_lock_holder()?;
-        self.check_next(gen, index)
+        self.check_next(gen, index, me)
     }
 
     /// How generation `gen` ended, for a waiter that saw the next one start.
@@ -513,12 +602,21 @@ impl Core<'_> {
 
     /// Checks that the participant after `index` (cyclically among those arrived) lives;
     /// breaks the barrier if it died.
-    fn check_next(self, gen: u64, index: u32) -> Result<()> {
+    fn check_next(self, gen: u64, index: u32, me: u64) -> Result<()> {
         let w = self.s.word.load(Ordering::Acquire);
         let count = count_of(w);
-        if gen_of(w) != gen || w & BROKEN != 0 || count <= 1 || index >= count {
+        if gen_of(w) != gen || w & BROKEN != 0 || count <= 1 {
             return Ok(());
         }
+        // An async arrival that was cancelled took its slot back by moving the last one into
+        // it: a sleeper whose slot moved finds it again by its stamp.
+        let index = match self.slots.get(index as usize) {
+            Some(slot) if index < count && slot.load(Ordering::Relaxed) == me => index,
+            _ => match self.find(me, count) {
+                Some(i) => i,
+                None => return Ok(()),
+            },
+        };
         let next = (index + 1) % count;
         let Some(slot) = self.slots.get(next as usize) else {
             return Ok(());
@@ -583,6 +681,141 @@ impl Core<'_> {
     }
 }
 
+/// The state a sleeping arrival keeps between its steps.
+#[derive(Debug)]
+struct Sleeping {
+    gen: u64,
+    index: u32,
+    /// The stamp the arrival recorded in its slot.
+    me: u64,
+    /// This sleeper's deadline passed and it broke the generation.
+    timed_out: bool,
+    /// The last sleep ran out (time for the periodic death check).
+    slept_out: bool,
+}
+
+impl Sleeping {
+    fn new(gen: u64, index: u32, me: u64) -> Self {
+        Sleeping {
+            gen,
+            index,
+            me,
+            timed_out: false,
+            slept_out: false,
+        }
+    }
+}
+
+/// What a step of a sleeping arrival ended with.
+enum BarrierStep {
+    /// The wait is over.
+    Done(Result<BarrierWaitResult>),
+    /// Sleep while the low half of the word holds `expected`, until `slice`, then step again.
+    Wait { expected: u32, slice: Deadline },
+}
+
+impl Core<'_> {
+    /// The first slot among the `count` arrived that holds `me`.
+    fn find(self, me: u64, count: u32) -> Option<u32> {
+        (0..count).find(|&i| {
+            self.slots
+                .get(i as usize)
+                .is_some_and(|s| s.load(Ordering::Relaxed) == me)
+        })
+    }
+}
+
+/// The async forms (feature `async`): the same arrival and sleep steps, the internal lock
+/// taken with `RawLock::lock_until_async`, each sleep a registration with the process's
+/// futex waiter thread.
+#[cfg(all(feature = "async", not(loom)))]
+impl<'a> Core<'a> {
+    async fn wait_until_async(self, deadline: Deadline) -> Result<BarrierWaitResult> {
+        // The arrival is stamped with the thread that polls it when it arrives (the
+        // runtime's worker): if that thread exits while the future waits, the barrier breaks
+        // as for a dead participant.
+        let me = OwnerStamp::current().to_bits();
+        let taken = self
+            .s
+            .lock
+            .lock_until_async(deadline)
+            .await
+            .map_err(|e| match e {
+                LockTimeoutError::OwnerDied(()) => None,
+                e => Some(Error::from(e)),
+            });
+        // The arrival happens in the poll that took the lock: a future dropped before it
+        // has not arrived.
+        let (gen, index) = match self.with_lock_taken(taken, |w| self.arrival(me, w))? {
+            None => return Ok(BarrierWaitResult { leader: true }),
+            Some(arrived) => arrived,
+        };
+        let mut arrived = Arrived {
+            core: self,
+            gen,
+            me,
+            active: true,
+        };
+        let mut st = Sleeping::new(gen, index, me);
+        loop {
+            match self.sleep_step(&mut st, deadline) {
+                BarrierStep::Done(r) => {
+                    arrived.active = false;
+                    return r;
+                }
+                BarrierStep::Wait { expected, slice } => {
+                    st.slept_out =
+                        ipc_shm::lowlevel::sync::FutexWait::low_half(&self.s.word, expected, slice)
+                            .await
+                            == WaitOutcome::TimedOut;
+                }
+            }
+        }
+    }
+
+    /// Takes back the arrival `me` of generation `gen` if the generation still runs: its
+    /// slot gets the last arrival's stamp and the count drops by one (the low half, which
+    /// sleepers wait on, does not change).
+    fn depart(self, gen: u64, me: u64) {
+        let _ = self.locked(Some(Deadline::never()), |w| {
+            if gen_of(w) != gen || w & BROKEN != 0 {
+                return (None, Ok(()));
+            }
+            let count = count_of(w);
+            let Some(i) = self.find(me, count) else {
+                return (None, Ok(()));
+            };
+            let last = count - 1;
+            if i != last {
+                if let (Some(to), Some(from)) =
+                    (self.slots.get(i as usize), self.slots.get(last as usize))
+                {
+                    to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+            }
+            (Some(make(gen, last)), Ok::<(), Error>(()))
+        });
+    }
+}
+
+/// An async arrival that has not completed: dropped, it departs.
+#[cfg(all(feature = "async", not(loom)))]
+struct Arrived<'a> {
+    core: Core<'a>,
+    gen: u64,
+    me: u64,
+    active: bool,
+}
+
+#[cfg(all(feature = "async", not(loom)))]
+impl Drop for Arrived<'_> {
+    fn drop(&mut self) {
+        if self.active {
+            self.core.depart(self.gen, self.me);
+        }
+    }
+}
+
 impl fmt::Debug for Barrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Barrier")
@@ -638,7 +871,7 @@ mod loom_tests {
             let me = OwnerStamp::current().to_bits();
             match self.core().arrive(me, Deadline::never())? {
                 None => Ok(BarrierWaitResult { leader: true }),
-                Some((gen, index)) => self.core().sleep(gen, index, Deadline::expired()),
+                Some((gen, index)) => self.core().sleep(gen, index, me, Deadline::expired()),
             }
         }
 

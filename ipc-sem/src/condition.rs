@@ -100,42 +100,58 @@ fn sleep(s: &ConditionState, mut seq: u32, deadline: Deadline) -> bool {
     let notified = loop {
         wait_low_half(&s.word, seq, deadline.min(Deadline::after(RECHECK)));
         ipc_failpoints::failpoint!("sem.condition.woken");
-        // SYNC POINT: Acquire pairs with the SeqCst update in `notify`.
-        let mut w = s.word.load(Ordering::Acquire);
-        let claimed = loop {
-            if seq_of(w) == seq || tickets_of(w) == 0 {
-                break false;
-            }
-            match s
-                .word
-                .compare_exchange(w, w - TICKET, Ordering::Acquire, Ordering::Acquire)
-            {
-                Ok(_) => break true,
-                Err(seen) => w = seen,
-            }
-        };
-        if claimed {
-            break true;
-        }
-        // Either nothing happened, or a notify came and its tickets went to other waiters:
-        // wait for the next one.
-        seq = seq_of(w);
-        if deadline.is_expired() {
-            break false;
+        if let Some(notified) = claim_step(s, &mut seq, deadline) {
+            break notified;
         }
     };
+    deregister(s);
+    notified
+}
+
+/// The step of a sleeper after each sleep (shared by the blocking and the async driver):
+/// `Some(true)` once it claims a ticket of a notify issued after `seq`, `Some(false)` once
+/// `deadline` passed, `None` to sleep again on `seq` (updated to the latest sequence number
+/// when a notify came and its tickets went to other waiters).
+fn claim_step(s: &ConditionState, seq: &mut u32, deadline: Deadline) -> Option<bool> {
+    // SYNC POINT: Acquire pairs with the SeqCst update in `notify`.
+    let mut w = s.word.load(Ordering::Acquire);
+    loop {
+        if seq_of(w) == *seq || tickets_of(w) == 0 {
+            break;
+        }
+        match s
+            .word
+            .compare_exchange(w, w - TICKET, Ordering::Acquire, Ordering::Acquire)
+        {
+            Ok(_) => return Some(true),
+            Err(seen) => w = seen,
+        }
+    }
+    // Either nothing happened, or a notify came and its tickets went to other waiters:
+    // wait for the next one.
+    *seq = seq_of(w);
+    if deadline.is_expired() {
+        return Some(false);
+    }
+    None
+}
+
+/// Removes a registered waiter; returns the word after dropping excess tickets.
+fn deregister(s: &ConditionState) -> u64 {
     let left = s
         .waiters
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_sub(1))
         .map_or(0, |w| w - 1);
     // More tickets than registered waiters (one counted us but we timed out, or counted a
     // waiter that died): drop the excess so later waiters do not wake for nothing.
-    let _ = s
+    match s
         .word
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
             (tickets_of(w) > left).then(|| (w & SEQ_MASK) | (u64::from(left) << 32))
-        });
-    notified
+        }) {
+        Ok(prev) => (prev & SEQ_MASK) | (u64::from(left) << 32),
+        Err(cur) => cur,
+    }
 }
 
 /// Bumps the sequence number, issues up to `n` tickets (at most one per registered waiter)
@@ -548,6 +564,248 @@ impl Condition {
     /// `Shm(Io)` if `shm_unlink` fails for a reason other than the name being gone.
     pub fn unlink(&mut self) -> Result<()> {
         self.shared.unlink()
+    }
+}
+
+/// The async forms (feature `async`).
+///
+/// The waits give the lock up in the call itself, on the thread that holds the guard (it is
+/// not `Send`, and only its thread may unlock), and return a `Send` future that sleeps (one
+/// registration with the process's futex waiter thread) and then takes the lock back with
+/// [`Lock::lock_async`](crate::Lock::lock_async).
+///
+/// Cancel safety: a wait future dropped before it completes holds no lock and is no longer
+/// registered. If it had already claimed a notification (woken, not yet holding the lock
+/// again), it passes that notification on with a fresh notify, so no notify is swallowed;
+/// if it was dropped before claiming one, an unclaimed one stays for the other waiters and
+/// one sleeper is woken to look for it.
+#[cfg(feature = "async")]
+impl Condition {
+    /// [`Condition::lock`] as a future (see [`Lock::lock_async`](crate::Lock::lock_async)).
+    ///
+    /// # Errors
+    /// As [`Condition::lock`], except `Deadlock`.
+    ///
+    /// # Peer death
+    /// As [`Condition::lock`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropped before it completes, it holds nothing.
+    pub async fn lock_async(&self) -> LockResult<LockGuard<'_>> {
+        crate::lock::lock_raw_async(self.raw()).await
+    }
+
+    /// [`Condition::lock_timeout`] as a future.
+    ///
+    /// # Errors
+    /// As [`Condition::lock_timeout`], except `Deadlock`.
+    ///
+    /// # Peer death
+    /// As [`Condition::lock`].
+    ///
+    /// # Cancel safety
+    /// As [`Condition::lock_async`].
+    pub async fn lock_timeout_async(&self, timeout: Duration) -> LockTimeoutResult<LockGuard<'_>> {
+        crate::lock::lock_until_raw_async(self.raw(), Deadline::after(timeout)).await
+    }
+
+    /// [`Condition::wait`] as a future: gives up the lock now (in this call), sleeps until
+    /// notified, and takes the lock back before it completes.
+    ///
+    /// # Errors
+    /// As [`Condition::wait`].
+    ///
+    /// # Panics
+    /// As [`Condition::wait`] (in the call, not in the future).
+    ///
+    /// # Peer death
+    /// As [`Condition::wait`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe (see the notes on this `impl` block): a dropped wait holds no lock and
+    /// passes on a notification it had claimed.
+    pub fn wait_async<'a>(
+        &'a self,
+        guard: LockGuard<'a>,
+    ) -> impl std::future::Future<Output = LockResult<LockGuard<'a>>> + Send + 'a {
+        let w = self.start_wait(guard);
+        async move {
+            w.finish(Deadline::never())
+                .await
+                .map(|(g, _)| g)
+                .map_err(|e| e.map(|(g, _)| g))
+        }
+    }
+
+    /// [`Condition::wait_timeout`] as a future (see [`Condition::wait_async`]).
+    ///
+    /// # Errors
+    /// As [`Condition::wait_timeout`].
+    ///
+    /// # Panics
+    /// As [`Condition::wait`] (in the call, not in the future).
+    ///
+    /// # Peer death
+    /// As [`Condition::wait`]; the timeout bounds the sleep.
+    ///
+    /// # Cancel safety
+    /// As [`Condition::wait_async`].
+    pub fn wait_timeout_async<'a>(
+        &'a self,
+        guard: LockGuard<'a>,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = LockResult<(LockGuard<'a>, WaitTimeoutResult)>> + Send + 'a
+    {
+        let deadline = Deadline::after(timeout);
+        let w = self.start_wait(guard);
+        w.finish(deadline)
+    }
+
+    /// [`Condition::wait_while`] as a future: completes holding the lock, with `condition()`
+    /// false.
+    ///
+    /// The lock is given up in this call even when `condition()` is already false (the
+    /// future then takes it back and checks again): the guard is not `Send`, so the future
+    /// cannot carry it.
+    ///
+    /// # Errors
+    /// As [`Condition::wait`].
+    ///
+    /// # Panics
+    /// As [`Condition::wait`] (in the call, not in the future).
+    ///
+    /// # Peer death
+    /// As [`Condition::wait`].
+    ///
+    /// # Cancel safety
+    /// As [`Condition::wait_async`].
+    pub fn wait_while_async<'a>(
+        &'a self,
+        guard: LockGuard<'a>,
+        mut condition: impl FnMut() -> bool + Send + 'a,
+    ) -> impl std::future::Future<Output = LockResult<LockGuard<'a>>> + Send + 'a {
+        let first = if condition() {
+            Some(self.start_wait(guard))
+        } else {
+            drop(guard);
+            None
+        };
+        async move {
+            let mut w = match first {
+                Some(w) => w,
+                None => {
+                    let g = self.lock_async().await?;
+                    if !condition() {
+                        return Ok(g);
+                    }
+                    self.start_wait(g)
+                }
+            };
+            loop {
+                let g = w
+                    .finish(Deadline::never())
+                    .await
+                    .map_err(|e| e.map(|(g, _)| g))?
+                    .0;
+                if !condition() {
+                    return Ok(g);
+                }
+                w = self.start_wait(g);
+            }
+        }
+    }
+
+    /// Registers a waiter and gives the lock up, on the calling thread.
+    fn start_wait<'a>(&'a self, guard: LockGuard<'a>) -> AsyncWait<'a> {
+        assert!(
+            std::ptr::eq(guard.raw, self.raw()),
+            "Condition::wait called with a guard of another lock"
+        );
+        let seq = register(self.state());
+        drop(guard);
+        ipc_failpoints::failpoint!("sem.condition.registered");
+        AsyncWait {
+            cond: self,
+            seq,
+            phase: Phase::Registered,
+        }
+    }
+}
+
+/// Where an async wait stands, for its drop.
+#[cfg(feature = "async")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Registered as a waiter, no notification claimed.
+    Registered,
+    /// Deregistered with a claimed notification, taking the lock back.
+    Claimed,
+    /// Over (or deregistered without a notification).
+    Done,
+}
+
+/// An async wait after its lock was given up.
+#[cfg(feature = "async")]
+struct AsyncWait<'a> {
+    cond: &'a Condition,
+    seq: u32,
+    phase: Phase,
+}
+
+#[cfg(feature = "async")]
+impl<'a> AsyncWait<'a> {
+    /// Sleeps until notified or `deadline`, then takes the lock back.
+    async fn finish(
+        mut self,
+        deadline: Deadline,
+    ) -> LockResult<(LockGuard<'a>, WaitTimeoutResult)> {
+        let s = self.cond.state();
+        let notified = loop {
+            ipc_shm::lowlevel::sync::FutexWait::low_half(
+                &s.word,
+                self.seq,
+                deadline.min(Deadline::after(RECHECK)),
+            )
+            .await;
+            ipc_failpoints::failpoint!("sem.condition.woken");
+            if let Some(notified) = claim_step(s, &mut self.seq, deadline) {
+                break notified;
+            }
+        };
+        deregister(s);
+        self.phase = if notified {
+            Phase::Claimed
+        } else {
+            Phase::Done
+        };
+        let timed_out = WaitTimeoutResult(!notified);
+        let r = crate::lock::lock_raw_async(self.cond.raw()).await;
+        self.phase = Phase::Done;
+        r.map(|g| (g, timed_out))
+            .map_err(|e| e.map(|g| (g, timed_out)))
+    }
+}
+
+#[cfg(feature = "async")]
+impl Drop for AsyncWait<'_> {
+    fn drop(&mut self) {
+        let s = self.cond.state();
+        match self.phase {
+            Phase::Done => {}
+            Phase::Registered => {
+                // Dropped asleep: a notification that counted this waiter stays for the
+                // others (deregistering trims only the excess), and the wake-up that came
+                // with it may have reached this future alone: wake a sleeper to look.
+                if tickets_of(deregister(s)) > 0 {
+                    wake_low_half(&s.word, 1);
+                }
+            }
+            Phase::Claimed => {
+                // Dropped after claiming a notification, before holding the lock again:
+                // issue it anew, so it is not swallowed.
+                notify(s, 1);
+            }
+        }
     }
 }
 

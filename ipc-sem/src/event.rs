@@ -63,11 +63,32 @@ pub(crate) fn wait(word: &AtomicU32, deadline: Deadline) -> bool {
     let futex = Futex::from_atomic(word);
     let mut cur = start;
     loop {
+        match wait_step(word, start_gen, cur, deadline) {
+            Ok(done) => return done,
+            Err(expected) => {
+                futex.wait(expected, deadline);
+                // SYNC POINT: Acquire pairs with the Release compare-and-swap in `set`.
+                cur = word.load(Ordering::Acquire);
+            }
+        }
+    }
+}
+
+/// One step of [`wait`] from the word value `cur`: `Ok(set)` when it is over, or
+/// `Err(expected)`: sleep while the word holds `expected`, then step again from a fresh load.
+/// Shared by the blocking loop and the async driver.
+fn wait_step(
+    word: &AtomicU32,
+    start_gen: u32,
+    mut cur: u32,
+    deadline: Deadline,
+) -> std::result::Result<bool, u32> {
+    loop {
         if cur & SET != 0 || cur & !(SET | WAITERS) != start_gen {
-            return true;
+            return Ok(true);
         }
         if deadline.is_expired() {
-            return false;
+            return Ok(false);
         }
         if cur & WAITERS == 0 {
             if let Err(seen) =
@@ -77,9 +98,29 @@ pub(crate) fn wait(word: &AtomicU32, deadline: Deadline) -> bool {
                 continue;
             }
         }
-        futex.wait(cur | WAITERS, deadline);
-        // SYNC POINT: Acquire pairs with the Release compare-and-swap in `set`.
-        cur = word.load(Ordering::Acquire);
+        return Err(cur | WAITERS);
+    }
+}
+
+/// [`wait`] as a future (feature `async`). Cancel-safe: a dropped wait leaves at most the
+/// `WAITERS` flag on, which costs the next `set` one spurious `FUTEX_WAKE`.
+#[cfg(all(feature = "async", not(loom)))]
+pub(crate) async fn wait_async(word: &AtomicU32, deadline: Deadline) -> bool {
+    let start = word.load(Ordering::Acquire);
+    if start & SET != 0 {
+        return true;
+    }
+    let start_gen = start & !(SET | WAITERS);
+    let mut cur = start;
+    loop {
+        match wait_step(word, start_gen, cur, deadline) {
+            Ok(done) => return done,
+            Err(expected) => {
+                ipc_shm::lowlevel::sync::FutexWait::new(word, expected, deadline).await;
+                // SYNC POINT: Acquire pairs with the Release compare-and-swap in `set`.
+                cur = word.load(Ordering::Acquire);
+            }
+        }
     }
 }
 
@@ -188,6 +229,32 @@ impl Event {
     /// As [`Event::wait`]; the timeout bounds the wait.
     pub fn wait_timeout(&self, timeout: Duration) -> WaitTimeoutResult {
         WaitTimeoutResult(!wait(self.word(), Deadline::after(timeout)))
+    }
+
+    /// [`Event::wait`] as a future (feature `async`): one registration with the process's
+    /// futex waiter thread while it waits, not a thread.
+    ///
+    /// # Peer death
+    /// As [`Event::wait`]: wrap it in a timeout (or use [`Event::wait_timeout_async`]) when
+    /// the setter may die.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a wait observes and changes nothing a caller can see.
+    #[cfg(feature = "async")]
+    pub async fn wait_async(&self) {
+        wait_async(self.word(), Deadline::never()).await;
+    }
+
+    /// [`Event::wait_timeout`] as a future (feature `async`).
+    ///
+    /// # Peer death
+    /// As [`Event::wait`]; the timeout bounds the wait.
+    ///
+    /// # Cancel safety
+    /// As [`Event::wait_async`].
+    #[cfg(feature = "async")]
+    pub async fn wait_timeout_async(&self, timeout: Duration) -> WaitTimeoutResult {
+        WaitTimeoutResult(!wait_async(self.word(), Deadline::after(timeout)).await)
     }
 
     /// The segment's name, or `None` for an inherited event.

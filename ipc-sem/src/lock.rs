@@ -59,6 +59,26 @@ pub(crate) fn lock_timeout_raw(
         .map_err(|e| e.map(|()| guard(raw)))
 }
 
+/// The async forms over a `RawLock` (shared with `Condition`).
+#[cfg(feature = "async")]
+pub(crate) async fn lock_raw_async(raw: &RawLock) -> LockResult<LockGuard<'_>> {
+    raw.lock_async()
+        .await
+        .map(|()| taken(raw))
+        .map_err(|e| e.map(|()| guard(raw)))
+}
+
+#[cfg(feature = "async")]
+pub(crate) async fn lock_until_raw_async(
+    raw: &RawLock,
+    deadline: ipc_shm::lowlevel::sync::Deadline,
+) -> LockTimeoutResult<LockGuard<'_>> {
+    raw.lock_until_async(deadline)
+        .await
+        .map(|()| taken(raw))
+        .map_err(|e| e.map(|()| guard(raw)))
+}
+
 /// Releases `raw` for the calling thread: `NotHeld` if it does not hold it.
 pub(crate) fn release_raw(raw: &RawLock) -> Result<()> {
     raw.unlock().map_err(|_| Error::NotHeld)
@@ -170,6 +190,63 @@ impl Lock {
     /// As [`Lock::lock`].
     pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<LockGuard<'_>> {
         lock_timeout_raw(self.raw(), timeout)
+    }
+
+    /// [`Lock::lock`] as a future (feature `async`): takes the lock without blocking the
+    /// thread. A waiting future is one registration with the process's futex waiter thread,
+    /// so a thousand waiting tasks cost one thread.
+    ///
+    /// The guard is the blocking one, and is not `Send`: drop it before the task's next
+    /// `.await` on a multi-threaded runtime (hold it across `.await`s only on a
+    /// current-thread runtime or a `LocalSet`). A lock held by another task of the calling
+    /// thread is waited for, not reported as `Deadlock`; a task that locks twice waits for
+    /// ever, as with `tokio::sync::Mutex`.
+    ///
+    /// # Errors
+    /// As [`Lock::lock`], except `Deadlock` (see above).
+    ///
+    /// # Peer death
+    /// As [`Lock::lock`]: a holder that dies while the future waits is noticed within
+    /// about 50 ms, and the future completes with `OwnerDied(guard)`.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: the lock is taken in the poll that completes the future, so a future
+    /// dropped before it completes holds nothing (`tokio::time::timeout` around it is fine);
+    /// a wake-up that was meant for it is passed on.
+    ///
+    /// ```
+    /// use ipc_sem::{Lock, LockError};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let lock = Lock::new()?;
+    /// match lock.lock_async().await {
+    ///     Ok(_guard) => { /* exclusive across processes until the guard drops */ }
+    ///     Err(LockError::OwnerDied(guard)) => guard.mark_consistent(),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// assert!(!lock.is_locked());
+    /// # Ok::<(), ipc_sem::Error>(())
+    /// # }).unwrap();
+    /// ```
+    #[cfg(feature = "async")]
+    pub async fn lock_async(&self) -> LockResult<LockGuard<'_>> {
+        lock_raw_async(self.raw()).await
+    }
+
+    /// [`Lock::lock_timeout`] as a future (feature `async`).
+    ///
+    /// # Errors
+    /// As [`Lock::lock_timeout`], except `Deadlock` (see [`Lock::lock_async`]).
+    ///
+    /// # Peer death
+    /// As [`Lock::lock_async`].
+    ///
+    /// # Cancel safety
+    /// As [`Lock::lock_async`].
+    #[cfg(feature = "async")]
+    pub async fn lock_timeout_async(&self, timeout: Duration) -> LockTimeoutResult<LockGuard<'_>> {
+        let deadline = ipc_shm::lowlevel::sync::Deadline::after(timeout);
+        lock_until_raw_async(self.raw(), deadline).await
     }
 
     /// Releases a lock that the calling thread holds without a guard (after

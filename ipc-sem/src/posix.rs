@@ -36,6 +36,11 @@ enum Backing {
 /// Timed waits use `sem_clockwait(CLOCK_MONOTONIC)` with an absolute deadline; `EINTR` waits
 /// again on the same deadline.
 ///
+/// No async form: glibc's `sem_t` keeps its own futex protocol, which this crate may not
+/// register with the futex waiter thread; waiting on it from a future would mean a thread
+/// per waiter or polling. Use [`Semaphore`](crate::Semaphore) (`acquire_async`, feature
+/// `async`) where tasks wait.
+///
 /// Prefer [`Semaphore`](crate::Semaphore) unless a non-Rust program must share the
 /// semaphore: it is as fast uncontended, validates its segment, and keeps the bound check of
 /// [`BoundedSemaphore`](crate::BoundedSemaphore) atomic. A `sem_t`'s layout belongs to glibc,

@@ -54,6 +54,26 @@ fn acquire<E: From<LockError<()>>>(
     r
 }
 
+/// The async form of [`acquire`]: the re-entry check and the depth update happen in the
+/// poll that completes the future, on the thread that then owns the lock.
+#[cfg(feature = "async")]
+async fn acquire_async<'a, E: From<LockError<()>>, F>(
+    s: &'a RLockState,
+    take: impl FnOnce(&'a RawLock) -> F,
+) -> std::result::Result<(), E>
+where
+    F: std::future::Future<Output = std::result::Result<(), E>>,
+{
+    if s.raw.is_held_by_current_thread() {
+        return acquire(s, |_| Ok(()));
+    }
+    let r = take(&s.raw).await;
+    if s.raw.is_held_by_current_thread() {
+        s.depth.store(1, Ordering::Relaxed);
+    }
+    r
+}
+
 /// Releases one level for the calling thread: `NotOwner` (and no change) unless it owns the
 /// lock; frees it when the depth reaches zero.
 fn release(s: &RLockState) -> Result<()> {
@@ -184,6 +204,45 @@ impl RLock {
     pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<RLockGuard<'_>> {
         let deadline = Deadline::after(timeout);
         acquire(self.state(), |raw| raw.lock_until(deadline))
+            .map(|()| self.guard())
+            .map_err(|e| e.map(|()| self.guard()))
+    }
+
+    /// [`RLock::lock`] as a future (feature `async`). Ownership is per thread, as in the
+    /// blocking form: if the calling thread owns the lock (a guard held by another task of
+    /// this thread), the future takes it once more at once.
+    ///
+    /// # Errors
+    /// As [`RLock::lock`].
+    ///
+    /// # Peer death
+    /// As [`RLock::lock`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropped before it completes, it owns nothing (see [`Lock::lock_async`](crate::Lock::lock_async)).
+    #[cfg(feature = "async")]
+    pub async fn lock_async(&self) -> LockResult<RLockGuard<'_>> {
+        acquire_async(self.state(), |raw| raw.lock_async())
+            .await
+            .map(|()| self.guard())
+            .map_err(|e| e.map(|()| self.guard()))
+    }
+
+    /// [`RLock::lock_timeout`] as a future (feature `async`).
+    ///
+    /// # Errors
+    /// As [`RLock::lock_timeout`].
+    ///
+    /// # Peer death
+    /// As [`RLock::lock`].
+    ///
+    /// # Cancel safety
+    /// As [`RLock::lock_async`].
+    #[cfg(feature = "async")]
+    pub async fn lock_timeout_async(&self, timeout: Duration) -> LockTimeoutResult<RLockGuard<'_>> {
+        let deadline = Deadline::after(timeout);
+        acquire_async(self.state(), |raw| raw.lock_until_async(deadline))
+            .await
             .map(|()| self.guard())
             .map_err(|e| e.map(|()| self.guard()))
     }

@@ -95,11 +95,32 @@ fn acquire_slow(word: &AtomicU64, deadline: Deadline) -> bool {
             return true;
         }
     }
+    match try_or_register(word, deadline) {
+        Registration::Took => true,
+        Registration::Expired => false,
+        Registration::Registered => sleep_registered(word, deadline),
+    }
+}
+
+/// What [`try_or_register`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Registration {
+    /// Took a unit.
+    Took,
+    /// The value is 0 and the deadline passed; nothing changed.
+    Expired,
+    /// The value is 0 and the caller is now counted as a sleeper.
+    Registered,
+}
+
+/// Takes a unit if there is one, else registers as a sleeper (in the same word, and only
+/// while the value is still 0) unless the deadline passed.
+fn try_or_register(word: &AtomicU64, deadline: Deadline) -> Registration {
     let mut cur = word.load(Ordering::Relaxed);
     loop {
         if value_of(cur) > 0 {
             match word.compare_exchange_weak(cur, cur - 1, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return true,
+                Ok(_) => return Registration::Took,
                 Err(seen) => {
                     cur = seen;
                     continue;
@@ -107,16 +128,24 @@ fn acquire_slow(word: &AtomicU64, deadline: Deadline) -> bool {
             }
         }
         if deadline.is_expired() {
-            return false;
+            return Registration::Expired;
         }
-        // Register as a sleeper, in the same word and only while the value is still 0.
         // A saturated count is left as is: releases then always wake, which is safe.
         let registered = cur.checked_add(WAITER).unwrap_or(cur);
         match word.compare_exchange_weak(cur, registered, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return sleep_registered(word, deadline),
+            Ok(_) => return Registration::Registered,
             Err(seen) => cur = seen,
         }
     }
+}
+
+/// What a step of a registered sleeper ended with.
+#[derive(Clone, Copy, Debug)]
+enum SleepStep {
+    /// Took a unit (`true`) or timed out (`false`); deregistered either way.
+    Done(bool),
+    /// Sleep while the value (the low half) is 0, until this slice ends, then step again.
+    Wait(Deadline),
 }
 
 /// Sleeps as a registered waiter until a unit is taken or the deadline passes; deregisters in
@@ -124,6 +153,20 @@ fn acquire_slow(word: &AtomicU64, deadline: Deadline) -> bool {
 /// faster) uses the same absolute deadline.
 fn sleep_registered(word: &AtomicU64, deadline: Deadline) -> bool {
     let mut outcome = WaitOutcome::Woken;
+    loop {
+        match registered_step(word, outcome, deadline) {
+            SleepStep::Done(took) => return took,
+            SleepStep::Wait(slice) => {
+                outcome = wait_low_half(word, 0, slice);
+                ipc_failpoints::failpoint!("sem.semaphore.woken");
+            }
+        }
+    }
+}
+
+/// One step of a registered sleeper after a sleep that ended with `outcome`: the loop of
+/// [`sleep_registered`] without its sleep, which the caller (blocking or async) does.
+fn registered_step(word: &AtomicU64, outcome: WaitOutcome, deadline: Deadline) -> SleepStep {
     loop {
         let cur = word.load(Ordering::Relaxed);
         let deregistered = if waiters_of(cur) > 0 {
@@ -138,7 +181,7 @@ fn sleep_registered(word: &AtomicU64, deadline: Deadline) -> bool {
                 .compare_exchange(cur, deregistered - 1, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                return true;
+                return SleepStep::Done(true);
             }
             continue;
         }
@@ -147,15 +190,85 @@ fn sleep_registered(word: &AtomicU64, deadline: Deadline) -> bool {
                 .compare_exchange(cur, deregistered, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
             {
-                return false;
+                return SleepStep::Done(false);
             }
             continue;
         }
         // Sleep in slices: a unit whose wake-up never came (its releaser was killed between
         // the store and the wake, or the sleeper it woke was killed before taking it) is
         // found at the next re-check.
-        outcome = wait_low_half(word, 0, deadline.min(Deadline::after(RECHECK)));
-        ipc_failpoints::failpoint!("sem.semaphore.woken");
+        return SleepStep::Wait(deadline.min(Deadline::after(RECHECK)));
+    }
+}
+
+/// The async form of [`acquire`] (feature `async`): the same steps, each sleep a
+/// registration with the process's futex waiter thread.
+///
+/// Cancel safety: a unit is taken only inside a synchronous step, and the future completes
+/// in that poll. Dropped while registered as a sleeper, it deregisters, and if a unit is
+/// there and others sleep, passes on the wake-up that may have been meant for it.
+#[cfg(all(feature = "async", not(loom)))]
+pub(crate) async fn acquire_async(word: &AtomicU64, deadline: Deadline) -> bool {
+    if try_acquire(word) {
+        return true;
+    }
+    match try_or_register(word, deadline) {
+        Registration::Took => return true,
+        Registration::Expired => return false,
+        Registration::Registered => {}
+    }
+    let mut sleeper = Sleeper { word, active: true };
+    let mut outcome = WaitOutcome::Woken;
+    loop {
+        match registered_step(word, outcome, deadline) {
+            SleepStep::Done(took) => {
+                // `registered_step` deregistered.
+                sleeper.active = false;
+                return took;
+            }
+            SleepStep::Wait(slice) => {
+                outcome = ipc_shm::lowlevel::sync::FutexWait::low_half(word, 0, slice).await;
+                ipc_failpoints::failpoint!("sem.semaphore.woken");
+            }
+        }
+    }
+}
+
+/// A registered async sleeper: deregisters when its future is dropped mid-wait.
+#[cfg(all(feature = "async", not(loom)))]
+struct Sleeper<'a> {
+    word: &'a AtomicU64,
+    active: bool,
+}
+
+#[cfg(all(feature = "async", not(loom)))]
+impl Drop for Sleeper<'_> {
+    fn drop(&mut self) {
+        if !self.active {
+            return;
+        }
+        let mut cur = self.word.load(Ordering::Relaxed);
+        loop {
+            if waiters_of(cur) == 0 {
+                // A peer scribbled the count away (or it saturated and was reset): nothing
+                // of ours to take back.
+                return;
+            }
+            match self.word.compare_exchange_weak(
+                cur,
+                cur - WAITER,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(seen) => cur = seen,
+            }
+        }
+        let after = cur - WAITER;
+        if value_of(after) > 0 && waiters_of(after) > 0 {
+            // A release may have woken this sleeper alone: pass the wake-up on.
+            wake_low_half(self.word, 1);
+        }
     }
 }
 

@@ -208,6 +208,99 @@ macro_rules! common_methods {
             Ok(self.inner.guard())
         }
 
+        /// [`Self::acquire`] as a future (feature `async`): takes one unit without blocking
+        /// the thread. A waiting future is one registration with the process's futex waiter
+        /// thread, so a thousand waiting tasks cost one thread.
+        ///
+        /// # Errors
+        #[doc = concat!("As [`", stringify!($ty), "::acquire`].")]
+        ///
+        /// # Peer death
+        #[doc = concat!("As [`", stringify!($ty), "::acquire`]; wrap it in a timeout (`tokio::time::timeout`, or [`", stringify!($ty), "::acquire_timeout_async`]) when peers may die.")]
+        ///
+        /// # Cancel safety
+        /// Cancel-safe: dropped before it completes, it has taken no unit and is no longer
+        /// counted as a sleeper; a wake-up that was meant for it is passed on.
+        ///
+        /// ```
+        #[doc = concat!("use ipc_sem::", stringify!($ty), ";")]
+        ///
+        /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+        #[doc = concat!("let sem = ", stringify!($ty), "::new(1)?;")]
+        /// sem.acquire_async().await?;
+        /// assert_eq!(sem.value(), 0);
+        /// sem.release()?;
+        /// {
+        ///     let _unit = sem.guard_async().await?;
+        ///     assert_eq!(sem.value(), 0);
+        /// }
+        /// assert_eq!(sem.value(), 1);
+        /// # Ok::<(), ipc_sem::Error>(())
+        /// # }).unwrap();
+        /// ```
+        #[cfg(feature = "async")]
+        pub async fn acquire_async(&self) -> Result<()> {
+            sem_core::acquire_async(self.inner.word(), Deadline::never()).await;
+            Ok(())
+        }
+
+        /// [`Self::acquire_timeout`] as a future (feature `async`).
+        ///
+        /// # Errors
+        #[doc = concat!("As [`", stringify!($ty), "::acquire_timeout`].")]
+        ///
+        /// # Peer death
+        #[doc = concat!("As [`", stringify!($ty), "::acquire`]; the timeout bounds the wait.")]
+        ///
+        /// # Cancel safety
+        #[doc = concat!("As [`", stringify!($ty), "::acquire_async`].")]
+        #[cfg(feature = "async")]
+        pub async fn acquire_timeout_async(
+            &self,
+            timeout: Duration,
+        ) -> std::result::Result<(), AcquireTimeoutError> {
+            if sem_core::acquire_async(self.inner.word(), Deadline::after(timeout)).await {
+                Ok(())
+            } else {
+                Err(AcquireTimeoutError::Timeout)
+            }
+        }
+
+        /// [`Self::guard`] as a future (feature `async`).
+        ///
+        /// # Errors
+        #[doc = concat!("As [`", stringify!($ty), "::acquire`].")]
+        ///
+        /// # Peer death
+        #[doc = concat!("As [`", stringify!($ty), "::acquire`].")]
+        ///
+        /// # Cancel safety
+        #[doc = concat!("As [`", stringify!($ty), "::acquire_async`].")]
+        #[cfg(feature = "async")]
+        pub async fn guard_async(&self) -> Result<SemaphoreGuard<'_>> {
+            self.acquire_async().await?;
+            Ok(self.inner.guard())
+        }
+
+        /// [`Self::guard_timeout`] as a future (feature `async`).
+        ///
+        /// # Errors
+        #[doc = concat!("As [`", stringify!($ty), "::acquire_timeout`].")]
+        ///
+        /// # Peer death
+        #[doc = concat!("As [`", stringify!($ty), "::acquire`]; the timeout bounds the wait.")]
+        ///
+        /// # Cancel safety
+        #[doc = concat!("As [`", stringify!($ty), "::acquire_async`].")]
+        #[cfg(feature = "async")]
+        pub async fn guard_timeout_async(
+            &self,
+            timeout: Duration,
+        ) -> std::result::Result<SemaphoreGuard<'_>, AcquireTimeoutError> {
+            self.acquire_timeout_async(timeout).await?;
+            Ok(self.inner.guard())
+        }
+
         /// The current value (a snapshot; other processes may change it at any time).
         pub fn value(&self) -> u32 {
             sem_core::value(self.inner.word())

@@ -197,6 +197,51 @@ impl<T: Pod> Array<T> {
             .map_err(|e| e.map(taken))
     }
 
+    /// [`Array::lock`] as a future (feature `async`): waits without blocking the thread
+    /// (one registration with the process's futex waiter thread). The guard is the blocking
+    /// one and is not `Send`: drop it before the task's next `.await` on a multi-threaded
+    /// runtime. A lock held by another task of the calling thread is waited for, not
+    /// reported as `Deadlock`.
+    ///
+    /// # Errors
+    /// As [`Array::lock`], except `Deadlock`.
+    ///
+    /// # Peer death
+    /// As [`Array::lock`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropped before it completes, it holds nothing.
+    #[cfg(feature = "async")]
+    pub async fn lock_async(&self) -> LockResult<ArrayGuard<'_, T>> {
+        self.inner
+            .lock_async()
+            .await
+            .map(taken)
+            .map_err(|e| e.map(taken))
+    }
+
+    /// [`Array::lock_timeout`] as a future (feature `async`).
+    ///
+    /// # Errors
+    /// As [`Array::lock_timeout`], except `Deadlock`.
+    ///
+    /// # Peer death
+    /// As [`Array::lock`].
+    ///
+    /// # Cancel safety
+    /// As [`Array::lock_async`].
+    #[cfg(feature = "async")]
+    pub async fn lock_timeout_async(
+        &self,
+        timeout: Duration,
+    ) -> LockTimeoutResult<ArrayGuard<'_, T>> {
+        self.inner
+            .lock_timeout_async(timeout)
+            .await
+            .map(taken)
+            .map_err(|e| e.map(taken))
+    }
+
     /// The segment's name, or `None` for an inherited array.
     pub fn name(&self) -> Option<&str> {
         self.inner.segment().name()

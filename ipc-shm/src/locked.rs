@@ -155,6 +155,27 @@ impl<T: Pod> LockedSlice<T> {
         }
     }
 
+    /// [`LockedSlice::lock`] as a future (feature `async`).
+    #[cfg(feature = "async")]
+    pub(crate) async fn lock_async(&self) -> Result<Held<'_, T>, LockError<Held<'_, T>>> {
+        match self.raw_lock().lock_async().await {
+            Ok(()) => Ok(self.held()),
+            Err(e) => Err(e.map(|()| self.held())),
+        }
+    }
+
+    /// [`LockedSlice::lock_timeout`] as a future (feature `async`).
+    #[cfg(feature = "async")]
+    pub(crate) async fn lock_timeout_async(
+        &self,
+        timeout: Duration,
+    ) -> Result<Held<'_, T>, LockTimeoutError<Held<'_, T>>> {
+        match self.raw_lock().lock_timeout_async(timeout).await {
+            Ok(()) => Ok(self.held()),
+            Err(e) => Err(e.map(|()| self.held())),
+        }
+    }
+
     /// Runs `f` on the elements with the lock held; an `OwnerDied` take-over is reported as
     /// `Err(OwnerDied)` without running `f`, leaving the lock poisoned.
     pub(crate) fn with_locked<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {

@@ -134,6 +134,51 @@ impl<T: Pod> Value<T> {
             .map_err(|e| e.map(taken))
     }
 
+    /// [`Value::lock`] as a future (feature `async`): waits without blocking the thread
+    /// (one registration with the process's futex waiter thread). The guard is the blocking
+    /// one and is not `Send`: drop it before the task's next `.await` on a multi-threaded
+    /// runtime. A lock held by another task of the calling thread is waited for, not
+    /// reported as `Deadlock`.
+    ///
+    /// # Errors
+    /// As [`Value::lock`], except `Deadlock`.
+    ///
+    /// # Peer death
+    /// As [`Value::lock`].
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropped before it completes, it holds nothing.
+    #[cfg(feature = "async")]
+    pub async fn lock_async(&self) -> LockResult<ValueGuard<'_, T>> {
+        self.inner
+            .lock_async()
+            .await
+            .map(taken)
+            .map_err(|e| e.map(taken))
+    }
+
+    /// [`Value::lock_timeout`] as a future (feature `async`).
+    ///
+    /// # Errors
+    /// As [`Value::lock_timeout`], except `Deadlock`.
+    ///
+    /// # Peer death
+    /// As [`Value::lock`].
+    ///
+    /// # Cancel safety
+    /// As [`Value::lock_async`].
+    #[cfg(feature = "async")]
+    pub async fn lock_timeout_async(
+        &self,
+        timeout: Duration,
+    ) -> LockTimeoutResult<ValueGuard<'_, T>> {
+        self.inner
+            .lock_timeout_async(timeout)
+            .await
+            .map(taken)
+            .map_err(|e| e.map(taken))
+    }
+
     /// The segment's name, or `None` for an inherited value.
     pub fn name(&self) -> Option<&str> {
         self.inner.segment().name()

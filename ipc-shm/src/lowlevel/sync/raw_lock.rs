@@ -47,6 +47,40 @@ const FIRST_DEATH_CHECK: std::time::Duration = std::time::Duration::from_millis(
 #[error("the calling thread does not hold this lock")]
 pub struct NotHeld;
 
+/// The state a contended lock keeps between its steps.
+#[derive(Debug)]
+struct Contended {
+    /// The word the last sleep waited on (holder and WAITERS), if it slept.
+    parked_on: Option<u64>,
+    /// Whether that sleep ran out (rather than being woken or seeing the word change).
+    timed_out: bool,
+    /// Whether it has slept once (the first death check comes sooner).
+    slept: bool,
+    /// A word held by the calling thread means wait (async: another task of this thread
+    /// holds it), not `Deadlock`.
+    same_thread_waits: bool,
+}
+
+impl Contended {
+    fn new(same_thread_waits: bool) -> Self {
+        Contended {
+            parked_on: None,
+            timed_out: false,
+            slept: false,
+            same_thread_waits,
+        }
+    }
+}
+
+/// What a step of a contended lock ended with.
+#[derive(Debug)]
+enum LockStep {
+    /// Taken, failed, or (`Err(None)`) timed out.
+    Done(Result<(), Option<LockError<()>>>),
+    /// Sleep while the low half of the word holds `expected`, until `slice`, then step again.
+    Wait { expected: u32, slice: Deadline },
+}
+
 /// A process-shared mutex word that reports a dead holder instead of blocking forever.
 ///
 /// `RawLock` has no guard and protects nothing by itself: it is the core that `Value`,
@@ -192,10 +226,36 @@ impl RawLock {
     }
 
     fn lock_contended(&self, me: u64, deadline: Deadline) -> Result<(), Option<LockError<()>>> {
-        if self.state.load(Ordering::Relaxed) == NOT_RECOVERABLE {
-            return Err(Some(LockError::Poisoned));
+        let mut op = Contended::new(false);
+        loop {
+            match self.contended_step(&mut op, me, deadline) {
+                LockStep::Done(r) => return r,
+                LockStep::Wait { expected, slice } => {
+                    // The futex compares the low half: holder id and WAITERS.
+                    op.timed_out =
+                        wait_low_half(&self.word, expected, slice) == WaitOutcome::TimedOut;
+                }
+            }
         }
-        let mut slept = false;
+    }
+
+    /// The attempts of a contended lock until it ends or must sleep: the loop of
+    /// [`RawLock::lock_until`] without its sleeps, which the caller (the blocking loop or
+    /// the async driver) does, reporting in `op.timed_out` whether the sleep ran out.
+    fn contended_step(&self, op: &mut Contended, me: u64, deadline: Deadline) -> LockStep {
+        if self.state.load(Ordering::Relaxed) == NOT_RECOVERABLE {
+            return LockStep::Done(Err(Some(LockError::Poisoned)));
+        }
+        if let Some(expected) = op.parked_on.take() {
+            if std::mem::take(&mut op.timed_out) {
+                if deadline.is_expired() {
+                    return LockStep::Done(Err(None));
+                }
+                if let Some(r) = self.take_over_if_dead(expected, me | WAITERS) {
+                    return LockStep::Done(r.map_err(Some));
+                }
+            }
+        }
         loop {
             let seen = self.word.load(Ordering::Relaxed);
             if seen == 0 {
@@ -206,12 +266,15 @@ impl RawLock {
                     .compare_exchange(0, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return self.acquired().map_err(Some);
+                    return LockStep::Done(self.acquired().map_err(Some));
                 }
                 continue;
             }
-            if seen & !WAITERS == me & !WAITERS {
-                return Err(Some(LockError::Deadlock));
+            // Held by the calling thread: a blocking caller would wait for itself; an async
+            // one waits for another task of this thread (the guard is not `Send`, so the
+            // holder is a task that runs on this thread).
+            if seen & !WAITERS == me & !WAITERS && !op.same_thread_waits {
+                return LockStep::Done(Err(Some(LockError::Deadlock)));
             }
             if seen & WAITERS == 0
                 && self
@@ -227,21 +290,15 @@ impl RawLock {
             // take-over model).
             #[cfg(loom)]
             if let Some(r) = self.take_over_if_dead(expected, me | WAITERS) {
-                return r.map_err(Some);
+                return LockStep::Done(r.map_err(Some));
             }
-            let slice = Self::slice(deadline, slept);
-            slept = true;
-            // The futex compares the low half: holder id and WAITERS.
-            if wait_low_half(&self.word, (expected & LOW_HALF) as u32, slice)
-                == WaitOutcome::TimedOut
-            {
-                if deadline.is_expired() {
-                    return Err(None);
-                }
-                if let Some(r) = self.take_over_if_dead(expected, me | WAITERS) {
-                    return r.map_err(Some);
-                }
-            }
+            let slice = Self::slice(deadline, op.slept);
+            op.slept = true;
+            op.parked_on = Some(expected);
+            return LockStep::Wait {
+                expected: (expected & LOW_HALF) as u32,
+                slice,
+            };
         }
     }
 
@@ -361,6 +418,113 @@ impl RawLock {
     pub fn is_held_by_current_thread(&self) -> bool {
         // The whole stamp: a thread that reuses a dead holder's id is not the holder.
         self.word.load(Ordering::Relaxed) & !WAITERS == OwnerStamp::current().to_bits()
+    }
+}
+
+/// The async forms (feature `async`): the same steps as the blocking loop, with each sleep a
+/// registration with the process's futex waiter thread ([`FutexWait`](super::FutexWait)).
+///
+/// Cancel safety: the lock is taken inside one synchronous step and the future completes in
+/// that same poll, so a future dropped before it completes holds nothing. It may leave the
+/// `WAITERS` flag on (the next unlock makes one spurious wake-up); a future dropped after a
+/// wake-up that was meant for it passes that wake-up on if the lock is free.
+#[cfg(all(feature = "async", not(loom)))]
+impl RawLock {
+    /// [`RawLock::lock`] as a future: takes the lock, waiting as long as a live holder keeps
+    /// it, without blocking the thread.
+    ///
+    /// Unlike [`RawLock::lock`], a lock held by the calling thread is waited for, not
+    /// reported as `Deadlock`: another task running on this thread may hold it. A task that
+    /// locks twice therefore waits for ever, as with `tokio::sync::Mutex`.
+    ///
+    /// # Errors
+    /// As [`RawLock::lock`], except `Deadlock`.
+    ///
+    /// # Peer death
+    /// As [`RawLock::lock`]: a dead holder is noticed within about 50 ms.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropped before it completes, it has not taken the lock.
+    pub async fn lock_async(&self) -> Result<(), LockError<()>> {
+        loop {
+            match self.lock_inner_async(Deadline::never()).await {
+                Ok(()) => return Ok(()),
+                Err(Some(e)) => return Err(e),
+                // A deadline that never passes did not pass: wait on.
+                Err(None) => continue,
+            }
+        }
+    }
+
+    /// [`RawLock::lock_async`] waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As [`RawLock::lock_async`], plus `Timeout`.
+    pub async fn lock_timeout_async(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<(), LockTimeoutError<()>> {
+        self.lock_until_async(Deadline::after(timeout)).await
+    }
+
+    /// [`RawLock::lock_async`] waiting until `deadline`.
+    ///
+    /// # Errors
+    /// As [`RawLock::lock_async`], plus `Timeout` once `deadline` passes.
+    pub async fn lock_until_async(&self, deadline: Deadline) -> Result<(), LockTimeoutError<()>> {
+        self.lock_inner_async(deadline).await.map_err(|e| match e {
+            Some(e) => LockTimeoutError::from(e),
+            None => LockTimeoutError::Timeout,
+        })
+    }
+
+    /// Takes the lock by `deadline`; `Err(None)` is a timeout.
+    async fn lock_inner_async(&self, deadline: Deadline) -> Result<(), Option<LockError<()>>> {
+        let me = Self::my_word();
+        if self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return self.acquired().map_err(Some);
+        }
+        let mut op = Contended::new(true);
+        let mut pass_on = PassOn {
+            lock: self,
+            armed: false,
+        };
+        loop {
+            // The holder's identity is taken afresh at each step: a task may move between
+            // threads at each `.await`.
+            match self.contended_step(&mut op, Self::my_word(), deadline) {
+                LockStep::Done(r) => {
+                    pass_on.armed = false;
+                    return r;
+                }
+                LockStep::Wait { expected, slice } => {
+                    pass_on.armed = true;
+                    op.timed_out = super::FutexWait::low_half(&self.word, expected, slice).await
+                        == WaitOutcome::TimedOut;
+                }
+            }
+        }
+    }
+}
+
+/// Passes a wake-up on when a parked async locker is dropped and the lock is free: the
+/// unlock that freed it may have woken this locker alone.
+#[cfg(all(feature = "async", not(loom)))]
+struct PassOn<'a> {
+    lock: &'a RawLock,
+    armed: bool,
+}
+
+#[cfg(all(feature = "async", not(loom)))]
+impl Drop for PassOn<'_> {
+    fn drop(&mut self) {
+        if self.armed && self.lock.word.load(Ordering::Relaxed) == 0 {
+            wake_low_half(&self.lock.word, 1);
+        }
     }
 }
 
