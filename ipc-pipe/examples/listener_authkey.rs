@@ -10,7 +10,8 @@
 
 use ipc_pipe::{Client, Error, Listener};
 
-fn main() -> ipc_pipe::Result<()> {
+/// Runs the example (also called by `tests/examples.rs`).
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::temp_dir().join(format!("ipc-pipe-example-{}.sock", std::process::id()));
     let listener = Listener::bind_with_authkey(path.as_path(), b"secret")?;
     println!("listening on {}", listener.address());
@@ -39,13 +40,27 @@ fn main() -> ipc_pipe::Result<()> {
     let mut conn = listener.accept()?;
     println!("received: {}", conn.recv::<String>()?);
     conn.send(&"welcome")?;
-    match listener.accept() {
-        Err(Error::AuthenticationFailed) => println!("wrong key refused"),
-        other => println!("unexpected: {other:?}"),
-    }
+    let refused = match listener.accept() {
+        Err(Error::AuthenticationFailed) => {
+            println!("wrong key refused");
+            true
+        }
+        other => {
+            println!("unexpected: {other:?}");
+            false
+        }
+    };
     let mut status = 0;
-    // SAFETY: reaps our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    // SAFETY: reaps our own child with a valid status pointer.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return Err(std::io::Error::last_os_error().into());
+    }
     println!("client exited with status {status}");
+    if !refused {
+        return Err("the listener accepted a client with the wrong key".into());
+    }
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err("the client failed (or its wrong key was not refused)".into());
+    }
     Ok(())
 }

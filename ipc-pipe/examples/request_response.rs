@@ -35,7 +35,8 @@ fn serve(conn: &mut ipc_pipe::Connection) -> ipc_pipe::Result<()> {
     }
 }
 
-fn main() -> ipc_pipe::Result<()> {
+/// Runs the example (also called by `tests/examples.rs`).
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut parent, mut child) = duplex()?;
     // SAFETY: single-threaded here; the child runs `serve` and `_exit`s.
     let pid = unsafe { libc::fork() };
@@ -51,14 +52,24 @@ fn main() -> ipc_pipe::Result<()> {
     drop(child);
 
     parent.send(&Request::Square(7))?;
-    println!("square(7) = {:?}", parent.recv::<Response>()?);
+    let square = parent.recv::<Response>()?;
+    println!("square(7) = {square:?}");
     parent.send(&Request::Concat("inter".into(), "process".into()))?;
-    println!("concat = {:?}", parent.recv::<Response>()?);
+    let concat = parent.recv::<Response>()?;
+    println!("concat = {concat:?}");
     parent.send(&Request::Quit)?;
 
     let mut status = 0;
-    // SAFETY: reaps our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    // SAFETY: reaps our own child with a valid status pointer.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return Err(std::io::Error::last_os_error().into());
+    }
     println!("child exited with status {status}");
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err("the serving child failed".into());
+    }
+    if square != Response::Number(49) || concat != Response::Text("interprocess".into()) {
+        return Err("wrong replies".into());
+    }
     Ok(())
 }

@@ -63,6 +63,25 @@ pub(crate) struct CollState {
     /// Items finished and worker time spent on them (adaptive chunking).
     pub items: u64,
     pub nanos: u64,
+    /// The waker of a future awaiting this collector (an `AsyncResult` being awaited), woken
+    /// by whoever delivers the `want`-th result, outside the lock, with no thread hop.
+    #[cfg(feature = "async")]
+    pub waker: Option<std::task::Waker>,
+    /// How many results the awaiting future needs before it is worth waking.
+    #[cfg(feature = "async")]
+    pub want: usize,
+}
+
+impl CollState {
+    /// The waker to wake now that results were added, if the awaiting future has enough.
+    #[cfg(feature = "async")]
+    fn waker_due(&mut self) -> Option<std::task::Waker> {
+        if self.ready.len() >= self.want {
+            self.waker.take()
+        } else {
+            None
+        }
+    }
 }
 
 impl Collector {
@@ -78,8 +97,14 @@ impl Collector {
         c.ready.push((index, r));
         c.items += items;
         c.nanos += nanos;
+        #[cfg(feature = "async")]
+        let waker = c.waker_due();
         drop(c);
         self.cv.notify_all();
+        #[cfg(feature = "async")]
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     /// Delivers several results at once (one lock, one wake-up).
@@ -88,8 +113,14 @@ impl Collector {
         c.ready.append(ready);
         c.items += items;
         c.nanos += nanos;
+        #[cfg(feature = "async")]
+        let waker = c.waker_due();
         drop(c);
         self.cv.notify_all();
+        #[cfg(feature = "async")]
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 

@@ -37,6 +37,9 @@ pub use process::{
 };
 pub use task::StarArgs;
 
+#[cfg(feature = "async")]
+pub use process::JOIN_ASYNC_POLL_INTERVAL;
+
 /// Starts the process-wide fork server. Call it first in `main`, while the program has one
 /// thread: every [`Pool`] built afterwards gets its own fork server forked from this clean
 /// early image instead of from the (possibly multithreaded) process at the time of

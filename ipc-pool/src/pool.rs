@@ -492,10 +492,14 @@ impl Pool {
     /// # Ok::<(), ipc_pool::Error>(())
     /// ```
     ///
+    /// With the `async` feature the [`AsyncResult`] is a `Future`:
+    /// `pool.apply_async(f, x)?.await` gives what [`AsyncResult::get`] would, woken by the
+    /// dispatcher thread when the result arrives (no thread of its own, any runtime).
+    ///
     /// # Errors
     /// [`Error::Encode`] if `arg` cannot be encoded; [`Error::Closed`], [`Error::Terminated`]
     /// or [`Error::Broken`] if the pool takes no more work. The task's own errors come from
-    /// [`AsyncResult::get`].
+    /// [`AsyncResult::get`] (or the `.await`).
     pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -516,11 +520,7 @@ impl Pool {
             0,
         );
         self.shared.submit(&mut st, job)?;
-        Ok(AsyncResult {
-            coll,
-            taken: false,
-            _r: PhantomData,
-        })
+        Ok(AsyncResult::new(coll, 1, decode_single::<R>))
     }
 
     /// Applies `f` to every item, in parallel, and returns the results in input order
@@ -558,6 +558,111 @@ impl Pool {
     {
         Feed::<fn(A) -> R, I::IntoIter>::new(self, f, iter.into_iter(), Some(chunksize.max(1)))
             .collect_all()
+    }
+
+    /// Submits `f(item)` for every item at once and returns without waiting (Python's
+    /// `map_async`): the [`AsyncResult`] gives the results in input order, as
+    /// [`map`](Self::map) would, through [`get`](AsyncResult::get) and friends, or `.await`
+    /// with the `async` feature. The input is read (and encoded) whole before anything is
+    /// submitted, then cut into chunks of Python's default size, `len / (4 × workers)`
+    /// rounded up (at least 1): the cost per item is not measured first, as `map` does.
+    ///
+    /// The result is ready once every chunk has finished; it is then the first error in
+    /// input order, if any chunk failed.
+    ///
+    /// # Example
+    /// ```
+    /// let pool = ipc_pool::Pool::new(2)?;
+    /// let squares = pool.map_async(|x: u64| x * x, 0..10)?;
+    /// // ... other work while the workers run ...
+    /// assert_eq!(squares.get()?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+    /// # Ok::<(), ipc_pool::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Encode`] if an item cannot be encoded (nothing is submitted then);
+    /// [`Error::Closed`], [`Error::Terminated`] or [`Error::Broken`] if the pool takes no more
+    /// work; [`Error::CodeNotInWorkers`]. The tasks' own errors come from the `AsyncResult`.
+    ///
+    /// # Peer death
+    /// A worker's death fails the chunk it was running (under [`Policy::FailTask`]), so the
+    /// result is [`Error::WorkerDied`].
+    pub fn map_async<A, R, I>(&self, f: fn(A) -> R, iter: I) -> Result<AsyncResult<Vec<R>>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async_with(f, iter, None)
+    }
+
+    /// [`map_async`](Self::map_async) with a fixed number of items per task (Python's
+    /// `chunksize`).
+    ///
+    /// # Errors
+    /// As [`map_async`](Self::map_async).
+    pub fn map_async_chunked<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        iter: I,
+        chunksize: usize,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async_with(f, iter, Some(chunksize.max(1)))
+    }
+
+    fn map_async_with<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        iter: I,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        let tramp = task::trampoline_addr::<fn(A) -> R>();
+        let func = f.addr();
+        self.check_code(tramp, func)?;
+        let items: Vec<A> = iter.into_iter().collect();
+        let size = chunksize
+            .unwrap_or_else(|| items.len().div_ceil(4 * self.processes))
+            .clamp(1, CHUNK_MAX);
+        let mut chunks: Vec<(u32, Vec<u8>)> = Vec::with_capacity(items.len().div_ceil(size));
+        let mut it = items.into_iter().peekable();
+        while it.peek().is_some() {
+            let mut payload = Vec::new();
+            let mut count: u32 = 0;
+            for a in it.by_ref().take(size) {
+                task::encode_onto(&a, &mut payload).map_err(|e| Error::Encode(e.to_string()))?;
+                count += 1;
+            }
+            chunks.push((count, payload));
+        }
+        let coll = Collector::new();
+        let expected = chunks.len();
+        let mut st = self.shared.state.lock();
+        // All or nothing: checked once, under the lock every submission below holds.
+        check_open(&st)?;
+        for (index, (count, payload)) in chunks.into_iter().enumerate() {
+            let job = Self::new_job(
+                &mut st,
+                (tramp, func),
+                count,
+                payload,
+                Arc::clone(&coll),
+                index,
+                0,
+            );
+            self.shared.submit(&mut st, job)?;
+        }
+        drop(st);
+        Ok(AsyncResult::new(coll, expected, decode_chunks::<R>))
     }
 
     /// Applies `f` to every tuple of arguments, spread over its parameters (Python's
@@ -863,13 +968,33 @@ fn wait_one<R: DeserializeOwned>(coll: &Collector) -> Result<R> {
 
 // ------------------------------------------------------------ AsyncResult
 
-/// The pending result of [`Pool::apply_async`] (Python's `AsyncResult`).
+/// The pending result of [`Pool::apply_async`] or [`Pool::map_async`] (Python's
+/// `AsyncResult` and `MapResult`).
 ///
 /// The task runs whether or not this handle is kept; dropping it discards the result.
+///
+/// With the `async` feature it is a [`Future`](std::future::Future) of `Result<R>`:
+/// `pool.apply_async(f, x)?.await` (see [`Pool::apply_async`]). The future is runtime-agnostic
+/// (a std `Waker`): the pool's dispatcher thread, which receives the result from the worker,
+/// wakes it directly. Awaiting it does not take the value out of reach of the other methods
+/// until it completes: a `&mut AsyncResult` awaited under a timeout (as with
+/// `tokio::time::timeout(d, &mut r)`) and cancelled leaves the handle as it was, and the
+/// result can be awaited or [`get`](Self::get) later.
+///
+/// # Cancel safety
+/// Dropping the future (the `AsyncResult`, or a `&mut` borrow of it being awaited) before it
+/// completes leaves nothing claimed or held: the task runs as it would have, its result goes
+/// nowhere (or stays for the handle), and the waker it registered is released.
 pub struct AsyncResult<R> {
     coll: Arc<Collector>,
+    /// Results (jobs) that make the value: 1 for `apply_async`, the chunks of a `map_async`.
+    expected: usize,
+    /// Turns the delivered results into the value.
+    decode: fn(Vec<(usize, JobResult)>) -> Result<R>,
     taken: bool,
-    _r: PhantomData<fn() -> R>,
+    /// A poll left a waker in the collector (released on drop).
+    #[cfg(feature = "async")]
+    registered: bool,
 }
 
 impl<R> fmt::Debug for AsyncResult<R> {
@@ -880,10 +1005,46 @@ impl<R> fmt::Debug for AsyncResult<R> {
     }
 }
 
+impl<R> AsyncResult<R> {
+    fn new(
+        coll: Arc<Collector>,
+        expected: usize,
+        decode: fn(Vec<(usize, JobResult)>) -> Result<R>,
+    ) -> AsyncResult<R> {
+        AsyncResult {
+            coll,
+            expected,
+            decode,
+            taken: false,
+            #[cfg(feature = "async")]
+            registered: false,
+        }
+    }
+}
+
+/// The value of an `apply_async`: its one result.
+fn decode_single<R: DeserializeOwned>(mut v: Vec<(usize, JobResult)>) -> Result<R> {
+    match v.pop() {
+        Some((_, r)) => r.and_then(decode_one),
+        None => Err(Error::Decode("missing result".into())),
+    }
+}
+
+/// The value of a `map_async`: its chunks in input order; the first failed chunk's error.
+fn decode_chunks<R: DeserializeOwned>(mut v: Vec<(usize, JobResult)>) -> Result<Vec<R>> {
+    v.sort_unstable_by_key(|(i, _)| *i);
+    let mut out = Vec::new();
+    for (_, r) in v {
+        let d = r?;
+        task::decode_results(&d.bytes, d.count, &mut out).map_err(Error::Decode)?;
+    }
+    Ok(out)
+}
+
 impl<R: DeserializeOwned> AsyncResult<R> {
     /// Whether the result has arrived (or was taken). Never blocks.
     pub fn ready(&self) -> bool {
-        self.taken || !self.coll.inner.lock().ready.is_empty()
+        self.taken || self.coll.inner.lock().ready.len() >= self.expected
     }
 
     /// Waits until the result has arrived (Python's `wait()`).
@@ -893,7 +1054,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// [`Policy::FailTask`]), which ends the wait.
     pub fn wait(&self) {
         let mut c = self.coll.inner.lock();
-        while !self.taken && c.ready.is_empty() {
+        while !self.taken && c.ready.len() < self.expected {
             c = self.coll.cv.wait(c);
         }
     }
@@ -910,11 +1071,11 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// Waits until `deadline` (`None`: none); whether the result has arrived.
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
         let mut c = self.coll.inner.lock();
-        while !self.taken && c.ready.is_empty() {
+        while !self.taken && c.ready.len() < self.expected {
             let (g, timed_out) = self.coll.cv.wait_until(c, deadline);
             c = g;
             if timed_out {
-                return self.taken || !c.ready.is_empty();
+                return self.taken || c.ready.len() >= self.expected;
             }
         }
         true
@@ -923,8 +1084,9 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// Waits for the task and returns its result (Python's `get()`).
     ///
     /// # Errors
-    /// As [`Pool::apply`]; [`Error::Taken`] if the value was already taken by
-    /// [`try_get`](Self::try_get) or [`get_timeout`](Self::get_timeout).
+    /// As [`Pool::apply`] (for a [`Pool::map_async`], as [`Pool::map`]); [`Error::Taken`] if
+    /// the value was already taken by [`try_get`](Self::try_get),
+    /// [`get_timeout`](Self::get_timeout) or an `.await` that completed.
     ///
     /// # Peer death
     /// As [`wait`](Self::wait): a dead worker's task is [`Error::WorkerDied`].
@@ -990,11 +1152,102 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         }
     }
 
-    /// The result if it has arrived (marking it taken).
+    /// The result if it has arrived (marking it taken); decoded outside the lock.
     fn take(&mut self) -> Option<Result<R>> {
-        let (_, r) = self.coll.inner.lock().ready.pop()?;
+        let mut c = self.coll.inner.lock();
+        if c.ready.len() < self.expected {
+            return None;
+        }
+        let v = std::mem::take(&mut c.ready);
+        #[cfg(feature = "async")]
+        {
+            c.waker = None;
+            self.registered = false;
+        }
+        drop(c);
         self.taken = true;
-        Some(r.and_then(decode_one))
+        Some((self.decode)(v))
+    }
+}
+
+/// `.await` on an [`AsyncResult`] (feature `async`): the task's result, as
+/// [`get`](AsyncResult::get) returns it.
+///
+/// # Errors
+/// As [`AsyncResult::get`]; polled again after it completed: [`Error::Taken`].
+///
+/// # Peer death
+/// A worker that dies running the task resolves it with [`Error::WorkerDied`] (under
+/// [`Policy::FailTask`]): the dispatcher sees the death through the worker's pidfd and wakes
+/// the future; it never hangs.
+///
+/// # Cancel safety
+/// Cancel-safe: see [`AsyncResult`].
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use ipc_pool::Pool;
+///
+/// fn slow_square(x: u64) -> u64 {
+///     std::thread::sleep(Duration::from_millis(200));
+///     x * x
+/// }
+///
+/// // Build the pool before the runtime starts its threads (or call `ipc_pool::init()`).
+/// let pool = Pool::new(2)?;
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+/// rt.block_on(async {
+///     assert_eq!(pool.apply_async(slow_square, 7)?.await?, 49);
+///     // A timeout around a borrowed result cancels the wait, not the task.
+///     let mut r = pool.apply_async(slow_square, 8)?;
+///     let early = tokio::time::timeout(Duration::from_millis(1), &mut r).await;
+///     assert!(early.is_err());
+///     assert_eq!(r.await?, 64);
+///     assert_eq!(pool.map_async(slow_square, 0..4)?.await?, [0, 1, 4, 9]);
+///     Ok::<(), ipc_pool::Error>(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "async")]
+impl<R: DeserializeOwned> std::future::Future for AsyncResult<R> {
+    type Output = Result<R>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<R>> {
+        let this = self.get_mut();
+        if this.taken {
+            return std::task::Poll::Ready(Err(Error::Taken));
+        }
+        let mut c = this.coll.inner.lock();
+        // Checked under the lock the deliverer takes: a result delivered before is seen here;
+        // one delivered after finds the waker stored below.
+        if c.ready.len() >= this.expected {
+            drop(c);
+            return std::task::Poll::Ready(this.take().unwrap_or(Err(Error::Taken)));
+        }
+        match &mut c.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        c.want = this.expected;
+        this.registered = true;
+        std::task::Poll::Pending
+    }
+}
+
+#[cfg(feature = "async")]
+impl<R> Drop for AsyncResult<R> {
+    /// Releases the waker a poll left in the collector (the task itself is not affected).
+    fn drop(&mut self) {
+        if self.registered {
+            let mut c = self.coll.inner.lock();
+            let w = c.waker.take();
+            drop(c);
+            drop(w);
+        }
     }
 }
 

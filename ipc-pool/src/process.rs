@@ -15,6 +15,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+#[cfg(feature = "async")]
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -588,6 +590,63 @@ impl Process {
         }
     }
 
+    /// [`join`](Self::join) as a future (feature `async`): resolves once the child has
+    /// ended, and reaps it. Runtime-agnostic (a std `Waker`): the crate's one reaper thread
+    /// (the one that reaps dropped children) polls the pidfds of every awaited child and
+    /// wakes their futures, so awaiting a thousand children costs no thread per child, only a
+    /// duplicate of each pidfd while it is awaited. Where pidfds cannot be polled, the reaper
+    /// wakes every awaiting join each [`JOIN_ASYNC_POLL_INTERVAL`] instead (bounded polling;
+    /// `IPC_POOL_NO_PIDFD_POLL=1` in the environment when the reaper starts forces it).
+    /// Polled again after it completed, it gives the same status again.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `waitid` fails, a pidfd cannot be duplicated, or the reaper thread
+    /// could not be started.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropping the future before the child ends (a timeout around it) leaves
+    /// the handle as it was, the child running, and nothing registered: the duplicate pidfd
+    /// is closed and the waker released.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use ipc_pool::Process;
+    ///
+    /// let mut p = Process::spawn(|| std::thread::sleep(Duration::from_millis(50)))?;
+    /// let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    /// let status = rt.block_on(p.join_async())?;
+    /// assert!(status.success());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "async")]
+    pub fn join_async(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<ExitStatus>> + Send + '_ {
+        let mut watcher = Watcher::new();
+        std::future::poll_fn(move |cx| {
+            use std::task::Poll;
+            match self.reap(true) {
+                Err(e) => {
+                    watcher.disarm();
+                    return Poll::Ready(Err(e));
+                }
+                Ok(Some(s)) => {
+                    watcher.disarm();
+                    return Poll::Ready(Ok(ExitStatus::from_raw(s.raw())));
+                }
+                Ok(None) => {}
+            }
+            let Some(fd) = self.fd() else {
+                return Poll::Ready(Err(Error::Io(std::io::Error::other("child vanished"))));
+            };
+            match watcher.arm(&[(fd, false)], cx.waker()) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            }
+        })
+    }
+
     /// Whether the child still runs. A child found finished is reaped here.
     pub fn is_alive(&mut self) -> bool {
         matches!(self.reap(true), Ok(None))
@@ -785,6 +844,66 @@ impl<T: DeserializeOwned> ProcessHandle<T> {
             Err(Waited::TimedOut) => Err(JoinTimeoutError::Timeout),
             Err(Waited::Failed(e)) => Err(JoinTimeoutError::Failed(e)),
         }
+    }
+
+    /// [`join`](Self::join) as a future (feature `async`): the child's value once it has
+    /// ended. Woken by the crate's reaper thread when the child's pidfd or its result pipe
+    /// becomes readable (the pipe is drained at each wake, so a value larger than the pipe's
+    /// buffer gets through), as for [`Process::join_async`], whose polling fallback it
+    /// shares. Polled again after it completed: [`Error::Taken`].
+    ///
+    /// # Errors
+    /// As [`join`](Self::join): [`Error::Killed`] for a child a signal ended,
+    /// [`Error::Panicked`], [`Error::NoResult`], ...; [`Error::Io`] also if the reaper thread
+    /// could not be started.
+    ///
+    /// # Peer death
+    /// As [`join`](Self::join): a child that dies is seen through its pidfd.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: dropping the future before the child ends leaves the handle usable (what
+    /// the child sent so far is kept) and nothing registered.
+    ///
+    /// # Example
+    /// ```
+    /// use ipc_pool::Process;
+    ///
+    /// let mut h = Process::spawn_with_result(|| (1..=10u64).product::<u64>())?;
+    /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    /// assert_eq!(rt.block_on(h.join_async())?, 3_628_800);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "async")]
+    pub fn join_async(&mut self) -> impl std::future::Future<Output = Result<T>> + Send + '_ {
+        let mut watcher = Watcher::new();
+        std::future::poll_fn(move |cx| {
+            use std::task::Poll;
+            match self.join_until(Until::Now) {
+                Ok(v) => {
+                    watcher.disarm();
+                    Poll::Ready(v)
+                }
+                Err(Waited::Failed(e)) => {
+                    watcher.disarm();
+                    Poll::Ready(Err(e))
+                }
+                Err(Waited::TimedOut) => {
+                    let Some(pidfd) = self.process.fd() else {
+                        return Poll::Ready(Err(Error::Io(std::io::Error::other(
+                            "child vanished",
+                        ))));
+                    };
+                    let mut fds = vec![(pidfd, false)];
+                    if let Some(rx) = &self.rx {
+                        fds.push((rx.as_fd(), true));
+                    }
+                    match watcher.arm(&fds, cx.waker()) {
+                        Ok(()) => Poll::Pending,
+                        Err(e) => Poll::Ready(Err(e)),
+                    }
+                }
+            }
+        })
     }
 
     /// Waits for the child until `until`; the outer `Err` is a failure before the child was
@@ -1064,6 +1183,13 @@ pub(crate) struct Reaper {
     bell: OwnedFd,
     /// Whether its thread started; without one, `adopt` waits in the caller.
     running: AtomicBool,
+    /// The fds awaiting futures (`join_async`) want watched, with their wakers.
+    #[cfg(feature = "async")]
+    watches: Mutex<Watches>,
+    /// Whether awaited children are watched through their pidfds (else: the bounded polling
+    /// fallback, [`JOIN_ASYNC_POLL_INTERVAL`]).
+    #[cfg(feature = "async")]
+    poll_pidfds: bool,
 }
 
 /// The current process's reaper (or that of a parent that forked us: see [`Reaper`]). Only
@@ -1096,6 +1222,10 @@ fn reaper() -> Reaper2 {
             pending: Mutex::new(Vec::new()),
             bell,
             running: AtomicBool::new(true),
+            #[cfg(feature = "async")]
+            watches: Mutex::new(Watches::default()),
+            #[cfg(feature = "async")]
+            poll_pidfds: std::env::var_os(NO_PIDFD_POLL_ENV).map_or(true, |v| v == "0"),
         });
         let fresh: &'static Reaper = Box::leak(fresh);
         let fresh_ptr = std::ptr::from_ref(fresh).cast_mut();
@@ -1160,6 +1290,10 @@ impl Reaper {
     fn run(&self) {
         let mut held: Vec<(OwnedFd, Option<Kept>)> = Vec::new();
         let mut fds: Vec<libc::pollfd> = Vec::new();
+        #[cfg(feature = "async")]
+        let mut watched: Vec<(u64, Arc<WatchFd>)> = Vec::new();
+        #[cfg(feature = "async")]
+        let mut tick: Option<Instant> = None;
         loop {
             held.append(&mut self.pending.lock());
             // Reap everything that has exited.
@@ -1170,12 +1304,253 @@ impl Reaper {
             fds.clear();
             fds.push(sys::pollin(self.bell.as_raw_fd()));
             fds.extend(held.iter().map(|(fd, _)| sys::pollin(fd.as_raw_fd())));
-            if sys::poll(&mut fds, None).is_err() {
+            #[allow(unused_mut)]
+            let mut deadline = None;
+            #[cfg(feature = "async")]
+            {
+                // The fds of awaiting joins (their own duplicates, kept open by these `Arc`s
+                // for the whole poll, whatever their futures do meanwhile).
+                let w = self.watches.lock();
+                if self.poll_pidfds {
+                    for e in &w.list {
+                        watched.extend(e.fds.iter().map(|fd| (e.key, Arc::clone(fd))));
+                    }
+                    tick = None;
+                } else if w.list.is_empty() {
+                    tick = None;
+                } else {
+                    deadline = Some(
+                        *tick.get_or_insert_with(|| Instant::now() + JOIN_ASYNC_POLL_INTERVAL),
+                    );
+                }
+                drop(w);
+                fds.extend(watched.iter().map(|(_, fd)| sys::pollin(fd.raw())));
+            }
+            let polled = sys::poll(&mut fds, deadline);
+            if polled.is_err() {
                 std::thread::sleep(Duration::from_millis(10));
             }
             if fds[0].revents != 0 {
                 sys::eventfd_drain(self.bell.as_fd());
             }
+            #[cfg(feature = "async")]
+            {
+                let base = 1 + held.len();
+                let fired: Vec<u64> = fds[base..]
+                    .iter()
+                    .zip(&watched)
+                    .filter(|(p, _)| p.revents != 0)
+                    .map(|(_, (key, _))| *key)
+                    .collect();
+                watched.clear();
+                // Polling mode, or a poll that failed: every awaiting join looks for itself.
+                let due = tick.is_some_and(|t| Instant::now() >= t);
+                if due {
+                    tick = None;
+                }
+                self.fire(&fired, due || polled.is_err());
+            }
         }
+    }
+
+    /// Wakes the joins whose fds fired (their entries leave the list: their futures register
+    /// again if they still wait), and every join if `all` (their entries stay).
+    #[cfg(feature = "async")]
+    fn fire(&self, fired: &[u64], all: bool) {
+        if fired.is_empty() && !all {
+            return;
+        }
+        let mut w = self.watches.lock();
+        let mut gone = Vec::new();
+        let mut i = 0;
+        while i < w.list.len() {
+            if fired.contains(&w.list[i].key) {
+                gone.push(w.list.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        let others: Vec<std::task::Waker> = if all {
+            w.list.iter().map(|e| e.waker.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        drop(w);
+        // Woken outside the lock; the fds close here too (a result pipe's under its lock).
+        for e in gone {
+            e.waker.wake();
+        }
+        for waker in others {
+            waker.wake();
+        }
+    }
+}
+
+// ------------------------------------------------------------ join_async
+
+/// How often the reaper thread wakes every awaiting [`Process::join_async`] and
+/// [`ProcessHandle::join_async`] when children cannot be watched through their pidfds: the
+/// bounded polling fallback (forced by `IPC_POOL_NO_PIDFD_POLL=1` in the environment when the
+/// reaper starts, or taken while `ppoll` on the pidfds fails).
+#[cfg(feature = "async")]
+pub const JOIN_ASYNC_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Environment variable that forces the polling fallback of `join_async` (read once, when the
+/// process's reaper thread starts).
+#[cfg(feature = "async")]
+const NO_PIDFD_POLL_ENV: &str = "IPC_POOL_NO_PIDFD_POLL";
+
+/// The awaiting joins the reaper thread watches.
+#[cfg(feature = "async")]
+#[derive(Default)]
+struct Watches {
+    next: u64,
+    list: Vec<WatchEntry>,
+}
+
+/// One awaiting join: the fds whose readability ends its wait (the child's pidfd, and the
+/// result pipe of a `ProcessHandle`), and its waker.
+#[cfg(feature = "async")]
+struct WatchEntry {
+    key: u64,
+    fds: Vec<Arc<WatchFd>>,
+    waker: std::task::Waker,
+}
+
+/// A duplicate of a handle's fd for the reaper thread to poll: the handle's own fd may close
+/// while the reaper polls, its duplicate only when the last `Arc` of it goes.
+#[cfg(feature = "async")]
+struct WatchFd {
+    fd: Option<OwnedFd>,
+    /// A result pipe's read end: listed in [`RESULT_FDS`] while open, so that children
+    /// forked meanwhile close their copy, as for the handle's own.
+    result_pipe: bool,
+}
+
+#[cfg(feature = "async")]
+impl WatchFd {
+    fn dup(fd: BorrowedFd<'_>, result_pipe: bool) -> std::io::Result<WatchFd> {
+        if !result_pipe {
+            return Ok(WatchFd {
+                fd: Some(fd.try_clone_to_owned()?),
+                result_pipe,
+            });
+        }
+        // Made and listed under the registry's lock, which forks hold: no child is forked
+        // between the two.
+        let mut reg = RESULT_FDS.lock();
+        let d = fd.try_clone_to_owned()?;
+        reg.push(d.as_raw_fd());
+        drop(reg);
+        Ok(WatchFd {
+            fd: Some(d),
+            result_pipe,
+        })
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+}
+
+#[cfg(feature = "async")]
+impl Drop for WatchFd {
+    fn drop(&mut self) {
+        let Some(fd) = self.fd.take() else { return };
+        if self.result_pipe {
+            // Unlisted and closed under the lock, as `ProcessHandle::close_rx` does.
+            let mut reg = RESULT_FDS.lock();
+            let n = fd.as_raw_fd();
+            reg.retain(|&r| r != n);
+            drop(fd);
+            drop(reg);
+        } else {
+            drop(fd);
+        }
+    }
+}
+
+/// A `join_async` future's registration with the reaper thread; dropping it (with the future)
+/// deregisters, closing its fds and releasing its waker.
+#[cfg(feature = "async")]
+struct Watcher {
+    key: Option<(&'static Reaper, u64)>,
+}
+
+#[cfg(feature = "async")]
+impl Watcher {
+    const fn new() -> Watcher {
+        Watcher { key: None }
+    }
+
+    /// Arranges for `waker` to be woken once one of `fds` (`(fd, is a result pipe)`) is
+    /// readable, or every [`JOIN_ASYNC_POLL_INTERVAL`] in the polling fallback. If still
+    /// registered, only the waker is updated.
+    fn arm(&mut self, fds: &[(BorrowedFd<'_>, bool)], waker: &std::task::Waker) -> Result<()> {
+        if let Some((r, key)) = self.key {
+            let mut w = r.watches.lock();
+            if let Some(e) = w.list.iter_mut().find(|e| e.key == key) {
+                if !e.waker.will_wake(waker) {
+                    e.waker = waker.clone();
+                }
+                return Ok(());
+            }
+            // It fired (and left the list): register again.
+            self.key = None;
+        }
+        let r = match reaper().0 {
+            Some(r) if r.running.load(Ordering::Acquire) => r,
+            _ => {
+                return Err(Error::Io(std::io::Error::other(
+                    "join_async needs the reaper thread, which could not start",
+                )))
+            }
+        };
+        let dups = fds
+            .iter()
+            .map(|&(fd, pipe)| WatchFd::dup(fd, pipe).map(Arc::new))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut w = r.watches.lock();
+        let key = w.next;
+        w.next += 1;
+        w.list.push(WatchEntry {
+            key,
+            fds: dups,
+            waker: waker.clone(),
+        });
+        drop(w);
+        self.key = Some((r, key));
+        sys::eventfd_ring(r.bell.as_fd());
+        Ok(())
+    }
+
+    /// Deregisters (a no-op if not registered, or if this is a forked copy of the future).
+    fn disarm(&mut self) {
+        let Some((r, key)) = self.key.take() else {
+            return;
+        };
+        if r.pid != sys::getpid() {
+            // Another process's reaper (its lock may be held by a thread we lack).
+            return;
+        }
+        let mut w = r.watches.lock();
+        let gone = w
+            .list
+            .iter()
+            .position(|e| e.key == key)
+            .map(|i| w.list.swap_remove(i));
+        drop(w);
+        if gone.is_some() {
+            // The reaper rebuilds its poll set without these fds.
+            sys::eventfd_ring(r.bell.as_fd());
+        }
+        drop(gone);
+    }
+}
+
+#[cfg(feature = "async")]
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.disarm();
     }
 }

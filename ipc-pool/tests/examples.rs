@@ -27,3 +27,5 @@ example!(shared_counter, "../examples/shared_counter.rs", 30);
 example!(primes, "../examples/primes.rs", 60);
 example!(fork_basics, "../examples/fork_basics.rs", 30);
 example!(tour, "../examples/tour.rs", 60);
+#[cfg(feature = "async")]
+example!(tokio_service, "../examples/tokio_service.rs", 60);

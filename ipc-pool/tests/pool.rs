@@ -371,7 +371,7 @@ fn close_join_leaves_no_children_and_drop_terminates() {
         // Drop joins.
         {
             let pool = Pool::new(2).unwrap();
-            let _ = pool.apply_async(sleep_ms, 100).unwrap();
+            drop(pool.apply_async(sleep_ms, 100).unwrap());
         }
         assert!(children().is_empty());
     });

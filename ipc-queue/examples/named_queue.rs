@@ -39,13 +39,19 @@ fn client(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let name = args.get(1).map_or("/ipc-queue-demo", String::as_str);
-    match args.first().map(String::as_str) {
+/// Runs the example with its command-line arguments, `serve|client [/name]` (also called
+/// by `tests/examples.rs`, which runs both roles).
+pub fn run(args: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
+    let name = args.get(1).copied().unwrap_or("/ipc-queue-demo");
+    match args.first().copied() {
         Some("serve") => serve(name)?,
         Some("client") => client(name)?,
         _ => eprintln!("usage: named_queue serve|client [/name]"),
     }
     Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    run(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }

@@ -36,7 +36,8 @@ fn fork(f: impl FnOnce() -> i32) -> libc::pid_t {
     pid
 }
 
-fn main() -> Result<(), Error> {
+/// Runs the example (also called by `tests/examples.rs`).
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let q = Queue::<Job>::new(64)?;
 
     let workers: Vec<_> = (0..2)
@@ -79,15 +80,25 @@ fn main() -> Result<(), Error> {
         0
     });
 
-    let mut status = 0;
-    // SAFETY: waiting for our own child with a valid status pointer.
-    unsafe { libc::waitpid(producer, &mut status, 0) };
-    q.join_timeout(Duration::from_secs(30))?;
-    println!("all jobs done; closing");
+    let producer_ok = reap(producer);
+    let joined = q.join_timeout(Duration::from_secs(30));
+    if joined.is_ok() {
+        println!("all jobs done; closing");
+    }
+    // Closed in any case, so the workers leave their `get` and can be reaped.
     q.close();
-    for w in workers {
-        // SAFETY: as above.
-        unsafe { libc::waitpid(w, &mut status, 0) };
+    let workers_ok = workers.into_iter().map(reap).filter(|ok| *ok).count();
+    joined?;
+    if !producer_ok || workers_ok != 2 {
+        return Err("a child failed".into());
     }
     Ok(())
+}
+
+/// Waits for our child `pid`; true if it exited with code 0.
+fn reap(pid: libc::pid_t) -> bool {
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid status pointer.
+    let reaped = unsafe { libc::waitpid(pid, &mut status, 0) } == pid;
+    reaped && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }

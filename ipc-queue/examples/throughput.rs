@@ -6,7 +6,7 @@
 //! cargo run --release -p ipc-queue --example throughput -- [messages] [producers] [consumers]
 //! ```
 //! Defaults: 10,000,000 messages, 1 producer, 1 consumer. Every run checks the sum of what
-//! the consumers received. The criterion benches and the `compare` run in `benches/` are the
+//! the consumers received. (`tests/examples.rs` runs it with a few thousand messages.) The criterion benches and the `compare` run in `benches/` are the
 //! real measurement; this is a quick look.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +19,7 @@ const CAP: usize = 1024;
 
 /// Forks `producers` + `consumers` children running `produce(k, per)` / `consume(count)`,
 /// where each consumer returns its sum through `sums`; returns (seconds, total sum).
-fn run(
+fn time_children(
     n: u64,
     producers: u64,
     consumers: u64,
@@ -67,7 +67,8 @@ fn fork(f: &dyn Fn() -> bool) -> libc::pid_t {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        let ok = f();
+        // A panic must not unwind into the parent's code that this child is a copy of.
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
         // SAFETY: ends the child without running the parent's destructors.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) }
     }
@@ -141,9 +142,11 @@ impl Vyukov {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
+/// Runs the example with its command-line arguments, `[messages] [producers] [consumers]`
+/// (also called by `tests/examples.rs`).
+pub fn run(args: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<u64> = args
+        .iter()
         .map(|a| a.replace('_', "").parse())
         .collect::<Result<_, _>>()?;
     let n = args.first().copied().unwrap_or(10_000_000);
@@ -158,7 +161,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (i, s) in ring.slots.iter().enumerate() {
         s.0.store(i as u64, Ordering::Relaxed);
     }
-    let (vy, _) = run(
+    let (vy, _) = time_children(
         n,
         p,
         c,
@@ -167,7 +170,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let q = PodQueue::<u64>::new(CAP)?;
-    let (pod, _) = run(
+    let (pod, _) = time_children(
         n,
         p,
         c,
@@ -176,7 +179,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let tq = PodQueue::<u64>::new(CAP)?;
-    let (pod_try, _) = run(
+    let (pod_try, _) = time_children(
         n,
         p,
         c,
@@ -203,7 +206,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let sq = Queue::<u64>::new(CAP)?;
     let ns = n / 4;
-    let (serde, _) = run(
+    let (serde, _) = time_children(
         ns,
         p,
         c,
@@ -228,4 +231,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ns as f64 / serde / 1e6
     );
     Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    run(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }

@@ -236,7 +236,7 @@ conventions!(serde_inherited, Queue<u64>, Mode::Inherited);
 #[cfg(feature = "serde")]
 conventions!(serde_named, Queue<u64>, Mode::Named);
 
-/// Offsets into a named queue's segment (see `ring.rs` and `tests/faults.rs`).
+/// Offsets into a named queue's segment (see `src/ring/layout.rs` and `tests/faults.rs`).
 const HEADER: usize = 128;
 
 /// Shared state no correct peer writes, made by another process: every form reports it as

@@ -249,7 +249,8 @@ fault_suite!(serde_inherited, Queue<u64>, Mode::Inherited);
 #[cfg(feature = "serde")]
 fault_suite!(serde_named, Queue<u64>, Mode::Named);
 
-/// Offsets into a named queue's segment (see `ring.rs`): the header, then the control block.
+/// Offsets into a named queue's segment (see `src/ring/layout.rs`): the header, then the
+/// control block.
 const HEADER: usize = 128;
 #[cfg(feature = "serde")]
 const CONTROL: usize = 512;

@@ -186,8 +186,8 @@ fn kill_between_reader_reclaim_and_retire_does_not_hang_join() {
     assert_eq!(q.dropped(), 1);
 }
 
-/// Offsets in a named `PodQueue<u64>` of capacity 4 (see `ring.rs`): header, control block,
-/// then the packed arrays of 16 words each.
+/// Offsets in a named `PodQueue<u64>` of capacity 4 (see `src/ring/layout.rs`): header,
+/// control block, then the packed arrays of 16 words each.
 const HEADER: usize = 128;
 const ENQ: usize = HEADER;
 const WRITER_STAMPS: usize = HEADER + 512 + 16 * 8;

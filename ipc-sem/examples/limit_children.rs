@@ -15,7 +15,8 @@ use std::time::Duration;
 use ipc_sem::Semaphore;
 use ipc_shm::AtomicValue;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the example (also called by `tests/examples.rs`).
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     const LIMIT: u32 = 2;
     let sem = Semaphore::new(LIMIT)?;
     // Shared counters: how many children work right now, and the most ever seen at once.
@@ -31,30 +32,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err(std::io::Error::last_os_error().into());
         }
         if pid == 0 {
-            {
-                let _unit = sem.guard(); // at most LIMIT children pass at once
-                let now = active.fetch_add(1, Ordering::SeqCst) + 1;
-                peak.fetch_max(now, Ordering::SeqCst);
-                println!(
-                    "child {i} (pid {}) working, {now} active",
-                    std::process::id()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-                active.fetch_sub(1, Ordering::SeqCst);
-            }
+            let code = match sem.guard() {
+                // At most LIMIT children hold a unit at once.
+                Ok(_unit) => {
+                    let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    println!(
+                        "child {i} (pid {}) working, {now} active",
+                        std::process::id()
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    0
+                }
+                Err(e) => {
+                    eprintln!("child {i}: {e}");
+                    1
+                }
+            };
             // SAFETY: leaves the child without running the parent's destructors.
-            unsafe { libc::_exit(0) };
+            unsafe { libc::_exit(code) };
         }
         children.push(pid);
     }
+    let mut failed = 0;
     for pid in children {
         let mut status = 0;
         // SAFETY: waiting for our own child with a valid status pointer.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let reaped = unsafe { libc::waitpid(pid, &mut status, 0) } == pid;
+        if !(reaped && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            failed += 1;
+        }
     }
     let peak = peak.load(Ordering::SeqCst);
     println!("at most {peak} children worked at once (limit {LIMIT})");
-    assert!(peak <= LIMIT);
-    assert_eq!(sem.value(), LIMIT);
+    if failed > 0 {
+        return Err(format!("{failed} children failed").into());
+    }
+    if peak > LIMIT || sem.value() != LIMIT {
+        return Err(format!("peak {peak}, value {} (limit {LIMIT})", sem.value()).into());
+    }
     Ok(())
 }

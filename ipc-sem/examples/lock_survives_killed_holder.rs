@@ -14,33 +14,44 @@ use std::time::{Duration, Instant};
 use ipc_sem::{Lock, LockTimeoutError};
 use ipc_shm::RawValue;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the example (also called by `tests/examples.rs`).
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lock = Lock::new()?;
     // Two counters the lock keeps equal; a holder killed between the two writes breaks that.
     let pair = RawValue::new([0u64; 2])?;
 
     // SAFETY: this program is single-threaded; the child only uses the shared objects and
-    // never returns (it is killed).
+    // never returns (it is killed, or leaves with `_exit`).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(std::io::Error::last_os_error().into());
     }
     if pid == 0 {
-        let guard = lock.lock();
+        let Ok(guard) = lock.lock() else {
+            // SAFETY: leaves the child without running the parent's destructors.
+            unsafe { libc::_exit(1) }
+        };
         let [a, b] = pair.get();
         pair.set([a + 1, b]); // half-way through an update...
         std::mem::forget(guard);
-        loop {
+        for _ in 0..60 {
             std::thread::sleep(Duration::from_secs(1)); // ...and killed here
         }
+        // SAFETY: reached only if nobody killed us within a minute; leaves the child
+        // without running the parent's destructors.
+        unsafe { libc::_exit(1) };
     }
-    while pair.get()[0] == 0 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pair.get()[0] == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
     // SAFETY: signalling and reaping our own child.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
         libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    if pair.get()[0] == 0 {
+        return Err("the holder never took the lock".into());
     }
     println!("holder {pid} killed while holding the lock");
 
@@ -55,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pair.set([a.max(b), a.max(b)]);
             guard.mark_consistent();
         }
-        Ok(_) => println!("unexpected: the lock was free"),
+        Ok(_) => return Err("the lock was free: the holder's death went unnoticed".into()),
         Err(e) => return Err(ipc_sem::Error::from(e).into()),
     }
     let guard = lock.lock().map_err(ipc_sem::Error::from)?;

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipc_shm::{Array, AtomicValue, Value};
 
-fn main() -> Result<(), ipc_shm::Error> {
+/// Runs the example (also called by `tests/examples.rs`).
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     const N: u64 = 100_000;
     let counter = Value::new(0u64)?;
     let hits = AtomicValue::<AtomicU64>::new(0)?;
@@ -36,6 +37,9 @@ fn main() -> Result<(), ipc_shm::Error> {
     // SAFETY: this program has one thread when it forks; the child only uses the shared
     // objects and leaves with `_exit`.
     let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
     if pid == 0 {
         let code = i32::from(work(1).is_err());
         // SAFETY: ends the child without running the parent's destructors.
@@ -43,9 +47,13 @@ fn main() -> Result<(), ipc_shm::Error> {
     }
     work(0)?;
     let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    // SAFETY: waiting for our own child with a valid status pointer.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err(format!("child failed (wait status {status:#x})").into());
+    }
 
     println!(
         "Value counter (under its lock): {} of {}",
@@ -58,6 +66,11 @@ fn main() -> Result<(), ipc_shm::Error> {
         2 * N
     );
     println!("Array written by both:          {:?}", squares.to_vec()?);
-    assert_eq!(counter.get()?, 2 * N);
+    if counter.get()? != 2 * N || hits.load(Ordering::Relaxed) != 2 * N {
+        return Err("lost updates".into());
+    }
+    if squares.to_vec()? != (0..8).map(|i| (i * i) as f64).collect::<Vec<_>>() {
+        return Err("the array misses a process's writes".into());
+    }
     Ok(())
 }

@@ -36,6 +36,52 @@ pub struct Child {
     reaped: bool,
 }
 
+/// Runs an example's `body` in a forked child (single-threaded, so its leak check is exact)
+/// and fails the test if `body` returns an error or panics, leaves an fd, a thread, a shared
+/// mapping, a child or a `/dev/shm` (or `sem.`) name starting with `prefix`, or still runs
+/// after `timeout`. The binary's leak lock ([`Leaks::exclusive`]) is held throughout, so the
+/// examples of one test binary run one at a time.
+///
+/// # Panics
+/// As described: that is how the test fails.
+pub fn run_example<E: std::fmt::Debug>(
+    timeout: Duration,
+    prefix: &str,
+    body: impl FnOnce() -> Result<(), E>,
+) {
+    run_example_with(timeout, prefix, |leaks| leaks, body);
+}
+
+/// [`run_example`], with the child's snapshot extended by `watch` (evaluated in the child,
+/// for example to [`Leaks::watch_dir_prefix`] a directory where the example binds sockets
+/// named after its pid).
+///
+/// # Panics
+/// As [`run_example`].
+pub fn run_example_with<E: std::fmt::Debug>(
+    timeout: Duration,
+    prefix: &str,
+    watch: impl FnOnce(Leaks) -> Leaks,
+    body: impl FnOnce() -> Result<(), E>,
+) {
+    let _guard = Leaks::exclusive(prefix);
+    fork(|| {
+        // The harness captures the test thread's output, and the child's copy of that
+        // capture is lost at `_exit`: write panics straight to fd 2.
+        std::panic::set_hook(Box::new(|info| {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "[child {}] {info}", std::process::id());
+        }));
+        let leaks = watch(Leaks::snapshot(prefix));
+        if let Err(e) = body() {
+            panic!("the example failed: {e:?}");
+        }
+        leaks.assert_all_clean(Duration::from_secs(5));
+        0
+    })
+    .wait_success(timeout);
+}
+
 /// Forks; the child runs `f` and `_exit`s with its return value (101 if it panics).
 ///
 /// # Panics

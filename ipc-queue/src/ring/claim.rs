@@ -1,0 +1,455 @@
+//! Claiming a slot and ending the claim: the claim CAS on a position word with its helping
+//! mark, publish (a message or a tombstone) and release, the straight-line fast paths that
+//! `PodQueue` inlines, and one attempt of a put or get (`try_put`, `try_get`).
+//!
+//! **The claim names the claimer.** As in Vyukov, one CAS on the shared enqueue (dequeue)
+//! word claims a position; here the word also records the claimer's thread id
+//! (`seq << 24 | tid`), so a claim is never anonymous even if its owner is killed before it
+//! touches the slot. A participant that finds the word recording somebody else's claim
+//! first *marks* that previous slot with the recorded id (a CAS from idle to claimed, see
+//! `mark`) before its own CAS overwrites the record; the owner's publish or release is a
+//! swap that ends the mark either way.
+//! A record in the claimer's own thread id is not marked (it is its own last claim,
+//! already published or released) unless the claimer holds a claim right now (a
+//! `Serialize` that puts); so a record left by a *dead* thread whose id was reused may be
+//! overwritten unmarked. `reclaim` infers such a claim: a slot still idle in its phase
+//! while the position word has moved past it can only be that, and its claimer is dead.
+//! A claim recorded in the caller's own id while it holds none is likewise dead, whatever
+//! the stamp says (ids reused within one clock tick have equal stamps).
+
+use super::layout::{SlotReader, SlotWriter, Slots};
+use super::recover::NeverDead;
+use super::{
+    diff, owner, pack, seq, Blocker, Idx, Me, Ring, MARK_TRIES, MAX_STEPS, POS_MASK, TID_MASK,
+    TOMB, WAITING,
+};
+use crate::loom::{spin, AtomicU64, Ordering};
+
+#[cfg(not(loom))]
+std::thread_local!(static HELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+#[cfg(loom)]
+loom::thread_local!(static HELD: std::cell::Cell<u32> = std::cell::Cell::new(0));
+
+/// Whether the calling thread holds a claim now (it runs a caller's `write` inside a put: a
+/// `Serialize` that uses a queue itself).
+pub(super) fn holding_claim() -> bool {
+    HELD.with(|h| h.get() != 0)
+}
+
+/// Marks the calling thread as holding a claim while it lives (around a caller's `write`).
+struct Holding;
+
+impl Holding {
+    fn new() -> Holding {
+        HELD.with(|h| h.set(h.get().saturating_add(1)));
+        Holding
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get().saturating_sub(1)));
+    }
+}
+
+/// What one attempt did.
+#[derive(Debug)]
+pub(crate) enum Attempt<R> {
+    /// The operation happened; the closure's result.
+    Done(R),
+    /// Full (put) or empty (get); `None` when the attempt gave up under contention.
+    Blocked(Option<Blocker>),
+    /// The queue is closed (put only; gets report closed when empty).
+    Closed,
+    /// Shared state no correct peer writes.
+    Corrupted,
+}
+
+/// The result of a claim step.
+#[derive(Debug)]
+pub(super) enum Claimed {
+    /// We own slot `Idx` at position `u64`.
+    Slot(Idx, u64),
+    Blocked(Option<Blocker>),
+    Closed,
+    Corrupted,
+}
+
+/// Publishes a tombstone for the slot claimed at `p` if dropped, i.e. if the write into it
+/// unwinds; forgotten once the write returns.
+struct TombstoneOnUnwind<'r, 'a, S: Slots> {
+    ring: &'r Ring<'a, S>,
+    i: Idx,
+    p: u64,
+}
+
+impl<S: Slots> Drop for TombstoneOnUnwind<'_, '_, S> {
+    fn drop(&mut self) {
+        self.ring.publish(self.i, self.p, false);
+    }
+}
+
+impl<S: Slots> Ring<'_, S> {
+    /// The common case of [`Ring::claim_put`] in one straight pass, with no loop and no
+    /// call: the ring is open, the enqueue word records no claim or our own (so no helping
+    /// mark is due), the slot is exactly `FREE(p)` (no sleeper on it), and the CAS succeeds.
+    /// Anything else returns `None` having changed nothing, and the caller runs the general
+    /// loop, which decides every case.
+    #[inline(always)]
+    fn claim_put_fast(&self, me: Me) -> Option<(Idx, u64)> {
+        if self.ctl.closed.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        self.claim_fast(&self.ctl.enq, false, me)
+    }
+
+    /// The common case of [`Ring::claim_get`], as [`Ring::claim_put_fast`]: the slot is
+    /// exactly `FULL(p)` (a message, no tombstone, no sleeper).
+    #[inline(always)]
+    fn claim_get_fast(&self, me: Me) -> Option<(Idx, u64)> {
+        self.claim_fast(&self.ctl.deq, true, me)
+    }
+
+    /// The straight pass of the two above on the position word `word`: for writing
+    /// (`reading` false) the slot must be `FREE(p)`, for reading `FULL(p)`.
+    #[inline(always)]
+    fn claim_fast(&self, word: &AtomicU64, reading: bool, me: Me) -> Option<(Idx, u64)> {
+        // SYNC POINT: Acquire, as in `claim_put` and `claim_get`.
+        let e = word.load(Ordering::Acquire);
+        let x = owner(e) & TID_MASK;
+        // A record in our own id is our last claim, published or released, unless we hold a
+        // claim now (a `Serialize` that puts): then the general loop marks it. (If a dead
+        // thread with our id made it, overwriting it unmarked is fine: `reclaim` infers such
+        // a claim from its idle slot behind the position word.)
+        if x != 0 && (x != me.tid || holding_claim()) {
+            return None;
+        }
+        let p = seq(e);
+        let i = self.index(p)?;
+        // SYNC POINT: Acquire pairs with the Release swap that freed (consumer's release) or
+        // filled (producer's publish) the slot.
+        if self.slots.state(i).load(Ordering::Acquire) != pack(p + u64::from(reading), 0) {
+            return None;
+        }
+        self.stamp_slot(i, reading, me);
+        // SYNC POINT: AcqRel, as in `claim_put` and `claim_get`.
+        word.compare_exchange_weak(
+            e,
+            pack(self.next(p), me.tid),
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        )
+        .ok()?;
+        Some((i, p))
+    }
+
+    /// After our claim at `p` (slot `i`): if the ring was closed meanwhile, publishes a
+    /// tombstone and returns true (the put reports `Closed`). A get that finds the ring
+    /// closed waits only for claims it can see (`claim_pending`); one made after its look
+    /// sees the flag here.
+    #[inline(always)]
+    fn refused_by_close(&self, i: Idx, p: u64) -> bool {
+        // SYNC POINT: Acquire, after our AcqRel claim CAS on the enqueue word. A getter that
+        // saw the flag (Acquire, from `close`'s store) then does an RMW on that word: if it
+        // comes first in the word's order our CAS reads from it, so the flag store happens
+        // before this load, which sees it; otherwise the RMW reads our claim.
+        if self.ctl.closed.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.publish(i, p, false);
+        true
+    }
+
+    /// A whole put in the common case: [`Ring::claim_put_fast`], `write`, publish. False if
+    /// the fast claim declined (nothing changed); the caller then runs [`Ring::put_until`].
+    /// For writes that cannot fail (plain data).
+    #[inline(always)]
+    pub(crate) fn put_fast(&self, me: Me, write: impl FnOnce(SlotWriter<'_>)) -> bool {
+        match self.claim_put_fast(me) {
+            Some((i, p)) => {
+                if self.refused_by_close(i, p) {
+                    // `put_until` reports the close.
+                    return false;
+                }
+                ipc_failpoints::failpoint!("queue.put.claimed");
+                // As in `try_put` (free when `write` cannot unwind, as plain-data copies).
+                let guard = TombstoneOnUnwind { ring: self, i, p };
+                self.slots.write(i, write);
+                std::mem::forget(guard);
+                self.publish(i, p, true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A whole get in the common case: [`Ring::claim_get_fast`], `read`, release; `None`
+    /// if the fast claim declined (nothing changed), and the caller runs
+    /// [`Ring::get_until`].
+    #[inline(always)]
+    pub(crate) fn get_fast<R>(&self, me: Me, read: impl FnOnce(SlotReader<'_>) -> R) -> Option<R> {
+        let (i, p) = self.claim_get_fast(me)?;
+        ipc_failpoints::failpoint!("queue.get.claimed");
+        let r = self.slots.read(i, read);
+        self.release(i, p);
+        Some(r)
+    }
+
+    /// Claims the next free position for writing: Vyukov's CAS on the enqueue word, which
+    /// also records us as the claimer. Before it, if the previous position was claimed by
+    /// someone else, marks that slot WRITING in their name (if it is not published yet), so
+    /// the record our CAS overwrites is never lost.
+    #[inline(always)]
+    pub(super) fn claim_put(&self, me: Me) -> Claimed {
+        if self.ctl.closed.load(Ordering::Relaxed) != 0 {
+            return Claimed::Closed;
+        }
+        // SYNC POINT: Acquire (on the word's every load) so a helping mark made from what we
+        // read happens after the recorded claimer's stamp store (see `mark`).
+        let mut e = self.ctl.enq.load(Ordering::Acquire);
+        for _ in 0..MAX_STEPS {
+            let p = seq(e);
+            let Some(i) = self.index(p) else {
+                return Claimed::Corrupted;
+            };
+            // SYNC POINT: Acquire pairs with the Release store that freed the slot (a
+            // consumer's release or a reclaim), so our writes follow its reads.
+            let s = self.slots.state(i).load(Ordering::Acquire);
+            let d = diff(seq(s), p);
+            if d == 0 && owner(s) & !WAITING == 0 {
+                self.stamp_slot(i, false, me);
+                let x = owner(e) & TID_MASK;
+                if x != 0 {
+                    self.mark_or_reclaim(self.prev(p), 0, x, me);
+                }
+                // SYNC POINT: AcqRel: Release publishes our stamp (stored above) to whoever
+                // reads our record, or a helper's mark of it, with Acquire.
+                match self.ctl.enq.compare_exchange_weak(
+                    e,
+                    pack(self.next(p), me.tid),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Claimed::Slot(i, p),
+                    Err(now) => e = now,
+                }
+            } else if d < 0 {
+                // The slot still holds the previous lap: full at p.
+                return Claimed::Blocked(Some(Blocker {
+                    idx: i,
+                    state: s,
+                    pos: p,
+                }));
+            } else {
+                // Taken already (published, or marked by a helper): our view of enq is stale.
+                spin();
+                e = self.ctl.enq.load(Ordering::Acquire);
+            }
+        }
+        Claimed::Blocked(None)
+    }
+
+    /// Makes the `reading` stamp word of slot `i` hold our stamp before we try to claim it
+    /// (the claim CAS then publishes it). The word is left in place afterwards, so a
+    /// participant reusing slots stores nothing here on its fast path. A claimer that loses
+    /// the CAS may have overwritten the winner's stamp with its own (a live thread's, with
+    /// another id), which `OsLiveness` then ignores in favour of the id alone; a stamp with
+    /// the winner's id is therefore always the winner's own.
+    #[inline]
+    fn stamp_slot(&self, i: Idx, reading: bool, me: Me) {
+        let w = self.slots.stamp(i, reading);
+        if w.load(Ordering::Relaxed) != me.stamp {
+            w.store(me.stamp, Ordering::Relaxed);
+        }
+    }
+
+    /// The helping step for the claim record `x` of position `q` that our CAS is about to
+    /// overwrite: [`Ring::mark`] for somebody else's record. A record in our own thread id
+    /// whose slot is still idle is not ours (we hold no claim: our own claims are published
+    /// or released before we claim again), so a dead thread with our id made it: reclaim it
+    /// now, while the record still names it.
+    #[cold]
+    fn mark_or_reclaim(&self, q: u64, phase: u64, x: u64, me: Me) {
+        if x != me.tid || holding_claim() {
+            self.mark(q, phase, x);
+            return;
+        }
+        let Some(j) = self.index(q) else { return };
+        let s = self.slots.state(j).load(Ordering::Acquire);
+        if seq(s) == (q + phase) & POS_MASK && owner(s) & TID_MASK == 0 {
+            let b = Blocker {
+                idx: j,
+                state: s,
+                pos: q,
+            };
+            self.reclaim(b, me, &NeverDead);
+        }
+    }
+
+    /// Marks slot of position `q`, phase `phase` (0: written, 1: read), as claimed by `x` if
+    /// it is still idle: the helping step that moves a claim record from the position word
+    /// into the slot before the record is overwritten.
+    fn mark(&self, q: u64, phase: u64, x: u64) {
+        let Some(j) = self.index(q) else { return };
+        let st = self.slots.state(j);
+        let mut s = st.load(Ordering::Acquire);
+        // Retried only while the slot is still idle in that phase, i.e. when a sleeper set or
+        // `close` cleared WAITING under us; bounded against a hostile peer flipping the bit.
+        for _ in 0..MARK_TRIES {
+            if seq(s) != (q + phase) & POS_MASK || owner(s) & TID_MASK != 0 {
+                // The owner published or released meanwhile (its swap wins either way).
+                return;
+            }
+            // Keeps the TOMB bit of a tombstone being skipped and the WAITING bit.
+            // SYNC POINT: AcqRel; a reclaimer Acquires the marked state.
+            match st.compare_exchange(s, s | x, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Publishes the slot claimed at `p`: the message, or a tombstone if `ok` is false.
+    #[inline(always)]
+    fn publish(&self, i: Idx, p: u64, ok: bool) {
+        let owner = if ok { 0 } else { TOMB };
+        // SYNC POINT: Release publishes the payload; pairs with the consumer's Acquire load of
+        // the state. A swap: it also overwrites a helper's WRITING mark, and it reads WAITING
+        // set by any sleeper whose CAS came first (see `park`). It touches the line we have
+        // just written, so it costs no further cross-core miss.
+        let prev = self
+            .slots
+            .state(i)
+            .swap(pack(p + 1, owner), Ordering::Release);
+        if prev & WAITING != 0 {
+            self.wake_slot(i);
+        }
+        if !ok {
+            // Counted for `join` by the consumer that skips it (or by `join` until then).
+            ipc_failpoints::failpoint!("queue.publish.before_retire");
+            self.ctl.tombstones.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One attempt to claim a slot, write it with `write` and publish it. A `write` that
+    /// fails publishes a tombstone instead (consumers skip it) and its error is returned.
+    #[inline(always)]
+    pub(crate) fn try_put<R, E>(
+        &self,
+        me: Me,
+        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
+    ) -> Attempt<Result<R, E>> {
+        let claimed = match self.claim_put_fast(me) {
+            Some((i, p)) => Claimed::Slot(i, p),
+            None => self.claim_put(me),
+        };
+        match claimed {
+            Claimed::Slot(i, p) if self.refused_by_close(i, p) => Attempt::Closed,
+            Claimed::Slot(i, p) => {
+                ipc_failpoints::failpoint!("queue.put.claimed");
+                // A `write` that unwinds (a panicking `Serialize`) publishes a tombstone on
+                // the way out, so the slot is not left claimed by a thread that lives on.
+                let guard = TombstoneOnUnwind { ring: self, i, p };
+                let held = Holding::new();
+                let r = self.slots.write(i, write);
+                drop(held);
+                std::mem::forget(guard);
+                self.publish(i, p, r.is_ok());
+                Attempt::Done(r)
+            }
+            Claimed::Blocked(b) => Attempt::Blocked(b),
+            Claimed::Closed => Attempt::Closed,
+            Claimed::Corrupted => Attempt::Corrupted,
+        }
+    }
+
+    /// Claims the next full position for reading (CAS on the dequeue word, with the same
+    /// helping step as `claim_put`). Tombstones are claimed and released on the way.
+    #[inline(always)]
+    pub(super) fn claim_get(&self, me: Me) -> Claimed {
+        // SYNC POINT: Acquire, as in `claim_put`.
+        let mut e = self.ctl.deq.load(Ordering::Acquire);
+        for _ in 0..MAX_STEPS {
+            let p = seq(e);
+            let Some(i) = self.index(p) else {
+                return Claimed::Corrupted;
+            };
+            // SYNC POINT: Acquire pairs with the producer's Release publish.
+            let s = self.slots.state(i).load(Ordering::Acquire);
+            let d = diff(seq(s), p + 1);
+            if d == 0 && owner(s) & TID_MASK == 0 {
+                self.stamp_slot(i, true, me);
+                let x = owner(e) & TID_MASK;
+                if x != 0 {
+                    self.mark_or_reclaim(self.prev(p), 1, x, me);
+                }
+                // SYNC POINT: AcqRel, as in `claim_put`.
+                match self.ctl.deq.compare_exchange_weak(
+                    e,
+                    pack(self.next(p), me.tid),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) if owner(s) & TOMB != 0 => {
+                        // A tombstone: ours to count and free; then go on.
+                        self.settle(i, p);
+                        ipc_failpoints::failpoint!("queue.tombstone.published");
+                        self.release(i, p);
+                        e = pack(self.next(p), me.tid);
+                    }
+                    Ok(_) => return Claimed::Slot(i, p),
+                    Err(now) => e = now,
+                }
+            } else if d < 0 {
+                // Not yet published at p.
+                return Claimed::Blocked(Some(Blocker {
+                    idx: i,
+                    state: s,
+                    pos: p,
+                }));
+            } else {
+                spin();
+                e = self.ctl.deq.load(Ordering::Acquire);
+            }
+        }
+        Claimed::Blocked(None)
+    }
+
+    /// Releases the slot read at `p` for the next lap.
+    #[inline(always)]
+    pub(super) fn release(&self, i: Idx, p: u64) {
+        // SYNC POINT: Release orders our payload reads before the next lap's producer writes
+        // (its Acquire load of the state). A swap, as in `publish`.
+        let prev = self
+            .slots
+            .state(i)
+            .swap(pack(p + self.one_lap, 0), Ordering::Release);
+        if prev & WAITING != 0 {
+            self.wake_slot(i);
+        }
+    }
+
+    /// One attempt to claim a full slot, read it with `read` and release it.
+    #[inline(always)]
+    pub(crate) fn try_get<R>(
+        &self,
+        me: Me,
+        read: &mut impl FnMut(SlotReader<'_>) -> R,
+    ) -> Attempt<R> {
+        let claimed = match self.claim_get_fast(me) {
+            Some((i, p)) => Claimed::Slot(i, p),
+            None => self.claim_get(me),
+        };
+        match claimed {
+            Claimed::Slot(i, p) => {
+                ipc_failpoints::failpoint!("queue.get.claimed");
+                let r = self.slots.read(i, read);
+                self.release(i, p);
+                Attempt::Done(r)
+            }
+            Claimed::Blocked(b) => Attempt::Blocked(b),
+            Claimed::Closed => Attempt::Closed,
+            Claimed::Corrupted => Attempt::Corrupted,
+        }
+    }
+}

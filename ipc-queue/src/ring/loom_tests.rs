@@ -1,0 +1,417 @@
+//! Models of the protocol with threads standing in for processes.
+
+use std::marker::PhantomData;
+
+use ipc_shm::lowlevel::sync::Deadline;
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::AtomicBool;
+use loom::sync::Arc;
+
+use super::claim::{Attempt, Claimed};
+use super::recover::{Liveness, Reclaim};
+use super::*;
+
+struct HeapSlot {
+    state: AtomicU64,
+    stamps: [AtomicU64; 2],
+    record: AtomicU64,
+    data: UnsafeCell<[u8; 8]>,
+}
+
+struct HeapSlots(Vec<HeapSlot>);
+
+impl Slots for HeapSlots {
+    fn state(&self, i: Idx) -> &AtomicU64 {
+        &self.0[i.0].state
+    }
+    fn stamp(&self, i: Idx, reading: bool) -> &AtomicU64 {
+        &self.0[i.0].stamps[usize::from(reading)]
+    }
+    fn record(&self, i: Idx) -> &AtomicU64 {
+        &self.0[i.0].record
+    }
+    fn write<R>(&self, i: Idx, f: impl FnOnce(SlotWriter<'_>) -> R) -> R {
+        self.0[i.0].data.with_mut(|p| {
+            f(SlotWriter {
+                ptr: p.cast::<u8>(),
+                len: 8,
+                _slot: PhantomData,
+            })
+        })
+    }
+    fn read<R>(&self, i: Idx, f: impl FnOnce(SlotReader<'_>) -> R) -> R {
+        self.0[i.0].data.with(|p| {
+            f(SlotReader {
+                ptr: p.cast::<u8>(),
+                len: 8,
+                _slot: PhantomData,
+            })
+        })
+    }
+}
+
+/// Participants 1..=4; a participant "dies" by setting its flag and stopping.
+struct Deaths([AtomicBool; 5]);
+
+impl Liveness for Deaths {
+    fn is_dead(&self, tid: u64, _stamp: u64) -> bool {
+        self.0
+            .get(tid as usize)
+            .is_some_and(|d| d.load(Ordering::SeqCst))
+    }
+}
+
+struct Model {
+    ctl: Control,
+    slots: HeapSlots,
+    cap: usize,
+    deaths: Deaths,
+}
+
+impl Model {
+    fn new(cap: usize) -> Arc<Model> {
+        let m = Model {
+            ctl: Control::new(),
+            slots: HeapSlots(
+                (0..cap)
+                    .map(|_| HeapSlot {
+                        state: AtomicU64::new(0),
+                        stamps: [AtomicU64::new(0), AtomicU64::new(0)],
+                        record: AtomicU64::new(0),
+                        data: UnsafeCell::new([0; 8]),
+                    })
+                    .collect(),
+            ),
+            cap,
+            deaths: Deaths(std::array::from_fn(|_| AtomicBool::new(false))),
+        };
+        m.ring().init();
+        Arc::new(m)
+    }
+    fn ring(&self) -> Ring<'_, HeapSlots> {
+        Ring::new(&self.ctl, &self.slots, self.cap)
+    }
+}
+
+fn me(n: u32) -> Me {
+    Me::new(n, u64::from(n))
+}
+
+fn put(r: &Ring<'_, HeapSlots>, who: Me, v: u64) -> bool {
+    matches!(
+        r.try_put(who, &mut |mut w: SlotWriter<'_>| {
+            assert!(w.store(0, &v.to_le_bytes()));
+            Ok::<(), ()>(())
+        }),
+        Attempt::Done(Ok(()))
+    )
+}
+
+/// A thread that puts `v` as `who` with a blocking `put_until` (it parks on a full ring).
+fn spawn_blocking_put(
+    m: &Arc<Model>,
+    who: Me,
+    v: u64,
+) -> loom::thread::JoinHandle<Result<Result<(), ()>, Stop>> {
+    let m = Arc::clone(m);
+    loom::thread::spawn(move || {
+        let w = DeathWatch::new();
+        m.ring().put_until(
+            who,
+            Deadline::never(),
+            &w,
+            &m.deaths,
+            &mut |mut wr: SlotWriter<'_>| {
+                assert!(wr.store(0, &v.to_le_bytes()));
+                Ok::<(), ()>(())
+            },
+        )
+    })
+}
+
+/// A consumer thread blocked in `get_until` with no deadline.
+fn spawn_blocking_get(
+    m: &Arc<Model>,
+    who: Me,
+) -> loom::thread::JoinHandle<Result<Option<u64>, Stop>> {
+    let m = Arc::clone(m);
+    loom::thread::spawn(move || {
+        let w = DeathWatch::new();
+        m.ring().get_until(
+            who,
+            Deadline::never(),
+            &w,
+            &m.deaths,
+            &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0),
+        )
+    })
+}
+
+fn get(r: &Ring<'_, HeapSlots>, who: Me) -> Option<u64> {
+    match r.try_get(who, &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0)) {
+        Attempt::Done(v) => v,
+        _ => None,
+    }
+}
+
+/// 2 producers and 1 consumer on capacities 1 and 2: every value delivered once, each
+/// producer's values in order.
+#[test]
+fn two_producers_one_consumer() {
+    for cap in [1, 2] {
+        loom::model(move || {
+            let m = Model::new(cap);
+            let ps: Vec<_> = (0..2u64)
+                .map(|k| {
+                    let m = Arc::clone(&m);
+                    loom::thread::spawn(move || {
+                        let r = m.ring();
+                        let mut sent = 0;
+                        for v in [k * 10 + 1, k * 10 + 2] {
+                            if put(&r, me(k as u32 + 1), v) {
+                                sent += 1;
+                            } else {
+                                break;
+                            }
+                        }
+                        sent
+                    })
+                })
+                .collect();
+            let r = m.ring();
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                if let Some(v) = get(&r, me(3)) {
+                    got.push(v);
+                }
+            }
+            let sent: u64 = ps.into_iter().map(|p| p.join().unwrap()).sum();
+            while let Some(v) = get(&r, me(3)) {
+                got.push(v);
+            }
+            if got.len() as u64 != sent {
+                let st: Vec<_> = (0..cap)
+                    .map(|i| {
+                        let s = m.slots.state(Idx(i)).load(Ordering::SeqCst);
+                        (seq(s), owner(s))
+                    })
+                    .collect();
+                let e = m.ctl.enq.load(Ordering::SeqCst);
+                let d = m.ctl.deq.load(Ordering::SeqCst);
+                panic!(
+                    "cap {cap} sent {sent} got {got:?} slots {st:?} enq {:?} deq {:?} try {:?}",
+                    (seq(e), owner(e)),
+                    (seq(d), owner(d)),
+                    r.try_get(me(3), &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0))
+                );
+            }
+            for k in 0..2 {
+                let mine: Vec<_> = got.iter().filter(|v| **v / 10 == k).collect();
+                assert!(mine.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+            }
+            assert_eq!(r.len(), 0);
+        });
+    }
+}
+
+/// A consumer parked on the slot it waits for (WAITING bit, then futex) is always woken
+/// by the put that publishes it with a swap (a lost wake-up would deadlock the model).
+#[test]
+fn slot_waiting_loses_no_wakeup() {
+    loom::model(|| {
+        let m = Model::new(1);
+        let c = spawn_blocking_get(&m, me(2));
+        assert!(put(&m.ring(), me(1), 7));
+        assert_eq!(c.join().unwrap(), Ok(Some(7)));
+    });
+}
+
+/// A consumer parked on an empty ring is woken by `close` and reports it closed; a put
+/// racing with the close either arrives or is refused.
+#[test]
+fn close_wakes_a_parked_consumer() {
+    loom::model(|| {
+        let m = Model::new(1);
+        let c = spawn_blocking_get(&m, me(2));
+        m.ring().close();
+        assert_eq!(c.join().unwrap(), Err(Stop::Closed));
+    });
+}
+
+/// A put racing `close` while a consumer waits: a put that returns `Ok` is delivered to
+/// the consumer, which reports `Closed` only when the put was refused (a claim made
+/// before the close is waited for, never abandoned).
+#[test]
+fn put_racing_close_is_delivered_or_refused() {
+    loom::model(|| {
+        let m = Model::new(1);
+        let c = spawn_blocking_get(&m, me(2));
+        let m3 = Arc::clone(&m);
+        let p = loom::thread::spawn(move || put(&m3.ring(), me(1), 7));
+        m.ring().close();
+        let sent = p.join().unwrap();
+        let got = c.join().unwrap();
+        if sent {
+            assert_eq!(got, Ok(Some(7)));
+        } else {
+            assert_eq!(got, Err(Stop::Closed));
+        }
+    });
+}
+
+/// A producer parked on a full ring is woken by `close` and reports it closed.
+#[test]
+fn close_wakes_a_parked_producer() {
+    loom::model(|| {
+        let m = Model::new(1);
+        assert!(put(&m.ring(), me(1), 1));
+        let p = spawn_blocking_put(&m, me(1), 2);
+        m.ring().close();
+        assert_eq!(p.join().unwrap(), Err(Stop::Closed));
+        assert_eq!(get(&m.ring(), me(2)), Some(1));
+    });
+}
+
+/// A producer parked on a full ring is woken by a get.
+#[test]
+fn not_full_loses_no_wakeup() {
+    loom::model(|| {
+        let m = Model::new(1);
+        assert!(put(&m.ring(), me(1), 1));
+        let p = spawn_blocking_put(&m, me(1), 2);
+        assert_eq!(get(&m.ring(), me(2)), Some(1));
+        assert_eq!(p.join().unwrap(), Ok(Ok(())));
+        assert_eq!(get(&m.ring(), me(2)), Some(2));
+    });
+}
+
+/// A failed write publishes a tombstone: the consumer skips it and gets exactly the
+/// other producer's message.
+#[test]
+fn failed_write_leaves_a_skipped_tombstone() {
+    loom::model(|| {
+        let m = Model::new(2);
+        let m2 = Arc::clone(&m);
+        let failing = loom::thread::spawn(move || {
+            let r = m2.ring();
+            matches!(
+                r.try_put(me(1), &mut |_w: SlotWriter<'_>| Err::<(), ()>(())),
+                Attempt::Done(Err(()))
+            )
+        });
+        let m3 = Arc::clone(&m);
+        let other = loom::thread::spawn(move || put(&m3.ring(), me(2), 5));
+        assert!(failing.join().unwrap());
+        assert!(other.join().unwrap());
+        let r = m.ring();
+        assert_eq!(get(&r, me(3)), Some(5));
+        assert_eq!(get(&r, me(3)), None);
+        assert_eq!(r.messages(), 1);
+    });
+}
+
+/// A producer stopped right after its claim (it never runs again, as if SIGKILLed): a
+/// consumer that sees it dead turns the slot into a tombstone, whether the claim is still
+/// only in the position word or was already moved into the slot by the other producer's
+/// helping step; the other producer's message arrives exactly once.
+#[test]
+fn stopped_writer_is_reclaimed() {
+    loom::model(|| {
+        let m = Model::new(2);
+        let m1 = Arc::clone(&m);
+        let victim = loom::thread::spawn(move || {
+            let r = m1.ring();
+            let claimed = matches!(r.claim_put(me(1)), Claimed::Slot(..));
+            m1.deaths.0[1].store(true, Ordering::SeqCst);
+            claimed
+        });
+        let m2 = Arc::clone(&m);
+        let p = loom::thread::spawn(move || put(&m2.ring(), me(2), 9));
+        let m3 = Arc::clone(&m);
+        let c = loom::thread::spawn(move || {
+            let r = m3.ring();
+            for _ in 0..4 {
+                match r.try_get(me(3), &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0)) {
+                    Attempt::Done(v) => return v,
+                    Attempt::Blocked(Some(b)) => {
+                        if m3.deaths.0[1].load(Ordering::SeqCst) {
+                            r.reclaim(b, me(3), &m3.deaths);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            None
+        });
+        assert!(victim.join().unwrap());
+        assert!(p.join().unwrap());
+        let got = c.join().unwrap();
+        let r = m.ring();
+        let mut rest = Vec::new();
+        for _ in 0..3 {
+            match r.try_get(me(3), &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0)) {
+                Attempt::Done(v) => rest.extend(v),
+                Attempt::Blocked(Some(b)) => {
+                    r.reclaim(b, me(3), &m.deaths);
+                }
+                _ => {}
+            }
+        }
+        let all: Vec<u64> = got.into_iter().chain(rest).collect();
+        assert_eq!(all, vec![9]);
+        assert_eq!(r.messages(), 1);
+    });
+}
+
+/// A consumer stopped right after its claim: a producer facing the full ring reclaims the
+/// slot once the consumer is dead, counts the message dropped, and its own message goes
+/// through; `join` accounting sees nothing unfinished.
+#[test]
+fn stopped_reader_is_reclaimed_and_counted() {
+    loom::model(|| {
+        let m = Model::new(1);
+        assert!(put(&m.ring(), me(1), 1));
+        let m2 = Arc::clone(&m);
+        let victim = loom::thread::spawn(move || {
+            let r = m2.ring();
+            let claimed = matches!(r.claim_get(me(2)), Claimed::Slot(..));
+            m2.deaths.0[2].store(true, Ordering::SeqCst);
+            claimed
+        });
+        let m3 = Arc::clone(&m);
+        let p = loom::thread::spawn(move || {
+            let r = m3.ring();
+            for _ in 0..3 {
+                match r.try_put(me(1), &mut |mut w: SlotWriter<'_>| {
+                    assert!(w.store(0, &2u64.to_le_bytes()));
+                    Ok::<(), ()>(())
+                }) {
+                    Attempt::Done(_) => return true,
+                    Attempt::Blocked(Some(b)) => {
+                        r.reclaim(b, me(3), &m3.deaths);
+                    }
+                    _ => {}
+                }
+            }
+            false
+        });
+        assert!(victim.join().unwrap());
+        let sent = p.join().unwrap();
+        let r = m.ring();
+        if !sent {
+            // The producer gave up first; the victim is dead by now.
+            if !put(&r, me(1), 2) {
+                let b = match r.claim_put(me(1)) {
+                    Claimed::Blocked(Some(b)) => b,
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(r.reclaim(b, me(1), &m.deaths), Reclaim::Reclaimed);
+                assert!(put(&r, me(1), 2));
+            }
+        }
+        assert_eq!(get(&r, me(3)), Some(2));
+        assert_eq!(r.dropped(), 1);
+        assert_eq!(r.task_done(), Ok(()));
+        assert_eq!(r.unfinished(), 0);
+    });
+}

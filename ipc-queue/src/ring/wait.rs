@@ -1,0 +1,621 @@
+//! How a blocked caller waits and is woken: parking on a slot, the wake-ups of `close`, the
+//! backoff and death-check pacing, and the steps of a blocked put or get (`put_step`,
+//! `get_step`) with their two drivers: blocking (`put_until`, `get_until`) and async
+//! (`put_async`, `get_async`, feature `async`).
+//!
+//! **Sleepers mark the slot they wait on.** No counter is touched per put or get. A consumer
+//! that finds the slot at its position not yet published (a producer: the slot at its
+//! position not yet released) sets the `WAITING` bit in that slot's state word by a CAS from
+//! exactly the state it saw, re-reads the position word and the closed flag, and futex-waits
+//! on the state word's low half (bounded to 20 ms slices, after which it looks for dead
+//! claimers again). The owner ends its phase with a `swap` instead of a store and wakes all
+//! sleepers on the slot only if the previous value had `WAITING`. The swap and the CAS are
+//! read-modify-writes of one word, so one of them sees the other: either the sleeper's CAS
+//! fails (the state moved on, it retries) or the swap sees `WAITING` and wakes. The swap hits
+//! the line the owner has just written (or read), so unlike a shared counter it costs no
+//! extra cross-core miss. A reclaim that replaces a state with `WAITING` wakes too; a helper's
+//! mark keeps the bit. `close` sets the flag, then clears `WAITING` (an RMW, so a sleeper
+//! between its checks and its futex call sees the value change) and wakes on the slots at the
+//! current enqueue and dequeue positions: a sleeper that read its position before the flag
+//! was set waits on one of those slots, or its slot has moved on and it was woken then (the
+//! flag store, the position re-reads and the slot RMWs are all SeqCst).
+
+#[cfg(not(loom))]
+use std::time::Duration;
+
+use ipc_shm::lowlevel::sync::{wait_low_half, wake_low_half, Deadline};
+
+use super::claim::Attempt;
+use super::layout::{SlotReader, SlotWriter, Slots};
+use super::recover::{Liveness, Reclaim};
+use super::{seq, Blocker, Idx, Me, Ring, CLOSED, WAITING};
+use crate::loom::{spin, yield_now, AtomicU64, Ordering};
+
+/// How long a blocked caller lets a claimed slot sit before checking whether its owner lives.
+#[cfg(not(loom))]
+const STUCK_CHECK: Duration = Duration::from_millis(10);
+/// The longest a blocked caller sleeps before re-checking for dead peers.
+#[cfg(not(loom))]
+pub(super) const SLICE: Duration = Duration::from_millis(20);
+
+impl<S: Slots> Ring<'_, S> {
+    /// Wakes every sleeper on slot `i` (after replacing a state that had `WAITING`).
+    #[inline]
+    pub(super) fn wake_slot(&self, i: Idx) {
+        wake_low_half(self.slots.state(i), u32::MAX);
+    }
+
+    /// Sleeps on the slot in `b` (the first one not ready for us at position `b.pos` of the
+    /// enqueue word, `getting` false, or of the dequeue word) until its state moves on, the
+    /// ring closes, or `deadline`. Returns at once if anything changed since `b` was read.
+    /// `draining` (a get on a closed ring waiting for a claim made before the close to be
+    /// published) sleeps even though the ring is closed: `close` has woken everyone already,
+    /// and the publish it waits for wakes it.
+    fn park(&self, b: Blocker, getting: bool, draining: bool, deadline: Deadline) {
+        if let Some((st, armed)) = self.arm(b, getting, draining) {
+            // The futex compares the low 32 bits: owner, WAITING and the low bits of seq.
+            wait_low_half(st, armed, deadline);
+        }
+    }
+
+    /// The first half of [`Ring::park`]: marks the slot in `b` `WAITING` and re-checks the
+    /// position and the closed flag. Returns the state word and the low half to sleep on, or
+    /// `None` if something changed and the caller should retry at once. A caller that
+    /// arms and then does not sleep (a cancelled async wait) leaves only the `WAITING` bit,
+    /// which costs the slot's next owner one spurious wake-up.
+    fn arm(&self, b: Blocker, getting: bool, draining: bool) -> Option<(&AtomicU64, u32)> {
+        let st = self.slots.state(b.idx);
+        let armed = b.state | WAITING;
+        // SYNC POINT: an RMW even when the bit is already set: it and the owner's swap in
+        // `publish`/`release` are read-modify-writes of one word, so either this fails (the
+        // state moved on) or the swap reads WAITING and wakes us. SeqCst also orders it before
+        // the two loads below against `close` (see there).
+        if st
+            .compare_exchange(b.state, armed, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        let word = if getting {
+            &self.ctl.deq
+        } else {
+            &self.ctl.enq
+        };
+        // SYNC POINT: SeqCst loads, against `close`'s SeqCst flag store and position loads: if
+        // we miss the flag, `close` reads our position (or a later one, whose slot's owner
+        // woke us) and clears WAITING on our slot after our CAS.
+        if seq(word.load(Ordering::SeqCst)) != b.pos
+            || (!draining && self.ctl.closed.load(Ordering::SeqCst) != 0)
+        {
+            return None;
+        }
+        // Truncation is the point: the futex compares the low half.
+        Some((st, armed as u32))
+    }
+    /// Closes the ring and wakes every sleeper.
+    pub(crate) fn close(&self) {
+        // SYNC POINT: SeqCst store, then SeqCst position loads and slot RMWs: pairs with the
+        // SeqCst CAS and loads in `park`.
+        self.ctl.closed.store(1, Ordering::SeqCst);
+        ipc_failpoints::failpoint!("queue.close.mid");
+        for word in [&self.ctl.enq, &self.ctl.deq] {
+            if let Some(i) = self.index(seq(word.load(Ordering::SeqCst))) {
+                // Clearing the bit changes the word, so a sleeper between its flag check and
+                // its futex call returns at once; sleepers woken re-check the flag.
+                let prev = self.slots.state(i).fetch_and(!WAITING, Ordering::SeqCst);
+                if prev & WAITING != 0 {
+                    self.wake_slot(i);
+                }
+            }
+        }
+        let w = &self.ctl.retired;
+        w.fetch_or(CLOSED, Ordering::SeqCst);
+        wake_low_half(w, u32::MAX);
+    }
+
+    /// Whether [`Ring::close`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        // A line of its own that only `close` writes: reading it on every put and on every
+        // empty get never pulls the producers' hot line to a consumer.
+        self.ctl.closed.load(Ordering::Acquire) != 0
+    }
+}
+
+/// Spin briefly, then tell the caller to park: a wait that outlasts a fraction of a
+/// microsecond sleeps in the futex rather than burning the CPU its peer may need.
+pub(crate) struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    /// Spin steps of 1, 2, 4 and 8 `spin_loop`s (15 in all, well under a microsecond), then
+    /// park. Measured on 2 cores: with 63 spins and two yields a ping-pong never parks (each
+    /// reply lands inside the spin window, both sides burn a CPU); with 15 it parks and
+    /// matches a bare futex ping-pong's round trip, and streams lose nothing.
+    #[cfg(not(loom))]
+    const SPIN_LIMIT: u32 = 3;
+    /// No yields: `sched_yield` with the peer on the other CPU only burns time.
+    #[cfg(not(loom))]
+    const YIELD_LIMIT: u32 = 3;
+    /// Loom models park at once: a loom yield deprioritises the yielding thread, so spinning
+    /// there would let the peer finish first and leave the parking path unexplored.
+    #[cfg(loom)]
+    const SPIN_LIMIT: u32 = 0;
+    #[cfg(loom)]
+    const YIELD_LIMIT: u32 = 0;
+
+    pub(crate) fn new() -> Backoff {
+        Backoff {
+            step: if cfg!(loom) { 1 } else { 0 },
+        }
+    }
+
+    /// One wait step.
+    pub(crate) fn snooze(&mut self) {
+        if self.step <= Self::SPIN_LIMIT {
+            for _ in 0..1u32 << self.step {
+                spin();
+            }
+        } else {
+            yield_now();
+        }
+        self.step += 1;
+    }
+
+    /// Whether spinning is over and the caller should park.
+    pub(crate) fn is_completed(&self) -> bool {
+        self.step > Self::YIELD_LIMIT
+    }
+}
+
+/// Rate-limits death checks per handle and holds the clock they use.
+pub(crate) struct DeathWatch {
+    #[cfg(not(loom))]
+    base: std::time::Instant,
+    #[cfg(not(loom))]
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl DeathWatch {
+    pub(crate) fn new() -> DeathWatch {
+        DeathWatch {
+            #[cfg(not(loom))]
+            base: std::time::Instant::now(),
+            #[cfg(not(loom))]
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a blocked caller should look for a dead claimer now: at most once per
+    /// `STUCK_CHECK` per handle (a check may read `/proc`).
+    #[cfg(not(loom))]
+    fn due(&self) -> bool {
+        use std::sync::atomic::Ordering as O;
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let last = self.last.load(O::Relaxed);
+        now.saturating_sub(last) >= STUCK_CHECK.as_nanos() as u64
+            && self
+                .last
+                .compare_exchange(last, now, O::Relaxed, O::Relaxed)
+                .is_ok()
+    }
+
+    #[cfg(loom)]
+    fn due(&self) -> bool {
+        true
+    }
+
+    /// How long a blocked caller sleeps at most before looking again.
+    #[cfg(not(loom))]
+    fn slice(&self, deadline: Deadline) -> Deadline {
+        deadline.min(Deadline::after(SLICE))
+    }
+
+    #[cfg(loom)]
+    fn slice(&self, deadline: Deadline) -> Deadline {
+        deadline
+    }
+}
+
+/// How a blocking operation ended without its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The deadline passed (immediately, for `try_` calls).
+    Deadline,
+    /// The queue is closed (and, for gets, drained).
+    Closed,
+    /// Impossible shared state.
+    Corrupted,
+}
+
+/// What a blocked operation waits for before its next attempt.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    /// A sleep on the slot in `b` (see [`Ring::park`]) until `slice`.
+    Park {
+        b: Blocker,
+        getting: bool,
+        draining: bool,
+        slice: Deadline,
+    },
+    /// A yield: the attempt gave up under contention and has no slot to sleep on.
+    Yield,
+}
+
+/// What a step of a blocked operation ended with.
+pub(crate) enum Step<R> {
+    /// The operation is over.
+    Done(R),
+    /// The driver must do this wait, then call the step again.
+    Wait(Wait),
+}
+
+/// The state a blocked put or get keeps between its steps.
+pub(crate) struct Blocked {
+    backoff: Backoff,
+    /// The blocker of an attempt made before the step (the first, inlined one), if any.
+    blocked: Option<Option<Blocker>>,
+    /// When a get on a closed ring started waiting for a claimer it cannot verify.
+    grace: Option<Deadline>,
+}
+
+impl Blocked {
+    fn after(first: Option<Blocker>) -> Blocked {
+        Blocked {
+            backoff: Backoff::new(),
+            blocked: Some(first),
+            grace: None,
+        }
+    }
+
+    /// A blocked operation that has made no attempt yet.
+    #[cfg(all(feature = "async", not(loom)))]
+    fn fresh() -> Blocked {
+        Blocked {
+            backoff: Backoff::new(),
+            blocked: None,
+            grace: None,
+        }
+    }
+}
+
+impl<S: Slots> Ring<'_, S> {
+    fn recover(
+        &self,
+        b: Option<Blocker>,
+        me: Me,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+    ) -> Result<bool, Stop> {
+        match b {
+            Some(b) if watch.due() => match self.reclaim(b, me, live) {
+                Reclaim::Nothing => Ok(false),
+                Reclaim::Reclaimed => Ok(true),
+                Reclaim::Corrupted => Err(Stop::Corrupted),
+            },
+            _ => Ok(false),
+        }
+    }
+
+    /// After an attempt blocked on `b`: whether a dead claimer's slot was reclaimed (retry at
+    /// once). Dead claimers are looked for only when about to give up or to sleep.
+    fn reclaimed(
+        &self,
+        b: Option<Blocker>,
+        me: Me,
+        backoff: &Backoff,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+    ) -> Result<bool, Stop> {
+        if backoff.is_completed() || deadline.is_expired() {
+            self.recover(b, me, watch, live)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// One wait after an attempt blocked on `b` (of the dequeue word if `getting`, else of
+    /// the enqueue word): `Stop::Deadline` once `deadline` has passed, else a spin step
+    /// (`None`: attempt again), or once spinning is over, the wait the driver must do: a sleep
+    /// on `b`'s slot (a yield if the attempt gave up under contention), bounded by the
+    /// death-check slice.
+    fn pause(
+        &self,
+        b: Option<Blocker>,
+        getting: bool,
+        backoff: &mut Backoff,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        draining: bool,
+    ) -> Result<Option<Wait>, Stop> {
+        if deadline.is_expired() {
+            return Err(Stop::Deadline);
+        }
+        if !backoff.is_completed() {
+            backoff.snooze();
+            return Ok(None);
+        }
+        Ok(Some(match b {
+            Some(b) => Wait::Park {
+                b,
+                getting,
+                draining,
+                slice: watch.slice(deadline),
+            },
+            None => Wait::Yield,
+        }))
+    }
+
+    /// Does `wait` by blocking the calling thread.
+    fn wait_blocking(&self, wait: Wait) {
+        match wait {
+            Wait::Park {
+                b,
+                getting,
+                draining,
+                slice,
+            } => self.park(b, getting, draining, slice),
+            Wait::Yield => yield_now(),
+        }
+    }
+
+    /// Puts with `write`, waiting until `deadline` for room (spin, then futex), and
+    /// reclaiming slots of dead consumers that block it. The first attempt is inlined into
+    /// the caller; waiting is out of line.
+    #[inline(always)]
+    pub(crate) fn put_until<R, E>(
+        &self,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
+    ) -> Result<Result<R, E>, Stop> {
+        match self.try_put(me, write) {
+            Attempt::Done(r) => Ok(r),
+            Attempt::Closed => Err(Stop::Closed),
+            Attempt::Corrupted => Err(Stop::Corrupted),
+            Attempt::Blocked(b) => self.put_blocked(b, me, deadline, watch, live, write),
+        }
+    }
+
+    /// `put_until` after a first attempt blocked on `first`.
+    #[inline(never)]
+    fn put_blocked<R, E>(
+        &self,
+        first: Option<Blocker>,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
+    ) -> Result<Result<R, E>, Stop> {
+        let mut op = Blocked::after(first);
+        loop {
+            match self.put_step(&mut op, me, deadline, watch, live, write) {
+                Step::Done(r) => return r,
+                Step::Wait(w) => self.wait_blocking(w),
+            }
+        }
+    }
+
+    /// Attempts of a blocked put until it ends or must wait: the loop of
+    /// [`Ring::put_until`] without its waits, which the caller (a blocking or an async
+    /// driver) does.
+    fn put_step<R, E>(
+        &self,
+        op: &mut Blocked,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
+    ) -> Step<Result<Result<R, E>, Stop>> {
+        loop {
+            let b = match op.blocked.take() {
+                Some(b) => b,
+                None => match self.try_put(me, write) {
+                    Attempt::Done(r) => return Step::Done(Ok(r)),
+                    Attempt::Closed => return Step::Done(Err(Stop::Closed)),
+                    Attempt::Corrupted => return Step::Done(Err(Stop::Corrupted)),
+                    Attempt::Blocked(b) => b,
+                },
+            };
+            match self.reclaimed(b, me, &op.backoff, deadline, watch, live) {
+                Err(stop) => return Step::Done(Err(stop)),
+                Ok(true) => continue,
+                Ok(false) => {}
+            }
+            match self.pause(b, false, &mut op.backoff, deadline, watch, false) {
+                Err(stop) => return Step::Done(Err(stop)),
+                Ok(None) => {}
+                Ok(Some(w)) => return Step::Wait(w),
+            }
+        }
+    }
+
+    /// Gets with `read`, waiting until `deadline` for a message, skipping slots of dead
+    /// producers. A closed ring returns what it holds, then `Stop::Closed`. The first attempt
+    /// is inlined into the caller; waiting is out of line.
+    #[inline(always)]
+    pub(crate) fn get_until<R>(
+        &self,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        read: &mut impl FnMut(SlotReader<'_>) -> R,
+    ) -> Result<R, Stop> {
+        match self.try_get(me, read) {
+            Attempt::Done(r) => Ok(r),
+            Attempt::Corrupted => Err(Stop::Corrupted),
+            Attempt::Closed => self.get_blocked(None, me, deadline, watch, live, read),
+            Attempt::Blocked(b) => self.get_blocked(b, me, deadline, watch, live, read),
+        }
+    }
+
+    /// `get_until` after a first attempt blocked on `first` (or found the ring closed).
+    #[inline(never)]
+    fn get_blocked<R>(
+        &self,
+        first: Option<Blocker>,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        read: &mut impl FnMut(SlotReader<'_>) -> R,
+    ) -> Result<R, Stop> {
+        let mut op = Blocked::after(first);
+        loop {
+            match self.get_step(&mut op, me, deadline, watch, live, read) {
+                Step::Done(r) => return r,
+                Step::Wait(w) => self.wait_blocking(w),
+            }
+        }
+    }
+
+    /// Attempts of a blocked get until it ends or must wait (see [`Ring::put_step`]).
+    fn get_step<R>(
+        &self,
+        op: &mut Blocked,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        read: &mut impl FnMut(SlotReader<'_>) -> R,
+    ) -> Step<Result<R, Stop>> {
+        loop {
+            let b = match op.blocked.take() {
+                Some(b) => b,
+                None => match self.try_get(me, read) {
+                    Attempt::Done(r) => return Step::Done(Ok(r)),
+                    Attempt::Corrupted => return Step::Done(Err(Stop::Corrupted)),
+                    Attempt::Closed => None,
+                    Attempt::Blocked(b) => b,
+                },
+            };
+            match self.reclaimed(b, me, &op.backoff, deadline, watch, live) {
+                Err(stop) => return Step::Done(Err(stop)),
+                Ok(true) => continue,
+                Ok(false) => {}
+            }
+            let mut draining = None;
+            // SYNC POINT: Acquire (see `refused_by_close`).
+            if self.ctl.closed.load(Ordering::Acquire) != 0 {
+                // Drained unless a producer claimed a slot before the close (or racing it) and
+                // has not published yet: its put will return `Ok`, so its message must be
+                // delivered; wait for it (a dead claimer's slot is reclaimed as usual).
+                // Anything published before the close is seen by the attempt below (Acquire
+                // on the closed flag orders it after the flag).
+                match self.try_get(me, read) {
+                    Attempt::Done(r) => return Step::Done(Ok(r)),
+                    Attempt::Corrupted => return Step::Done(Err(Stop::Corrupted)),
+                    Attempt::Blocked(Some(b)) => match self.claim_pending(b) {
+                        Some(tid) if self.keep_draining(b, tid, live, &mut op.grace) => {
+                            draining = Some(b);
+                        }
+                        _ => return Step::Done(Err(Stop::Closed)),
+                    },
+                    _ => return Step::Done(Err(Stop::Closed)),
+                }
+            }
+            let paused = match draining {
+                Some(d) => {
+                    op.blocked = Some(Some(d));
+                    self.pause(Some(d), true, &mut op.backoff, deadline, watch, true)
+                }
+                None => self.pause(b, true, &mut op.backoff, deadline, watch, false),
+            };
+            match paused {
+                Err(stop) => return Step::Done(Err(stop)),
+                Ok(None) => {}
+                Ok(Some(w)) => return Step::Wait(w),
+            }
+        }
+    }
+}
+
+/// The async drivers of blocked puts and gets: the same steps as the blocking loops, with
+/// each sleep a registration with the process's futex waiter thread
+/// ([`ipc_shm::lowlevel::sync::FutexWait`]) instead of a blocked thread.
+///
+/// Cancel safety: a claim is only ever held inside one synchronous step (`try_put`,
+/// `try_get`), never across an `.await`; between steps the future holds nothing but the
+/// `WAITING` bit it may have set on a slot (which costs that slot's next owner one spurious
+/// wake-up) and its waiter registration (removed when the future drops).
+#[cfg(all(feature = "async", not(loom)))]
+impl<S: Slots> Ring<'_, S> {
+    async fn wait_async(&self, wait: Wait) {
+        match wait {
+            Wait::Park {
+                b,
+                getting,
+                draining,
+                slice,
+            } => {
+                if let Some((st, armed)) = self.arm(b, getting, draining) {
+                    ipc_shm::lowlevel::sync::FutexWait::low_half(st, armed, slice).await;
+                }
+            }
+            Wait::Yield => YieldNow(false).await,
+        }
+    }
+
+    /// [`Ring::put_until`] as a future. The thread identity a claim records is taken afresh
+    /// at every step: a task may move between threads at each `.await`.
+    pub(crate) async fn put_async<R, E>(
+        &self,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
+    ) -> Result<Result<R, E>, Stop> {
+        let mut op = Blocked::fresh();
+        loop {
+            match self.put_step(&mut op, Me::current(), deadline, watch, live, write) {
+                Step::Done(r) => return r,
+                Step::Wait(w) => self.wait_async(w).await,
+            }
+        }
+    }
+
+    /// [`Ring::get_until`] as a future (see [`Ring::put_async`]).
+    pub(crate) async fn get_async<R>(
+        &self,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        read: &mut impl FnMut(SlotReader<'_>) -> R,
+    ) -> Result<R, Stop> {
+        let mut op = Blocked::fresh();
+        loop {
+            match self.get_step(&mut op, Me::current(), deadline, watch, live, read) {
+                Step::Done(r) => return r,
+                Step::Wait(w) => self.wait_async(w).await,
+            }
+        }
+    }
+}
+
+/// Returns `Pending` once (waking itself), so the executor runs other tasks: the async form
+/// of a `sched_yield`.
+#[cfg(all(feature = "async", not(loom)))]
+struct YieldNow(bool);
+
+#[cfg(all(feature = "async", not(loom)))]
+impl std::future::Future for YieldNow {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
