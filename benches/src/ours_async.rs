@@ -16,6 +16,9 @@ use ipc_shm::lowlevel::sync::waiter_threads;
 
 use crate::checksum::{Acc, Plan};
 use crate::harness::{run_mxn, run_pair, Role, RoleOut, Shared};
+use crate::os;
+use crate::ours_pool::{in_driver, pool_err, warm_pool};
+use crate::refs_proc::sq;
 use crate::{Measure, Outcome, Run};
 
 /// Tasks A3's consumer runs, each awaiting `get` in a loop.
@@ -167,10 +170,31 @@ pub fn a2(_r: &Run) -> Outcome {
     Outcome::Skipped("not built yet (ipc-pipe AsyncConnection, feature tokio)".into())
 }
 
-/// A4: sequential `pool.apply_async(sq, i).await`. Not built yet: `ipc_pool`'s async results
-/// (feature `async`) are not on main.
-pub fn a4(_r: &Run) -> Outcome {
-    Outcome::Skipped("not built yet (ipc-pool AsyncResult as a Future, feature async)".into())
+/// A4: sequential `pool.apply_async(sq, i)?.await` on a 2-worker pool, in a forked driver
+/// child as K1 (the runtime is built and the pool warmed before the timed part).
+pub fn a4(r: &Run) -> Outcome {
+    let n = r.n;
+    in_driver(|| {
+        let rt = runtime()?;
+        let pool = warm_pool(2)?;
+        let t0 = os::now_ns();
+        rt.block_on(async {
+            for i in 0..n {
+                let v = pool
+                    .apply_async(sq, i)
+                    .map_err(pool_err)?
+                    .await
+                    .map_err(pool_err)?;
+                if v != sq(i) {
+                    return Err(format!("apply_async(sq, {i}) gave {v}, want {}", sq(i)));
+                }
+            }
+            Ok(())
+        })?;
+        let t1 = os::now_ns();
+        Ok(((t1 - t0).max(1), n))
+    })
+    .into()
 }
 
 #[cfg(test)]
@@ -190,8 +214,12 @@ mod tests {
             }
             o => panic!("{o:?}"),
         }
-        for o in [a2(&Run::new(1)), a4(&Run::new(1))] {
-            assert!(matches!(o, Outcome::Skipped(ref w) if w.starts_with("not built yet")));
+        match a4(&Run::new(20)) {
+            Outcome::Done(m) => assert!(m.n == 20 && m.elapsed > 0.0, "{m:?}"),
+            o => panic!("{o:?}"),
         }
+        assert!(
+            matches!(a2(&Run::new(1)), Outcome::Skipped(ref w) if w.starts_with("not built yet"))
+        );
     }
 }
