@@ -11,7 +11,7 @@
 //! deadline) and returns the first that completes, so a peer that connects
 //! and never answers delays nobody else.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Mutex, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use sha2::Sha256;
 use crate::frame::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::listener::Listener;
 use crate::TrySendError;
-use crate::{sys, Connection, Error, RecvTimeoutError, Result, SendTimeoutError, TryRecvError};
+use crate::{sys, Connection, Error, Result, TryRecvError};
 
 /// Longest time the authentication exchange may take on either side.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +38,7 @@ const AUTH_MAX_MESSAGE: usize = 1024;
 
 /// A listener's key and the handshakes under way.
 pub(crate) struct Auth {
-    key: Vec<u8>,
+    pub(crate) key: Vec<u8>,
     pending: Mutex<Vec<Handshake>>,
 }
 
@@ -136,7 +136,7 @@ enum Step {
     Verdict,
 }
 
-enum Progress {
+pub(crate) enum Progress {
     Waiting,
     Done,
     Failed(Error),
@@ -144,10 +144,16 @@ enum Progress {
 
 /// The listener's side of the challenge exchange with one accepted peer, as
 /// a state machine driven by non-blocking receives.
-struct Handshake {
+pub(crate) struct Handshake {
     conn: Connection,
     step: Step,
-    deadline: Instant,
+    pub(crate) deadline: Instant,
+}
+
+impl AsRawFd for Handshake {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.conn.as_raw_fd()
+    }
 }
 
 /// A `try_send` of the exchange: a peer that leaves no room for a few dozen
@@ -161,7 +167,7 @@ fn try_send(conn: &mut Connection, msg: &[u8]) -> Result<()> {
 
 impl Handshake {
     /// Sends the challenge (a fresh socket always has room for it).
-    fn start(mut conn: Connection) -> Result<Handshake> {
+    pub(crate) fn start(mut conn: Connection) -> Result<Handshake> {
         conn.set_max_message_size(AUTH_MAX_MESSAGE);
         let nonce = new_nonce()?;
         try_send(&mut conn, &challenge_message(&nonce))?;
@@ -173,7 +179,7 @@ impl Handshake {
     }
 
     /// Goes as far as the bytes already here allow.
-    fn advance(&mut self, key: &[u8]) -> Progress {
+    pub(crate) fn advance(&mut self, key: &[u8]) -> Progress {
         loop {
             let msg = match self.conn.try_recv_bytes() {
                 Ok(m) => m,
@@ -210,7 +216,7 @@ impl Handshake {
         }
     }
 
-    fn into_connection(mut self) -> Connection {
+    pub(crate) fn into_connection(mut self) -> Connection {
         self.conn.set_max_message_size(DEFAULT_MAX_MESSAGE_SIZE);
         self.conn
     }
@@ -263,60 +269,103 @@ fn mac(key: &[u8]) -> Hmac<Sha256> {
         .unwrap_or_else(|_| unreachable!("hmac takes any key length"))
 }
 
-/// The client's side of the exchange (blocking, bounded by [`AUTH_TIMEOUT`]).
+/// The client's side of the exchange (blocking, bounded by [`AUTH_TIMEOUT`]):
+/// [`ClientHandshake`] driven by `poll`.
 pub(crate) fn authenticate(conn: &mut Connection, key: &[u8]) -> Result<()> {
     let deadline = Instant::now() + AUTH_TIMEOUT;
-    let saved = conn.max_message_size();
-    conn.set_max_message_size(AUTH_MAX_MESSAGE);
-    let res =
-        answer_challenge(conn, key, deadline).and_then(|()| deliver_challenge(conn, key, deadline));
-    conn.set_max_message_size(saved);
+    let mut hs = ClientHandshake::start(conn);
+    let res = loop {
+        match hs.advance(conn, key) {
+            Progress::Done => break Ok(()),
+            Progress::Failed(e) => break Err(e),
+            Progress::Waiting => match sys::poll_one(conn.as_fd(), sys::POLLIN, Some(deadline)) {
+                Ok(true) => {}
+                Ok(false) => break Err(Error::Timeout),
+                Err(e) => break Err(e.into()),
+            },
+        }
+    };
+    hs.finish(conn);
     res
 }
 
-fn left(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now())
+/// Where the client's side of the exchange stands.
+enum ClientStep {
+    /// Waiting for the listener's challenge.
+    Challenge,
+    /// We answered; waiting for the listener's verdict.
+    Verdict,
+    /// Our challenge is sent; waiting for the listener's HMAC of `nonce`.
+    Response { nonce: [u8; NONCE_LEN] },
 }
 
-/// A receive of the exchange by `deadline`.
-fn recv(conn: &mut Connection, deadline: Instant) -> Result<Vec<u8>> {
-    conn.recv_bytes_timeout(left(deadline))
-        .map_err(|e| match e {
-            RecvTimeoutError::Timeout => Error::Timeout,
-            e => auth_error(e.into()),
-        })
+/// The client's side of the challenge exchange (answer the listener's
+/// challenge, then challenge it), as a state machine driven by non-blocking
+/// receives: one implementation for the blocking and the async client. It
+/// holds no connection; the caller passes the same one to every call.
+pub(crate) struct ClientHandshake {
+    step: ClientStep,
+    saved_max: usize,
 }
 
-/// A send of the exchange by `deadline`.
-fn send(conn: &mut Connection, msg: &[u8], deadline: Instant) -> Result<()> {
-    conn.send_bytes_timeout(msg, left(deadline))
-        .map_err(|e: SendTimeoutError| e.into())
-}
-
-/// Sends a random challenge and checks the peer's HMAC of it.
-fn deliver_challenge(conn: &mut Connection, key: &[u8], deadline: Instant) -> Result<()> {
-    let nonce = new_nonce()?;
-    send(conn, &challenge_message(&nonce), deadline)?;
-    let response = recv(conn, deadline)?;
-    if verify_response(key, &nonce, &response) {
-        send(conn, WELCOME, deadline)
-    } else {
-        // Best effort: the peer may already be gone.
-        let _ = conn.try_send_bytes(FAILURE);
-        Err(Error::AuthenticationFailed)
+impl ClientHandshake {
+    /// Limits the connection's messages for the exchange.
+    pub(crate) fn start(conn: &mut Connection) -> ClientHandshake {
+        let saved_max = conn.max_message_size();
+        conn.set_max_message_size(AUTH_MAX_MESSAGE);
+        ClientHandshake {
+            step: ClientStep::Challenge,
+            saved_max,
+        }
     }
-}
 
-/// Answers the peer's challenge with our HMAC and waits for its verdict.
-fn answer_challenge(conn: &mut Connection, key: &[u8], deadline: Instant) -> Result<()> {
-    let challenge = recv(conn, deadline)?;
-    let Some(nonce) = challenge_nonce(&challenge) else {
-        return Err(Error::AuthenticationFailed);
-    };
-    send(conn, &hmac_of(key, nonce), deadline)?;
-    match recv(conn, deadline) {
-        Ok(v) if v == WELCOME => Ok(()),
-        Ok(_) | Err(Error::Disconnected) => Err(Error::AuthenticationFailed),
-        Err(e) => Err(e),
+    /// Goes as far as the bytes already here allow.
+    pub(crate) fn advance(&mut self, conn: &mut Connection, key: &[u8]) -> Progress {
+        loop {
+            let msg = match conn.try_recv_bytes() {
+                Ok(m) => m,
+                Err(TryRecvError::Empty) => return Progress::Waiting,
+                Err(TryRecvError::Disconnected) if matches!(self.step, ClientStep::Verdict) => {
+                    return Progress::Failed(Error::AuthenticationFailed)
+                }
+                Err(e) => return Progress::Failed(auth_error(e.into())),
+            };
+            let res = match &self.step {
+                ClientStep::Challenge => match challenge_nonce(&msg) {
+                    Some(nonce) => {
+                        self.step = ClientStep::Verdict;
+                        try_send(conn, &hmac_of(key, nonce))
+                    }
+                    None => Err(Error::AuthenticationFailed),
+                },
+                ClientStep::Verdict if msg == WELCOME => match new_nonce() {
+                    Ok(nonce) => {
+                        self.step = ClientStep::Response { nonce };
+                        try_send(conn, &challenge_message(&nonce))
+                    }
+                    Err(e) => Err(e),
+                },
+                ClientStep::Verdict => Err(Error::AuthenticationFailed),
+                ClientStep::Response { nonce } => {
+                    if verify_response(key, nonce, &msg) {
+                        return match try_send(conn, WELCOME) {
+                            Ok(()) => Progress::Done,
+                            Err(e) => Progress::Failed(e),
+                        };
+                    }
+                    // Best effort: the peer may already be gone.
+                    let _ = conn.try_send_bytes(FAILURE);
+                    Err(Error::AuthenticationFailed)
+                }
+            };
+            if let Err(e) = res {
+                return Progress::Failed(e);
+            }
+        }
+    }
+
+    /// Restores the connection's message limit.
+    pub(crate) fn finish(self, conn: &mut Connection) {
+        conn.set_max_message_size(self.saved_max);
     }
 }

@@ -101,6 +101,9 @@ pub(crate) struct Reader {
     parked_active: bool,
     /// Whether our fd is marked in the `wait` bitmap.
     marked: bool,
+    /// Whether the fd is `O_NONBLOCK` (an async handle's): a bounded read
+    /// then tries the read first and polls only when it would block.
+    nonblocking: bool,
     /// Receive buffer of the serde API.
     #[cfg(feature = "serde")]
     scratch: Vec<u8>,
@@ -124,9 +127,16 @@ impl Reader {
             parked: Vec::new(),
             parked_active: false,
             marked: false,
+            nonblocking: false,
             #[cfg(feature = "serde")]
             scratch: Vec::new(),
         }
+    }
+
+    /// Says whether the fd is `O_NONBLOCK` (see the field).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn set_nonblocking(&mut self, on: bool) {
+        self.nonblocking = on;
     }
 
     pub(crate) fn set_max(&mut self, max: usize) {
@@ -173,7 +183,9 @@ impl Reader {
     /// One read from the fd: into `out`'s spare capacity (at most `direct`
     /// bytes) and then into the internal buffer from `end`, or, with
     /// `out == None`, into the internal buffer only. Waits for readability
-    /// first when there is a deadline. Returns (total, bytes placed in `out`).
+    /// first when there is a deadline (on an `O_NONBLOCK` fd it reads first
+    /// and waits only if the read would block, so a `try_` receive costs one
+    /// syscall). Returns (total, bytes placed in `out`).
     fn read_some(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -183,7 +195,7 @@ impl Reader {
     ) -> Result<(usize, usize)> {
         loop {
             if let Some(d) = deadline {
-                if !sys::poll_one(fd, sys::POLLIN, Some(d))? {
+                if !self.nonblocking && !sys::poll_one(fd, sys::POLLIN, Some(d))? {
                     return Err(Error::Timeout);
                 }
             }
@@ -222,8 +234,16 @@ impl Reader {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     // An O_NONBLOCK fd: wait for it like a blocking one.
-                    if deadline.is_none() {
-                        sys::poll_one(fd, sys::POLLIN, None)?;
+                    match deadline {
+                        None => {
+                            sys::poll_one(fd, sys::POLLIN, None)?;
+                        }
+                        Some(d) if self.nonblocking => {
+                            if !sys::poll_one(fd, sys::POLLIN, Some(d))? {
+                                return Err(Error::Timeout);
+                            }
+                        }
+                        Some(_) => {}
                     }
                 }
                 Err(e) => return Err(Error::from_io(e)),
@@ -1579,6 +1599,12 @@ impl Connection {
     pub fn max_message_size(&self) -> usize {
         self.tx.max
     }
+
+    /// Tells the reader whether the fd is `O_NONBLOCK` (set by the caller).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn set_nonblocking_io(&mut self, on: bool) {
+        self.rx.set_nonblocking(on);
+    }
 }
 
 impl Connection {
@@ -1648,6 +1674,12 @@ impl Receiver {
     /// The current limit.
     pub fn max_message_size(&self) -> usize {
         self.rx.dec.max()
+    }
+
+    /// Tells the reader whether the fd is `O_NONBLOCK` (set by the caller).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn set_nonblocking_io(&mut self, on: bool) {
+        self.rx.set_nonblocking(on);
     }
 }
 

@@ -7,6 +7,8 @@
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 compile_error!("ipc-pipe supports Linux (and Android) only");
 
+#[cfg(feature = "tokio")]
+mod async_conn;
 #[cfg(feature = "auth")]
 mod auth;
 mod connection;
@@ -19,6 +21,9 @@ mod wait;
 
 use std::os::fd::AsFd;
 
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use async_conn::{AsyncConnection, AsyncListener, AsyncReceiver, AsyncSender};
 #[cfg(feature = "auth")]
 pub use auth::{AUTH_TIMEOUT, MAX_PENDING_HANDSHAKES};
 pub use connection::{Connection, Receiver, Sender};

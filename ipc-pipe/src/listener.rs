@@ -311,25 +311,32 @@ impl Listener {
         &self.address
     }
 
-    /// One non-blocking `accept`: `None` if no peer is waiting.
+    /// One non-blocking `accept`: `None` if no peer is waiting (the
+    /// listening socket said `EAGAIN`: an async accept clears its readiness
+    /// on that). A peer that left before it was accepted (`ECONNABORTED`) is
+    /// skipped for the next one in the queue.
     pub(crate) fn accept_raw(&self) -> Result<Option<Connection>> {
-        let res = match &self.socket {
-            Socket::Unix(l) => l.accept().map(|(s, _)| OwnedFd::from(s)),
-            Socket::Tcp(l) => l.accept().and_then(|(s, _)| {
-                s.set_nodelay(true)?;
-                Ok(OwnedFd::from(s))
-            }),
-        };
-        match res {
-            Ok(fd) => Ok(Some(Connection::from(fd))),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.raw_os_error() == Some(libc::ECONNABORTED) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
+        loop {
+            let res = match &self.socket {
+                Socket::Unix(l) => l.accept().map(|(s, _)| OwnedFd::from(s)),
+                Socket::Tcp(l) => l.accept().and_then(|(s, _)| {
+                    s.set_nodelay(true)?;
+                    Ok(OwnedFd::from(s))
+                }),
+            };
+            return match res {
+                Ok(fd) => Ok(Some(Connection::from(fd))),
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(e.into()),
+            };
         }
+    }
+
+    /// The listener's key, when it authenticates its peers.
+    #[cfg(all(feature = "auth", feature = "tokio"))]
+    pub(crate) fn authkey(&self) -> Option<&[u8]> {
+        self.auth.as_ref().map(|a| a.key.as_slice())
     }
 
     /// The next connection by `deadline`, `Err(Timeout)` when none; with

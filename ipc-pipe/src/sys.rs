@@ -699,6 +699,70 @@ macro_rules! from_raw_fd {
 
 from_raw_fd!(crate::Connection, crate::Receiver, crate::Sender);
 
+// ---------------------------------------------------------------- flags
+
+/// Sets or clears `O_NONBLOCK` on `fd`'s file description (shared with every
+/// duplicate of it, in this process and others) and returns whether it was
+/// set before.
+#[cfg(feature = "tokio")]
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<bool> {
+    // SAFETY: F_GETFL on a descriptor we borrow; no memory involved.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let was = flags & libc::O_NONBLOCK != 0;
+    if was != on {
+        let new = if on {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        // SAFETY: F_SETFL with an integer argument on a descriptor we borrow.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) })?;
+    }
+    Ok(was)
+}
+
+// ---------------------------------------------------------------- reactor
+
+/// A handle whose descriptor may be registered with tokio's reactor: it owns
+/// one open fd from construction until it is consumed (its fd is taken only
+/// by conversions that take the handle by value), and `as_raw_fd` always
+/// returns that fd. Nothing outside the crate can reach a registered handle
+/// mutably (the async wrappers hand out `&` only), so it cannot be swapped
+/// for another while registered.
+#[cfg(feature = "tokio")]
+pub(crate) trait Registrable: AsRawFd {}
+
+#[cfg(feature = "tokio")]
+impl Registrable for crate::Connection {}
+#[cfg(feature = "tokio")]
+impl Registrable for crate::Receiver {}
+#[cfg(feature = "tokio")]
+impl Registrable for crate::Sender {}
+#[cfg(feature = "tokio")]
+impl Registrable for crate::Listener {}
+#[cfg(all(feature = "tokio", feature = "auth"))]
+impl Registrable for crate::auth::Handshake {}
+
+/// Registers `inner`'s fd with the current tokio runtime's reactor.
+///
+/// # Panics
+/// Outside a tokio runtime with I/O enabled (tokio's own panic).
+#[cfg(feature = "tokio")]
+pub(crate) fn register<T: Registrable>(
+    inner: T,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: a `Registrable` owns one open fd for as long as it lives and
+    // always reports that one (see the trait); the `AsyncFd` owns `inner`,
+    // and the crate never replaces it through `get_mut` (only `&mut` calls
+    // of its own methods, which keep the fd), so the fd stays open and the
+    // same until the `AsyncFd` drops or gives `inner` back.
+    match unsafe { tokio::io::unix::AsyncFd::register_with_interest(inner, interest) } {
+        Ok(fd) => Ok(fd),
+        Err(e) => Err(e.into()),
+    }
+}
+
 // ---------------------------------------------------------------- randomness
 
 /// Fills `buf` from the kernel's random source (`getrandom(2)`, blocking only

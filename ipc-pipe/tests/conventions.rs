@@ -454,3 +454,114 @@ fn drop_writes_the_tail_if_there_is_room() {
         }
     }
 }
+
+/// The async `_timeout` forms (feature `tokio`): the blocking forms' error types and values,
+/// after at least the timeout, and the stream intact afterwards.
+#[cfg(feature = "tokio")]
+#[test]
+fn async_timeout_forms() {
+    use ipc_pipe::{AsyncConnection, AsyncListener, AsyncReceiver, AsyncSender};
+    let _leaks =
+        common::leak_guard().watch_dir_prefix(std::env::temp_dir(), &common::socket_prefix());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (a, b) = duplex().unwrap();
+        let (mut a, mut b) = (
+            AsyncConnection::new(a).unwrap(),
+            AsyncConnection::new(b).unwrap(),
+        );
+        let start = Instant::now();
+        let e = b.recv_bytes_timeout(WAIT).await.unwrap_err();
+        waited(start);
+        assert!(matches!(e, RecvTimeoutError::Timeout) && e.is_timeout());
+        let mut buf = Vec::new();
+        let e = b.recv_bytes_into_timeout(&mut buf, WAIT).await.unwrap_err();
+        assert!(e.is_timeout());
+        let e = b.recv_fds_timeout(WAIT).await.unwrap_err();
+        assert!(e.is_timeout());
+        #[cfg(feature = "serde")]
+        assert!(b.recv_timeout::<u32>(WAIT).await.unwrap_err().is_timeout());
+
+        // Fill the peer's buffer: every send form is `Timeout` with nothing written.
+        let chunk = vec![9u8; 1 << 16];
+        let mut sent = 0usize;
+        loop {
+            match a.send_bytes_timeout(&chunk, Duration::ZERO).await {
+                Ok(()) => sent += 1,
+                Err(SendTimeoutError::Timeout) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+            assert!(sent < 4096, "the socket never filled");
+        }
+        // A tail of the last accepted message may wait: flush_timeout is `Timeout` then.
+        if a.pending_bytes() > 0 {
+            let start = Instant::now();
+            let e = a.flush_timeout(WAIT).await.unwrap_err();
+            waited(start);
+            assert!(e.is_timeout());
+        }
+        let start = Instant::now();
+        let e = a.send_bytes_timeout(b"x", WAIT).await.unwrap_err();
+        waited(start);
+        assert!(matches!(e, SendTimeoutError::Timeout) && e.is_timeout());
+        assert!(matches!(Error::from(e), Error::Timeout));
+        let e = a.send_bytes_many_timeout(&[b"y"], WAIT).await.unwrap_err();
+        assert!(e.is_timeout());
+        let e = a.send_fds_timeout(&[b.as_fd()], WAIT).await.unwrap_err();
+        assert!(e.is_timeout());
+        #[cfg(feature = "serde")]
+        assert!(a.send_timeout(&1u32, WAIT).await.unwrap_err().is_timeout());
+        // Nothing of the refused messages was written: exactly the accepted ones arrive.
+        let drain = async {
+            for _ in 0..sent {
+                assert_eq!(b.recv_bytes().await.unwrap(), chunk);
+            }
+            b
+        };
+        let (mut b, flushed) = tokio::join!(drain, a.flush());
+        flushed.unwrap();
+        a.send_bytes(b"last").await.unwrap();
+        assert_eq!(b.recv_bytes().await.unwrap(), b"last");
+
+        // A dead peer: Disconnected in the timeout forms.
+        drop(a);
+        let e = b.recv_bytes_timeout(WAIT).await.unwrap_err();
+        assert!(matches!(e, RecvTimeoutError::Disconnected) && e.is_disconnected());
+        let e = b.send_bytes_timeout(b"z", WAIT).await.unwrap_err();
+        assert!(e.is_disconnected());
+
+        // The simplex halves.
+        let (rx, tx) = simplex().unwrap();
+        let (mut rx, mut tx) = (
+            AsyncReceiver::new(rx).unwrap(),
+            AsyncSender::new(tx).unwrap(),
+        );
+        assert!(rx.recv_bytes_timeout(WAIT).await.unwrap_err().is_timeout());
+        assert_eq!(
+            tx.send_bytes_many_timeout(&[b"p", b"q"], WAIT)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(rx.recv_bytes().await.unwrap(), b"p");
+        assert_eq!(rx.recv_bytes().await.unwrap(), b"q");
+
+        // The listener.
+        let path = common::unique_socket_path("aconv");
+        let mut listener = AsyncListener::bind(path.as_path()).unwrap();
+        let start = Instant::now();
+        let e = listener.accept_timeout(WAIT).await.unwrap_err();
+        waited(start);
+        assert!(matches!(e, AcceptTimeoutError::Timeout) && e.is_timeout());
+        let client = Client::connect_async(path.as_path()).await.unwrap();
+        let server = listener
+            .accept_timeout(Duration::from_secs(10))
+            .await
+            .unwrap();
+        drop((client, server, listener));
+        assert!(!path.exists());
+    });
+}

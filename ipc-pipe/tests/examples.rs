@@ -1,6 +1,6 @@
 //! Runs every example's `main` in a forked child under a watchdog, with a leak check inside
-//! that child, so the examples cannot rot. `listener_authkey` needs the `auth` feature:
-//! `cargo test -p ipc-pipe --features auth --test examples`.
+//! that child, so the examples cannot rot. `listener_authkey` needs the `auth` feature and
+//! `tokio_echo` the `tokio` feature: `cargo test -p ipc-pipe --all-features --test examples`.
 
 use std::time::Duration;
 
@@ -12,6 +12,11 @@ mod request_response;
 #[allow(dead_code, clippy::all)]
 #[path = "../examples/listener_authkey.rs"]
 mod listener_authkey;
+
+#[cfg(feature = "tokio")]
+#[allow(dead_code, clippy::all)]
+#[path = "../examples/tokio_echo.rs"]
+mod tokio_echo;
 
 /// [`ipc_testkit::run_example_with`], also watching the examples' socket files
 /// (`ipc-pipe-example-<pid>` in the temporary directory). The examples make no shared-memory
@@ -40,4 +45,16 @@ fn request_response() {
 #[test]
 fn listener_authkey() {
     run_example(60, listener_authkey::main);
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn tokio_echo() {
+    let prefix = format!("ipct-pipe-ex-{}-", std::process::id());
+    ipc_testkit::run_example_with(
+        Duration::from_secs(60),
+        &prefix,
+        |leaks| leaks.watch_dir_prefix(std::env::temp_dir(), "ipc-pipe-tokio-echo-"),
+        tokio_echo::main,
+    );
 }
