@@ -11,10 +11,11 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use ipc_pipe::AsyncConnection;
 use ipc_queue::{PodQueue, Queue};
 use ipc_shm::lowlevel::sync::waiter_threads;
 
-use crate::checksum::{Acc, Plan};
+use crate::checksum::{stamp, Acc, Plan};
 use crate::harness::{run_mxn, run_pair, Role, RoleOut, Shared};
 use crate::os;
 use crate::ours_pool::{in_driver, pool_err, warm_pool};
@@ -36,6 +37,18 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| format!("tokio runtime: {:?}", e.kind()))
+}
+
+/// A tokio current-thread runtime with the I/O driver (A2's `AsyncConnection`).
+fn runtime_io() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| format!("tokio runtime: {:?}", e.kind()))
+}
+
+fn pipe_err(e: impl std::fmt::Debug) -> String {
+    format!("ipc-pipe: {e:?}")
 }
 
 /// Threads of this process (`Threads:` of `/proc/self/status`).
@@ -164,10 +177,56 @@ pub fn a3(r: &Run) -> Outcome {
     run().into()
 }
 
-/// A2: C3d with the async connection. Not built yet: `ipc_pipe`'s async connection (feature
-/// `tokio`) is not on main.
-pub fn a2(_r: &Run) -> Outcome {
-    Outcome::Skipped("not built yet (ipc-pipe AsyncConnection, feature tokio)".into())
+/// A2: C3d with the async connection: 64-byte messages (stamped with their index) over
+/// `duplex()`, each end wrapped in an `AsyncConnection` on a current-thread runtime with I/O
+/// (registered before the gate); `send_bytes(..).await`, and `recv_bytes_into(..).await` into
+/// one reused Vec as C3d does, so the ratio is the async layer's cost alone; checksum as C3d.
+pub fn a2(r: &Run) -> Outcome {
+    let run = || -> Result<Measure, String> {
+        const SIZE: usize = 64;
+        let (a, b) = ipc_pipe::duplex().map_err(pipe_err)?;
+        // Each child takes its end out (the wrapper owns it).
+        let ends = (RefCell::new(Some(a)), RefCell::new(Some(b)));
+        let plan = Plan::new(r.n, 1, 1);
+        run_mxn(plan, r.pin, |g, role| {
+            let rt = runtime_io()?;
+            let end = match role {
+                Role::Producer(_) => ends.0.borrow_mut().take(),
+                Role::Consumer(_) => ends.1.borrow_mut().take(),
+            }
+            .ok_or("connection already taken")?;
+            rt.block_on(async {
+                let mut c = AsyncConnection::new(end).map_err(pipe_err)?;
+                g.start();
+                match role {
+                    Role::Producer(_) => {
+                        let mut msg = [0x5au8; SIZE];
+                        for i in 0..plan.per {
+                            stamp(&mut msg, i);
+                            c.send_bytes(&msg).await.map_err(pipe_err)?;
+                        }
+                        Ok(RoleOut {
+                            sum: 0,
+                            count: plan.per,
+                        })
+                    }
+                    Role::Consumer(_) => {
+                        let mut acc = Acc::default();
+                        let mut buf = Vec::with_capacity(SIZE);
+                        for _ in 0..plan.per_consumer() {
+                            let k = c.recv_bytes_into(&mut buf).await.map_err(pipe_err)?;
+                            if k != SIZE || buf.len() != SIZE {
+                                return Err(format!("message of {k} bytes, want {SIZE}"));
+                            }
+                            acc.add_bytes(&buf);
+                        }
+                        Ok(acc.out())
+                    }
+                }
+            })
+        })
+    };
+    run().into()
 }
 
 /// A4: sequential `pool.apply_async(sq, i)?.await` on a 2-worker pool, in a forked driver
@@ -218,8 +277,9 @@ mod tests {
             Outcome::Done(m) => assert!(m.n == 20 && m.elapsed > 0.0, "{m:?}"),
             o => panic!("{o:?}"),
         }
-        assert!(
-            matches!(a2(&Run::new(1)), Outcome::Skipped(ref w) if w.starts_with("not built yet"))
-        );
+        match a2(&Run::new(1_000)) {
+            Outcome::Done(m) => assert!(m.n == 1_000 && m.elapsed > 0.0, "{m:?}"),
+            o => panic!("{o:?}"),
+        }
     }
 }

@@ -839,7 +839,7 @@ pub fn build(quick: bool) -> Registry {
     // A2 runs in its reference's group, back to back with C3d.
     b.ours(
         "A2",
-        "duplex() 64 B, async send_bytes/recv_bytes",
+        "duplex() 64 B, AsyncConnection send_bytes/recv_bytes_into",
         MMSG,
         1_000_000,
         64,
