@@ -7,7 +7,7 @@
 //! skip reason, or a failure with its cause.
 //!
 //! Reference rows (`L*`, `P*`) are in the `refs_*` modules, our rows (`Q*`, `S*`, `V*`, `C*`,
-//! `K*`) in the `ours_*` modules. Raw OS calls (fork, futex, pipes, mq, `sem_t`, pthread
+//! `K*`, and the async rows `A*`) in the `ours_*` modules. Raw OS calls (fork, futex, pipes, mq, `sem_t`, pthread
 //! mutexes) are confined to the modules that allow `unsafe_code`.
 #![deny(unsafe_code)]
 
@@ -17,6 +17,7 @@ pub mod crit;
 pub mod harness;
 #[allow(unsafe_code)]
 pub mod os;
+pub mod ours_async;
 pub mod ours_pipe;
 pub mod ours_pool;
 pub mod ours_queue;
@@ -70,6 +71,9 @@ pub struct Measure {
     pub value: Option<f64>,
     /// Extra facts worth keeping with the sample (pipe size, drift, ...).
     pub note: Option<String>,
+    /// Threads a role ran besides its main thread, when the row counts them (A3's consumer:
+    /// its futex waiter threads); a target with a thread bound judges the largest.
+    pub threads: Option<u64>,
 }
 
 impl Measure {

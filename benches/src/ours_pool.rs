@@ -15,12 +15,12 @@ use crate::os;
 use crate::refs_proc::{burn, serial_burn, sq};
 use crate::{Measure, Outcome, Run};
 
-fn pool_err(e: impl std::fmt::Display) -> String {
+pub(crate) fn pool_err(e: impl std::fmt::Display) -> String {
     format!("ipc-pool: {e}")
 }
 
 /// A 2-worker (or `workers`) pool, warmed by `map(sq, 0..8)` with its results checked.
-fn warm_pool(workers: usize) -> Result<Pool, String> {
+pub(crate) fn warm_pool(workers: usize) -> Result<Pool, String> {
     let pool = Pool::new(workers).map_err(pool_err)?;
     let warm = pool.map(sq, 0..8u64).map_err(pool_err)?;
     check_sq(&warm, 8, "warm-up map")?;
@@ -44,7 +44,7 @@ fn check_sq(got: &[u64], n: u64, what: &str) -> Result<(), String> {
 
 /// Runs `body` in one forked driver child; `body` returns (timed ns, ops done) and the
 /// measure is built from them.
-fn in_driver<F>(body: F) -> Result<Measure, String>
+pub(crate) fn in_driver<F>(body: F) -> Result<Measure, String>
 where
     F: Fn() -> Result<(u64, u64), String>,
 {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::{ours_pipe, ours_pool, ours_queue, ours_sem, ours_shm, python};
+use crate::{ours_async, ours_pipe, ours_pool, ours_queue, ours_sem, ours_shm, python};
 use crate::{refs_pipe, refs_proc, refs_queue, refs_sem, refs_shm};
 use crate::{size_label, sweep_n, Measure, Outcome, Run, QUICK_SWEEP_SIZES, SWEEP_SIZES};
 
@@ -53,6 +53,17 @@ units! {
 }
 
 impl Unit {
+    /// The factor from this unit to its base unit (s, 1/s, B/s), so that rows of one
+    /// quantity in different units (Q6@1MiB in MB/s against L5a in GB/s) compare.
+    pub fn to_base(&self) -> f64 {
+        match self.kind {
+            UnitKind::Ns => 1e-9,
+            UnitKind::Us => 1e-6,
+            UnitKind::Mega | UnitKind::Mb => 1e6,
+            UnitKind::Gb => 1e9,
+            UnitKind::Speedup => 1.0,
+        }
+    }
     /// Whether a larger figure is better.
     pub fn higher_better(&self) -> bool {
         !matches!(self.kind, UnitKind::Ns | UnitKind::Us)
@@ -167,15 +178,23 @@ pub struct Target {
     pub threshold: f64,
     /// Goal, when stricter than the threshold.
     pub goal: Option<f64>,
+    /// Most extra threads our row may run (A3's consumer: `+ ≤ 1 thread`); the largest count
+    /// of any repeat above it is `FAIL (threads)`.
+    pub max_threads: Option<u64>,
 }
 
 impl Target {
-    /// `≥ 0.8× (1.0×)`.
+    /// `≥ 0.8× (1.0×)`; `≥ 0.3×, + ≤ 1 thread` with a thread bound.
     pub fn label(&self) -> String {
         let op = if self.op == Op::Ge { "≥" } else { "≤" };
-        match self.goal {
+        let l = match self.goal {
             Some(g) => format!("{op} {}× ({}×)", fmt_x(self.threshold), fmt_x(g)),
             None => format!("{op} {}×", fmt_x(self.threshold)),
+        };
+        match self.max_threads {
+            Some(1) => format!("{l}, + ≤ 1 thread"),
+            Some(k) => format!("{l}, + ≤ {k} threads"),
+            None => l,
         }
     }
     /// Whether a ratio meets the threshold.
@@ -423,6 +442,15 @@ pub fn build(quick: bool) -> Registry {
         8,
         ours_queue::q3,
     );
+    // A3 runs in its reference's group, back to back with Q3 (`--only Q3` selects both).
+    b.ours(
+        "A3",
+        "Queue<u64> 1P→1C, 1,000 tasks awaiting get_async",
+        MMSG,
+        1_000_000,
+        8,
+        ours_async::a3,
+    );
     b.py("py-Q3", "Python Queue() small int", MMSG, 200_000, 8);
     b.py("py-Q3s", "Python SimpleQueue() small int", MMSG, 200_000, 8);
 
@@ -462,6 +490,16 @@ pub fn build(quick: bool) -> Registry {
         20_000,
         0,
         ours_queue::q5,
+    )
+    .parked = true;
+    // A1 runs in its reference's group, back to back with Q5 (`--only Q5` selects both).
+    b.ours(
+        "A1",
+        "two PodQueue<u64> ping-pong, put_async/get_async",
+        US_RT,
+        20_000,
+        0,
+        ours_async::a1,
     )
     .parked = true;
     b.refr("L2", "futex ping-pong", US_RT, 20_000, 0, refs_queue::l2);
@@ -798,6 +836,15 @@ pub fn build(quick: bool) -> Registry {
         64,
         ours_pipe::c5,
     );
+    // A2 runs in its reference's group, back to back with C3d.
+    b.ours(
+        "A2",
+        "duplex() 64 B, AsyncConnection send_bytes/recv_bytes_into",
+        MMSG,
+        1_000_000,
+        64,
+        ours_async::a2,
+    );
     b.refr(
         "P3c@64",
         "ipc-channel bytes_channel 64 B",
@@ -890,6 +937,15 @@ pub fn build(quick: bool) -> Registry {
         0,
         ours_pool::k1,
     );
+    // A4 runs in its reference's group, back to back with K1.
+    b.ours(
+        "A4",
+        "Pool(2).apply_async(sq).await sequential",
+        US_CALL,
+        5_000,
+        0,
+        ours_async::a4,
+    );
     b.py("py-K1", "Python Pool(2).apply", US_CALL, 2_000, 0);
 
     b.group("K2");
@@ -978,6 +1034,7 @@ pub fn build(quick: bool) -> Registry {
         op,
         threshold: th,
         goal,
+        max_threads: None,
     };
     use Op::{Ge, Le};
     let mut targets = vec![
@@ -1014,6 +1071,7 @@ pub fn build(quick: bool) -> Registry {
         op: Ge,
         threshold: 0.9,
         goal: Some(1.0),
+        max_threads: None,
     });
     targets.extend([
         t("C2", "L3b", "raw socketpair RT", Le, 1.1, Some(1.0)),
@@ -1077,8 +1135,32 @@ pub fn build(quick: bool) -> Registry {
         op: Ge,
         threshold: 1.9,
         goal: None,
+        max_threads: None,
     });
     targets.push(t("K4", "P9a", "fork + waitpid", Le, 1.5, None));
+    targets.extend([
+        t("Q7@2x1", "P7b@2x1", "Vyukov ring 2→1", Ge, 0.6, Some(0.8)),
+        t("Q7@4x1", "P7b@4x1", "Vyukov ring 4→1", Ge, 0.5, Some(0.8)),
+    ]);
+    // Q6@1MiB exists in both sweeps (full and --quick).
+    targets.push(t("Q6@1MiB", "L5a", "memcpy (two copies)", Ge, 0.5, None));
+    // Async rows: each against our blocking row of the same run.
+    targets.extend([
+        t(
+            "A1",
+            "Q5",
+            "blocking PodQueue ping-pong",
+            Le,
+            1.5,
+            Some(1.2),
+        ),
+        t("A2", "C3d", "blocking duplex() 64 B", Ge, 0.8, Some(0.95)),
+        Target {
+            max_threads: Some(1),
+            ..t("A3", "Q3", "blocking Queue<u64> 1P→1C", Ge, 0.3, None)
+        },
+        t("A4", "K1", "blocking Pool.apply", Le, 1.3, None),
+    ]);
 
     let mut curves = Vec::new();
     let mut c4 = Curve {
@@ -1212,6 +1294,20 @@ mod tests {
     }
 
     #[test]
+    fn async_rows_run_in_their_reference_group() {
+        let reg = build(true);
+        for (a, reference) in [("A1", "Q5"), ("A2", "C3d"), ("A3", "Q3"), ("A4", "K1")] {
+            let (row, r) = (reg.row(a).unwrap(), reg.row(reference).unwrap());
+            assert_eq!(row.group, r.group, "{a}");
+            assert!(reg
+                .targets
+                .iter()
+                .any(|t| t.ours == a && t.reference == RefSel::Row(reference.into())));
+        }
+        assert!(reg.row("A1").unwrap().parked);
+    }
+
+    #[test]
     fn quick_n() {
         let reg = build(true);
         let r = reg.row("P9a").unwrap();
@@ -1224,7 +1320,8 @@ mod tests {
                 what: String::new(),
                 op: Op::Ge,
                 threshold: 0.8,
-                goal: Some(1.0)
+                goal: Some(1.0),
+                max_threads: None,
             }
             .label(),
             "≥ 0.8× (1.0×)"

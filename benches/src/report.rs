@@ -146,6 +146,41 @@ pub fn table_md(reg: &Registry, res: &Results) -> String {
             }
         );
     }
+    // Notes on the targets: the thread counts a thread bound judged (A3's consumer).
+    let mut notes = Vec::new();
+    for t in &res.targets {
+        let (Some(bound), Some(r)) = (t.target.max_threads, res.row(&t.target.ours)) else {
+            continue;
+        };
+        let per: Vec<String> = r
+            .samples
+            .iter()
+            .filter_map(|x| match &x.outcome {
+                Outcome::Done(m) => m.threads.map(|k| k.to_string()),
+                _ => None,
+            })
+            .collect();
+        if per.is_empty() {
+            continue;
+        }
+        let last = r.samples.iter().rev().find_map(|x| match &x.outcome {
+            Outcome::Done(m) => m.note.clone(),
+            _ => None,
+        });
+        notes.push(format!(
+            "- {}: extra threads per repeat {} (bound {bound}){}",
+            t.target.ours,
+            per.join(", "),
+            last.map(|n| format!("; last repeat: {}", clean(&n)))
+                .unwrap_or_default()
+        ));
+    }
+    if !notes.is_empty() {
+        s.push_str("\nNotes:\n\n");
+        for n in notes {
+            let _ = writeln!(s, "{n}");
+        }
+    }
     s.push_str("\n## Every row\n\n| row | workload | n | median | min | max | close | near | far | status |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &res.rows {
@@ -334,6 +369,10 @@ pub fn results_json(reg: &Registry, res: &Results) -> Value {
                         Outcome::Skipped(w) => (format!("skipped: {w}"), None, None, None),
                         Outcome::Failed(w) => (format!("FAILED: {w}"), None, None, None),
                     };
+                    let threads = match &s.outcome {
+                        Outcome::Done(m) => m.threads,
+                        _ => None,
+                    };
                     json!({
                         "round": s.round,
                         "probe_ns_per_rt": s.probe_ns,
@@ -345,6 +384,7 @@ pub fn results_json(reg: &Registry, res: &Results) -> Value {
                         "cpu_s": cpu,
                         "cpu_per_wall": s.cpu_per_wall,
                         "note": note,
+                        "threads": threads,
                     })
                 }).collect::<Vec<_>>(),
             })
@@ -363,6 +403,8 @@ pub fn results_json(reg: &Registry, res: &Results) -> Value {
                 "k": t.pairs.len(),
                 "class": t.class,
                 "verdict": t.verdict,
+                "max_threads": t.target.max_threads,
+                "threads_seen": res.row(&t.target.ours).and_then(|r| r.max_threads()),
                 "pairs": t.pairs.iter().map(|p| json!({
                     "round": p.round, "class": p.class, "ours": p.ours, "reference": p.reference,
                     "ratio": p.ratio, "extra": p.extra,

@@ -123,6 +123,16 @@ impl RowResult {
                 .collect::<Vec<_>>(),
         )
     }
+    /// The most extra threads any repeat reported (rows that count them: A3).
+    pub fn max_threads(&self) -> Option<u64> {
+        self.samples
+            .iter()
+            .filter_map(|s| match &s.outcome {
+                Outcome::Done(m) => m.threads,
+                _ => None,
+            })
+            .max()
+    }
     /// Median CPU-s per wall-s.
     pub fn cpu_per_wall(&self) -> Option<f64> {
         median(
@@ -165,7 +175,7 @@ pub struct TargetResult {
     pub pairs: Vec<Pair>,
     /// Median pair ratio.
     pub ratio: Option<f64>,
-    /// `pass`, `FAIL`, `FAIL (spun)`, `skipped: <reason>`.
+    /// `pass`, `FAIL`, `FAIL (spun)`, `FAIL (threads)`, `skipped: <reason>`.
     pub verdict: String,
     /// Class cell.
     pub class: String,
@@ -465,6 +475,8 @@ fn make_pair(
     extra: bool,
 ) -> Option<Pair> {
     let (fo, fr) = (so.figure?, sr.figure?);
+    // In the base unit, so that MB/s compares with GB/s (Q6@1MiB against L5a).
+    let scale = o_row.unit.to_base() / r_row.unit.to_base();
     let any_class = o_row.single || r_row.single;
     let class = if any_class {
         None
@@ -486,7 +498,7 @@ fn make_pair(
         class,
         ours: fo,
         reference: fr,
-        ratio: fo / fr,
+        ratio: fo * scale / fr,
         extra,
         cpu_ratio,
     })
@@ -593,8 +605,15 @@ fn finish_target(
                             .and_then(|o| o.cpu_per_wall())
                             .is_some_and(|c| c >= 0.5),
                     };
+                // Thread bound (A3): the largest count any repeat of our row reported.
+                let too_many_threads = match (t.max_threads, ours.and_then(|o| o.max_threads())) {
+                    (Some(bound), Some(seen)) => seen > bound,
+                    _ => false,
+                };
                 if spun {
                     "FAIL (spun)".to_string()
+                } else if too_many_threads {
+                    "FAIL (threads)".to_string()
                 } else if t.met(r) {
                     "pass".to_string()
                 } else {
@@ -622,6 +641,93 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(&[]), None);
+    }
+
+    fn sample(round: usize, figure: f64, cpw: f64, threads: Option<u64>) -> Sample {
+        let mut m = crate::Measure::new(1, 1.0);
+        m.threads = threads;
+        Sample {
+            round,
+            probe_ns: Some(60.0),
+            class: Some(Class::Near),
+            placement: None,
+            outcome: Outcome::Done(m),
+            figure: Some(figure),
+            cpu_per_wall: Some(cpw),
+        }
+    }
+
+    fn row_result(id: &str, samples: Vec<Sample>) -> RowResult {
+        RowResult {
+            key: id.into(),
+            id: id.into(),
+            pin: false,
+            n: 1,
+            samples,
+            status: Status::Ok,
+        }
+    }
+
+    #[test]
+    fn thread_bound_judges_the_largest_count() {
+        let reg = crate::registry::build(true);
+        let t = reg
+            .targets
+            .iter()
+            .find(|t| t.ours == "A3")
+            .expect("A3 target")
+            .clone();
+        assert_eq!(t.max_threads, Some(1));
+        assert_eq!(t.label(), "≥ 0.3×, + ≤ 1 thread");
+        let judge = |threads: [u64; 3]| {
+            let ours = row_result(
+                "A3",
+                (0..3)
+                    .map(|r| sample(r, 1.0, 0.5, Some(threads[r])))
+                    .collect(),
+            );
+            let q3 = row_result("Q3", (0..3).map(|r| sample(r, 2.0, 0.5, None)).collect());
+            pair_target(&reg, &[ours, q3], &t, "Q3")
+        };
+        let ok = judge([1, 1, 1]);
+        assert_eq!(ok.ratio, Some(0.5));
+        assert_eq!(ok.verdict, "pass");
+        assert_eq!(judge([1, 2, 1]).verdict, "FAIL (threads)");
+    }
+
+    #[test]
+    fn parked_row_that_spins_fails() {
+        let reg = crate::registry::build(true);
+        let t = reg
+            .targets
+            .iter()
+            .find(|t| t.ours == "A1")
+            .expect("A1 target")
+            .clone();
+        let judge = |cpw: f64| {
+            let ours = row_result("A1", (0..3).map(|r| sample(r, 30.0, cpw, None)).collect());
+            let q5 = row_result("Q5", (0..3).map(|r| sample(r, 25.0, 0.8, None)).collect());
+            pair_target(&reg, &[ours, q5], &t, "Q5").verdict
+        };
+        assert_eq!(judge(0.9), "pass");
+        assert_eq!(judge(1.2), "FAIL (spun)");
+    }
+
+    #[test]
+    fn ratio_across_units_is_taken_in_base_units() {
+        let reg = crate::registry::build(true);
+        let (q6, l5a) = (reg.row("Q6@1MiB").unwrap(), reg.row("L5a").unwrap());
+        // 12,000 MB/s against 24 GB/s is 0.5.
+        let p = make_pair(
+            q6,
+            l5a,
+            &sample(0, 12_000.0, 1.0, None),
+            &sample(0, 24.0, 1.0, None),
+            0,
+            false,
+        )
+        .unwrap();
+        assert!((p.ratio - 0.5).abs() < 1e-12, "{}", p.ratio);
     }
 
     #[test]
