@@ -357,6 +357,10 @@ fn sends_dropped_at_random_points_never_cut_a_frame() {
                 return Err(format!("phase 2: message {i} damaged or repeated"));
             }
             last = Some(i);
+            // A slow reader now and then, so the parent's sends find the buffer full.
+            if i % 40 == 0 {
+                std::thread::sleep(Duration::from_millis(3));
+            }
         }
         child_end.send(&last).map_err(s)?;
         Ok(())
@@ -380,7 +384,11 @@ fn sends_dropped_at_random_points_never_cut_a_frame() {
             "no send was cancelled: phase 1 proved nothing"
         );
         let mut dropped = 0;
-        for i in 0..N {
+        // At least N sends, and on until one was dropped mid-way (bounded: the reader pauses
+        // every 40 messages, so a full buffer comes soon).
+        let mut i = 0;
+        while i < N || (dropped == 0 && i < 50 * N) {
+            i += 1;
             let limit = Duration::from_micros(rng.below(200));
             if tokio::time::timeout(limit, conn.send_bytes(&numbered(i)))
                 .await
