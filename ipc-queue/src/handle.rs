@@ -153,7 +153,9 @@ impl Handle {
     }
 
     pub(crate) fn dropped(&self) -> u64 {
-        self.ring.ring().dropped()
+        let ring = self.ring.ring();
+        ring.settle_dead_claims(Me::current(), &OsLiveness);
+        ring.dropped()
     }
 
     pub(crate) fn task_done(&self) -> Result<()> {
@@ -314,7 +316,10 @@ macro_rules! shared_methods {
                 self.h.is_closed()
             }
 
-            /// Messages lost because the consumer holding them was killed mid-get.
+            /// Messages lost because the consumer holding them was killed mid-get. Looks for
+            /// dead claimers first (a scan of the slots, reading `/proc` for claimed ones), so a
+            /// message lost with the last consumer is counted without waiting for another
+            /// participant to meet its slot.
             pub fn dropped_by_dead_peers(&self) -> u64 {
                 self.h.dropped()
             }

@@ -83,6 +83,21 @@ fn get_claimed<Q: TestQueue>() {
     leaks.finish();
 }
 
+/// A message lost with a consumer killed after its claim is counted as soon as anybody asks,
+/// not only once another participant happens to block on its slot: here the victim is the
+/// last getter, so nothing else ever touches that slot.
+fn get_claimed_is_counted_at_once<Q: TestQueue>() {
+    let leaks = common::leak_guard();
+    {
+        let s = Setup::<Q>::new(Mode::Named, 4);
+        s.q.put(100).unwrap();
+        kill_at(&s, "queue.get.claimed", |q| i32::from(q.get().is_ok()));
+        assert_eq!(s.q.dropped(), 1);
+        assert_eq!(s.q.len(), 0);
+    }
+    leaks.finish();
+}
+
 fn tombstone_published<Q: TestQueue>() {
     let leaks = common::leak_guard();
     {
@@ -155,6 +170,10 @@ macro_rules! kill_suite {
             #[test]
             fn get_claimed() {
                 super::get_claimed::<$ty>();
+            }
+            #[test]
+            fn get_claimed_is_counted_at_once() {
+                super::get_claimed_is_counted_at_once::<$ty>();
             }
             #[test]
             fn tombstone_published() {

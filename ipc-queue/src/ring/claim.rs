@@ -269,7 +269,7 @@ impl<S: Slots> Ring<'_, S> {
     /// or released before we claim again), so a dead thread with our id made it: reclaim it
     /// now, while the record still names it.
     #[cold]
-    fn mark_or_reclaim(&self, q: u64, phase: u64, x: u64, me: Me) {
+    pub(super) fn mark_or_reclaim(&self, q: u64, phase: u64, x: u64, me: Me) {
         if x != me.tid || holding_claim() {
             self.mark(q, phase, x);
             return;

@@ -273,6 +273,23 @@ impl<S: Slots> Ring<'_, S> {
         Reclaim::Reclaimed
     }
 
+    /// Settles every claim a dead participant left: first the helping step for the claim
+    /// records in the two position words (a claim made by the last CAS on a word is marked
+    /// nowhere else, and nobody overwrites the record until the next claim), then
+    /// [`Ring::reclaim_all`]. For `dropped_by_dead_peers`, whose count must not wait until
+    /// another participant happens to block on a dead reader's slot.
+    pub(crate) fn settle_dead_claims(&self, me: Me, live: &impl Liveness) -> usize {
+        for (word, phase) in [(&self.ctl.enq, 0), (&self.ctl.deq, 1)] {
+            // SYNC POINT: Acquire, as a claimer reads the record before its helping step.
+            let e = word.load(Ordering::Acquire);
+            let x = owner(e) & TID_MASK;
+            if x != 0 {
+                self.mark_or_reclaim(self.prev(seq(e)), phase, x, me);
+            }
+        }
+        self.reclaim_all(me, live)
+    }
+
     /// Reclaims every slot whose claimer is dead (for `join`, which waits on all of them).
     pub(crate) fn reclaim_all(&self, me: Me, live: &impl Liveness) -> usize {
         let mut n = 0;
