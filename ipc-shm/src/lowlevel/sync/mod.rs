@@ -24,7 +24,9 @@ pub use futex::{wait_low_half, wake_low_half, Futex, WaitOutcome};
 pub use owner::{current_thread_id, is_gone, OwnerStamp};
 pub use raw_lock::{NotHeld, RawLock};
 #[cfg(all(feature = "async", not(loom)))]
-pub use waiter::{registered_waits, waiter_threads, FutexWait, FALLBACK_SLICE, IDLE_EXIT};
+pub use waiter::{
+    registered_waits, waiter_threads, FutexWait, BRIEF_WAIT, FALLBACK_SLICE, IDLE_EXIT,
+};
 
 /// Marks the calling loom model thread dead, for the models of crates built on this module
 /// (a participant killed where it stands): from then on [`OwnerStamp::is_dead`] is true for

@@ -23,6 +23,15 @@
 //! future that is leaked with `mem::forget` while its word's mapping goes away leaves at worst
 //! a stale registration, which the thread drops at the next spurious wake-up or deadline.
 //!
+//! # Brief waits
+//! Before it registers, a future waits on its word in its own thread for at most
+//! [`BRIEF_WAIT`] (50 µs), asleep in the kernel (no spinning): a reply that comes within that
+//! time (a ping-pong with another process) wakes the task's thread directly, one hand-off
+//! instead of two (kernel -> waiter thread -> the runtime's thread). It blocks the executor
+//! thread for that long at most, within tokio's guidance of 10 to 100 µs between `.await`s.
+//! Brief waits that time out back off exponentially on that thread (a word changed by another
+//! task of the same thread can never end one), and resume at once when one succeeds.
+//!
 //! # Kernels before 5.16
 //! Without `futex_waitv` (`ENOSYS`, or a seccomp filter's `EPERM`), each distinct waited word
 //! gets a thread of its own sleeping in `FUTEX_WAIT` on it, in slices of at most
@@ -52,6 +61,50 @@ pub const IDLE_EXIT: Duration = Duration::from_secs(1);
 /// On kernels without `futex_waitv`, the longest a per-word waiter thread sleeps before it
 /// looks at new deadlines.
 pub const FALLBACK_SLICE: Duration = Duration::from_millis(10);
+
+/// The longest a future blocks its own thread in a futex wait before it registers with the
+/// waiter thread (see "Brief waits" in the module doc).
+pub const BRIEF_WAIT: Duration = Duration::from_micros(50);
+
+/// The most polls a thread lets pass without a brief wait after brief waits timed out.
+const BRIEF_MAX_SKIP: u32 = 1024;
+
+thread_local! {
+    /// (polls left to skip, skip after the next timeout): brief waits back off exponentially
+    /// on a thread where they time out, and resume at once when one succeeds.
+    static BRIEF: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 1)) };
+}
+
+/// The brief wait of a future about to register: a futex wait on the calling thread of at
+/// most [`BRIEF_WAIT`] (and not past `deadline`). `Some` if it ended the wait (the word
+/// changed, a wake came, or the deadline passed), `None` to register.
+fn brief_wait(word: Word<'_>, expected: u32, deadline: Deadline) -> Option<WaitOutcome> {
+    let (skip, next) = BRIEF.with(std::cell::Cell::get);
+    if skip > 0 {
+        BRIEF.with(|b| b.set((skip - 1, next)));
+        return None;
+    }
+    let until = deadline.min(Deadline::after(BRIEF_WAIT));
+    let addr = word.addr() as *const u32;
+    // SAFETY: `addr` is the 4-byte-aligned address of a word the future borrows for its whole
+    // life (so it stays mapped during the call); the kernel only compares and sleeps on it.
+    let r = unsafe { sys::futex_wait(addr, expected, until.as_monotonic_nanos()) };
+    let changed = word.load() != expected;
+    match r {
+        sys::FutexWait::TimedOut if !changed => {
+            BRIEF.with(|b| b.set((next, (next * 2).min(BRIEF_MAX_SKIP))));
+            deadline.is_expired().then_some(WaitOutcome::TimedOut)
+        }
+        _ => {
+            BRIEF.with(|b| b.set((0, 1)));
+            Some(if changed {
+                WaitOutcome::ValueChanged
+            } else {
+                WaitOutcome::Woken
+            })
+        }
+    }
+}
 
 /// Distinct words one waiter thread serves (one `futex_waitv` slot is the control word).
 const WORDS_PER_THREAD: usize = FUTEX_WAITV_MAX - 1;
@@ -200,6 +253,9 @@ impl Future for FutexWait<'_> {
                 Poll::Pending
             }
             None => {
+                if let Some(outcome) = brief_wait(this.word, this.expected, this.deadline) {
+                    return Poll::Ready(outcome);
+                }
                 let slot = Arc::new(Slot {
                     fired: AtomicBool::new(false),
                     waker: Mutex::new(Some(cx.waker().clone())),
