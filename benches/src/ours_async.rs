@@ -230,11 +230,13 @@ pub fn a2(r: &Run) -> Outcome {
 }
 
 /// A4: sequential `pool.apply_async(sq, i)?.await` on a 2-worker pool, in a forked driver
-/// child as K1 (the runtime is built and the pool warmed before the timed part).
+/// child as K1 (the runtime is built and the pool warmed before the timed part). The runtime
+/// has I/O, so the awaited result takes ipc-pool's direct path (feature `tokio`): the reactor
+/// wakes it on the worker's reply, with no dispatcher thread in between.
 pub fn a4(r: &Run) -> Outcome {
     let n = r.n;
     in_driver(|| {
-        let rt = runtime()?;
+        let rt = runtime_io()?;
         let pool = warm_pool(2)?;
         let t0 = os::now_ns();
         rt.block_on(async {

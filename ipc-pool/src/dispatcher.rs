@@ -12,6 +12,14 @@
 //! connection out of the state, writes the job and waits on the socket and the pidfd itself
 //! (one write and one read, no thread hop). On any fault it hands the connection and the job
 //! back to the dispatcher, which then resolves the job like any other.
+//!
+//! An awaited `apply_async` under tokio (feature `tokio`) does the same without taking the
+//! connection out: the worker is *lent* (`Worker::lent`) to the future, which reads the reply
+//! under the state lock when the runtime's reactor reports the socket readable. A lent worker
+//! takes no other job and the dispatcher does not read it, except while jobs are queued or the
+//! pool stops: then it watches the socket too and takes the worker back when the reply comes
+//! (`Kind::Conn`), so a future that is not polled cannot hold a worker for good. A dead lent
+//! worker is resolved like any other (its connection is in the table).
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -189,12 +197,26 @@ impl Job {
     }
 }
 
+/// A registered duplicate of a worker's socket and the runtime it is registered with.
+#[cfg(feature = "tokio")]
+pub(crate) type Registered = (tokio::runtime::Id, Arc<tokio::io::unix::AsyncFd<OwnedFd>>);
+
 pub(crate) struct Worker {
     pub id: u64,
     pub pid: i32,
     pub pidfd: OwnedFd,
     /// `None` while a caller of `apply` has it checked out.
     pub conn: Option<Connection>,
+    /// The job whose awaiting `AsyncResult` reads this worker's replies itself (the direct
+    /// async path, feature `tokio`): the connection stays here, but only that future reads
+    /// it, until it hands the worker back (done, dropped, or a blocking call on it), or the
+    /// dispatcher takes it back (`Kind::Conn` while work is queued or the pool stops).
+    pub lent: Option<u64>,
+    /// A duplicate of the socket registered with a tokio runtime's reactor for the direct
+    /// async path, kept for the next loan in the same runtime (a registration per call cost
+    /// four system calls).
+    #[cfg(feature = "tokio")]
+    pub reg: Option<Registered>,
     /// The in-flight table of this worker, in the order sent.
     pub inflight: VecDeque<Job>,
     est_ns: u64,
@@ -222,6 +244,9 @@ impl Worker {
             pid,
             pidfd,
             conn: Some(conn),
+            lent: None,
+            #[cfg(feature = "tokio")]
+            reg: None,
             inflight: VecDeque::new(),
             frames: 0,
             est_ns: 0,
@@ -239,6 +264,7 @@ impl Worker {
     /// Whether this worker is idle and may be checked out by `apply`.
     pub(crate) fn is_idle(&self) -> bool {
         self.conn.is_some()
+            && self.lent.is_none()
             && self.inflight.is_empty()
             && self.dead.is_none()
             && !self.retiring
@@ -246,7 +272,12 @@ impl Worker {
     }
 
     fn can_take(&self, job: &Job) -> bool {
-        if self.conn.is_none() || self.dead.is_some() || self.retiring || self.eof {
+        if self.conn.is_none()
+            || self.lent.is_some()
+            || self.dead.is_some()
+            || self.retiring
+            || self.eof
+        {
             return false;
         }
         if self.inflight.is_empty() {
@@ -455,9 +486,13 @@ pub(crate) fn run(sh: &Shared) {
             kinds.push(Kind::Zygote);
         }
         let mut deadline: Option<Instant> = None;
+        // A worker lent to an awaiting `AsyncResult` is read by that future; the dispatcher
+        // watches it too (and takes it back) only when someone waits for a worker or the pool
+        // stops, so a future that is never polled again cannot hold the worker for good.
+        let reclaim = !st.queue.is_empty() || st.stopping;
         for w in &st.workers {
             if let Some(c) = &w.conn {
-                if !w.inflight.is_empty() && !w.eof {
+                if !w.inflight.is_empty() && !w.eof && (w.lent.is_none() || reclaim) {
                     pfds.push(sys::pollin(c.as_raw_fd()));
                     kinds.push(Kind::Conn(w.id));
                 }
@@ -490,6 +525,9 @@ pub(crate) fn run(sh: &Shared) {
                 Kind::Zygote => read_zygote(&mut st),
                 Kind::Conn(id) => {
                     if let Some(i) = st.workers.iter().position(|w| w.id == id) {
+                        // Taken back from a lent future, if it was lent: its next poll finds
+                        // the result in the collector.
+                        st.workers[i].lent = None;
                         drain(&mut st, i, &mut rbuf);
                     }
                 }
@@ -637,7 +675,8 @@ fn finalize_dead(st: &mut State, now: Instant, rbuf: &mut Vec<u8>) {
             continue;
         }
         st.exit_codes.remove(&w.pid);
-        // Results it finished before dying are still valid.
+        // Results it finished before dying are still valid (a lent worker is taken back).
+        st.workers[i].lent = None;
         drain(st, i, rbuf);
         let mut w = st.workers.swap_remove(i);
         let jobs = std::mem::take(&mut w.inflight);
@@ -719,6 +758,12 @@ fn assign(st: &mut State) {
         job.len = job.payload.len();
         if !keep_payload {
             job.payload = Vec::new();
+        }
+        // Replies to the dispatcher's jobs would also wake a runtime that watches this
+        // socket for the direct async path: the registration goes (the next loan makes one).
+        #[cfg(feature = "tokio")]
+        {
+            w.reg = None;
         }
         w.push(job, max_jobs);
         touched = true;

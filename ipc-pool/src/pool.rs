@@ -293,12 +293,98 @@ fn decode_one<R: DeserializeOwned>(d: Done) -> Result<R> {
         .ok_or_else(|| Error::Decode("missing result".into()))
 }
 
-/// How `apply`'s direct exchange with a worker ended.
+/// How a direct exchange with a worker (`apply`, or an awaited `apply_async` under tokio)
+/// ended.
 enum Direct {
     /// The worker answered (status, payload).
     Answer(u8, Vec<u8>),
     /// Something broke; the dispatcher takes over.
     Fault,
+}
+
+/// Starts a direct exchange with idle worker `i` (under the state lock): builds the frame of
+/// one job of `payload` and records the job in the worker's in-flight table first, so that
+/// the worker's death still resolves it (`WorkerDied`) through the dispatcher. Returns the
+/// frame, the job id and the worker id.
+fn start_direct(
+    st: &mut dispatcher::State,
+    i: usize,
+    (tramp, func): (u64, u64),
+    payload: Vec<u8>,
+    coll: &Arc<Collector>,
+) -> (Vec<u8>, u64, u64) {
+    let mut frame = Vec::with_capacity(task::JOB_HDR + payload.len());
+    let id = st.next_job;
+    task::put_job_header(&mut frame, id, tramp, func, 1, payload.len() as u64);
+    frame.extend_from_slice(&payload);
+    let keep = matches!(st.policy, Policy::Retry(_));
+    let mut job = Pool::new_job(
+        st,
+        (tramp, func),
+        1,
+        if keep { payload } else { Vec::new() },
+        Arc::clone(coll),
+        0,
+        0,
+    );
+    let max_jobs = st.max_jobs;
+    st.outstanding += 1;
+    let w = &mut st.workers[i];
+    w.frames += 1;
+    job.frame = w.frames;
+    w.push(job, max_jobs);
+    (frame, id, w.id)
+}
+
+/// The outcome of a direct exchange's reply frame for job `id`: exactly one record, for it.
+fn parse_reply(buf: &[u8], id: u64) -> Direct {
+    let mut rest = buf;
+    match task::next_result(&mut rest) {
+        Ok(r) if r.id == id && r.count == 1 && rest.is_empty() => {
+            Direct::Answer(r.status, r.payload.to_vec())
+        }
+        _ => Direct::Fault,
+    }
+}
+
+/// Bookkeeping after a direct answer for job `id` of worker `wid` (its connection back in
+/// the table): the job leaves the in-flight table, and the dispatcher is woken if it has
+/// something to do (a retiring or dead worker, queued work, a stop).
+fn settle_answer(shared: &Shared, st: &mut dispatcher::State, wid: u64, id: u64) {
+    let Some(w) = st.workers.iter_mut().find(|w| w.id == wid) else {
+        return;
+    };
+    if w.take(id).is_some() {
+        w.completed += 1;
+        st.outstanding -= 1;
+    }
+    let wake = {
+        let w = st.workers.iter().find(|w| w.id == wid);
+        w.is_some_and(|w| w.retiring || w.dead.is_some()) || !st.queue.is_empty() || st.stopping
+    };
+    if wake {
+        shared.wake(st);
+    }
+}
+
+/// After a failed direct exchange with worker `wid`: makes sure it is dead (it may only have
+/// spoken nonsense) and lets the dispatcher resolve the job by its death.
+fn settle_fault(shared: &Shared, st: &mut dispatcher::State, wid: u64) {
+    if let Some(w) = st.workers.iter().find(|w| w.id == wid) {
+        let _ = sys::pidfd_signal(w.pidfd.as_fd(), libc::SIGKILL);
+    }
+    shared.wake(st);
+}
+
+/// A direct answer's status and payload as the job's result.
+fn answer(status: u8, bytes: Vec<u8>) -> JobResult {
+    let msg = || String::from_utf8_lossy(&bytes).into_owned();
+    match status {
+        task::ST_OK => Ok(Done { count: 1, bytes }),
+        task::ST_PANICKED => Err(Error::Panicked(msg())),
+        task::ST_DECODE => Err(Error::Decode(msg())),
+        _ => Err(Error::Encode(msg())),
+    }
 }
 
 impl Pool {
@@ -394,34 +480,14 @@ impl Pool {
             drop(st);
             return wait_one(&coll);
         };
-        let mut frame = Vec::with_capacity(task::JOB_HDR + payload.len());
-        let id = st.next_job;
-        task::put_job_header(&mut frame, id, tramp, func, 1, payload.len() as u64);
-        frame.extend_from_slice(&payload);
-        let keep = matches!(st.policy, Policy::Retry(_));
-        let job = Self::new_job(
-            &mut st,
-            (tramp, func),
-            1,
-            if keep { payload } else { Vec::new() },
-            Arc::clone(&coll),
-            0,
-            0,
-        );
-        let max_jobs = st.max_jobs;
-        st.outstanding += 1;
+        let (frame, id, wid) = start_direct(&mut st, i, (tramp, func), payload, &coll);
         let w = &mut st.workers[i];
-        let wid = w.id;
         let Some(conn) = w.conn.take() else {
             unreachable!("is_idle checked the connection")
         };
         // The worker stays in the table while its connection is checked out (the dispatcher
         // removes only workers whose connection it holds), so its pidfd number stays valid.
         let pidfd = w.pidfd.as_raw_fd();
-        w.frames += 1;
-        let mut job = job;
-        job.frame = w.frames;
-        w.push(job, max_jobs);
         drop(st);
         let (conn, outcome) = direct_exchange(conn, &frame, pidfd, id);
         let mut st = self.shared.state.lock();
@@ -436,33 +502,12 @@ impl Pool {
         w.conn = Some(conn);
         match outcome {
             Direct::Answer(status, bytes) => {
-                if w.take(id).is_some() {
-                    w.completed += 1;
-                    st.outstanding -= 1;
-                }
-                let wake = {
-                    let w = st.workers.iter().find(|w| w.id == wid);
-                    w.is_some_and(|w| w.retiring || w.dead.is_some())
-                        || !st.queue.is_empty()
-                        || st.stopping
-                };
-                if wake {
-                    self.shared.wake(&mut st);
-                }
+                settle_answer(&self.shared, &mut st, wid, id);
                 drop(st);
-                let msg = || String::from_utf8_lossy(&bytes).into_owned();
-                match status {
-                    task::ST_OK => decode_one(Done { count: 1, bytes }),
-                    task::ST_PANICKED => Err(Error::Panicked(msg())),
-                    task::ST_DECODE => Err(Error::Decode(msg())),
-                    _ => Err(Error::Encode(msg())),
-                }
+                answer(status, bytes).and_then(decode_one)
             }
             Direct::Fault => {
-                // Make sure it is dead (it may only have spoken nonsense), then let the
-                // dispatcher resolve the job by its death.
-                let _ = sys::pidfd_signal(w.pidfd.as_fd(), libc::SIGKILL);
-                self.shared.wake(&mut st);
+                settle_fault(&self.shared, &mut st, wid);
                 drop(st);
                 wait_one(&coll)
             }
@@ -496,6 +541,16 @@ impl Pool {
     /// `pool.apply_async(f, x)?.await` gives what [`AsyncResult::get`] would, woken by the
     /// dispatcher thread when the result arrives (no thread of its own, any runtime).
     ///
+    /// With the `tokio` feature, called inside a tokio runtime with I/O while nothing is
+    /// queued and a worker is idle (and the argument encodes to at most 16 KiB), the job is
+    /// written to that worker at once and the worker is lent to the `AsyncResult`: awaited, it
+    /// reads the reply itself when the runtime's reactor reports the worker's socket readable,
+    /// as the blocking [`apply`](Self::apply) does (no dispatcher thread in between). Dropped,
+    /// or used through a blocking method, it gives the worker back to the dispatcher, which
+    /// reads the reply; while tasks are queued or the pool stops, the dispatcher takes a lent
+    /// worker back itself once its reply arrives, so a result that is never awaited holds no
+    /// worker.
+    ///
     /// # Errors
     /// [`Error::Encode`] if `arg` cannot be encoded; [`Error::Closed`], [`Error::Terminated`]
     /// or [`Error::Broken`] if the pool takes no more work. The task's own errors come from
@@ -510,6 +565,16 @@ impl Pool {
         let payload = encode_into(&arg, Vec::new())?;
         let coll = Collector::new();
         let mut st = self.shared.state.lock();
+        #[cfg(feature = "tokio")]
+        let payload = match self.lend(&mut st, (tramp, f.addr()), payload, &coll)? {
+            Ok(lent) => {
+                drop(st);
+                let mut r = AsyncResult::new(coll, 1, decode_single::<R>);
+                r.lent = lent;
+                return Ok(r);
+            }
+            Err(payload) => payload,
+        };
         let job = Self::new_job(
             &mut st,
             (tramp, f.addr()),
@@ -885,6 +950,79 @@ impl Pool {
         self.shared.wake(&mut st);
     }
 
+    /// The direct async path of `apply_async` (feature `tokio`): inside a tokio runtime with
+    /// I/O, with nothing queued and a worker idle, the job is written to that worker at once
+    /// and the worker is lent to the `AsyncResult`, which reads the reply itself when the
+    /// runtime's reactor reports the socket readable. `Ok(Err(payload))`: not taken (the
+    /// caller queues the job); `Ok(Ok(lent))`: submitted (`None` if the write failed, the
+    /// dispatcher then resolves the job by the worker's death).
+    #[cfg(feature = "tokio")]
+    #[allow(clippy::type_complexity)]
+    fn lend(
+        &self,
+        st: &mut dispatcher::State,
+        code: (u64, u64),
+        payload: Vec<u8>,
+        coll: &Arc<Collector>,
+    ) -> Result<std::result::Result<Option<Box<Lent>>, Vec<u8>>> {
+        check_open(st)?;
+        if payload.len() > DIRECT_ASYNC_MAX || !st.queue.is_empty() {
+            return Ok(Err(payload));
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return Ok(Err(payload));
+        };
+        let rt = rt.id();
+        let Some(i) = st.workers.iter().position(dispatcher::Worker::is_idle) else {
+            return Ok(Err(payload));
+        };
+        let w = &mut st.workers[i];
+        let fd = match &w.reg {
+            Some((id, fd)) if *id == rt => Arc::clone(fd),
+            _ => {
+                // A duplicate of the socket is what the reactor watches: the table's
+                // connection may be closed (its worker removed) while a future still holds
+                // the registration.
+                let dup = w
+                    .conn
+                    .as_ref()
+                    .and_then(|c| c.as_fd().try_clone_to_owned().ok());
+                let Some(fd) = dup.and_then(sys::register_readable) else {
+                    return Ok(Err(payload));
+                };
+                let fd = Arc::new(fd);
+                w.reg = Some((rt, Arc::clone(&fd)));
+                fd
+            }
+        };
+        let (frame, id, wid) = start_direct(st, i, code, payload, coll);
+        let w = &mut st.workers[i];
+        w.lent = Some(id);
+        let sent = w
+            .conn
+            .as_mut()
+            .is_some_and(|c| match c.try_send_bytes(&frame) {
+                // An idle worker's socket is empty, so a frame this small goes whole; a tail
+                // left anyway is written now (the worker is reading).
+                Ok(()) => c.pending_bytes() == 0 || c.flush().is_ok(),
+                Err(_) => false,
+            });
+        if !sent {
+            w.lent = None;
+            settle_fault(&self.shared, st, wid);
+            return Ok(Ok(None));
+        }
+        Ok(Ok(Some(Box::new(Lent {
+            shared: Arc::clone(&self.shared),
+            wid,
+            id,
+            rt,
+            fd,
+            buf: Vec::new(),
+            fresh: true,
+        }))))
+    }
+
     /// Fails a task whose trampoline or function is not in the workers' image.
     fn check_code(&self, tramp: u64, func: u64) -> Result<()> {
         self.shared.code.check(func)?;
@@ -945,14 +1083,7 @@ fn direct_exchange(
         if !got {
             return (conn, Direct::Fault);
         }
-        let mut rest = &buf[..];
-        let out = match task::next_result(&mut rest) {
-            Ok(r) if r.id == id && r.count == 1 && rest.is_empty() => {
-                Direct::Answer(r.status, r.payload.to_vec())
-            }
-            _ => Direct::Fault,
-        };
-        return (conn, out);
+        return (conn, parse_reply(&buf, id));
     }
 }
 
@@ -995,6 +1126,51 @@ pub struct AsyncResult<R> {
     /// A poll left a waker in the collector (released on drop).
     #[cfg(feature = "async")]
     registered: bool,
+    /// The worker lent to this result by the direct async path (feature `tokio`).
+    #[cfg(feature = "tokio")]
+    lent: Option<Box<Lent>>,
+}
+
+/// Payloads up to this size may take the direct async path (an idle worker's empty socket
+/// takes such a frame whole, without blocking).
+#[cfg(feature = "tokio")]
+const DIRECT_ASYNC_MAX: usize = 16 << 10;
+
+/// A worker lent to an `AsyncResult` (feature `tokio`): its job was written, and the future
+/// reads the reply from the worker's connection (left in the table, read under the state
+/// lock) when the reactor reports `fd`, a registered duplicate of the socket, readable. The
+/// worker's death is the dispatcher's business (it watches every pidfd and resolves the job
+/// into the collector, whose waker the future also sets).
+#[cfg(feature = "tokio")]
+struct Lent {
+    shared: Arc<Shared>,
+    wid: u64,
+    id: u64,
+    /// The runtime `fd` is registered with: polled elsewhere, the worker is handed back.
+    rt: tokio::runtime::Id,
+    fd: Arc<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+    buf: Vec<u8>,
+    /// No read tried yet: the job was just written, so the first poll asks the reactor
+    /// first (a reply that is there already is reported ready: the registration's readiness
+    /// was cleared after the last reply read through it, or it is new, and epoll reports
+    /// data present when an fd is added).
+    fresh: bool,
+}
+
+#[cfg(feature = "tokio")]
+impl Lent {
+    /// Hands the worker back to the dispatcher if it is still lent for this job (nothing is
+    /// lost: the job is in the worker's in-flight table, and any part of the reply read so far
+    /// is in the connection's buffer; the dispatcher reads the rest and delivers the result).
+    fn hand_back(&self) {
+        let mut st = self.shared.state.lock();
+        if let Some(w) = st.workers.iter_mut().find(|w| w.id == self.wid) {
+            if w.lent == Some(self.id) {
+                w.lent = None;
+                self.shared.wake(&mut st);
+            }
+        }
+    }
 }
 
 impl<R> fmt::Debug for AsyncResult<R> {
@@ -1018,6 +1194,17 @@ impl<R> AsyncResult<R> {
             taken: false,
             #[cfg(feature = "async")]
             registered: false,
+            #[cfg(feature = "tokio")]
+            lent: None,
+        }
+    }
+
+    /// Hands a lent worker back to the dispatcher before a blocking or non-async call, which
+    /// waits on the collector (feature `tokio`; nothing to do otherwise).
+    fn unlend(&self) {
+        #[cfg(feature = "tokio")]
+        if let Some(l) = &self.lent {
+            l.hand_back();
         }
     }
 }
@@ -1044,6 +1231,7 @@ fn decode_chunks<R: DeserializeOwned>(mut v: Vec<(usize, JobResult)>) -> Result<
 impl<R: DeserializeOwned> AsyncResult<R> {
     /// Whether the result has arrived (or was taken). Never blocks.
     pub fn ready(&self) -> bool {
+        self.unlend();
         self.taken || self.coll.inner.lock().ready.len() >= self.expected
     }
 
@@ -1053,6 +1241,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// A worker that dies running the task resolves it (`WorkerDied`, under
     /// [`Policy::FailTask`]), which ends the wait.
     pub fn wait(&self) {
+        self.unlend();
         let mut c = self.coll.inner.lock();
         while !self.taken && c.ready.len() < self.expected {
             c = self.coll.cv.wait(c);
@@ -1070,6 +1259,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     /// Waits until `deadline` (`None`: none); whether the result has arrived.
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        self.unlend();
         let mut c = self.coll.inner.lock();
         while !self.taken && c.ready.len() < self.expected {
             let (g, timed_out) = self.coll.cv.wait_until(c, deadline);
@@ -1154,6 +1344,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     /// The result if it has arrived (marking it taken); decoded outside the lock.
     fn take(&mut self) -> Option<Result<R>> {
+        self.unlend();
         let mut c = self.coll.inner.lock();
         if c.ready.len() < self.expected {
             return None;
@@ -1196,7 +1387,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 ///
 /// // Build the pool before the runtime starts its threads (or call `ipc_pool::init()`).
 /// let pool = Pool::new(2)?;
-/// let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
 /// rt.block_on(async {
 ///     assert_eq!(pool.apply_async(slow_square, 7)?.await?, 49);
 ///     // A timeout around a borrowed result cancels the wait, not the task.
@@ -1221,6 +1412,10 @@ impl<R: DeserializeOwned> std::future::Future for AsyncResult<R> {
         if this.taken {
             return std::task::Poll::Ready(Err(Error::Taken));
         }
+        #[cfg(feature = "tokio")]
+        if let Some(p) = this.poll_lent(cx) {
+            return p;
+        }
         let mut c = this.coll.inner.lock();
         // Checked under the lock the deliverer takes: a result delivered before is seen here;
         // one delivered after finds the waker stored below.
@@ -1238,10 +1433,116 @@ impl<R: DeserializeOwned> std::future::Future for AsyncResult<R> {
     }
 }
 
+#[cfg(feature = "tokio")]
+impl<R: DeserializeOwned> AsyncResult<R> {
+    /// The direct async path's poll: `Some` with the outcome while the worker is lent to this
+    /// result; `None` once it is not (never lent, handed back, taken back by the dispatcher,
+    /// or the exchange failed): the result then comes through the collector.
+    fn poll_lent(&mut self, cx: &mut std::task::Context<'_>) -> Option<std::task::Poll<Result<R>>> {
+        use std::task::Poll;
+        loop {
+            let l = self.lent.as_mut()?;
+            let here = tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() == l.rt);
+            let mut st = l.shared.state.lock();
+            let w = st.workers.iter_mut().find(|w| w.id == l.wid);
+            let w = w.filter(|w| w.lent == Some(l.id) && w.inflight.iter().any(|j| j.id == l.id));
+            let Some(w) = w else {
+                drop(st);
+                self.lent = None;
+                return None;
+            };
+            if !here {
+                // Polled outside the runtime whose reactor watches the socket.
+                w.lent = None;
+                l.shared.wake(&mut st);
+                drop(st);
+                self.lent = None;
+                return None;
+            }
+            let got = match w.conn.as_mut() {
+                Some(_) if std::mem::take(&mut l.fresh) => Err(ipc_pipe::TryRecvError::Empty),
+                Some(c) => c.try_recv_bytes_into(&mut l.buf),
+                None => Err(ipc_pipe::TryRecvError::Empty),
+            };
+            match got {
+                Ok(_) => {
+                    w.lent = None;
+                    let (wid, id) = (l.wid, l.id);
+                    let shared = Arc::clone(&l.shared);
+                    match parse_reply(&l.buf, id) {
+                        Direct::Answer(status, bytes) => {
+                            settle_answer(&shared, &mut st, wid, id);
+                            drop(st);
+                            // The reply was all there is: the readiness it raised is
+                            // cleared for the next loan of this registration.
+                            if let Poll::Ready(Ok(mut g)) = l.fd.poll_read_ready(cx) {
+                                g.clear_ready();
+                            }
+                            self.lent = None;
+                            let mut c = self.coll.inner.lock();
+                            c.waker = None;
+                            self.registered = false;
+                            drop(c);
+                            self.taken = true;
+                            let r = answer(status, bytes);
+                            return Some(Poll::Ready((self.decode)(vec![(0, r)])));
+                        }
+                        Direct::Fault => {
+                            settle_fault(&shared, &mut st, wid);
+                            drop(st);
+                            self.lent = None;
+                            return None;
+                        }
+                    }
+                }
+                Err(ipc_pipe::TryRecvError::Empty) => {}
+                Err(_) => {
+                    w.lent = None;
+                    let wid = l.wid;
+                    settle_fault(&l.shared, &mut st, wid);
+                    drop(st);
+                    self.lent = None;
+                    return None;
+                }
+            }
+            drop(st);
+            // The dispatcher resolves the job into the collector if the worker dies (or the
+            // pool is terminated, or it takes the worker back): that wakes this waker too.
+            let mut c = self.coll.inner.lock();
+            if c.ready.len() >= self.expected {
+                // Resolved meanwhile: the check above sees the worker not lent any more.
+                continue;
+            }
+            match &mut c.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            c.want = self.expected;
+            self.registered = true;
+            drop(c);
+            match l.fd.poll_read_ready(cx) {
+                Poll::Pending => return Some(Poll::Pending),
+                // Readiness seen before the read above found nothing: cleared, read again.
+                Poll::Ready(Ok(mut g)) => g.clear_ready(),
+                Poll::Ready(Err(_)) => {
+                    l.hand_back();
+                    self.lent = None;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(feature = "async")]
 impl<R> Drop for AsyncResult<R> {
-    /// Releases the waker a poll left in the collector (the task itself is not affected).
+    /// Releases the waker a poll left in the collector (the task itself is not affected),
+    /// and hands a lent worker back to the dispatcher, which reads the reply.
     fn drop(&mut self) {
+        #[cfg(feature = "tokio")]
+        if let Some(l) = self.lent.take() {
+            l.hand_back();
+        }
         if self.registered {
             let mut c = self.coll.inner.lock();
             let w = c.waker.take();

@@ -498,3 +498,39 @@ pub(crate) fn module_of(addr: usize) -> Option<(usize, String)> {
     };
     Some((info.dli_fbase as usize, name))
 }
+
+/// Registers `fd` (a descriptor this process owns, typically a duplicate of a worker socket)
+/// for readability with the current tokio runtime's reactor. `None` outside a tokio runtime,
+/// in one without I/O (tokio's panic there is caught, and the runtime remembered so that it is
+/// tried once only), or if the registration fails.
+#[cfg(feature = "tokio")]
+pub(crate) fn register_readable(fd: OwnedFd) -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
+    use std::sync::Mutex;
+    /// Runtimes found without an I/O driver (bounded: a program has few runtimes).
+    static NO_IO: Mutex<Vec<tokio::runtime::Id>> = Mutex::new(Vec::new());
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    let id = handle.id();
+    if NO_IO.lock().map_or(true, |v| v.contains(&id)) {
+        return None;
+    }
+    let r = std::panic::catch_unwind(move || {
+        // SAFETY: the `AsyncFd` owns `fd`, an `OwnedFd`, which stays open and the same
+        // descriptor until the `AsyncFd` drops or gives it back (`OwnedFd::as_raw_fd` always
+        // reports it, and nothing can swap it: only `&` access is used).
+        unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+    });
+    match r {
+        Ok(Ok(afd)) => Some(afd),
+        Ok(Err(_)) => None,
+        Err(_) => {
+            if let Ok(mut v) = NO_IO.lock() {
+                if v.len() < 64 {
+                    v.push(id);
+                }
+            }
+            None
+        }
+    }
+}

@@ -476,3 +476,217 @@ fn the_futures_are_send_and_async_result_is_unpin() {
     // Only compiled: the bounds are the test.
     let _ = check;
 }
+
+/// The direct path of an awaited `apply_async` (feature `tokio`): inside a runtime with I/O,
+/// with a worker idle, the future talks to the worker itself and the reactor wakes it. The
+/// tests that must stay on it arm `pool.parent.dispatching` to panic: a job assigned by the
+/// dispatcher thread would break the pool, and the awaits would fail with `Broken`.
+#[cfg(feature = "tokio")]
+mod direct {
+    use super::*;
+
+    fn io_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn io_runtime_mt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Any job the dispatcher thread assigns from now on breaks the pool.
+    fn forbid_dispatching() {
+        arm("pool.parent.dispatching", 1, Action::Panic).unwrap();
+    }
+
+    /// Waits (bounded) until the pool has `n` live workers, none of them in `dead`: the next
+    /// task then finds an idle worker (a killed one not yet seen dead would look idle).
+    fn wait_replaced(pool: &Pool, n: usize, dead: &[i32]) {
+        let start = Instant::now();
+        loop {
+            let pids = pool.pids();
+            if pids.len() == n && !pids.iter().any(|p| dead.contains(p)) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "not replaced");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn direct_awaits_give_what_the_blocking_path_gives() {
+        let _leaks = common::leak_guard();
+        in_child_checked(60, || {
+            let pool = Pool::new(2).unwrap();
+            let rt = io_runtime();
+            forbid_dispatching();
+            rt.block_on(async {
+                for i in 0..300u64 {
+                    let a = pool.apply_async(sq, i).unwrap().await.unwrap();
+                    assert_eq!(a, pool.apply(sq, i).unwrap());
+                }
+                let e = pool.apply_async(boom, 13).unwrap().await.unwrap_err();
+                let b = pool.apply(boom, 13).unwrap_err();
+                assert_eq!(e.to_string(), b.to_string());
+                assert!(matches!(e, Error::Panicked(ref m) if m.contains("unlucky 13")));
+                // Polled again after it completed: `Taken`.
+                let mut r = pool.apply_async(sq, 3).unwrap();
+                assert_eq!((&mut r).await.unwrap(), 9);
+                assert!(matches!((&mut r).await, Err(Error::Taken)));
+            });
+            drop(rt);
+            pool.join().unwrap();
+            drop(pool);
+            wait_no_children(10);
+        });
+    }
+
+    #[test]
+    fn a_worker_killed_under_a_direct_await_is_worker_died() {
+        let _leaks = common::leak_guard();
+        in_child_checked(60, || {
+            let pool = Pool::new(2).unwrap();
+            let rt = io_runtime();
+            forbid_dispatching();
+            rt.block_on(async {
+                for _ in 0..3 {
+                    match pool.apply_async(die_after, 7).unwrap().await {
+                        Err(Error::WorkerDied { pid, exitcode }) => {
+                            assert!(matches!(exitcode, Some(-9) | None), "{exitcode:?}");
+                            wait_replaced(&pool, 2, &[pid]);
+                        }
+                        other => panic!("expected WorkerDied, got {other:?}"),
+                    }
+                }
+                // Killed from outside while the reply is awaited.
+                let r = pool.apply_async(nap, 30_000).unwrap();
+                let pids = pool.pids();
+                let dead = pids.clone();
+                let killer = std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(200));
+                    for pid in pids {
+                        // SAFETY: plain kill(2) of a worker of this process's pool.
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            libc::kill(pid, libc::SIGKILL);
+                        }
+                    }
+                });
+                assert!(matches!(r.await, Err(Error::WorkerDied { .. })));
+                killer.join().unwrap();
+                wait_replaced(&pool, 2, &dead);
+                for i in 0..20u64 {
+                    assert_eq!(pool.apply_async(sq, i).unwrap().await.unwrap(), i * i);
+                }
+            });
+            drop(rt);
+            pool.join().unwrap();
+            drop(pool);
+            wait_no_children(10);
+        });
+    }
+
+    #[test]
+    fn a_timed_out_direct_await_continues_and_get_returns_the_value() {
+        let _leaks = common::leak_guard();
+        in_child_checked(60, || {
+            let pool = Pool::new(2).unwrap();
+            let rt = io_runtime();
+            forbid_dispatching();
+            let wait = Duration::from_millis(50);
+            let (kept, again) = rt.block_on(async {
+                // Cancelled once, then awaited again: the second poll goes on.
+                let mut again = pool.apply_async(nap, 300).unwrap();
+                let start = Instant::now();
+                assert!(tokio::time::timeout(wait, &mut again).await.is_err());
+                assert!(start.elapsed() >= wait);
+                // Cancelled, then left for `get` outside the runtime.
+                let mut kept = pool.apply_async(nap, 200).unwrap();
+                assert!(tokio::time::timeout(wait, &mut kept).await.is_err());
+                (kept, again)
+            });
+            assert_eq!(kept.get().unwrap(), 200);
+            assert_eq!(rt.block_on(again).unwrap(), 300);
+            drop(rt);
+            pool.join().unwrap();
+            drop(pool);
+            wait_no_children(10);
+        });
+    }
+
+    #[test]
+    fn a_dropped_direct_await_loses_nothing_and_leaks_nothing() {
+        let _leaks = common::leak_guard();
+        in_child_checked(60, || {
+            let pool = Pool::new(2).unwrap();
+            let rt = io_runtime();
+            rt.block_on(async {
+                for _ in 0..3 {
+                    // Dropped while its reply is outstanding, by a timeout that owns it.
+                    let r = pool.apply_async(nap, 100).unwrap();
+                    assert!(tokio::time::timeout(Duration::from_millis(20), r)
+                        .await
+                        .is_err());
+                    // Dropped before it was ever polled.
+                    drop(pool.apply_async(nap, 50).unwrap());
+                }
+                for i in 0..100u64 {
+                    assert_eq!(pool.apply_async(sq, i).unwrap().await.unwrap(), i * i);
+                }
+            });
+            drop(rt);
+            assert_eq!(pool.apply(sq, 12).unwrap(), 144);
+            pool.join().unwrap();
+            drop(pool);
+            wait_no_children(10);
+        });
+    }
+
+    #[test]
+    fn concurrent_and_out_of_order_awaits_are_correct() {
+        let _leaks = common::leak_guard();
+        in_child_checked(60, || {
+            let pool = Arc::new(Pool::new(2).unwrap());
+            let rt = io_runtime_mt();
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..8u64)
+                    .map(|t| {
+                        let pool = Arc::clone(&pool);
+                        tokio::spawn(async move {
+                            for i in 0..50u64 {
+                                let x = t * 1000 + i;
+                                assert_eq!(pool.apply_async(sq, x).unwrap().await.unwrap(), x * x);
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                // Submitted together, awaited last first: the first ones hold the workers
+                // and are not polled while the later (queued) ones are awaited; the
+                // dispatcher takes the workers back.
+                let rs: Vec<_> = (0..10u64)
+                    .map(|i| pool.apply_async(nap, i).unwrap())
+                    .collect();
+                for (i, r) in rs.into_iter().enumerate().rev() {
+                    assert_eq!(r.await.unwrap(), i as u64);
+                }
+                // A pool joined while a lent result is not polled: the join takes the worker
+                // back and the result is still there.
+                let r = pool.apply_async(nap, 20).unwrap();
+                pool.join().unwrap();
+                assert_eq!(r.await.unwrap(), 20);
+            });
+            drop(rt);
+            drop(pool);
+            wait_no_children(10);
+        });
+    }
+}
