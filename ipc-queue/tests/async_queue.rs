@@ -24,13 +24,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The threads of this process named as the waiter threads are (`ipc-shm-waiter`).
+/// The waiter threads, counted by name.
 fn waiter_named_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim() == "ipc-shm-waiter")
-        .count()
+    ipc_testkit::threads_named("ipc-shm-waiter")
 }
 
 /// Waits (bounded) for the idle waiter threads of earlier tests to exit.

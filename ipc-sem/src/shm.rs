@@ -94,20 +94,37 @@ impl<P: SharedState> Shared<P> {
         name: &str,
         tail_len_for: impl FnOnce(u64) -> Result<usize>,
     ) -> Result<Self> {
+        Self::open_with(tail_len_for, |payload_len_for| {
+            Segment::open_named(name, &layout::<P>(0), DEFAULT_OPEN_TIMEOUT, payload_len_for)
+        })
+    }
+
+    /// The checks every opener makes, by name or by descriptor: `open_segment` runs the
+    /// segment's own validation with the payload length this kind needs for the header's
+    /// capacity (`tail_len_for` maps it to the tail, and rejects capacities this kind never
+    /// writes, with its own error).
+    fn open_with(
+        tail_len_for: impl FnOnce(u64) -> Result<usize>,
+        open_segment: impl FnOnce(
+            &mut dyn FnMut(&Layout) -> ipc_shm::Result<usize>,
+        ) -> ipc_shm::Result<Segment>,
+    ) -> Result<Self> {
         let mut found: Option<(u64, usize)> = None;
         let mut rejected: Option<Error> = None;
-        let opened = Segment::open_named(name, &layout::<P>(0), DEFAULT_OPEN_TIMEOUT, |l| {
+        let mut tail_len_for = Some(tail_len_for);
+        let opened = open_segment(&mut |l: &Layout| {
             let cap = l.capacity;
-            match tail_len_for(cap) {
-                Ok(tail) => {
+            match tail_len_for.take().map(|f| f(cap)) {
+                Some(Ok(tail)) => {
                     found = Some((cap, tail));
                     payload_len::<P>(tail)
                         .map_err(|_| ipc_shm::Error::InvalidSize(cap, "capacity out of range"))
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     rejected = Some(e);
                     Err(ipc_shm::Error::InvalidSize(cap, "capacity out of range"))
                 }
+                None => Err(ipc_shm::Error::InvalidSize(cap, "layout checked twice")),
             }
         });
         let seg = match (opened, rejected) {
@@ -173,32 +190,8 @@ impl<P: SharedState> Shared<P> {
         fd: std::os::fd::OwnedFd,
         tail_len_for: impl FnOnce(u64) -> Result<usize>,
     ) -> Result<Self> {
-        let mut found: Option<(u64, usize)> = None;
-        let mut rejected: Option<Error> = None;
-        let opened = Segment::from_fd(fd, &layout::<P>(0), |l| {
-            let cap = l.capacity;
-            match tail_len_for(cap) {
-                Ok(tail) => {
-                    found = Some((cap, tail));
-                    payload_len::<P>(tail)
-                        .map_err(|_| ipc_shm::Error::InvalidSize(cap, "capacity out of range"))
-                }
-                Err(e) => {
-                    rejected = Some(e);
-                    Err(ipc_shm::Error::InvalidSize(cap, "capacity out of range"))
-                }
-            }
-        });
-        let seg = match (opened, rejected) {
-            (_, Some(e)) => return Err(e),
-            (r, None) => r?,
-        };
-        let (capacity, tail_len) = found.ok_or(Error::Corrupted("segment layout"))?;
-        Ok(Shared {
-            seg,
-            capacity,
-            tail_len,
-            _p: PhantomData,
+        Self::open_with(tail_len_for, |payload_len_for| {
+            Segment::from_fd(fd, &layout::<P>(0), payload_len_for)
         })
     }
 

@@ -67,14 +67,9 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// The threads of this process named as the waiter threads are (`ipc-shm-waiter`): other
-/// tests' harness threads come and go, so a plain thread count would not be exact.
+/// The waiter threads, counted by name.
 fn waiter_named_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|comm| comm.trim() == "ipc-shm-waiter")
-        .count()
+    ipc_testkit::threads_named("ipc-shm-waiter")
 }
 
 /// Waits for the idle waiter threads of earlier tests to exit, so counts start from zero.

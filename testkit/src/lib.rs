@@ -609,6 +609,18 @@ fn dir_entries(dir: &std::path::Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// How many threads of this process carry the name `name` (`/proc/self/task/*/comm`): a
+/// count of a library's own threads that other tests' harness threads cannot disturb.
+pub fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|comm| comm.trim_end() == name)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// The thread ids for a snapshot: the calling thread's own id, and the union of two listings
 /// of `/proc/self/task`. A listing can skip a live thread when another thread exits while it
 /// is read (the kernel walks the thread list by position), and a thread missing from the
