@@ -183,9 +183,9 @@ impl Reader {
     /// One read from the fd: into `out`'s spare capacity (at most `direct`
     /// bytes) and then into the internal buffer from `end`, or, with
     /// `out == None`, into the internal buffer only. Waits for readability
-    /// first when there is a deadline (on an `O_NONBLOCK` fd it reads first
-    /// and waits only if the read would block, so a `try_` receive costs one
-    /// syscall). Returns (total, bytes placed in `out`).
+    /// first when there is a deadline (on an `O_NONBLOCK` fd or a socket it
+    /// reads first and waits only if the read would block, so a `try_` receive
+    /// that finds a message costs one syscall). Returns (total, bytes placed in `out`).
     fn read_some(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -193,9 +193,14 @@ impl Reader {
         mut out: Option<(&mut Vec<u8>, usize)>,
         use_buf: bool,
     ) -> Result<(usize, usize)> {
+        // A bounded read that can read without blocking (an `O_NONBLOCK` fd, or a
+        // socket with `MSG_DONTWAIT`) reads first and polls only when nothing is
+        // there, so a `try_` receive that finds a message costs one syscall; a
+        // blocking pipe polls first.
+        let read_first = self.nonblocking || self.socket;
         loop {
             if let Some(d) = deadline {
-                if !self.nonblocking && !sys::poll_one(fd, sys::POLLIN, Some(d))? {
+                if !read_first && !sys::poll_one(fd, sys::POLLIN, Some(d))? {
                     return Err(Error::Timeout);
                 }
             }
@@ -210,6 +215,7 @@ impl Reader {
                 out.as_mut().map(|(v, n)| (&mut **v, *n)),
                 buf,
                 self.cmsg.as_mut(),
+                deadline.is_some() && self.socket,
             );
             match res {
                 Ok(r) => {
@@ -238,7 +244,7 @@ impl Reader {
                         None => {
                             sys::poll_one(fd, sys::POLLIN, None)?;
                         }
-                        Some(d) if self.nonblocking => {
+                        Some(d) if read_first => {
                             if !sys::poll_one(fd, sys::POLLIN, Some(d))? {
                                 return Err(Error::Timeout);
                             }

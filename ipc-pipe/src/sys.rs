@@ -193,13 +193,16 @@ pub(crate) struct Received {
 /// bytes; its length is extended by what arrives), then into `buf`. Sockets
 /// use `recvmsg(MSG_CMSG_CLOEXEC)` with `cmsg` when given, collecting passed
 /// descriptors; anything else uses `readv`. EINTR is retried; `WouldBlock`
-/// (an `O_NONBLOCK` fd) goes back to the caller, which polls.
+/// (an `O_NONBLOCK` fd, or a socket read with `dontwait`) goes back to the
+/// caller, which polls. `dontwait` (sockets only): `MSG_DONTWAIT`, so a read
+/// that finds nothing returns at once whatever the fd's `O_NONBLOCK`.
 pub(crate) fn read2(
     fd: BorrowedFd<'_>,
     socket: bool,
     mut out: Option<(&mut Vec<u8>, usize)>,
     buf: &mut [u8],
     cmsg: Option<&mut CmsgBuf>,
+    dontwait: bool,
 ) -> io::Result<Received> {
     let first: &mut [MaybeUninit<u8>] = match out.as_mut() {
         Some((v, max)) => {
@@ -226,7 +229,7 @@ pub(crate) fn read2(
     // the pipe sooner, and a writer that finds it empty pays a wake-up).
     let single = first_len == 0;
     let mut got = if socket {
-        recvmsg(fd, &mut iov, single, cmsg)?
+        recvmsg(fd, &mut iov, single, cmsg, dontwait)?
     } else {
         loop {
             // SAFETY: both iovecs describe writable memory exclusively borrowed
@@ -263,7 +266,9 @@ fn recvmsg(
     iov: &mut [libc::iovec; 2],
     single: bool,
     cmsg: Option<&mut CmsgBuf>,
+    dontwait: bool,
 ) -> io::Result<Received> {
+    let flags = libc::MSG_CMSG_CLOEXEC | if dontwait { libc::MSG_DONTWAIT } else { 0 };
     let iovs: &mut [libc::iovec] = if single { &mut iov[1..] } else { &mut iov[..] };
     let (ctrl_ptr, ctrl_len) = match cmsg {
         Some(c) => (c.0.as_mut_ptr().cast::<libc::c_void>(), c.0.len() * 8),
@@ -279,7 +284,7 @@ fn recvmsg(
         // SAFETY: `msg` points to the caller's iovecs (writable memory borrowed
         // for this call) and to the control buffer owned by `cmsg` (or none);
         // the kernel writes within the given lengths.
-        let r = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        let r = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
