@@ -133,6 +133,7 @@ impl RawLock {
         }
     }
 
+    #[inline]
     fn my_word() -> u64 {
         OwnerStamp::current().to_bits()
     }
@@ -170,9 +171,26 @@ impl RawLock {
     ///
     /// # Peer death
     /// A holder killed while the caller waits is noticed within about 50 ms.
+    #[inline]
     pub fn lock(&self) -> Result<(), LockError<()>> {
+        // The uncontended path is inlined into the caller; the rest is out of line.
+        let me = Self::my_word();
+        // SYNC POINT: Acquire pairs with the Release in `unlock`/`release`.
+        if self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return self.acquired();
+        }
+        self.lock_slow(me)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_slow(&self, me: u64) -> Result<(), LockError<()>> {
         loop {
-            match self.lock_inner(Deadline::never()) {
+            match self.lock_held(me, Deadline::never()) {
                 Ok(()) => return Ok(()),
                 Err(Some(e)) => return Err(e),
                 // A deadline that never passes did not pass: wait on.
@@ -211,6 +229,12 @@ impl RawLock {
         {
             return self.acquired().map_err(Some);
         }
+        self.lock_held(me, deadline)
+    }
+
+    /// [`RawLock::lock_inner`] after its first compare-and-swap found the word taken (or
+    /// `lock` after its inlined one did): spins briefly, then parks.
+    fn lock_held(&self, me: u64, deadline: Deadline) -> Result<(), Option<LockError<()>>> {
         for _ in 0..SPINS {
             spin();
             if self.word.load(Ordering::Relaxed) == 0
@@ -340,10 +364,21 @@ impl RawLock {
     }
 
     /// Called with the lock just taken: reports the recorded state.
+    #[inline]
     fn acquired(&self) -> Result<(), LockError<()>> {
         ipc_failpoints::failpoint!("shm.rawlock.held");
         // Relaxed suffices: `state` is only written by holders, before their Release unlock.
         match self.state.load(Ordering::Relaxed) {
+            CONSISTENT => Ok(()),
+            other => self.acquired_not_consistent(other),
+        }
+    }
+
+    /// [`RawLock::acquired`] for a state other than `CONSISTENT`.
+    #[cold]
+    #[inline(never)]
+    fn acquired_not_consistent(&self, state: u32) -> Result<(), LockError<()>> {
+        match state {
             CONSISTENT => Ok(()),
             OWNER_DIED => Err(LockError::OwnerDied(())),
             NOT_RECOVERABLE => {
@@ -364,7 +399,28 @@ impl RawLock {
     ///
     /// # Errors
     /// [`NotHeld`] if the calling thread is not the holder (nothing changes).
+    #[inline]
     pub fn unlock(&self) -> Result<(), NotHeld> {
+        // The common case in one compare-and-swap: held by us, consistent, nobody asleep.
+        // `state` is only written by holders, so it cannot change between the load and the
+        // swap while we hold the lock; if we do not, the swap fails and the slow path says so.
+        if self.state.load(Ordering::Relaxed) == CONSISTENT
+            && self
+                .word
+                // SYNC POINT: Release pairs with the Acquire compare-and-swap of the next holder.
+                .compare_exchange(Self::my_word(), 0, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Ok(());
+        }
+        self.unlock_slow()
+    }
+
+    /// [`RawLock::unlock`] when the word is not exactly ours (sleepers, not the holder) or
+    /// the state is not `CONSISTENT`.
+    #[cold]
+    #[inline(never)]
+    fn unlock_slow(&self) -> Result<(), NotHeld> {
         if !self.is_held_by_current_thread() {
             return Err(NotHeld);
         }
