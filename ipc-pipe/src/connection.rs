@@ -43,6 +43,24 @@ const BATCH_CHUNK: usize = 64 << 10;
 /// for a single bounded send.
 const BATCH_CHUNK_BOUNDED: usize = libc::PIPE_BUF;
 
+/// Reads that never sleep (`preadv2(RWF_NOWAIT)`) a blocking receive makes
+/// on an empty pipe before it blocks. A reader that sleeps on an empty pipe
+/// costs the writer a wake-up (an IPI when they run on different CPUs) and
+/// itself a context switch, several times the cost of a small message: with
+/// small messages a reader that drains the pipe in one read would otherwise
+/// sleep between most of them. Between retries the reader yields the CPU
+/// (`sched_yield`): a writer on the same CPU then runs and writes on without
+/// a wake-up, and one on another CPU has its next message there by the next
+/// retry. An idle writer costs the reader only these retries (a few
+/// microseconds) before it blocks as before. Bounded receives (deadline,
+/// `try_`, `O_NONBLOCK`) and reads inside a payload never spin.
+const SPIN_READS: u32 = 8;
+
+/// Largest payload after which a read between frames spins: past it the
+/// wake-up is a small part of a frame's cost, and a reader that yields the
+/// CPU (see `SPIN_READS`) slows a bulk stream down.
+const SPIN_FRAME_MAX: usize = READ_BUF;
+
 fn deadline_after(d: Duration) -> Option<Instant> {
     // A timeout too large to represent waits without a deadline.
     Instant::now().checked_add(d)
@@ -104,6 +122,12 @@ pub(crate) struct Reader {
     /// Whether the fd is `O_NONBLOCK` (an async handle's): a bounded read
     /// then tries the read first and polls only when it would block.
     nonblocking: bool,
+    /// Whether the last frame received was small (at most `SPIN_FRAME_MAX`
+    /// payload bytes): only then does a read between frames spin.
+    last_small: bool,
+    /// Set once the fd refused a `RWF_NOWAIT` read (an old kernel's pipe, or
+    /// an fd of another kind): its reads never spin then.
+    nowait_refused: bool,
     /// Receive buffer of the serde API.
     #[cfg(feature = "serde")]
     scratch: Vec<u8>,
@@ -128,6 +152,8 @@ impl Reader {
             parked_active: false,
             marked: false,
             nonblocking: false,
+            last_small: true,
+            nowait_refused: false,
             #[cfg(feature = "serde")]
             scratch: Vec::new(),
         }
@@ -198,6 +224,19 @@ impl Reader {
         // there, so a `try_` receive that finds a message costs one syscall; a
         // blocking pipe polls first.
         let read_first = self.nonblocking || self.socket;
+        // A blocking read of a blocking pipe between frames (the buffer
+        // drained, no payload pending) first tries a few reads that never
+        // sleep (see `SPIN_READS`); one inside a large payload blocks at once.
+        let mut spin = if deadline.is_none()
+            && !read_first
+            && out.is_none()
+            && self.last_small
+            && !self.nowait_refused
+        {
+            SPIN_READS
+        } else {
+            0
+        };
         loop {
             if let Some(d) = deadline {
                 if !read_first && !sys::poll_one(fd, sys::POLLIN, Some(d))? {
@@ -215,7 +254,7 @@ impl Reader {
                 out.as_mut().map(|(v, n)| (&mut **v, *n)),
                 buf,
                 self.cmsg.as_mut(),
-                deadline.is_some() && self.socket,
+                (deadline.is_some() && self.socket) || spin > 0,
             );
             match res {
                 Ok(r) => {
@@ -237,6 +276,17 @@ impl Reader {
                         self.state = RxState::Eof;
                     }
                     return Ok((r.n, r.direct));
+                }
+                Err(e) if spin > 0 && e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Empty pipe: try again shortly, then block.
+                    spin -= 1;
+                    std::thread::yield_now();
+                }
+                Err(e) if spin > 0 && e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    // This fd refuses RWF_NOWAIT (nothing was read): plain
+                    // blocking reads from now on.
+                    self.nowait_refused = true;
+                    spin = 0;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     // An O_NONBLOCK fd: wait for it like a blocking one.
@@ -413,6 +463,7 @@ impl Reader {
                 }
                 self.dec.finish();
                 self.settle_fds(false);
+                self.last_small = out.len() <= SPIN_FRAME_MAX;
                 Ok((frame, Vec::new()))
             }
             (Frame::Fds(count), Want::Fds) => {

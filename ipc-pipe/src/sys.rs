@@ -194,8 +194,10 @@ pub(crate) struct Received {
 /// use `recvmsg(MSG_CMSG_CLOEXEC)` with `cmsg` when given, collecting passed
 /// descriptors; anything else uses `readv`. EINTR is retried; `WouldBlock`
 /// (an `O_NONBLOCK` fd, or a socket read with `dontwait`) goes back to the
-/// caller, which polls. `dontwait` (sockets only): `MSG_DONTWAIT`, so a read
-/// that finds nothing returns at once whatever the fd's `O_NONBLOCK`.
+/// caller, which polls. `dontwait`: `MSG_DONTWAIT` on a socket,
+/// `preadv2(RWF_NOWAIT)` on anything else, so a read that finds nothing
+/// returns at once whatever the fd's `O_NONBLOCK` (a kernel whose pipes
+/// refuse `RWF_NOWAIT` fails it with `EOPNOTSUPP`, having read nothing).
 pub(crate) fn read2(
     fd: BorrowedFd<'_>,
     socket: bool,
@@ -232,11 +234,17 @@ pub(crate) fn read2(
         recvmsg(fd, &mut iov, single, cmsg, dontwait)?
     } else {
         loop {
-            // SAFETY: both iovecs describe writable memory exclusively borrowed
-            // for this call (spare capacity of `out`, and `buf`); the kernel
-            // writes at most their lengths and never reads them, so
-            // uninitialised bytes are fine.
-            let r = unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), 2) };
+            let r = if dontwait {
+                // SAFETY: as for `readv` below; offset -1 reads at the current
+                // position, as `readv` does.
+                unsafe { libc::preadv2(fd.as_raw_fd(), iov.as_ptr(), 2, -1, libc::RWF_NOWAIT) }
+            } else {
+                // SAFETY: both iovecs describe writable memory exclusively
+                // borrowed for this call (spare capacity of `out`, and `buf`);
+                // the kernel writes at most their lengths and never reads
+                // them, so uninitialised bytes are fine.
+                unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), 2) }
+            };
             if r >= 0 {
                 break Received {
                     n: r as usize,
@@ -907,5 +915,26 @@ mod tests {
         NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed);
         fill_pipe();
         NOWAIT_UNSUPPORTED.store(false, Ordering::Relaxed);
+    }
+
+    /// A `dontwait` read of an empty blocking pipe returns `WouldBlock` at
+    /// once (the spin of a blocking receive), leaves the fd blocking, and
+    /// reads what is there once something is.
+    #[test]
+    fn dontwait_pipe_read_never_sleeps() {
+        let (r, w) = pipe().unwrap();
+        let mut buf = [0u8; 16];
+        match read2(r.as_fd(), false, None, &mut buf, None, true) {
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
+            Ok(got) => panic!("read {} bytes of an empty pipe", got.n),
+        }
+        assert!(!o_nonblock(r.as_fd()));
+        write_all2(w.as_fd(), FdKind::Pipe, b"abc", &[], &[], None).unwrap();
+        let got = read2(r.as_fd(), false, None, &mut buf, None, true).unwrap();
+        assert_eq!(&buf[..got.n], b"abc");
+        drop(w);
+        // End of stream is a 0-byte read, not WouldBlock.
+        let got = read2(r.as_fd(), false, None, &mut buf, None, true).unwrap();
+        assert_eq!(got.n, 0);
     }
 }
