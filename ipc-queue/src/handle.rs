@@ -36,6 +36,19 @@ impl std::fmt::Debug for Handle {
     }
 }
 
+/// The payload length a ring of `l`'s geometry needs, for an opener's layout check (by name
+/// or by descriptor): geometry no creator writes is a `LayoutMismatch`.
+fn ring_payload_len(l: &Layout, min_slot: usize) -> ipc_shm::Result<usize> {
+    let (cap, slot) = check_geometry(l.capacity, l.slot_size, min_slot).map_err(|why| {
+        ipc_shm::Error::LayoutMismatch {
+            field: why,
+            expected: 0,
+            found: l.capacity,
+        }
+    })?;
+    ShmRing::payload_len(cap, slot).ok_or(ipc_shm::Error::InvalidSize(l.capacity, "ring"))
+}
+
 fn check_geometry(cap: u64, slot: u64, min_slot: usize) -> Result<(usize, usize), &'static str> {
     let cap = usize::try_from(cap).map_err(|_| "capacity too large")?;
     let slot = usize::try_from(slot).map_err(|_| "slot size too large")?;
@@ -70,15 +83,14 @@ impl Handle {
     /// `expected`) capacity and slot size.
     pub(crate) fn open(expected: Layout, name: &str, min_slot: usize) -> Result<Handle> {
         let seg = Segment::open_named(name, &expected, DEFAULT_OPEN_TIMEOUT, |l| {
-            let (cap, slot) = check_geometry(l.capacity, l.slot_size, min_slot).map_err(|why| {
-                ipc_shm::Error::LayoutMismatch {
-                    field: why,
-                    expected: 0,
-                    found: l.capacity,
-                }
-            })?;
-            ShmRing::payload_len(cap, slot).ok_or(ipc_shm::Error::InvalidSize(l.capacity, "ring"))
+            ring_payload_len(l, min_slot)
         })?;
+        Self::wrap_opened(seg)
+    }
+
+    /// Wraps a segment an opener validated (by name or by descriptor) with the geometry its
+    /// header holds.
+    fn wrap_opened(seg: Segment) -> Result<Handle> {
         let (cap, slot) = (
             seg.layout().capacity as usize,
             seg.layout().slot_size as usize,
@@ -425,21 +437,8 @@ impl Handle {
         fd: std::os::fd::OwnedFd,
         min_slot: usize,
     ) -> Result<Handle> {
-        let seg = Segment::from_fd(fd, &expected, |l| {
-            let (cap, slot) = check_geometry(l.capacity, l.slot_size, min_slot).map_err(|why| {
-                ipc_shm::Error::LayoutMismatch {
-                    field: why,
-                    expected: 0,
-                    found: l.capacity,
-                }
-            })?;
-            ShmRing::payload_len(cap, slot).ok_or(ipc_shm::Error::InvalidSize(l.capacity, "ring"))
-        })?;
-        let (cap, slot) = (
-            seg.layout().capacity as usize,
-            seg.layout().slot_size as usize,
-        );
-        Self::wrap(seg, cap, slot)
+        let seg = Segment::from_fd(fd, &expected, |l| ring_payload_len(l, min_slot))?;
+        Self::wrap_opened(seg)
     }
 
     /// The segment's descriptor.
