@@ -17,7 +17,7 @@ use crate::handle::{put_fail, slot_size_for, GetFail, Handle};
 use crate::ring::{SlotReader, SlotWriter, MIN_SLOT};
 
 const KIND: &str = "ipc_queue::PodQueue";
-const KIND_VERSION: u32 = 5;
+const KIND_VERSION: u32 = 6;
 
 /// A bounded multi-producer multi-consumer queue of plain-data values in shared memory.
 ///

@@ -18,7 +18,7 @@ use crate::handle::{put_fail, slot_size_for, GetFail, Handle};
 use crate::ring::{SlotReader, SlotWriter, MIN_SLOT};
 
 const KIND: &str = "ipc_queue::Queue";
-const KIND_VERSION: u32 = 5;
+const KIND_VERSION: u32 = 6;
 const _: () = assert!(MIN_SLOT >= LEN_WORD);
 /// The default `max_message_size`.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256;

@@ -277,3 +277,41 @@ proptest! {
         }
     }
 }
+
+/// The case a proptest seed once found hanging: a slot scribbled back to "claimed, not yet
+/// published" under the enqueue word's genuine record of its last claimer, a live producer.
+/// A plain `get` on the closed queue in another process must not wait for that claimer for
+/// as long as it lives (before the fix it did: the record and the stamp are genuine), but
+/// report `Closed` after a bounded grace. In the producer's own thread it ends at once.
+#[test]
+fn a_stale_claim_record_of_a_live_producer_does_not_hold_a_closed_get() {
+    let _leaks = common::leak_guard();
+    let name = ipc_testkit::unique_name("stale-claim");
+    let q = PodQueue::<u64>::create_named(&name, 4).unwrap();
+    q.put(1).unwrap();
+    // Slot 0's state (the first word after the control block, packed layout) back to
+    // FREE(0): the message looks claimed by the enqueue word's record (this thread) and
+    // unpublished.
+    let raw = ipc_testkit::Hostile::open(&name);
+    raw.write_at(HEADER + CONTROL, &0u64.to_le_bytes()).unwrap();
+    q.close();
+
+    // The record names a live producer in another process (this thread of the parent): the
+    // child waits a bounded grace, then reports Closed.
+    let child = fork(|| {
+        let start = Instant::now();
+        match q.get() {
+            Err(ipc_queue::Error::Closed) if start.elapsed() < Duration::from_secs(10) + SLACK => 0,
+            Err(ipc_queue::Error::Closed) => 5,
+            _ => 6,
+        }
+    });
+    assert_eq!(child.wait(WATCHDOG), Exit::Code(0));
+
+    // The record names this very thread, which holds no claim: Closed at once.
+    let start = Instant::now();
+    assert!(matches!(q.get(), Err(ipc_queue::Error::Closed)));
+    assert!(start.elapsed() < SLACK, "{:?}", start.elapsed());
+    drop(raw);
+    drop(q);
+}

@@ -350,6 +350,43 @@ pub(crate) unsafe fn futex_wake(addr: *const u32, n: u32) -> usize {
     usize::try_from(r).unwrap_or(0)
 }
 
+/// `membarrier(2)` commands this crate uses (linux/membarrier.h).
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+/// Registers the calling process for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`: from now on (and in
+/// children forked after this, which inherit the registration) a global expedited barrier
+/// issued by any process interrupts this process's running threads with a full barrier.
+pub(crate) fn membarrier_register_global_expedited() -> io::Result<()> {
+    // SAFETY: membarrier takes two integers and a flags word; it touches no user memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
+            0,
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Issues a global expedited barrier: when it returns, every thread of every registered
+/// process that was running has executed a full memory barrier, and every other one has
+/// been switched out (a full barrier too) since the call began.
+pub(crate) fn membarrier_global_expedited() -> io::Result<()> {
+    // SAFETY: as above.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The calling thread's id (`gettid`), unique among live threads of the pid namespace.
 pub(crate) fn thread_id() -> u32 {
     // SAFETY: gettid takes no arguments and cannot fail.

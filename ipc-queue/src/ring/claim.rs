@@ -32,6 +32,7 @@ loom::thread_local!(static HELD: std::cell::Cell<u32> = std::cell::Cell::new(0))
 
 /// Whether the calling thread holds a claim now (it runs a caller's `write` inside a put: a
 /// `Serialize` that uses a queue itself).
+#[inline(always)]
 pub(super) fn holding_claim() -> bool {
     HELD.with(|h| h.get() != 0)
 }
@@ -309,21 +310,57 @@ impl<S: Slots> Ring<'_, S> {
         }
     }
 
+    /// Ends a claim of slot `i` by replacing its state with `next` (Release: it publishes
+    /// the payload written, or orders the payload read before the next lap's write), and
+    /// wakes the slot's sleepers if there may be any. Either way it overwrites a helper's
+    /// mark, as the owner's end of a claim must.
+    ///
+    /// Two handshakes with a sleeper (see the `wait` module), chosen per call:
+    /// - **Nobody sleeps** (the common case, in a process registered for the light barrier):
+    ///   a plain store, then a second look at the sleeper count after
+    ///   [`light_barrier`](ipc_shm::lowlevel::sync::light_barrier). A sleeper counts itself
+    ///   and runs the heavy barrier before it checks the slot, so either it sees our store
+    ///   (and does not sleep) or we see its count (and wake the slot). The store costs no
+    ///   read-for-ownership stall, unlike a read-modify-write: a producer streams its
+    ///   publishes through the store buffer as a bare Vyukov ring does.
+    /// - **Somebody sleeps** (or no light barrier here): a swap, which reads the `WAITING`
+    ///   bit a sleeper set by its CAS: one of the two read-modify-writes sees the other, so
+    ///   only the slot's own sleepers are woken.
+    #[inline(always)]
+    fn end_claim(&self, i: Idx, next: u64) {
+        let st = self.slots.state(i);
+        if self.light && self.ctl.sleepers.load(Ordering::Relaxed) == 0 {
+            // SYNC POINT: Release, as the swap below.
+            #[cfg(not(loom))]
+            st.store(next, Ordering::Release);
+            // Loom lets a plain store land between the read and the write of a racing
+            // read-modify-write (a helper's mark), a history no hardware allows
+            // (tokio-rs/loom#254). A swap whose result is ignored writes the same value in the
+            // same total order, and the wake-up below still rests on the count alone.
+            #[cfg(loom)]
+            let _ = st.swap(next, Ordering::Release);
+            ipc_shm::lowlevel::sync::light_barrier();
+            // SYNC POINT: after the light barrier: pairs with the sleeper's count increment
+            // and heavy barrier in `arm`.
+            if self.ctl.sleepers.load(Ordering::Relaxed) != 0 {
+                self.wake_slot(i);
+            }
+        } else {
+            // SYNC POINT: Release, as above; a swap so that it reads WAITING set by any
+            // sleeper whose CAS came first (see `arm`).
+            let prev = st.swap(next, Ordering::Release);
+            if prev & WAITING != 0 {
+                self.wake_slot(i);
+            }
+        }
+    }
+
     /// Publishes the slot claimed at `p`: the message, or a tombstone if `ok` is false.
     #[inline(always)]
     fn publish(&self, i: Idx, p: u64, ok: bool) {
         let owner = if ok { 0 } else { TOMB };
-        // SYNC POINT: Release publishes the payload; pairs with the consumer's Acquire load of
-        // the state. A swap: it also overwrites a helper's WRITING mark, and it reads WAITING
-        // set by any sleeper whose CAS came first (see `park`). It touches the line we have
-        // just written, so it costs no further cross-core miss.
-        let prev = self
-            .slots
-            .state(i)
-            .swap(pack(p + 1, owner), Ordering::Release);
-        if prev & WAITING != 0 {
-            self.wake_slot(i);
-        }
+        // Release publishes the payload; pairs with the consumer's Acquire load of the state.
+        self.end_claim(i, pack(p + 1, owner));
         if !ok {
             // Counted for `join` by the consumer that skips it (or by `join` until then).
             ipc_failpoints::failpoint!("queue.publish.before_retire");
@@ -418,15 +455,9 @@ impl<S: Slots> Ring<'_, S> {
     /// Releases the slot read at `p` for the next lap.
     #[inline(always)]
     pub(super) fn release(&self, i: Idx, p: u64) {
-        // SYNC POINT: Release orders our payload reads before the next lap's producer writes
-        // (its Acquire load of the state). A swap, as in `publish`.
-        let prev = self
-            .slots
-            .state(i)
-            .swap(pack(p + self.one_lap, 0), Ordering::Release);
-        if prev & WAITING != 0 {
-            self.wake_slot(i);
-        }
+        // Release orders our payload reads before the next lap's producer writes (its
+        // Acquire load of the state).
+        self.end_claim(i, pack(p + self.one_lap, 0));
     }
 
     /// One attempt to claim a full slot, read it with `read` and release it.

@@ -13,7 +13,8 @@
 //! - `recover`: **owner stamps** (who is dead, and reclaiming the slots of dead claimers), a
 //!   get on a closed ring waiting for claims made before the close, and **counting without
 //!   counters** (`len`, retire records and `join` accounting).
-//! - `wait`: **sleepers mark the slot they wait on** (no counter touched per put or get), the
+//! - `wait`: **sleepers mark the slot they wait on and pay for the handshake** (a count and a
+//!   `membarrier(2)` when they go to sleep; no counter written per put or get), the
 //!   wake-ups of `close`, the backoff and death-check pacing of a blocked caller, and the
 //!   steps of a blocked put or get with their two drivers, blocking and async.
 //! - `layout`: where the words and payloads live in the segment (packed or inline slots), and
@@ -28,7 +29,7 @@
 //! (claimed, marked by a helper) or `TOMB`, plus the `WAITING` bit (bit 22) in any phase.
 //! For the position `p` of slot `i`: `FREE(p) = p|0`, `WRITING(p) = p|tid`, `FULL(p) = p+1|0`,
 //! `READING(p) = p+1|tid`, `TOMBSTONE(p) = p+1|TOMB`; consuming sets `FREE(p + one_lap)`.
-//! Publishing and releasing swap in a state without `WAITING`.
+//! Publishing and releasing store (or swap, while anybody sleeps) a state without `WAITING`.
 //!
 //! Positions wrap at 2^40: a participant would have to stall for 2^39 operations between two
 //! of its instructions for a comparison to go wrong. Thread ids fit in 22 bits because Linux
@@ -104,7 +105,8 @@ fn diff(a: u64, b: u64) -> i64 {
 type Pad = std::sync::atomic::AtomicU64;
 
 /// The control block: the two position words, each on its own 128-byte pair of cache lines,
-/// the rarely written counters, and the closed flag.
+/// the rarely written counters, and the read-mostly line: the closed flag and the count of
+/// sleepers (see the `wait` module), which every put and get reads.
 #[repr(C)]
 pub(crate) struct Control {
     enq: AtomicU64,
@@ -118,7 +120,8 @@ pub(crate) struct Control {
     sys: AtomicU64,
     _pad2: [Pad; 11],
     closed: AtomicU64,
-    _pad3: [Pad; 15],
+    sleepers: AtomicU64,
+    _pad3: [Pad; 14],
 }
 
 #[cfg(not(loom))]
@@ -127,6 +130,7 @@ const _: () = {
     assert!(std::mem::offset_of!(Control, deq) == 128);
     assert!(std::mem::offset_of!(Control, retired) == 256);
     assert!(std::mem::offset_of!(Control, closed) == 384);
+    assert!(std::mem::offset_of!(Control, sleepers) == 392);
 };
 
 impl Control {
@@ -145,6 +149,7 @@ impl Control {
             sys: AtomicU64::new(0),
             _pad2: std::array::from_fn(|_| Pad::new(0)),
             closed: AtomicU64::new(0),
+            sleepers: AtomicU64::new(0),
             _pad3: std::array::from_fn(|_| Pad::new(0)),
         }
     }
@@ -188,11 +193,13 @@ pub(crate) struct Blocker {
     pos: u64,
 }
 
-/// A ring's capacity and the lap size of its position encoding, computed once per handle.
+/// A ring's capacity and the lap size of its position encoding, computed once per handle,
+/// and whether this process ends its claims with a plain store (see `claim::end_claim`).
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
     cap: u64,
     one_lap: u64,
+    light: bool,
 }
 
 impl Geometry {
@@ -201,6 +208,8 @@ impl Geometry {
         Geometry {
             cap,
             one_lap: (cap + 1).next_power_of_two(),
+            // Registered once per process; forked children inherit the registration.
+            light: ipc_shm::lowlevel::sync::light_barrier_ready(),
         }
     }
 }
@@ -211,6 +220,8 @@ pub(crate) struct Ring<'a, S> {
     slots: &'a S,
     cap: u64,
     one_lap: u64,
+    /// This process may publish and release with a plain store (`claim::end_claim`).
+    light: bool,
 }
 
 impl<'a, S: Slots> Ring<'a, S> {
@@ -227,6 +238,7 @@ impl<'a, S: Slots> Ring<'a, S> {
             slots,
             cap: g.cap,
             one_lap: g.one_lap,
+            light: g.light,
         }
     }
 
@@ -248,6 +260,7 @@ impl<'a, S: Slots> Ring<'a, S> {
             &self.ctl.done,
             &self.ctl.sys,
             &self.ctl.closed,
+            &self.ctl.sleepers,
         ] {
             w.store(0, Ordering::Relaxed);
         }

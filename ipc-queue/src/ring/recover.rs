@@ -49,6 +49,22 @@ use crate::loom::Ordering;
 /// How long a get on a closed ring waits for a claim whose owner it cannot verify.
 #[cfg(not(loom))]
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
+/// How long it waits for a claim whose owner is verified alive. Bounded too: a slot that a
+/// faulty peer scribbled back to "claimed, not yet published" under a genuine record of a
+/// live producer (its last claim, published long ago) is indistinguishable from a claim in
+/// progress, and must not keep a plain `get` waiting for as long as that producer lives. A
+/// real claim lasts one copy (or one `Serialize`); a put still unpublished after this leaves
+/// its message in the closed ring for a later get.
+#[cfg(not(loom))]
+const DRAIN_LIVE_GRACE: Duration = Duration::from_secs(10);
+
+/// The clocks of a get waiting on a closed ring for pending claims: started at the first
+/// pending claim of each kind (see [`Ring::keep_draining`]).
+#[derive(Debug, Default)]
+pub(super) struct DrainGrace {
+    unverified: Option<Deadline>,
+    verified: Option<Deadline>,
+}
 
 /// Decides whether the owner recorded in a slot is gone.
 pub(crate) trait Liveness {
@@ -328,31 +344,41 @@ impl<S: Slots> Ring<'_, S> {
         (seq(rec) == self.next(b.pos) && tid != 0).then_some(tid)
     }
 
-    /// Whether a get on a closed ring keeps waiting for the claim of `tid` on the slot in
-    /// `b`: while the claimer is verified alive (its stamp is its own), or, when that cannot
-    /// be verified (a racing claimer overwrote the stamp, or the memory is corrupted), for
-    /// `DRAIN_GRACE` from `since`, so stray ids in corrupted memory cannot keep a plain
-    /// `get` on a closed queue waiting for ever.
+    /// Whether a get on a closed ring (by `me`) keeps waiting for the claim of `tid` on the
+    /// slot in `b`. Never for a claim in our own thread id while we hold none (ours are
+    /// published before we return, so the record is stale or a dead thread's). Otherwise
+    /// while the claimer is verified alive (its stamp is its own), for `DRAIN_LIVE_GRACE`;
+    /// when that cannot be verified (a racing claimer overwrote the stamp, or the memory is
+    /// corrupted), for `DRAIN_GRACE`. Both clocks start at the first such claim seen, so
+    /// stray ids or stale records in corrupted memory cannot keep a plain `get` on a closed
+    /// queue waiting for ever.
     pub(super) fn keep_draining(
         &self,
         b: Blocker,
         tid: u64,
+        me: Me,
         live: &impl Liveness,
-        since: &mut Option<Deadline>,
+        grace: &mut DrainGrace,
     ) -> bool {
-        let stamp = self.slots.stamp(b.idx, false).load(Ordering::Relaxed);
-        if live.is_verified_alive(tid, stamp) {
-            return true;
+        if tid == me.tid && !super::claim::holding_claim() {
+            return false;
         }
+        let stamp = self.slots.stamp(b.idx, false).load(Ordering::Relaxed);
+        let verified = live.is_verified_alive(tid, stamp);
         #[cfg(not(loom))]
         {
-            !since
-                .get_or_insert_with(|| Deadline::after(DRAIN_GRACE))
+            let (clock, len) = if verified {
+                (&mut grace.verified, DRAIN_LIVE_GRACE)
+            } else {
+                (&mut grace.unverified, DRAIN_GRACE)
+            };
+            !clock
+                .get_or_insert_with(|| Deadline::after(len))
                 .is_expired()
         }
         #[cfg(loom)]
         {
-            let _ = since;
+            let _ = (grace, verified);
             true
         }
     }

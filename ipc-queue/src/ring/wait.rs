@@ -8,13 +8,20 @@
 //! position not yet released) sets the `WAITING` bit in that slot's state word by a CAS from
 //! exactly the state it saw, re-reads the position word and the closed flag, and futex-waits
 //! on the state word's low half (bounded to 20 ms slices, after which it looks for dead
-//! claimers again). The owner ends its phase with a `swap` instead of a store and wakes all
-//! sleepers on the slot only if the previous value had `WAITING`. The swap and the CAS are
-//! read-modify-writes of one word, so one of them sees the other: either the sleeper's CAS
-//! fails (the state moved on, it retries) or the swap sees `WAITING` and wakes. The swap hits
-//! the line the owner has just written (or read), so unlike a shared counter it costs no
-//! extra cross-core miss. A reclaim that replaces a state with `WAITING` wakes too; a helper's
-//! mark keeps the bit. `close` sets the flag, then clears `WAITING` (an RMW, so a sleeper
+//! claimers again). Before its CAS it counts itself in the ring's sleeper count (on the
+//! read-mostly line of the closed flag) and runs the heavy side of an asymmetric barrier
+//! (`membarrier(2)`, [`ipc_shm::lowlevel::sync::heavy_barrier`]); it uncounts itself when it
+//! wakes. The owner ends its phase (`claim::end_claim`) in one of two ways:
+//! - while the count reads zero, with a plain store, then the light barrier (free) and a
+//!   second look at the count, waking the slot if it is no longer zero: the heavy barrier
+//!   makes the sleeper see the store or the owner see the count. This is the fast path: a
+//!   read-modify-write of the state would stall the owner for a cross-core miss per message;
+//! - while anybody sleeps (or in a process where `membarrier` is unavailable), with a `swap`
+//!   that wakes all sleepers on the slot only if the previous value had `WAITING`. The swap
+//!   and the CAS are read-modify-writes of one word, so one of them sees the other: either
+//!   the sleeper's CAS fails (the state moved on, it retries) or the swap sees `WAITING`.
+//!
+//! A reclaim that replaces a state with `WAITING` wakes too; a helper's mark keeps the bit. `close` sets the flag, then clears `WAITING` (an RMW, so a sleeper
 //! between its checks and its futex call sees the value change) and wakes on the slots at the
 //! current enqueue and dequeue positions: a sleeper that read its position before the flag
 //! was set waits on one of those slots, or its slot has moved on and it was woken then (the
@@ -27,7 +34,7 @@ use ipc_shm::lowlevel::sync::{wait_low_half, wake_low_half, Deadline};
 
 use super::claim::Attempt;
 use super::layout::{SlotReader, SlotWriter, Slots};
-use super::recover::{Liveness, Reclaim};
+use super::recover::{DrainGrace, Liveness, Reclaim};
 use super::{seq, Blocker, Idx, Me, Ring, CLOSED, WAITING};
 use crate::loom::{spin, yield_now, AtomicU64, Ordering};
 
@@ -37,6 +44,59 @@ const STUCK_CHECK: Duration = Duration::from_millis(10);
 /// The longest a blocked caller sleeps before re-checking for dead peers.
 #[cfg(not(loom))]
 pub(super) const SLICE: Duration = Duration::from_millis(20);
+
+/// A sleeper counted in the ring's sleeper count (`Control::sleepers`) while this lives: the
+/// owners that end a claim meanwhile take the handshake that wakes (see
+/// `claim::end_claim`). A sleeper killed while counted leaves the count raised for good,
+/// which only makes every later claim end with a swap (the handshake used while anybody
+/// sleeps), never wrong.
+struct Counted<'a>(&'a AtomicU64);
+
+impl<'a> Counted<'a> {
+    fn new(sleepers: &'a AtomicU64) -> Counted<'a> {
+        // SYNC POINT: SeqCst, ordered before the heavy barrier that follows (see `arm`).
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        Counted(sleepers)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        // Relaxed: an owner that still sees us counted only wakes once too often.
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What [`Ring::arm`] prepared: the state word and the low half to sleep on, while counted.
+struct Armed<'a> {
+    word: &'a AtomicU64,
+    low: u32,
+    /// The heavy barrier ran: owners of every process see us or we see them.
+    fenced: bool,
+    _counted: Counted<'a>,
+}
+
+impl Armed<'_> {
+    /// How long to sleep: until `deadline`, or a short slice if the heavy barrier was refused
+    /// (an owner in a process that stores plainly might not see us).
+    fn deadline(&self, deadline: Deadline) -> Deadline {
+        if self.fenced {
+            deadline
+        } else {
+            deadline.min(unfenced_slice())
+        }
+    }
+}
+
+/// The sleep of a sleeper whose heavy barrier the kernel refused.
+#[cfg(not(loom))]
+fn unfenced_slice() -> Deadline {
+    Deadline::after(Duration::from_millis(1))
+}
+#[cfg(loom)]
+fn unfenced_slice() -> Deadline {
+    Deadline::from_timeout(None)
+}
 
 impl<S: Slots> Ring<'_, S> {
     /// Wakes every sleeper on slot `i` (after replacing a state that had `WAITING`).
@@ -52,19 +112,27 @@ impl<S: Slots> Ring<'_, S> {
     /// published) sleeps even though the ring is closed: `close` has woken everyone already,
     /// and the publish it waits for wakes it.
     fn park(&self, b: Blocker, getting: bool, draining: bool, deadline: Deadline) {
-        if let Some((st, armed)) = self.arm(b, getting, draining) {
+        if let Some(armed) = self.arm(b, getting, draining) {
             // The futex compares the low 32 bits: owner, WAITING and the low bits of seq.
-            wait_low_half(st, armed, deadline);
+            wait_low_half(armed.word, armed.low, armed.deadline(deadline));
         }
     }
 
-    /// The first half of [`Ring::park`]: marks the slot in `b` `WAITING` and re-checks the
-    /// position and the closed flag. Returns the state word and the low half to sleep on, or
-    /// `None` if something changed and the caller should retry at once. A caller that
-    /// arms and then does not sleep (a cancelled async wait) leaves only the `WAITING` bit,
-    /// which costs the slot's next owner one spurious wake-up.
-    fn arm(&self, b: Blocker, getting: bool, draining: bool) -> Option<(&AtomicU64, u32)> {
+    /// The first half of [`Ring::park`]: counts us among the ring's sleepers, runs the heavy
+    /// barrier, marks the slot in `b` `WAITING` and re-checks the position and the closed
+    /// flag. Returns what to sleep on (counted until it drops), or `None` if something
+    /// changed and the caller should retry at once. A caller that arms and then does not
+    /// sleep (a cancelled async wait) leaves only the `WAITING` bit, which costs the slot's
+    /// next owner one spurious wake-up.
+    fn arm(&self, b: Blocker, getting: bool, draining: bool) -> Option<Armed<'_>> {
         let st = self.slots.state(b.idx);
+        // SYNC POINT: the count, then the heavy barrier, then the CAS below reads the state:
+        // against `end_claim`'s plain store, light barrier and count load. Either the owner's
+        // store is visible to our CAS (which fails: we retry), or its count load sees us (it
+        // wakes the slot). Where the heavy barrier is refused, owners of other processes may
+        // still store plainly, so the sleep is bounded to a short slice instead.
+        let counted = Counted::new(&self.ctl.sleepers);
+        let fenced = ipc_shm::lowlevel::sync::heavy_barrier();
         let armed = b.state | WAITING;
         // SYNC POINT: an RMW even when the bit is already set: it and the owner's swap in
         // `publish`/`release` are read-modify-writes of one word, so either this fails (the
@@ -89,8 +157,13 @@ impl<S: Slots> Ring<'_, S> {
         {
             return None;
         }
-        // Truncation is the point: the futex compares the low half.
-        Some((st, armed as u32))
+        Some(Armed {
+            word: st,
+            // Truncation is the point: the futex compares the low half.
+            low: armed as u32,
+            fenced,
+            _counted: counted,
+        })
     }
     /// Closes the ring and wakes every sleeper.
     pub(crate) fn close(&self) {
@@ -255,8 +328,8 @@ pub(crate) struct Blocked {
     backoff: Backoff,
     /// The blocker of an attempt made before the step (the first, inlined one), if any.
     blocked: Option<Option<Blocker>>,
-    /// When a get on a closed ring started waiting for a claimer it cannot verify.
-    grace: Option<Deadline>,
+    /// The clocks of a get on a closed ring waiting for claims made before the close.
+    grace: DrainGrace,
 }
 
 impl Blocked {
@@ -264,7 +337,7 @@ impl Blocked {
         Blocked {
             backoff: Backoff::new(),
             blocked: Some(first),
-            grace: None,
+            grace: DrainGrace::default(),
         }
     }
 
@@ -274,7 +347,7 @@ impl Blocked {
         Blocked {
             backoff: Backoff::new(),
             blocked: None,
-            grace: None,
+            grace: DrainGrace::default(),
         }
     }
 }
@@ -512,7 +585,7 @@ impl<S: Slots> Ring<'_, S> {
                     Attempt::Done(r) => return Step::Done(Ok(r)),
                     Attempt::Corrupted => return Step::Done(Err(Stop::Corrupted)),
                     Attempt::Blocked(Some(b)) => match self.claim_pending(b) {
-                        Some(tid) if self.keep_draining(b, tid, live, &mut op.grace) => {
+                        Some(tid) if self.keep_draining(b, tid, me, live, &mut op.grace) => {
                             draining = Some(b);
                         }
                         _ => return Step::Done(Err(Stop::Closed)),
@@ -554,8 +627,10 @@ impl<S: Slots> Ring<'_, S> {
                 draining,
                 slice,
             } => {
-                if let Some((st, armed)) = self.arm(b, getting, draining) {
-                    ipc_shm::lowlevel::sync::FutexWait::low_half(st, armed, slice).await;
+                if let Some(armed) = self.arm(b, getting, draining) {
+                    let until = armed.deadline(slice);
+                    ipc_shm::lowlevel::sync::FutexWait::low_half(armed.word, armed.low, until)
+                        .await;
                 }
             }
             Wait::Yield => YieldNow(false).await,

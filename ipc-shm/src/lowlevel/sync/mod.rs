@@ -9,6 +9,7 @@
 //! protocols built on this module can be model-checked with threads standing in for
 //! processes.
 
+mod barrier;
 mod bytes;
 mod deadline;
 mod futex;
@@ -18,6 +19,7 @@ mod raw_lock;
 #[cfg(all(feature = "async", not(loom)))]
 mod waiter;
 
+pub use barrier::{heavy_barrier, light_barrier, light_barrier_ready};
 pub use bytes::{load_bytes, load_bytes_raw, load_pod, store_bytes};
 pub use deadline::Deadline;
 pub use futex::{wait_low_half, wake_low_half, Futex, WaitOutcome};
