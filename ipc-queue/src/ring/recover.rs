@@ -61,6 +61,7 @@ const DRAIN_LIVE_GRACE: Duration = Duration::from_secs(10);
 /// The clocks of a get waiting on a closed ring for pending claims: started at the first
 /// pending claim of each kind (see [`Ring::keep_draining`]).
 #[derive(Debug, Default)]
+#[cfg_attr(loom, allow(dead_code))] // models wait without clocks
 pub(super) struct DrainGrace {
     unverified: Option<Deadline>,
     verified: Option<Deadline>,
