@@ -221,7 +221,10 @@ impl<T: Pod> PodQueue<T> {
     /// A consumer killed while holding a slot blocks nothing: once it is seen dead (checked
     /// every few milliseconds while waiting) its slot is freed and the message it held is
     /// counted in [`dropped_by_dead_peers`](Self::dropped_by_dead_peers).
-    #[inline]
+    // Always inlined, so that the fast path's loads of the handle's pointers and geometry
+    // are hoisted out of the caller's loop (measured: 0.73x -> 0.86x a bare Vyukov ring,
+    // 1P->1C, near placement).
+    #[inline(always)]
     pub fn put<B: Borrow<T>>(&self, value: B) -> Result<(), PutError<B>> {
         self.put_with(value.borrow(), Deadline::never)
             .map_err(|f| f.put(value))
@@ -236,7 +239,10 @@ impl<T: Pod> PodQueue<T> {
     /// # Peer death
     /// A slot held by a dead consumer is reclaimed by a later call once its owner has been
     /// seen stuck for a few milliseconds; until then this returns `Full`.
-    #[inline]
+    // Always inlined, so that the fast path's loads of the handle's pointers and geometry
+    // are hoisted out of the caller's loop (measured: 0.73x -> 0.86x a bare Vyukov ring,
+    // 1P->1C, near placement).
+    #[inline(always)]
     pub fn try_put<B: Borrow<T>>(&self, value: B) -> Result<(), TryPutError<B>> {
         self.put_with(value.borrow(), Deadline::expired)
             .map_err(|f| f.try_put(value))
@@ -290,7 +296,10 @@ impl<T: Pod> PodQueue<T> {
     /// A producer killed between claiming a slot and publishing it leaves a slot that is
     /// skipped once it is seen dead (checked every few milliseconds while waiting); later
     /// messages flow on. A killed peer never makes this hang.
-    #[inline]
+    // Always inlined, so that the fast path's loads of the handle's pointers and geometry
+    // are hoisted out of the caller's loop (measured: 0.73x -> 0.86x a bare Vyukov ring,
+    // 1P->1C, near placement).
+    #[inline(always)]
     pub fn get(&self) -> Result<T> {
         self.get_with::<Error>(Deadline::never)
     }
@@ -304,7 +313,10 @@ impl<T: Pod> PodQueue<T> {
     /// # Peer death
     /// A slot claimed by a dead producer reads as empty until a call has seen it stuck for a
     /// few milliseconds; then it is skipped.
-    #[inline]
+    // Always inlined, so that the fast path's loads of the handle's pointers and geometry
+    // are hoisted out of the caller's loop (measured: 0.73x -> 0.86x a bare Vyukov ring,
+    // 1P->1C, near placement).
+    #[inline(always)]
     pub fn try_get(&self) -> Result<T, TryGetError> {
         self.get_with(Deadline::expired)
     }
