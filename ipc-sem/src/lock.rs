@@ -94,8 +94,9 @@ pub(crate) fn release_raw(raw: &RawLock) -> Result<()> {
 /// guard without that poisons the lock, and every later locker gets
 /// [`LockError::Poisoned`](crate::LockError::Poisoned). In Python the lock would stay held forever.
 ///
-/// Uncontended `lock` + unlock are one compare-and-swap and one swap; waiters spin briefly,
-/// then sleep on the futex, and re-check the holder's liveness every 50 ms.
+/// Uncontended `lock` + unlock are one compare-and-swap each; waiters read the word about once
+/// a microsecond for a few microseconds (a holder that re-locks at once keeps the lock), then
+/// sleep on the futex, and re-check the holder's liveness every 50 ms.
 ///
 /// ```
 /// use ipc_sem::{Lock, LockError};
