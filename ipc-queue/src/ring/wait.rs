@@ -35,7 +35,7 @@ use ipc_shm::lowlevel::sync::{wait_low_half, wake_low_half, Deadline};
 use super::claim::Attempt;
 use super::layout::{SlotReader, SlotWriter, Slots};
 use super::recover::{DrainGrace, Liveness, Reclaim};
-use super::{seq, Blocker, Idx, Me, Ring, CLOSED, WAITING};
+use super::{owner, seq, Blocker, Idx, Me, Ring, CLOSED, TID_MASK, WAITING};
 use crate::loom::{spin, yield_now, AtomicU64, Ordering};
 
 /// How long a blocked caller lets a claimed slot sit before checking whether its owner lives.
@@ -212,13 +212,14 @@ impl Backoff {
     /// No yields: `sched_yield` with the peer on the other CPU only burns time.
     #[cfg(not(loom))]
     const YIELD_LIMIT: u32 = 3;
-    /// A blocking put on a full ring yields up to 8 times (a few microseconds) before it
-    /// parks. A full ring means the consumers are behind: when producers outnumber the CPUs,
-    /// a yield hands a consumer this CPU, and the put finds room without the sleep and
-    /// wake-up (and the waker's system call per freed slot) that parking costs. With the
-    /// consumer on another CPU a yield returns at once. Measured: see the CHANGELOG (Q7).
+    /// A blocking put on a full ring, and a blocking get on a ring another consumer also
+    /// reads, yield up to 8 times (a few microseconds) before they park. A full ring means
+    /// the consumers are behind, several consumers that they may outnumber the CPUs: a yield
+    /// hands a peer this CPU, and the call finds its slot ready without the sleep and wake-up
+    /// (and the waker's system call) that parking costs. With the peer on another CPU a
+    /// yield returns at once. Measured: see the CHANGELOG (Q7, Q2).
     #[cfg(not(loom))]
-    const PUT_YIELD_LIMIT: u32 = Self::SPIN_LIMIT + 8;
+    const CROWDED_YIELD_LIMIT: u32 = Self::SPIN_LIMIT + 8;
     /// Loom models park at once: a loom yield deprioritises the yielding thread, so spinning
     /// there would let the peer finish first and leave the parking path unexplored.
     #[cfg(loom)]
@@ -226,7 +227,7 @@ impl Backoff {
     #[cfg(loom)]
     const YIELD_LIMIT: u32 = 0;
     #[cfg(loom)]
-    const PUT_YIELD_LIMIT: u32 = 0;
+    const CROWDED_YIELD_LIMIT: u32 = 0;
 
     /// The backoff of a get, or of an async put (whose yields would block its executor).
     pub(crate) fn new() -> Backoff {
@@ -236,10 +237,11 @@ impl Backoff {
         }
     }
 
-    /// The backoff of a blocking put (see `PUT_YIELD_LIMIT`).
-    fn for_blocking_put() -> Backoff {
+    /// The backoff of a blocking put, or of a get among several consumers (see
+    /// `CROWDED_YIELD_LIMIT`).
+    fn crowded() -> Backoff {
         Backoff {
-            limit: Self::PUT_YIELD_LIMIT,
+            limit: Self::CROWDED_YIELD_LIMIT,
             ..Backoff::new()
         }
     }
@@ -354,11 +356,12 @@ pub(crate) struct Blocked {
 }
 
 impl Blocked {
-    /// After a first attempt blocked on `first`; `putting` for a blocking put.
-    fn after(first: Option<Blocker>, putting: bool) -> Blocked {
+    /// After a first attempt blocked on `first`; `yielding` for a blocking put, or a
+    /// blocking get among several consumers.
+    fn after(first: Option<Blocker>, yielding: bool) -> Blocked {
         Blocked {
-            backoff: if putting {
-                Backoff::for_blocking_put()
+            backoff: if yielding {
+                Backoff::crowded()
             } else {
                 Backoff::new()
             },
@@ -565,7 +568,12 @@ impl<S: Slots> Ring<'_, S> {
         live: &impl Liveness,
         read: &mut impl FnMut(SlotReader<'_>) -> R,
     ) -> Result<R, Stop> {
-        let mut op = Blocked::after(first, false);
+        // A get yields before it parks, as a put does, when another consumer made the last
+        // claim on the dequeue word: consumers then outnumber what a lone reader needs, and
+        // the CPU is better handed on than slept on. A lone consumer (a ping-pong, a 1->1
+        // stream) keeps the short spin-then-park.
+        let crowded = owner(self.ctl.deq.load(Ordering::Relaxed)) & TID_MASK != me.tid;
+        let mut op = Blocked::after(first, crowded);
         loop {
             match self.get_step(&mut op, me, deadline, watch, live, read) {
                 Step::Done(r) => return r,
