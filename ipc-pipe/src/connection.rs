@@ -180,6 +180,10 @@ impl Reader {
     /// so a long frame cannot pile them up. Call with `consumed` in step with
     /// the decoder.
     fn sweep_fds(&mut self) {
+        if self.fds.is_empty() {
+            // Always so on a pipe: nothing to look at per frame.
+            return;
+        }
         if let Some(Frame::Bytes(_)) = self.dec.frame() {
             let end = self.consumed + self.dec.remaining() as u64;
             while self.fds.front().is_some_and(|a| a.pos <= end) {
@@ -462,7 +466,9 @@ impl Reader {
                     }
                 }
                 self.dec.finish();
-                self.settle_fds(false);
+                if !self.fds.is_empty() {
+                    self.settle_fds(false);
+                }
                 self.last_small = out.len() <= SPIN_FRAME_MAX;
                 Ok((frame, Vec::new()))
             }
@@ -691,6 +697,44 @@ impl Writer {
         }
     }
 
+    /// [`write`](Self::write) of one small frame `buf` (header of `hdr_len`
+    /// bytes, then payload) from one buffer. A blocking send on a pipe with
+    /// nothing pending makes one `pwritev2(RWF_NOSIGNAL)` and nothing else
+    /// (small messages are bound by the writer's per-frame cost); any other
+    /// case, a partial write, or a failed write goes the general way.
+    #[inline]
+    fn write_small(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        buf: &[u8],
+        hdr_len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Wrote> {
+        if deadline.is_none() && self.kind == sys::FdKind::Pipe && self.pending() == 0 {
+            match sys::write_pipe_fast(fd, buf) {
+                Some(n) if n == buf.len() => return Ok(Wrote::Whole),
+                Some(n) => {
+                    // Cut (not for a frame within `PIPE_BUF`): the rest goes
+                    // the general way, which reports a cut frame's failure.
+                    if n >= hdr_len {
+                        ipc_failpoints::failpoint!("pipe.frame.header_written");
+                    }
+                    return match sys::write_all2(fd, self.kind, &buf[n..], &[], &[], None) {
+                        Ok(()) => Ok(Wrote::Whole),
+                        Err((sys::WriteFail::Io(e), _)) => Err(self.io_fail(fd, e, true)),
+                        // Not without a deadline; kept as a bounded send would.
+                        Err((sys::WriteFail::Timeout, done)) => {
+                            self.keep_tail(&buf[n..], &[], done);
+                            Ok(Wrote::Whole)
+                        }
+                    };
+                }
+                None => {}
+            }
+        }
+        self.write(fd, buf, &[], &[], deadline)
+    }
+
     /// The error of a failed write; `cut` says it stopped inside a frame,
     /// which ends this direction of the stream.
     fn io_fail(&mut self, fd: BorrowedFd<'_>, e: std::io::Error, cut: bool) -> Error {
@@ -828,7 +872,7 @@ impl Writer {
             buf.clear();
             buf.extend_from_slice(hdr.as_slice());
             buf.extend_from_slice(payload);
-            let res = self.write(fd, &buf, &[], &[], deadline);
+            let res = self.write_small(fd, &buf, hdr.as_slice().len(), deadline);
             self.scratch = buf;
             return res;
         }

@@ -563,6 +563,33 @@ fn writev_nonblock(fd: BorrowedFd<'_>, iovs: &[libc::iovec]) -> isize {
     r
 }
 
+/// The lean path of a small blocking send on a pipe: one
+/// `pwritev2(RWF_NOSIGNAL)` of the whole frame `buf` (one iovec), EINTR
+/// retried. Returns the bytes written, or `None` when this path does not
+/// apply (the kernel refused `RWF_NOSIGNAL` before) or the write failed for
+/// any other reason: nothing was written then, and the caller takes
+/// [`write_all2`], which repeats the write and handles the failure (`EPIPE`
+/// again without a signal, `EAGAIN` on an `O_NONBLOCK` fd by `poll`,
+/// `EOPNOTSUPP` by falling back to the [`SigpipeGuard`]).
+#[inline]
+pub(crate) fn write_pipe_fast(fd: BorrowedFd<'_>, buf: &[u8]) -> Option<usize> {
+    if NOSIGNAL_UNSUPPORTED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let v = iov(buf);
+    loop {
+        // SAFETY: one iovec over a live borrowed slice; the kernel only reads
+        // it. Offset -1 writes at the current position, as `writev`.
+        let r = unsafe { libc::pwritev2(fd.as_raw_fd(), &v, 1, -1, RWF_NOSIGNAL) };
+        if r >= 0 {
+            return Some(r as usize);
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
+}
+
 /// Why [`write_all2`] stopped.
 #[derive(Debug)]
 pub(crate) enum WriteFail {
