@@ -11,7 +11,9 @@
 //! claimers again). Before its CAS it counts itself in the ring's sleeper count (on the
 //! read-mostly line of the closed flag) and runs the heavy side of an asymmetric barrier
 //! (`membarrier(2)`, [`ipc_shm::lowlevel::sync::heavy_barrier`]); it uncounts itself when it
-//! wakes. The owner ends its phase (`claim::end_claim`) in one of two ways:
+//! wakes. The first sleep of a call skips the heavy barrier and lasts at most 200 µs instead
+//! (see `Ring::arm`): a ping-pong never pays the system call, and the rare owner that
+//! missed the count costs one such delay, not a lost wake-up. The owner ends its phase (`claim::end_claim`) in one of two ways:
 //! - while the count reads zero, with a plain store, then the light barrier (free) and a
 //!   second look at the count, waking the slot if it is no longer zero: the heavy barrier
 //!   makes the sleeper see the store or the owner see the count. This is the fast path: a
@@ -77,24 +79,27 @@ struct Armed<'a> {
 }
 
 impl Armed<'_> {
-    /// How long to sleep: until `deadline`, or a short slice if the heavy barrier was refused
-    /// (an owner in a process that stores plainly might not see us).
+    /// How long to sleep: until `deadline`, or at most `UNFENCED_SLEEP` without the heavy
+    /// barrier (an owner in a process that stores plainly might have missed us).
     fn deadline(&self, deadline: Deadline) -> Deadline {
         if self.fenced {
             deadline
         } else {
-            deadline.min(unfenced_slice())
+            deadline.min(unfenced_sleep())
         }
     }
 }
 
-/// The sleep of a sleeper whose heavy barrier the kernel refused.
+/// The longest sleep without the heavy barrier (see [`Ring::arm`]).
 #[cfg(not(loom))]
-fn unfenced_slice() -> Deadline {
-    Deadline::after(Duration::from_millis(1))
+const UNFENCED_SLEEP: Duration = Duration::from_micros(200);
+
+#[cfg(not(loom))]
+fn unfenced_sleep() -> Deadline {
+    Deadline::after(UNFENCED_SLEEP)
 }
 #[cfg(loom)]
-fn unfenced_slice() -> Deadline {
+fn unfenced_sleep() -> Deadline {
     Deadline::from_timeout(None)
 }
 
@@ -111,8 +116,8 @@ impl<S: Slots> Ring<'_, S> {
     /// `draining` (a get on a closed ring waiting for a claim made before the close to be
     /// published) sleeps even though the ring is closed: `close` has woken everyone already,
     /// and the publish it waits for wakes it.
-    fn park(&self, b: Blocker, getting: bool, draining: bool, deadline: Deadline) {
-        if let Some(armed) = self.arm(b, getting, draining) {
+    fn park(&self, b: Blocker, getting: bool, draining: bool, deadline: Deadline, fence: bool) {
+        if let Some(armed) = self.arm(b, getting, draining, fence) {
             // The futex compares the low 32 bits: owner, WAITING and the low bits of seq.
             wait_low_half(armed.word, armed.low, armed.deadline(deadline));
         }
@@ -124,15 +129,22 @@ impl<S: Slots> Ring<'_, S> {
     /// changed and the caller should retry at once. A caller that arms and then does not
     /// sleep (a cancelled async wait) leaves only the `WAITING` bit, which costs the slot's
     /// next owner one spurious wake-up.
-    fn arm(&self, b: Blocker, getting: bool, draining: bool) -> Option<Armed<'_>> {
+    fn arm(&self, b: Blocker, getting: bool, draining: bool, fence: bool) -> Option<Armed<'_>> {
         let st = self.slots.state(b.idx);
-        // SYNC POINT: the count, then the heavy barrier, then the CAS below reads the state:
-        // against `end_claim`'s plain store, light barrier and count load. Either the owner's
-        // store is visible to our CAS (which fails: we retry), or its count load sees us (it
-        // wakes the slot). Where the heavy barrier is refused, owners of other processes may
-        // still store plainly, so the sleep is bounded to a short slice instead.
+        // SYNC POINT: the count, then the heavy barrier (if `fence`), then the CAS below reads
+        // the state: against `end_claim`'s plain store, light barrier and count load. Either
+        // the owner's store is visible to our CAS (which fails: we retry), or its count load
+        // sees us (it wakes the slot).
+        //
+        // The first sleep of an operation skips the heavy barrier (a system call that
+        // interrupts the CPUs running the peers) and is bounded to `UNFENCED_SLEEP` instead:
+        // an owner whose count load missed our count (only while its own store still sat
+        // in its store buffer, a window of a few nanoseconds) then costs one such delay, not
+        // a lost wake-up. A ping-pong's every wait is a first sleep; a long wait fences once.
+        // Where the heavy barrier is refused, every sleep is bounded that way. Loom models
+        // have no clock (a bounded sleep is an endless one there), so they always fence.
         let counted = Counted::new(&self.ctl.sleepers);
-        let fenced = ipc_shm::lowlevel::sync::heavy_barrier();
+        let fenced = (fence || cfg!(loom)) && ipc_shm::lowlevel::sync::heavy_barrier();
         let armed = b.state | WAITING;
         // SYNC POINT: an RMW even when the bit is already set: it and the owner's swap in
         // `publish`/`release` are read-modify-writes of one word, so either this fails (the
@@ -200,6 +212,8 @@ pub(crate) struct Backoff {
     step: u32,
     /// The step after which the caller parks.
     limit: u32,
+    /// The operation has slept once already (later sleeps run the heavy barrier).
+    parked: bool,
 }
 
 impl Backoff {
@@ -234,6 +248,7 @@ impl Backoff {
         Backoff {
             step: if cfg!(loom) { 1 } else { 0 },
             limit: Self::YIELD_LIMIT,
+            parked: false,
         }
     }
 
@@ -333,6 +348,9 @@ pub(crate) enum Wait {
         getting: bool,
         draining: bool,
         slice: Deadline,
+        /// Run the heavy barrier first (every sleep of an operation but its first; see
+        /// [`Ring::arm`]).
+        fence: bool,
     },
     /// A yield: the attempt gave up under contention and has no slot to sleep on.
     Yield,
@@ -444,6 +462,7 @@ impl<S: Slots> Ring<'_, S> {
                 getting,
                 draining,
                 slice: watch.slice(deadline),
+                fence: std::mem::replace(&mut backoff.parked, true),
             },
             None => Wait::Yield,
         }))
@@ -457,7 +476,8 @@ impl<S: Slots> Ring<'_, S> {
                 getting,
                 draining,
                 slice,
-            } => self.park(b, getting, draining, slice),
+                fence,
+            } => self.park(b, getting, draining, slice, fence),
             Wait::Yield => yield_now(),
         }
     }
@@ -660,8 +680,9 @@ impl<S: Slots> Ring<'_, S> {
                 getting,
                 draining,
                 slice,
+                fence,
             } => {
-                if let Some(armed) = self.arm(b, getting, draining) {
+                if let Some(armed) = self.arm(b, getting, draining, fence) {
                     let until = armed.deadline(slice);
                     ipc_shm::lowlevel::sync::FutexWait::low_half(armed.word, armed.low, until)
                         .await;
