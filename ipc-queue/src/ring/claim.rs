@@ -320,7 +320,9 @@ impl<S: Slots> Ring<'_, S> {
     ///   a plain store, then a second look at the sleeper count after
     ///   [`light_barrier`](ipc_shm::lowlevel::sync::light_barrier). A sleeper counts itself
     ///   and runs the heavy barrier before it checks the slot, so either it sees our store
-    ///   (and does not sleep) or we see its count (and wake the slot). The store costs no
+    ///   (and does not sleep) or we see its count (and wake the slot). (A call's first
+    ///   sleep skips the heavy barrier and is bounded to 200 µs instead: see `wait::arm`.)
+    ///   The store costs no
     ///   read-for-ownership stall, unlike a read-modify-write: a producer streams its
     ///   publishes through the store buffer as a bare Vyukov ring does.
     /// - **Somebody sleeps** (or no light barrier here): a swap, which reads the `WAITING`
