@@ -354,19 +354,10 @@ pub(crate) unsafe fn futex_wake(addr: *const u32, n: u32) -> usize {
 const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
 const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
 
-/// Registers the calling process for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`: from now on (and in
-/// children forked after this, which inherit the registration) a global expedited barrier
-/// issued by any process interrupts this process's running threads with a full barrier.
-pub(crate) fn membarrier_register_global_expedited() -> io::Result<()> {
+/// One `membarrier(2)` command without flags.
+fn membarrier(cmd: libc::c_int) -> io::Result<()> {
     // SAFETY: membarrier takes two integers and a flags word; it touches no user memory.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_membarrier,
-            MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
-            0,
-            0,
-        )
-    };
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) };
     if r == 0 {
         Ok(())
     } else {
@@ -374,17 +365,18 @@ pub(crate) fn membarrier_register_global_expedited() -> io::Result<()> {
     }
 }
 
+/// Registers the calling process for `MEMBARRIER_CMD_GLOBAL_EXPEDITED`: from now on (and in
+/// children forked after this, which inherit the registration) a global expedited barrier
+/// issued by any process interrupts this process's running threads with a full barrier.
+pub(crate) fn membarrier_register_global_expedited() -> io::Result<()> {
+    membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)
+}
+
 /// Issues a global expedited barrier: when it returns, every thread of every registered
 /// process that was running has executed a full memory barrier, and every other one has
 /// been switched out (a full barrier too) since the call began.
 pub(crate) fn membarrier_global_expedited() -> io::Result<()> {
-    // SAFETY: as above.
-    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)
 }
 
 /// The calling thread's id (`gettid`), unique among live threads of the pid namespace.

@@ -607,15 +607,16 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    #[test]
-    fn exclusion_between_threads() {
+    /// `threads` threads each increment a counter `iters` times under one lock, re-locking at
+    /// once; returns the count and leaves the lock checked free.
+    fn count_under_lock(threads: u64, iters: u64) -> u64 {
         let lock = Arc::new(RawLock::new());
         let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let threads: Vec<_> = (0..4)
+        let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let (lock, counter) = (Arc::clone(&lock), Arc::clone(&counter));
                 std::thread::spawn(move || {
-                    for _ in 0..20_000 {
+                    for _ in 0..iters {
                         lock.lock().unwrap();
                         // A non-atomic read-modify-write: lost updates show a broken lock.
                         let v = counter.load(Ordering::Relaxed);
@@ -625,11 +626,16 @@ mod tests {
                 })
             })
             .collect();
-        for t in threads {
-            t.join().unwrap();
+        for h in handles {
+            h.join().unwrap();
         }
-        assert_eq!(counter.load(Ordering::Relaxed), 80_000);
         assert!(!lock.is_locked());
+        counter.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn exclusion_between_threads() {
+        assert_eq!(count_under_lock(4, 20_000), 80_000);
     }
 
     /// A waiter that outlasts its spin parks (sets WAITERS) and takes the lock once the live
@@ -664,26 +670,7 @@ mod tests {
     /// finish although the spinning waiter reads the word only now and then.
     #[test]
     fn relocking_holders_both_finish_with_no_lost_update() {
-        let lock = Arc::new(RawLock::new());
-        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let threads: Vec<_> = (0..2)
-            .map(|_| {
-                let (lock, counter) = (Arc::clone(&lock), Arc::clone(&counter));
-                std::thread::spawn(move || {
-                    for _ in 0..200_000 {
-                        lock.lock().unwrap();
-                        let v = counter.load(Ordering::Relaxed);
-                        counter.store(v + 1, Ordering::Relaxed);
-                        lock.unlock().unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert_eq!(counter.load(Ordering::Relaxed), 400_000);
-        assert!(!lock.is_locked());
+        assert_eq!(count_under_lock(2, 200_000), 400_000);
     }
 
     #[test]
