@@ -1,4 +1,4 @@
-//! Our queue rows (`ipc-queue`): Q1, Q1t, Q2, Q3, Q4, Q5, Q6@s, Q7@MxN. Queues are made in the
+//! Our queue rows (`ipc-queue`): Q1, Q1t, Q2, Q3, Q4, Q5, Q6@s, Q7@MxN, Q8. Queues are made in the
 //! parent (capacity 1024) and used by the forked roles through their inherited handles.
 
 use ipc_queue::{Error, PodQueue, Queue, TryGetError, TryPutError};
@@ -71,6 +71,54 @@ pub fn q1(r: &Run) -> Outcome {
 /// Q1t: Q1 with `try_put`/`try_get` + Backoff, as P7b.
 pub fn q1t(r: &Run) -> Outcome {
     pod_mxn(r, 1, 1, true).into()
+}
+
+/// Values per `put_many` call in Q8, and the most a `get_many` call takes.
+const Q8_BATCH: usize = 64;
+
+/// Q8: Q1 in batches: the producer `put_many` of 64 values per call, the consumer
+/// `get_many` of up to 64 per call (blocking until at least one).
+pub fn q8(r: &Run) -> Outcome {
+    let run = || -> Result<Measure, String> {
+        let q = PodQueue::<u64>::new(1024).map_err(q_err)?;
+        let plan = Plan::new(r.n, 1, 1);
+        run_mxn(plan, r.pin, |g, role| {
+            g.start();
+            match role {
+                Role::Producer(_) => {
+                    let mut batch = [0u64; Q8_BATCH];
+                    let mut i = 0;
+                    while i < plan.per {
+                        let k = (plan.per - i).min(Q8_BATCH as u64) as usize;
+                        for (j, v) in batch[..k].iter_mut().enumerate() {
+                            *v = i + j as u64;
+                        }
+                        q.put_many(&batch[..k]).map_err(q_err)?;
+                        i += k as u64;
+                    }
+                    Ok(RoleOut {
+                        sum: 0,
+                        count: plan.per,
+                    })
+                }
+                Role::Consumer(_) => {
+                    let mut acc = Acc::default();
+                    let mut got = Vec::with_capacity(Q8_BATCH);
+                    let want = plan.per_consumer();
+                    while acc.count < want {
+                        got.clear();
+                        let max = (want - acc.count).min(Q8_BATCH as u64) as usize;
+                        q.get_many(&mut got, max).map_err(q_err)?;
+                        for &v in &got {
+                            acc.add(v);
+                        }
+                    }
+                    Ok(acc.out())
+                }
+            }
+        })
+    };
+    run().into()
 }
 
 /// Q2 (2→2) and Q7@MxN: Q1 with `m` producer and `c` consumer procs.

@@ -365,6 +365,14 @@ pub fn build(quick: bool) -> Registry {
         8,
         ours_queue::q1t,
     );
+    b.ours(
+        "Q8",
+        "PodQueue<u64> put_many(64)/get_many(≤64) 1P→1C",
+        MMSG,
+        40_000_000,
+        8,
+        ours_queue::q8,
+    );
     b.refr("P7b", "Vyukov ring 1→1 procs", MMSG, 40_000_000, 8, |r| {
         refs_queue::p7_vyukov(r, 1, 1)
     });
@@ -1043,6 +1051,7 @@ pub fn build(quick: bool) -> Registry {
         t("Q1", "P3a", "ipc-channel u64", Ge, 100.0, None),
         t("Q1", "P4a", "POSIX mq 8 B", Ge, 50.0, None),
         t("Q2", "P7c", "Vyukov ring 2→2", Ge, 0.8, Some(1.0)),
+        t("Q8", "P7b", "Vyukov ring 1→1, per message", Ge, 2.0, None),
         t("Q3", "P3a", "ipc-channel u64", Ge, 10.0, None),
         t(
             "Q3",

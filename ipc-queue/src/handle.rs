@@ -124,6 +124,37 @@ impl Handle {
             .put_until(Me::current(), deadline, &self.watch, &OsLiveness, write)
     }
 
+    /// Puts a run of up to `max` messages with one claim (`write(k, slot)` writes the
+    /// `k`-th), waiting until `deadline` for room for the first; how many were put.
+    pub(crate) fn put_run(
+        &self,
+        max: u64,
+        deadline: Deadline,
+        write: &mut impl FnMut(u64, SlotWriter<'_>),
+    ) -> Result<u64, Stop> {
+        self.ring.ring().put_run_until(
+            Me::current(),
+            max,
+            deadline,
+            &self.watch,
+            &OsLiveness,
+            write,
+        )
+    }
+
+    /// Gets a run of up to `max` messages with one claim, each read with `read`, waiting
+    /// until `deadline` for the first; how many were read.
+    pub(crate) fn get_run(
+        &self,
+        max: u64,
+        deadline: Deadline,
+        read: &mut impl FnMut(SlotReader<'_>),
+    ) -> Result<u64, Stop> {
+        self.ring
+            .ring()
+            .get_run_until(Me::current(), max, deadline, &self.watch, &OsLiveness, read)
+    }
+
     /// A put that succeeds at once without waiting or helping, else false (nothing done).
     #[inline(always)]
     pub(crate) fn put_fast(&self, write: impl FnOnce(SlotWriter<'_>)) -> bool {

@@ -334,6 +334,167 @@ impl<T: Pod> PodQueue<T> {
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
         self.get_with(|| Deadline::after(timeout))
     }
+
+    /// Puts `values` in order, as many per claim as there are free slots, until all are put
+    /// or the ring stops them: how many were put, and why it stopped (`None`: all put).
+    fn put_many_until(&self, values: &[T], deadline: Deadline) -> (usize, Option<PutFail>) {
+        let mut done = 0;
+        while done < values.len() {
+            let rest = &values[done..];
+            let mut write = |k: u64, w: SlotWriter<'_>| {
+                if let Some(v) = usize::try_from(k).ok().and_then(|k| rest.get(k)) {
+                    write_pod(v, w);
+                }
+            };
+            match self.h.put_run(rest.len() as u64, deadline, &mut write) {
+                // A run is never longer than asked for.
+                Ok(n) => done += usize::try_from(n).map_or(rest.len(), |n| n.min(rest.len())),
+                Err(stop) => return (done, Some(put_fail(stop))),
+            }
+        }
+        (done, None)
+    }
+
+    /// Puts every value of `values`, in order, waiting as long as the queue is full. Each
+    /// claim takes as many consecutive slots as are free (up to all the values left) with
+    /// one compare-and-swap, and every message is published as soon as it is written, so
+    /// consumers see them in order and never a partial one; with another producer putting
+    /// at the same time, their messages may fall between runs of these.
+    ///
+    /// # Errors
+    /// [`PutError::Closed`] once the queue is closed, `Failed(_, Corrupted)`: the values not
+    /// put come back (a suffix of `values`; those before it were put).
+    ///
+    /// # Peer death
+    /// As [`put`](Self::put), per message: a consumer killed holding a slot is reclaimed, and
+    /// a producer killed in the middle of a run leaves the messages it published
+    /// delivered and the rest of its run skipped.
+    ///
+    /// ```
+    /// use ipc_queue::PodQueue;
+    ///
+    /// let q = PodQueue::<u64>::new(8)?;
+    /// q.put_many(&[1, 2, 3])?;
+    /// let mut got = Vec::new();
+    /// assert_eq!(q.get_many(&mut got, 64)?, 3);
+    /// assert_eq!(got, [1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put_many<'v>(&self, values: &'v [T]) -> Result<(), PutError<&'v [T]>> {
+        match self.put_many_until(values, Deadline::never()) {
+            (_, None) => Ok(()),
+            (done, Some(f)) => Err(f.put(&values[done..])),
+        }
+    }
+
+    /// Puts as many of `values`, in order, as there are free slots now; returns how many
+    /// (a prefix of `values`: all of them, or fewer when the queue filled up).
+    ///
+    /// # Errors
+    /// When none was put: [`TryPutError::Full`], [`TryPutError::Closed`], or
+    /// `Failed(_, Corrupted)`, with `values` back.
+    ///
+    /// # Peer death
+    /// As [`try_put`](Self::try_put).
+    pub fn try_put_many<'v>(&self, values: &'v [T]) -> Result<usize, TryPutError<&'v [T]>> {
+        match self.put_many_until(values, Deadline::expired()) {
+            (done, None) => Ok(done),
+            (0, Some(f)) if !values.is_empty() => Err(f.try_put(values)),
+            (done, Some(_)) => Ok(done),
+        }
+    }
+
+    /// Puts every value of `values` in order (as [`put_many`](Self::put_many)), waiting at
+    /// most `timeout` in all.
+    ///
+    /// # Errors
+    /// [`PutTimeoutError::Timeout`], [`PutTimeoutError::Closed`], or `Failed(_, Corrupted)`:
+    /// the values not put come back (a suffix of `values`; those before it were put).
+    ///
+    /// # Peer death
+    /// As [`put_timeout`](Self::put_timeout).
+    pub fn put_many_timeout<'v>(
+        &self,
+        values: &'v [T],
+        timeout: Duration,
+    ) -> Result<(), PutTimeoutError<&'v [T]>> {
+        match self.put_many_until(values, Deadline::after(timeout)) {
+            (_, None) => Ok(()),
+            (done, Some(f)) => Err(f.put_timeout(&values[done..])),
+        }
+    }
+
+    /// Takes up to `max` messages queued from the head in one claim and appends them to
+    /// `out` in order, waiting until there is at least one; how many. `max` 0 returns 0.
+    fn get_many_until<E: GetFail>(
+        &self,
+        out: &mut Vec<T>,
+        max: usize,
+        deadline: Deadline,
+    ) -> Result<usize, E> {
+        if max == 0 {
+            return Ok(0);
+        }
+        out.reserve(max.min(self.capacity()));
+        let before = out.len();
+        let mut corrupted = false;
+        let mut read = |r: SlotReader<'_>| match reader::<T>(r) {
+            Some(v) => out.push(v),
+            None => corrupted = true,
+        };
+        self.h
+            .get_run(max as u64, deadline, &mut read)
+            .map_err(E::stop)?;
+        if corrupted {
+            return Err(E::failed(Error::Corrupted("slot smaller than the element")));
+        }
+        Ok(out.len() - before)
+    }
+
+    /// Takes up to `max` of the oldest messages with one claim, appending them to `out` in
+    /// order; waits as long as the queue is empty, then takes what is there (at least one,
+    /// at most `max`). Returns how many were taken.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get): [`Error::Closed`] once the queue is closed and drained,
+    /// [`Error::Corrupted`].
+    ///
+    /// # Peer death
+    /// As [`get`](Self::get). A consumer killed in the middle of a run loses the messages
+    /// of its run it had not taken yet; they are counted in
+    /// [`dropped_by_dead_peers`](Self::dropped_by_dead_peers).
+    pub fn get_many(&self, out: &mut Vec<T>, max: usize) -> Result<usize> {
+        self.get_many_until::<Error>(out, max, Deadline::never())
+    }
+
+    /// Takes up to `max` of the messages queued now, appending them to `out` in order;
+    /// never sleeps. Returns how many (at least one).
+    ///
+    /// # Errors
+    /// As [`try_get`](Self::try_get): [`TryGetError::Empty`] if nothing is queued,
+    /// [`TryGetError::Closed`] once closed and drained, `Failed(Corrupted)`.
+    ///
+    /// # Peer death
+    /// As [`try_get`](Self::try_get).
+    pub fn try_get_many(&self, out: &mut Vec<T>, max: usize) -> Result<usize, TryGetError> {
+        self.get_many_until(out, max, Deadline::expired())
+    }
+
+    /// [`get_many`](Self::get_many), waiting at most `timeout` for the first message.
+    ///
+    /// # Errors
+    /// As [`get_timeout`](Self::get_timeout).
+    ///
+    /// # Peer death
+    /// As [`get_timeout`](Self::get_timeout).
+    pub fn get_many_timeout(
+        &self,
+        out: &mut Vec<T>,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<usize, GetTimeoutError> {
+        self.get_many_until(out, max, Deadline::after(timeout))
+    }
 }
 
 crate::handle::shared_methods!(PodQueue);

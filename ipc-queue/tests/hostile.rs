@@ -59,7 +59,7 @@ proptest! {
     /// 100 ms timeouts and, once closed, a plain `get`, each in a child under a watchdog.
     #[test]
     fn corrupted_words_under_blocking_calls(
-        writes in proptest::collection::vec((0usize..(CONTROL / 8 + 64), any::<u64>(), 0u8..5), 1..6),
+        writes in proptest::collection::vec((0usize..(CONTROL / 8 + 64), any::<u64>(), 0u8..6), 1..6),
         messages in 0u64..5,
     ) {
         let _leaks = common::leak_guard();
@@ -76,6 +76,8 @@ proptest! {
                 1 => ((value % 16) << 24) | ((value >> 40) % 4),
                 2 => ((value % 16) << 24) | (1 << 22),
                 3 => ((value % 16) << 24) | ((value >> 32) % 3),
+                // A run's record (or a tombstone's bit in a slot).
+                4 => ((value % 16) << 24) | (1 << 23) | ((value >> 32) % 3),
                 _ => ((value % 16) << 24) | ((value >> 32) & ((1 << 22) - 1)),
             };
             raw.write_at(HEADER + word * 8, &v.to_le_bytes()).unwrap();
@@ -86,14 +88,21 @@ proptest! {
                 let _ = timed(WAIT, || q.put_timeout(7, WAIT))?;
                 let _ = timed(WAIT, || q.put_timeout(8, WAIT))?;
                 let _ = timed(WAIT, || q.get_timeout(WAIT))?;
+                let _ = timed(WAIT, || q.put_many_timeout(&[9, 10, 11], WAIT))?;
+                let mut got = Vec::new();
+                let _ = timed(WAIT, || q.get_many_timeout(&mut got, 8, WAIT))?;
                 let _ = timed(WAIT, || q.join_timeout(WAIT))?;
                 let _ = q.task_done();
                 q.close();
                 // A closed queue: plain gets end (a message, Closed or Corrupted).
-                for _ in 0..8 {
-                    match q.get() {
-                        Ok(_) => {}
-                        Err(_) => break,
+                for k in 0..8 {
+                    let r = if k % 2 == 0 {
+                        q.get().map(drop)
+                    } else {
+                        q.get_many(&mut got, 3).map(drop)
+                    };
+                    if r.is_err() {
+                        break;
                     }
                 }
                 Ok(())

@@ -227,3 +227,82 @@ fn publish_before_retire() {
     assert_eq!(got, (0..10).collect::<Vec<_>>());
     q.join_timeout(WATCHDOG).unwrap();
 }
+
+/// A producer killed at `queue.put.claimed` inside `put_many`, holding a claimed run of
+/// three slots it never wrote: the run is skipped (a consumer sees its claimer dead), the
+/// survivors' messages arrive exactly once, `join` returns, and nothing is counted dropped.
+#[test]
+fn put_many_run_claimed() {
+    let leaks = common::leak_guard();
+    {
+        let s = Setup::<PodQueue<u64>>::new(Mode::Named, 8);
+        kill_at(&s, "queue.put.claimed", |q| {
+            i32::from(q.put_many(&[100, 101, 102]).is_ok())
+        });
+        survivors_deliver_and_join(&s, Some(100));
+        assert_eq!(s.q.dropped_by_dead_peers(), 0);
+    }
+    leaks.finish();
+}
+
+/// A consumer killed at `queue.get.claimed` inside `get_many`, holding a claimed run of
+/// three messages: all three are counted lost at once by `dropped_by_dead_peers`, and the
+/// queue goes on (puts reuse the run's slots, later messages arrive, `join` returns).
+#[test]
+fn get_many_run_claimed() {
+    let leaks = common::leak_guard();
+    {
+        let s = Setup::<PodQueue<u64>>::new(Mode::Named, 4);
+        s.q.put_many(&[100, 101, 102]).unwrap();
+        kill_at(&s, "queue.get.claimed", |q| {
+            let mut got = Vec::new();
+            i32::from(q.get_many(&mut got, 8).is_ok())
+        });
+        assert_eq!(s.q.dropped_by_dead_peers(), 3);
+        assert_eq!(s.q.len(), 0);
+        survivors_deliver_and_join(&s, Some(100));
+    }
+    leaks.finish();
+}
+
+/// A producer killed in the middle of a stream of runs (SIGKILL from outside, at a random
+/// point) while a consumer takes runs: every message it put arrives once and in order,
+/// nothing else arrives, and the consumer never waits past its deadline.
+#[test]
+fn producer_of_runs_killed_mid_stream() {
+    let leaks = common::leak_guard();
+    {
+        let s = Setup::<PodQueue<u64>>::new(Mode::Named, 64);
+        let victim = s.child(|q| {
+            let mut v = 0u64;
+            loop {
+                let batch: Vec<u64> = (v..v + 16).collect();
+                if q.put_many(&batch).is_err() {
+                    return 3;
+                }
+                v += 16;
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        victim.kill();
+        assert_eq!(victim.wait(WATCHDOG), Exit::Signal(libc::SIGKILL));
+        let mut got = Vec::new();
+        loop {
+            match s
+                .q
+                .get_many_timeout(&mut got, 64, Duration::from_millis(300))
+            {
+                Ok(_) => {}
+                Err(ipc_queue::GetTimeoutError::Timeout) => break,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert!(!got.is_empty());
+        assert!(
+            got.iter().enumerate().all(|(i, v)| *v == i as u64),
+            "gap or repeat"
+        );
+        assert_eq!(s.q.len(), 0);
+    }
+    leaks.finish();
+}

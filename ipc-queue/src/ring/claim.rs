@@ -1,27 +1,42 @@
 //! Claiming a slot and ending the claim: the claim CAS on a position word with its helping
 //! mark, publish (a message or a tombstone) and release, the straight-line fast paths that
-//! `PodQueue` inlines, and one attempt of a put or get (`try_put`, `try_get`).
+//! `PodQueue` inlines, one attempt of a put or get (`try_put`, `try_get`), and runs: several
+//! consecutive positions claimed with one CAS (`claim_run`, `try_put_run`, `try_get_run`).
 //!
 //! **The claim names the claimer.** As in Vyukov, one CAS on the shared enqueue (dequeue)
 //! word claims a position; here the word also records the claimer's thread id
 //! (`seq << 24 | tid`), so a claim is never anonymous even if its owner is killed before it
 //! touches the slot. A participant that finds the word recording somebody else's claim
 //! first *marks* that previous slot with the recorded id (a CAS from idle to claimed, see
-//! `mark`) before its own CAS overwrites the record; the owner's publish or release is a
-//! swap that ends the mark either way.
-//! A record in the claimer's own thread id is not marked (it is its own last claim,
-//! already published or released) unless the claimer holds a claim right now (a
-//! `Serialize` that puts); so a record left by a *dead* thread whose id was reused may be
-//! overwritten unmarked. `reclaim` infers such a claim: a slot still idle in its phase
-//! while the position word has moved past it can only be that, and its claimer is dead.
-//! A claim recorded in the caller's own id while it holds none is likewise dead, whatever
-//! the stamp says (ids reused within one clock tick have equal stamps).
+//! `mark`) before its own CAS overwrites the record (`resolve_record`); the owner's publish
+//! or release ends the mark either way. So no slot is ever left idle behind the position
+//! word except those of the claim the word records.
+//!
+//! **Runs.** A run claim takes as many ready slots from the word's position as it wants, up
+//! to the capacity, with one CAS, and records itself with the `RUN` bit. Its slots are
+//! written (read) in order and then all published (released) in order, and the record's
+//! next overwriter walks back from the record over every slot still idle, marking each in
+//! the run's claimer's name; it stops at the first slot ended otherwise (ascending ends make
+//! everything before it ended too). So a slot idle behind a run's record belongs to that
+//! run, and `reclaim` judges it by the run's claimer.
+//!
+//! **Our own record.** A record in the claimer's own thread id needs no mark when it is the
+//! claimer's own last claim, already published or released: the slot before the recorded
+//! position then holds its full stamp (`own_last_claim`; every claimer stamps its slots
+//! before its claim CAS), and it holds no claim now (a `Serialize` that puts). A record in
+//! our id with another stamp was left by a *dead* thread whose id was reused: resolving it
+//! reclaims its claim at once (a claim recorded in the caller's own id while it holds none
+//! is dead, whatever the stamp says). Only when that dead thread also had our start time
+//! (an id reused within one clock tick) is its record overwritten unmarked; `reclaim` then
+//! infers the claim from its slot, idle behind a single claim's record, and its claimer is
+//! dead (behind a run's record it would be judged by that run's live claimer until a single
+//! claim's record covers it again).
 
 use super::layout::{SlotReader, SlotWriter, Slots};
 use super::recover::NeverDead;
 use super::{
-    diff, owner, pack, seq, Blocker, Idx, Me, Ring, MARK_TRIES, MAX_STEPS, POS_MASK, TID_MASK,
-    TOMB, WAITING,
+    diff, owner, pack, seq, Blocker, Cursor, Idx, Me, Ring, MARK_TRIES, MAX_STEPS, POS_MASK, RUN,
+    TID_MASK, TOMB, WAITING,
 };
 use crate::loom::{spin, AtomicU64, Ordering};
 
@@ -76,6 +91,43 @@ pub(super) enum Claimed {
     Corrupted,
 }
 
+/// The result of a run claim ([`Ring::claim_run`]).
+#[derive(Debug)]
+pub(super) enum ClaimedRun {
+    /// We own the `n` (at least one) positions from `p` on.
+    Run {
+        p: u64,
+        n: u64,
+    },
+    Blocked(Option<Blocker>),
+    Closed,
+    Corrupted,
+}
+
+/// Ends the rest of a claimed run if dropped, i.e. if a write or read into it unwinds:
+/// tombstones for the positions not yet published (a put), or releases (a get); forgotten
+/// once the run is over.
+struct EndRunOnUnwind<'r, 'a, S: Slots> {
+    ring: &'r Ring<'a, S>,
+    /// The first position of the run not yet ended, and how many are left.
+    at: Cursor,
+    left: u64,
+    reading: bool,
+}
+
+impl<S: Slots> Drop for EndRunOnUnwind<'_, '_, S> {
+    fn drop(&mut self) {
+        for _ in 0..self.left {
+            if self.reading {
+                self.ring.release(self.at.i, self.at.q);
+            } else {
+                self.ring.publish(self.at.i, self.at.q, false);
+            }
+            self.ring.step(&mut self.at);
+        }
+    }
+}
+
 /// Publishes a tombstone for the slot claimed at `p` if dropped, i.e. if the write into it
 /// unwinds; forgotten once the write returns.
 struct TombstoneOnUnwind<'r, 'a, S: Slots> {
@@ -118,11 +170,11 @@ impl<S: Slots> Ring<'_, S> {
         // SYNC POINT: Acquire, as in `claim_put` and `claim_get`.
         let e = word.load(Ordering::Acquire);
         let x = owner(e) & TID_MASK;
-        // A record in our own id is our last claim, published or released, unless we hold a
-        // claim now (a `Serialize` that puts): then the general loop marks it. (If a dead
-        // thread with our id made it, overwriting it unmarked is fine: `reclaim` infers such
-        // a claim from its idle slot behind the position word.)
-        if x != 0 && (x != me.tid || holding_claim()) {
+        // The record our own last claim on this word left (published or released before we
+        // returned) needs no helping step, unless we hold a claim now (a `Serialize` that
+        // puts). Anything else, a record in our id that a dead thread with our id made
+        // included, goes to the general loop (`resolve_record`).
+        if x != 0 && (x != me.tid || !self.own_last_claim(e, reading, me) || holding_claim()) {
             return None;
         }
         let p = seq(e);
@@ -134,13 +186,9 @@ impl<S: Slots> Ring<'_, S> {
         }
         self.stamp_slot(i, reading, me);
         // SYNC POINT: AcqRel, as in `claim_put` and `claim_get`.
-        word.compare_exchange_weak(
-            e,
-            pack(self.next(p), me.tid),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        )
-        .ok()?;
+        let rec = pack(self.next(p), me.tid);
+        word.compare_exchange_weak(e, rec, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
         Some((i, p))
     }
 
@@ -219,15 +267,13 @@ impl<S: Slots> Ring<'_, S> {
             let d = diff(seq(s), p);
             if d == 0 && owner(s) & !WAITING == 0 {
                 self.stamp_slot(i, false, me);
-                let x = owner(e) & TID_MASK;
-                if x != 0 {
-                    self.mark_or_reclaim(self.prev(p), 0, x, me);
-                }
+                self.resolve_record(e, 0, me);
+                let rec = pack(self.next(p), me.tid);
                 // SYNC POINT: AcqRel: Release publishes our stamp (stored above) to whoever
                 // reads our record, or a helper's mark of it, with Acquire.
                 match self.ctl.enq.compare_exchange_weak(
                     e,
-                    pack(self.next(p), me.tid),
+                    rec,
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
@@ -261,6 +307,66 @@ impl<S: Slots> Ring<'_, S> {
         let w = self.slots.stamp(i, reading);
         if w.load(Ordering::Relaxed) != me.stamp {
             w.store(me.stamp, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the record `e` (in our thread id) is our own last claim on its word, ended
+    /// before the call that made it returned: the slot before the recorded position holds
+    /// our full stamp in the phase's stamp word (every claimer stamps its slots before its
+    /// claim CAS). A dead thread whose id we now have stamped its claims with its own stamp,
+    /// which differs from ours in the start time (unless the id was reused within one clock
+    /// tick); a claimer that lost the race for our slot may have overwritten our stamp, which
+    /// only sends us to the general path. One load, of a line this participant keeps reading.
+    #[inline(always)]
+    fn own_last_claim(&self, e: u64, reading: bool, me: Me) -> bool {
+        self.index(self.prev(seq(e)))
+            .is_some_and(|j| self.slots.stamp(j, reading).load(Ordering::Relaxed) == me.stamp)
+    }
+
+    /// The helping step for the record `e` of the position word `word` (phase `phase`: 0
+    /// enqueue, 1 dequeue), which our CAS is about to overwrite: every slot its claim covers
+    /// that is still idle gets marked in the claimer's name (or reclaimed, for a dead thread
+    /// with our id), so no idle slot is ever left behind a record but those of the record's
+    /// own claim. Nothing for no record, or for our own last one (ended already).
+    ///
+    /// A single claim covers the slot before the recorded position. A run (`RUN`) covers
+    /// that one and those before it back to where the run started, which the record does not
+    /// say: the walk goes back while slots are idle in the phase (or marked for the same
+    /// claimer, or, when writing, tombstones a reclaim made of a dead run's slots out of
+    /// order) and stops at the first slot ended otherwise. A run ends its slots in ascending
+    /// order, so everything before an ended slot of the run is ended too; and every claim
+    /// before the run was resolved when the run's claimer overwrote its record.
+    #[inline]
+    pub(super) fn resolve_record(&self, e: u64, phase: u64, me: Me) {
+        let x = owner(e) & TID_MASK;
+        if x == 0 || (x == me.tid && self.own_last_claim(e, phase != 0, me) && !holding_claim()) {
+            return;
+        }
+        if e & RUN == 0 {
+            self.mark_or_reclaim(self.prev(seq(e)), phase, x, me);
+        } else {
+            self.resolve_run(seq(e), phase, x, me);
+        }
+    }
+
+    /// The walk of [`Ring::resolve_record`] over a run recorded as ending at `end` by `x`.
+    #[cold]
+    fn resolve_run(&self, end: u64, phase: u64, x: u64, me: Me) {
+        let mut q = self.prev(end);
+        for _ in 0..self.cap {
+            let Some(j) = self.index(q) else { return };
+            let s = self.slots.state(j).load(Ordering::Acquire);
+            let t = owner(s) & TID_MASK;
+            if seq(s) == (q + phase) & POS_MASK {
+                if t == 0 {
+                    self.mark_or_reclaim(q, phase, x, me);
+                } else if t != x {
+                    return;
+                }
+            } else if !(phase == 0 && seq(s) == (q + 1) & POS_MASK && owner(s) & !WAITING == TOMB) {
+                return;
+            }
+            q = self.prev(q);
         }
     }
 
@@ -418,14 +524,12 @@ impl<S: Slots> Ring<'_, S> {
             let d = diff(seq(s), p + 1);
             if d == 0 && owner(s) & TID_MASK == 0 {
                 self.stamp_slot(i, true, me);
-                let x = owner(e) & TID_MASK;
-                if x != 0 {
-                    self.mark_or_reclaim(self.prev(p), 1, x, me);
-                }
+                self.resolve_record(e, 1, me);
+                let rec = pack(self.next(p), me.tid);
                 // SYNC POINT: AcqRel, as in `claim_put`.
                 match self.ctl.deq.compare_exchange_weak(
                     e,
-                    pack(self.next(p), me.tid),
+                    rec,
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
@@ -434,7 +538,7 @@ impl<S: Slots> Ring<'_, S> {
                         self.settle(i, p);
                         ipc_failpoints::failpoint!("queue.tombstone.published");
                         self.release(i, p);
-                        e = pack(self.next(p), me.tid);
+                        e = rec;
                     }
                     Ok(_) => return Claimed::Slot(i, p),
                     Err(now) => e = now,
@@ -484,5 +588,206 @@ impl<S: Slots> Ring<'_, S> {
             Claimed::Closed => Attempt::Closed,
             Claimed::Corrupted => Attempt::Corrupted,
         }
+    }
+
+    /// Claims up to `max` consecutive positions of the enqueue word (`reading` false) or the
+    /// dequeue word with one CAS: as many slots from the word's position on as are ready
+    /// (free for writing; published, message or tombstone, for reading), at least one. The
+    /// record names us with the `RUN` bit when the run has more than one position; the
+    /// helping step resolves the record it overwrites as every claim does.
+    pub(super) fn claim_run(&self, reading: bool, me: Me, max: u64) -> ClaimedRun {
+        let word = if reading {
+            &self.ctl.deq
+        } else {
+            &self.ctl.enq
+        };
+        let phase = u64::from(reading);
+        // Ready slots: no owner (and, for writing, no tombstone); `WAITING` may be set.
+        let busy = if reading {
+            TID_MASK
+        } else {
+            !WAITING & super::OWNER_MASK
+        };
+        if !reading && self.ctl.closed.load(Ordering::Relaxed) != 0 {
+            return ClaimedRun::Closed;
+        }
+        let max = max.clamp(1, self.cap);
+        // SYNC POINT: Acquire, as in `claim_put`.
+        let mut e = word.load(Ordering::Acquire);
+        for _ in 0..MAX_STEPS {
+            let p = seq(e);
+            let Some(mut c) = self.cursor(p) else {
+                return ClaimedRun::Corrupted;
+            };
+            // SYNC POINT: Acquire, as in `claim_put` and `claim_get` (for each slot).
+            let s = self.slots.state(c.i).load(Ordering::Acquire);
+            if seq(s) != (p + phase) & POS_MASK || owner(s) & busy != 0 {
+                if diff(seq(s), p + phase) < 0 {
+                    return ClaimedRun::Blocked(Some(Blocker {
+                        idx: c.i,
+                        state: s,
+                        pos: p,
+                    }));
+                }
+                // Taken already: our view of the word is stale.
+                spin();
+                e = word.load(Ordering::Acquire);
+                continue;
+            }
+            let mut n = 0;
+            loop {
+                self.stamp_slot(c.i, reading, me);
+                n += 1;
+                self.step(&mut c);
+                if n == max {
+                    break;
+                }
+                let s = self.slots.state(c.i).load(Ordering::Acquire);
+                if seq(s) != (c.q + phase) & POS_MASK || owner(s) & busy != 0 {
+                    break;
+                }
+            }
+            self.resolve_record(e, phase, me);
+            let rec = pack(c.q, me.tid | if n > 1 { RUN } else { 0 });
+            // SYNC POINT: AcqRel, as in `claim_put`; the slots' states were ready when read
+            // and only the claimer of their positions changes a ready state.
+            match word.compare_exchange_weak(e, rec, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return ClaimedRun::Run { p, n },
+                Err(now) => e = now,
+            }
+        }
+        ClaimedRun::Blocked(None)
+    }
+
+    /// Ends the claims of the `n` positions from `at` by storing `next(position)` in each
+    /// slot, in order: [`Ring::end_claim`] for a run, with the second look at the sleeper
+    /// count once after all the stores (it follows each of them, which is what the handshake
+    /// needs), waking every slot of the run if a sleeper came.
+    #[inline(always)]
+    pub(super) fn end_run(&self, at: Cursor, n: u64, next: impl Fn(u64) -> u64) {
+        let mut c = at;
+        if self.light && self.ctl.sleepers.load(Ordering::Relaxed) == 0 {
+            for _ in 0..n {
+                let st = self.slots.state(c.i);
+                // SYNC POINT: Release, as in `end_claim` (and a swap under loom, see there).
+                #[cfg(not(loom))]
+                st.store(next(c.q), Ordering::Release);
+                #[cfg(loom)]
+                let _ = st.swap(next(c.q), Ordering::Release);
+                self.step(&mut c);
+            }
+            ipc_shm::lowlevel::sync::light_barrier();
+            // SYNC POINT: as in `end_claim`, after every store of the run.
+            if self.ctl.sleepers.load(Ordering::Relaxed) != 0 {
+                let mut c = at;
+                for _ in 0..n {
+                    self.wake_slot(c.i);
+                    self.step(&mut c);
+                }
+            }
+        } else {
+            for _ in 0..n {
+                self.end_claim(c.i, next(c.q));
+                self.step(&mut c);
+            }
+        }
+    }
+
+    /// One attempt to put up to `max` messages with one claim: `write(k, slot)` writes the
+    /// `k`-th into its slot; once all are written they are published in order. `Done(n)`:
+    /// the first `n` were put. For writes that cannot fail (plain data); a write that
+    /// unwinds publishes tombstones for the rest of the run.
+    pub(crate) fn try_put_run(
+        &self,
+        me: Me,
+        max: u64,
+        write: &mut impl FnMut(u64, SlotWriter<'_>),
+    ) -> Attempt<u64> {
+        let (p, n) = match self.claim_run(false, me, max) {
+            ClaimedRun::Run { p, n } => (p, n),
+            ClaimedRun::Blocked(b) => return Attempt::Blocked(b),
+            ClaimedRun::Closed => return Attempt::Closed,
+            ClaimedRun::Corrupted => return Attempt::Corrupted,
+        };
+        let Some(at) = self.cursor(p) else {
+            // `claim_run` checked the index.
+            return Attempt::Corrupted;
+        };
+        let run = EndRunOnUnwind {
+            ring: self,
+            at,
+            left: n,
+            reading: false,
+        };
+        // SYNC POINT: Acquire, after our claim CAS, as in `refused_by_close`.
+        if self.ctl.closed.load(Ordering::Acquire) != 0 {
+            // Dropping `run` publishes a tombstone in each slot.
+            return Attempt::Closed;
+        }
+        ipc_failpoints::failpoint!("queue.put.claimed");
+        // Every message is written first, then all are published in order: a consumer
+        // waiting on the run's first slot then finds the whole run at once, instead of
+        // chasing the writes slot by slot on the lines they are being written to.
+        let mut c = at;
+        for k in 0..n {
+            self.slots.write(c.i, |w| write(k, w));
+            self.step(&mut c);
+        }
+        std::mem::forget(run);
+        // Release publishes the payloads, as in `publish`.
+        self.end_run(at, n, |q| pack(q + 1, 0));
+        Attempt::Done(n)
+    }
+
+    /// One attempt to get up to `max` messages with one claim, each read with `read`, then
+    /// all released in order; tombstones in the run are counted on the way. `Done(n)`: `n`
+    /// messages were read (at least one: a run of tombstones only is followed by another
+    /// claim).
+    pub(crate) fn try_get_run(
+        &self,
+        me: Me,
+        max: u64,
+        read: &mut impl FnMut(SlotReader<'_>),
+    ) -> Attempt<u64> {
+        for _ in 0..MAX_STEPS {
+            let (p, n) = match self.claim_run(true, me, max) {
+                ClaimedRun::Run { p, n } => (p, n),
+                ClaimedRun::Blocked(b) => return Attempt::Blocked(b),
+                ClaimedRun::Closed => return Attempt::Closed,
+                ClaimedRun::Corrupted => return Attempt::Corrupted,
+            };
+            let Some(at) = self.cursor(p) else {
+                return Attempt::Corrupted;
+            };
+            ipc_failpoints::failpoint!("queue.get.claimed");
+            let run = EndRunOnUnwind {
+                ring: self,
+                at,
+                left: n,
+                reading: true,
+            };
+            let mut got = 0;
+            let mut c = at;
+            for _ in 0..n {
+                // Ours since the claim: only helpers' marks and sleepers' WAITING bits
+                // change it, never the TOMB bit.
+                if owner(self.slots.state(c.i).load(Ordering::Relaxed)) & TOMB != 0 {
+                    self.settle(c.i, c.q);
+                    ipc_failpoints::failpoint!("queue.tombstone.published");
+                } else {
+                    self.slots.read(c.i, &mut *read);
+                    got += 1;
+                }
+                self.step(&mut c);
+            }
+            std::mem::forget(run);
+            // Release orders our reads before the next lap's writes, as in `release`.
+            let one_lap = self.one_lap;
+            self.end_run(at, n, |q| pack(q + one_lap, 0));
+            if got > 0 {
+                return Attempt::Done(got);
+            }
+        }
+        Attempt::Blocked(None)
     }
 }

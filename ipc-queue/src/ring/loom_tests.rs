@@ -7,7 +7,7 @@ use loom::cell::UnsafeCell;
 use loom::sync::atomic::AtomicBool;
 use loom::sync::Arc;
 
-use super::claim::{Attempt, Claimed};
+use super::claim::{Attempt, Claimed, ClaimedRun};
 use super::recover::{Liveness, Reclaim};
 use super::*;
 
@@ -413,5 +413,229 @@ fn stopped_reader_is_reclaimed_and_counted() {
         assert_eq!(r.dropped(), 1);
         assert_eq!(r.task_done(), Ok(()));
         assert_eq!(r.unfinished(), 0);
+    });
+}
+
+/// A run of `vs` put with one claim (as many as fit), retried a few times; how many went.
+fn put_run(r: &Ring<'_, HeapSlots>, who: Me, vs: &[u64]) -> usize {
+    let mut done = 0;
+    for _ in 0..3 {
+        if done == vs.len() {
+            break;
+        }
+        let rest = &vs[done..];
+        if let Attempt::Done(n) = r.try_put_run(who, rest.len() as u64, &mut |k, mut w| {
+            assert!(w.store(0, &rest[k as usize].to_le_bytes()));
+        }) {
+            done += n as usize;
+        }
+    }
+    done
+}
+
+/// Up to `max` messages taken with one claim.
+fn get_run(r: &Ring<'_, HeapSlots>, who: Me, max: u64) -> Vec<u64> {
+    get_run_or_reclaim(
+        r,
+        who,
+        max,
+        &Deaths(std::array::from_fn(|_| AtomicBool::new(false))),
+    )
+}
+
+/// As [`get_run`], but a blocked attempt tries to reclaim its blocker as a blocked caller
+/// does (with `live` judging the claimers).
+fn get_run_or_reclaim(r: &Ring<'_, HeapSlots>, who: Me, max: u64, live: &Deaths) -> Vec<u64> {
+    let mut got = Vec::new();
+    let attempt = r.try_get_run(who, max, &mut |rd: SlotReader<'_>| {
+        got.extend(rd.read_pod::<u64>(0));
+    });
+    if let Attempt::Blocked(Some(b)) = attempt {
+        r.reclaim(b, who, live);
+    }
+    got
+}
+
+/// A producer putting a run of two with one claim, another putting one message, and a
+/// consumer taking runs that, whenever it is blocked, looks for dead claimers (nobody is
+/// dead): every message arrives once, each producer's in order, and no slot of a live run
+/// is ever taken for a dead claimer's.
+#[test]
+fn runs_and_single_claims_deliver_once_in_order() {
+    loom::model(|| {
+        let m = Model::new(3);
+        let m1 = Arc::clone(&m);
+        let a = loom::thread::spawn(move || put_run(&m1.ring(), me(1), &[11, 12]));
+        let m2 = Arc::clone(&m);
+        let b = loom::thread::spawn(move || usize::from(put(&m2.ring(), me(2), 21)));
+        let r = m.ring();
+        let mut got = get_run_or_reclaim(&r, me(3), 3, &m.deaths);
+        got.extend(get_run_or_reclaim(&r, me(3), 3, &m.deaths));
+        let sent = a.join().unwrap() + b.join().unwrap();
+        for _ in 0..3 {
+            got.extend(get_run(&r, me(3), 3));
+        }
+        assert_eq!(got.len(), sent, "{got:?}");
+        assert_eq!(sent, 3);
+        let mine: Vec<_> = got.iter().filter(|v| **v / 10 == 1).collect();
+        assert_eq!(mine, [&11, &12], "{got:?}");
+        assert_eq!(r.len(), 0);
+    });
+}
+
+/// Two consumers, one taking runs and one single messages, racing for three messages: each
+/// arrives exactly once.
+#[test]
+fn run_and_single_gets_take_each_message_once() {
+    loom::model(|| {
+        let m = Model::new(3);
+        assert_eq!(put_run(&m.ring(), me(1), &[1, 2, 3]), 3);
+        let m2 = Arc::clone(&m);
+        let c = loom::thread::spawn(move || get_run(&m2.ring(), me(2), 2));
+        let r = m.ring();
+        let mut got: Vec<u64> = get(&r, me(3)).into_iter().collect();
+        got.extend(c.join().unwrap());
+        while let Some(v) = get(&r, me(3)) {
+            got.push(v);
+        }
+        got.sort_unstable();
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(r.messages(), 3);
+    });
+}
+
+/// A producer stopped right after claiming a run of two (as if SIGKILLed): whether its claim
+/// is still only in the position word (a run's record) or another producer's helping walk
+/// moved it into both slots, a consumer that sees it dead turns both into tombstones, and the
+/// other producer's message arrives exactly once.
+#[test]
+fn stopped_run_writer_is_reclaimed() {
+    loom::model(|| {
+        let m = Model::new(3);
+        let m1 = Arc::clone(&m);
+        let victim = loom::thread::spawn(move || {
+            let r = m1.ring();
+            let n = match r.claim_run(false, me(1), 2) {
+                ClaimedRun::Run { n, .. } => n,
+                _ => 0,
+            };
+            m1.deaths.0[1].store(true, Ordering::SeqCst);
+            n
+        });
+        let m2 = Arc::clone(&m);
+        let p = loom::thread::spawn(move || put(&m2.ring(), me(2), 9));
+        assert_eq!(victim.join().unwrap(), 2);
+        assert!(p.join().unwrap());
+        let r = m.ring();
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            match r.try_get(me(3), &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0)) {
+                Attempt::Done(v) => got.extend(v),
+                Attempt::Blocked(Some(b)) => {
+                    r.reclaim(b, me(3), &m.deaths);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(got, vec![9]);
+        assert_eq!(r.messages(), 1);
+        assert_eq!(r.len(), 0);
+    });
+}
+
+/// A consumer stopped right after claiming a run of two: a producer facing the full ring
+/// reclaims each slot once the consumer is dead, both messages are counted dropped, and
+/// `join` accounting sees nothing unfinished.
+#[test]
+fn stopped_run_reader_is_reclaimed_and_counted() {
+    loom::model(|| {
+        let m = Model::new(2);
+        assert_eq!(put_run(&m.ring(), me(1), &[1, 2]), 2);
+        let m2 = Arc::clone(&m);
+        let victim = loom::thread::spawn(move || {
+            let r = m2.ring();
+            let n = match r.claim_run(true, me(2), 2) {
+                ClaimedRun::Run { n, .. } => n,
+                _ => 0,
+            };
+            m2.deaths.0[2].store(true, Ordering::SeqCst);
+            n
+        });
+        let m3 = Arc::clone(&m);
+        let p = loom::thread::spawn(move || {
+            let r = m3.ring();
+            for _ in 0..3 {
+                match r.try_put(me(1), &mut |mut w: SlotWriter<'_>| {
+                    assert!(w.store(0, &3u64.to_le_bytes()));
+                    Ok::<(), ()>(())
+                }) {
+                    Attempt::Done(_) => return true,
+                    Attempt::Blocked(Some(b)) => {
+                        r.reclaim(b, me(3), &m3.deaths);
+                    }
+                    _ => {}
+                }
+            }
+            false
+        });
+        assert_eq!(victim.join().unwrap(), 2);
+        let mut sent = p.join().unwrap();
+        let r = m.ring();
+        for _ in 0..3 {
+            if sent {
+                break;
+            }
+            match r.try_put(me(1), &mut |mut w: SlotWriter<'_>| {
+                assert!(w.store(0, &3u64.to_le_bytes()));
+                Ok::<(), ()>(())
+            }) {
+                Attempt::Done(_) => sent = true,
+                Attempt::Blocked(Some(b)) => {
+                    r.reclaim(b, me(1), &m.deaths);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(sent);
+        assert_eq!(get(&r, me(3)), Some(3));
+        // The second slot of the dead run is found by the scan `dropped_by_dead_peers` runs.
+        r.settle_dead_claims(me(3), &m.deaths);
+        assert_eq!(r.dropped(), 2);
+        assert_eq!(r.task_done(), Ok(()));
+        assert_eq!(r.unfinished(), 0);
+    });
+}
+
+/// A live producer holds a claimed run, unwritten, while another producer claims after it
+/// (its helping walk moves the run's claim into every slot of the run): a consumer blocked
+/// on the run's first slot looks for dead claimers and finds none, and once the run is
+/// written every message arrives in order.
+#[test]
+fn live_run_is_never_reclaimed() {
+    loom::model(|| {
+        let m = Model::new(3);
+        let r = m.ring();
+        let (p, n) = match r.claim_run(false, me(1), 2) {
+            ClaimedRun::Run { p, n } => (p, n),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((p, n), (0, 2));
+        assert!(put(&r, me(2), 21));
+        let b = match r.try_get(me(3), &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0)) {
+            Attempt::Blocked(Some(b)) => b,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(r.reclaim(b, me(3), &m.deaths), Reclaim::Nothing);
+        r.settle_dead_claims(me(3), &m.deaths);
+        let mut c = r.cursor(p).unwrap();
+        for v in [11u64, 12] {
+            r.slots
+                .write(c.i, |mut w| assert!(w.store(0, &v.to_le_bytes())));
+            r.step(&mut c);
+        }
+        r.end_run(r.cursor(p).unwrap(), n, |q| pack(q + 1, 0));
+        let got: Vec<_> = (0..3).filter_map(|_| get(&r, me(3))).collect();
+        assert_eq!(got, [11, 12, 21]);
+        assert_eq!(r.messages(), 3);
     });
 }

@@ -25,6 +25,9 @@
 //! This file holds what they share: the control block, the position and slot state encoding,
 //! a ring's geometry, the `Ring` view with its constructors, and `Me`.
 //!
+//! Position word: `seq << 24 | tid`, the next position to claim and the last claimer's
+//! thread id, plus the `RUN` bit (bit 23) when that claim took several positions at once.
+//!
 //! Slot state: `seq << 24 | owner`, `seq` a 40-bit position, `owner` 0 (idle), a thread id
 //! (claimed, marked by a helper) or `TOMB`, plus the `WAITING` bit (bit 22) in any phase.
 //! For the position `p` of slot `i`: `FREE(p) = p|0`, `WRITING(p) = p|tid`, `FULL(p) = p+1|0`,
@@ -59,6 +62,9 @@ const TID_MASK: u64 = (1 << 22) - 1;
 const TOMB: u64 = 1 << 23;
 /// Slot state bit: somebody sleeps on this slot's state word (bit 22, above every thread id).
 const WAITING: u64 = 1 << 22;
+/// Position word bit: the claim recorded covers a run of several positions (`claim::claim_run`),
+/// the recorded one and those before it back to where the claim started.
+const RUN: u64 = 1 << 23;
 /// How often a helper retries its mark when only the `WAITING` bit moved under it.
 const MARK_TRIES: u32 = 64;
 
@@ -158,6 +164,14 @@ impl Control {
 /// A slot index checked against the capacity (only [`Ring::index`] makes one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Idx(usize);
+
+/// A position and its slot, stepped along consecutive positions without recomputing the
+/// slot index (see [`Ring::step`]); made only from a checked index.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cursor {
+    q: u64,
+    i: Idx,
+}
 
 /// Who is calling: the thread id written into claimed states and the full stamp.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,6 +285,25 @@ impl<'a, S: Slots> Ring<'a, S> {
     fn index(&self, p: u64) -> Option<Idx> {
         let i = p & (self.one_lap - 1);
         (i < self.cap).then_some(Idx(i as usize))
+    }
+
+    /// A cursor at position `p`, if its index is in range.
+    #[inline(always)]
+    fn cursor(&self, p: u64) -> Option<Cursor> {
+        self.index(p).map(|i| Cursor { q: p, i })
+    }
+
+    /// Moves `c` to the next position (as [`Ring::next`]), its slot the next one.
+    #[inline(always)]
+    fn step(&self, c: &mut Cursor) {
+        if (c.i.0 as u64) + 1 < self.cap {
+            // The index bits stay below the lap bits: no carry.
+            c.q += 1;
+            c.i.0 += 1;
+        } else {
+            c.q = self.next(c.q);
+            c.i = Idx(0);
+        }
     }
 
     /// The position after `p`.

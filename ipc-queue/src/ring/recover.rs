@@ -42,7 +42,7 @@ use super::wait::Stop;
 use super::wait::SLICE;
 use super::{
     diff, owner, pack, seq, Blocker, Idx, Me, Ring, MARK_TRIES, MAX_STEPS, NO_LAP, ONE, POS_MASK,
-    TID_MASK, TOMB, WAITERS, WAITING,
+    RUN, TID_MASK, TOMB, WAITERS, WAITING,
 };
 use crate::loom::Ordering;
 
@@ -218,13 +218,18 @@ impl<S: Slots> Ring<'_, S> {
                 return Reclaim::Nothing;
             }
             tid = owner(rec) & TID_MASK;
-            if past > 0 {
-                // Claimed, and the record moved on without marking the slot: only a claimer
-                // with the same thread id that held no claim skips the mark (`claim_fast`),
-                // so the claimer of q had that id and was not that thread: it is dead. (A
-                // slot that was marked or moved on meanwhile fails the CAS below.)
+            if past > 0 && rec & RUN == 0 {
+                // Claimed, and the record moved on without marking the slot. Every claimer
+                // resolves the record it overwrites (`resolve_record`), so this is a claim
+                // whose record was overwritten before that rule: by a thread with the same
+                // id that skipped the mark, so the claimer of q had that id and was not that
+                // thread: it is dead. (A slot that was marked or moved on meanwhile fails the
+                // CAS below.)
                 return self.reclaim_dead(b, q, reading, me);
             }
+            // `past == 0`: the recorded claim itself. `past > 0` under a run's record: q is
+            // in that run (every idle slot behind a record is the record's own claim's, see
+            // `resolve_record`): its claimer is the recorded one, judged below.
             if tid == 0 {
                 return Reclaim::Nothing;
             }
@@ -299,10 +304,7 @@ impl<S: Slots> Ring<'_, S> {
         for (word, phase) in [(&self.ctl.enq, 0), (&self.ctl.deq, 1)] {
             // SYNC POINT: Acquire, as a claimer reads the record before its helping step.
             let e = word.load(Ordering::Acquire);
-            let x = owner(e) & TID_MASK;
-            if x != 0 {
-                self.mark_or_reclaim(self.prev(seq(e)), phase, x, me);
-            }
+            self.resolve_record(e, phase, me);
         }
         self.reclaim_all(me, live)
     }
@@ -342,7 +344,10 @@ impl<S: Slots> Ring<'_, S> {
         // `refused_by_close`). Only gets on a closed ring come here.
         let rec = self.ctl.enq.fetch_add(0, Ordering::AcqRel);
         let tid = owner(rec) & TID_MASK;
-        (seq(rec) == self.next(b.pos) && tid != 0).then_some(tid)
+        // The recorded claim, or one of the recorded run's slots.
+        let past = diff(seq(rec), self.next(b.pos));
+        let covered = past == 0 || (past > 0 && rec & RUN != 0);
+        (covered && tid != 0).then_some(tid)
     }
 
     /// Whether a get on a closed ring (by `me`) keeps waiting for the claim of `tid` on the

@@ -498,24 +498,48 @@ impl<S: Slots> Ring<'_, S> {
             Attempt::Done(r) => Ok(r),
             Attempt::Closed => Err(Stop::Closed),
             Attempt::Corrupted => Err(Stop::Corrupted),
-            Attempt::Blocked(b) => self.put_blocked(b, me, deadline, watch, live, write),
+            Attempt::Blocked(b) => self.put_blocked(b, me, deadline, watch, live, &mut |me| {
+                self.try_put(me, write)
+            }),
         }
     }
 
-    /// `put_until` after a first attempt blocked on `first`.
+    /// Puts a run of up to `max` messages (`write(k, slot)` writes the `k`-th), waiting until
+    /// `deadline` for room for at least one, as [`Ring::put_until`]; returns how many were
+    /// put (see [`Ring::try_put_run`]).
+    pub(crate) fn put_run_until(
+        &self,
+        me: Me,
+        max: u64,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        write: &mut impl FnMut(u64, SlotWriter<'_>),
+    ) -> Result<u64, Stop> {
+        match self.try_put_run(me, max, write) {
+            Attempt::Done(n) => Ok(n),
+            Attempt::Closed => Err(Stop::Closed),
+            Attempt::Corrupted => Err(Stop::Corrupted),
+            Attempt::Blocked(b) => self.put_blocked(b, me, deadline, watch, live, &mut |me| {
+                self.try_put_run(me, max, write)
+            }),
+        }
+    }
+
+    /// A blocking put after a first attempt blocked on `first`; `attempt` makes one more.
     #[inline(never)]
-    fn put_blocked<R, E>(
+    fn put_blocked<R>(
         &self,
         first: Option<Blocker>,
         me: Me,
         deadline: Deadline,
         watch: &DeathWatch,
         live: &impl Liveness,
-        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
-    ) -> Result<Result<R, E>, Stop> {
+        attempt: &mut impl FnMut(Me) -> Attempt<R>,
+    ) -> Result<R, Stop> {
         let mut op = Blocked::after(first, true);
         loop {
-            match self.put_step(&mut op, me, deadline, watch, live, write) {
+            match self.put_step(&mut op, me, deadline, watch, live, attempt) {
                 Step::Done(r) => return r,
                 Step::Wait(w) => self.wait_blocking(w),
             }
@@ -524,20 +548,20 @@ impl<S: Slots> Ring<'_, S> {
 
     /// Attempts of a blocked put until it ends or must wait: the loop of
     /// [`Ring::put_until`] without its waits, which the caller (a blocking or an async
-    /// driver) does.
-    fn put_step<R, E>(
+    /// driver) does. `attempt` is one attempt of the put (`try_put`, `try_put_run`).
+    fn put_step<R>(
         &self,
         op: &mut Blocked,
         me: Me,
         deadline: Deadline,
         watch: &DeathWatch,
         live: &impl Liveness,
-        write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
-    ) -> Step<Result<Result<R, E>, Stop>> {
+        attempt: &mut impl FnMut(Me) -> Attempt<R>,
+    ) -> Step<Result<R, Stop>> {
         loop {
             let b = match op.blocked.take() {
                 Some(b) => b,
-                None => match self.try_put(me, write) {
+                None => match attempt(me) {
                     Attempt::Done(r) => return Step::Done(Ok(r)),
                     Attempt::Closed => return Step::Done(Err(Stop::Closed)),
                     Attempt::Corrupted => return Step::Done(Err(Stop::Corrupted)),
@@ -569,15 +593,42 @@ impl<S: Slots> Ring<'_, S> {
         live: &impl Liveness,
         read: &mut impl FnMut(SlotReader<'_>) -> R,
     ) -> Result<R, Stop> {
-        match self.try_get(me, read) {
-            Attempt::Done(r) => Ok(r),
-            Attempt::Corrupted => Err(Stop::Corrupted),
-            Attempt::Closed => self.get_blocked(None, me, deadline, watch, live, read),
-            Attempt::Blocked(b) => self.get_blocked(b, me, deadline, watch, live, read),
-        }
+        let first = match self.try_get(me, read) {
+            Attempt::Done(r) => return Ok(r),
+            Attempt::Corrupted => return Err(Stop::Corrupted),
+            Attempt::Closed => None,
+            Attempt::Blocked(b) => b,
+        };
+        self.get_blocked(first, me, deadline, watch, live, &mut |me| {
+            self.try_get(me, read)
+        })
     }
 
-    /// `get_until` after a first attempt blocked on `first` (or found the ring closed).
+    /// Gets a run of up to `max` messages, each read with `read`, waiting until `deadline`
+    /// for at least one, as [`Ring::get_until`]; returns how many were read (see
+    /// [`Ring::try_get_run`]).
+    pub(crate) fn get_run_until(
+        &self,
+        me: Me,
+        max: u64,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        read: &mut impl FnMut(SlotReader<'_>),
+    ) -> Result<u64, Stop> {
+        let first = match self.try_get_run(me, max, read) {
+            Attempt::Done(n) => return Ok(n),
+            Attempt::Corrupted => return Err(Stop::Corrupted),
+            Attempt::Closed => None,
+            Attempt::Blocked(b) => b,
+        };
+        self.get_blocked(first, me, deadline, watch, live, &mut |me| {
+            self.try_get_run(me, max, read)
+        })
+    }
+
+    /// A blocking get after a first attempt blocked on `first` (or found the ring closed);
+    /// `attempt` makes one more.
     #[inline(never)]
     fn get_blocked<R>(
         &self,
@@ -586,7 +637,7 @@ impl<S: Slots> Ring<'_, S> {
         deadline: Deadline,
         watch: &DeathWatch,
         live: &impl Liveness,
-        read: &mut impl FnMut(SlotReader<'_>) -> R,
+        attempt: &mut impl FnMut(Me) -> Attempt<R>,
     ) -> Result<R, Stop> {
         // A get yields before it parks, as a put does, when another consumer made the last
         // claim on the dequeue word: consumers then outnumber what a lone reader needs, and
@@ -595,7 +646,7 @@ impl<S: Slots> Ring<'_, S> {
         let crowded = owner(self.ctl.deq.load(Ordering::Relaxed)) & TID_MASK != me.tid;
         let mut op = Blocked::after(first, crowded);
         loop {
-            match self.get_step(&mut op, me, deadline, watch, live, read) {
+            match self.get_step(&mut op, me, deadline, watch, live, attempt) {
                 Step::Done(r) => return r,
                 Step::Wait(w) => self.wait_blocking(w),
             }
@@ -610,12 +661,12 @@ impl<S: Slots> Ring<'_, S> {
         deadline: Deadline,
         watch: &DeathWatch,
         live: &impl Liveness,
-        read: &mut impl FnMut(SlotReader<'_>) -> R,
+        attempt: &mut impl FnMut(Me) -> Attempt<R>,
     ) -> Step<Result<R, Stop>> {
         loop {
             let b = match op.blocked.take() {
                 Some(b) => b,
-                None => match self.try_get(me, read) {
+                None => match attempt(me) {
                     Attempt::Done(r) => return Step::Done(Ok(r)),
                     Attempt::Corrupted => return Step::Done(Err(Stop::Corrupted)),
                     Attempt::Closed => None,
@@ -635,7 +686,7 @@ impl<S: Slots> Ring<'_, S> {
                 // delivered; wait for it (a dead claimer's slot is reclaimed as usual).
                 // Anything published before the close is seen by the attempt below (Acquire
                 // on the closed flag orders it after the flag).
-                match self.try_get(me, read) {
+                match attempt(me) {
                     Attempt::Done(r) => return Step::Done(Ok(r)),
                     Attempt::Corrupted => return Step::Done(Err(Stop::Corrupted)),
                     Attempt::Blocked(Some(b)) => match self.claim_pending(b) {
@@ -703,7 +754,8 @@ impl<S: Slots> Ring<'_, S> {
     ) -> Result<Result<R, E>, Stop> {
         let mut op = Blocked::fresh();
         loop {
-            match self.put_step(&mut op, Me::current(), deadline, watch, live, write) {
+            let mut attempt = |me| self.try_put(me, write);
+            match self.put_step(&mut op, Me::current(), deadline, watch, live, &mut attempt) {
                 Step::Done(r) => return r,
                 Step::Wait(w) => self.wait_async(w).await,
             }
@@ -720,7 +772,8 @@ impl<S: Slots> Ring<'_, S> {
     ) -> Result<R, Stop> {
         let mut op = Blocked::fresh();
         loop {
-            match self.get_step(&mut op, Me::current(), deadline, watch, live, read) {
+            let mut attempt = |me| self.try_get(me, read);
+            match self.get_step(&mut op, Me::current(), deadline, watch, live, &mut attempt) {
                 Step::Done(r) => return r,
                 Step::Wait(w) => self.wait_async(w).await,
             }
