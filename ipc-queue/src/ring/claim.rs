@@ -602,12 +602,9 @@ impl<S: Slots> Ring<'_, S> {
             &self.ctl.enq
         };
         let phase = u64::from(reading);
-        // Ready slots: no owner (and, for writing, no tombstone); `WAITING` may be set.
-        let busy = if reading {
-            TID_MASK
-        } else {
-            !WAITING & super::OWNER_MASK
-        };
+        // A ready state, masked, is exactly `pack(position + phase, 0)`: no owner (and, for
+        // writing, no tombstone); `WAITING` may be set.
+        let ignored = if reading { WAITING | TOMB } else { WAITING };
         if !reading && self.ctl.closed.load(Ordering::Relaxed) != 0 {
             return ClaimedRun::Closed;
         }
@@ -616,15 +613,15 @@ impl<S: Slots> Ring<'_, S> {
         let mut e = word.load(Ordering::Acquire);
         for _ in 0..MAX_STEPS {
             let p = seq(e);
-            let Some(mut c) = self.cursor(p) else {
+            let Some(first) = self.index(p) else {
                 return ClaimedRun::Corrupted;
             };
             // SYNC POINT: Acquire, as in `claim_put` and `claim_get` (for each slot).
-            let s = self.slots.state(c.i).load(Ordering::Acquire);
-            if seq(s) != (p + phase) & POS_MASK || owner(s) & busy != 0 {
+            let s = self.slots.state(first).load(Ordering::Acquire);
+            if s & !ignored != pack(p + phase, 0) {
                 if diff(seq(s), p + phase) < 0 {
                     return ClaimedRun::Blocked(Some(Blocker {
-                        idx: c.i,
+                        idx: first,
                         state: s,
                         pos: p,
                     }));
@@ -635,20 +632,22 @@ impl<S: Slots> Ring<'_, S> {
                 continue;
             }
             let mut n = 0;
-            loop {
-                self.stamp_slot(c.i, reading, me);
-                n += 1;
-                self.step(&mut c);
-                if n == max {
-                    break;
-                }
-                let s = self.slots.state(c.i).load(Ordering::Acquire);
-                if seq(s) != (c.q + phase) & POS_MASK || owner(s) & busy != 0 {
-                    break;
+            'scan: for (q0, i0, len) in self.stretches(p, first, max) {
+                for k in 0..len {
+                    let i = Idx(i0 + k as usize);
+                    if n > 0 {
+                        let s = self.slots.state(i).load(Ordering::Acquire);
+                        if s & !ignored != pack(q0 + k + phase, 0) {
+                            break 'scan;
+                        }
+                    }
+                    self.stamp_slot(i, reading, me);
+                    n += 1;
                 }
             }
             self.resolve_record(e, phase, me);
-            let rec = pack(c.q, me.tid | if n > 1 { RUN } else { 0 });
+            let end = self.advance(p, first, n);
+            let rec = pack(end, me.tid | if n > 1 { RUN } else { 0 });
             // SYNC POINT: AcqRel, as in `claim_put`; the slots' states were ready when read
             // and only the claimer of their positions changes a ready state.
             match word.compare_exchange_weak(e, rec, Ordering::AcqRel, Ordering::Acquire) {
@@ -659,36 +658,36 @@ impl<S: Slots> Ring<'_, S> {
         ClaimedRun::Blocked(None)
     }
 
-    /// Ends the claims of the `n` positions from `at` by storing `next(position)` in each
-    /// slot, in order: [`Ring::end_claim`] for a run, with the second look at the sleeper
-    /// count once after all the stores (it follows each of them, which is what the handshake
-    /// needs), waking every slot of the run if a sleeper came.
+    /// Ends the claims of the `n` positions from `p` (slot `i`) by storing `next(position)`
+    /// in each slot, in order: [`Ring::end_claim`] for a run, with the second look at the
+    /// sleeper count once after all the stores (it follows each of them, which is what the
+    /// handshake needs), waking every slot of the run if a sleeper came.
     #[inline(always)]
-    pub(super) fn end_run(&self, at: Cursor, n: u64, next: impl Fn(u64) -> u64) {
-        let mut c = at;
-        if self.light && self.ctl.sleepers.load(Ordering::Relaxed) == 0 {
-            for _ in 0..n {
-                let st = self.slots.state(c.i);
-                // SYNC POINT: Release, as in `end_claim` (and a swap under loom, see there).
-                #[cfg(not(loom))]
-                st.store(next(c.q), Ordering::Release);
-                #[cfg(loom)]
-                let _ = st.swap(next(c.q), Ordering::Release);
-                self.step(&mut c);
+    pub(super) fn end_run(&self, p: u64, i: Idx, n: u64, next: impl Fn(u64) -> u64) {
+        let light = self.light && self.ctl.sleepers.load(Ordering::Relaxed) == 0;
+        for (q0, i0, len) in self.stretches(p, i, n) {
+            for k in 0..len {
+                let i = Idx(i0 + k as usize);
+                if light {
+                    // SYNC POINT: Release, as in `end_claim` (a swap under loom, see there).
+                    #[cfg(not(loom))]
+                    self.slots.state(i).store(next(q0 + k), Ordering::Release);
+                    #[cfg(loom)]
+                    let _ = self.slots.state(i).swap(next(q0 + k), Ordering::Release);
+                } else {
+                    self.end_claim(i, next(q0 + k));
+                }
             }
+        }
+        if light {
             ipc_shm::lowlevel::sync::light_barrier();
             // SYNC POINT: as in `end_claim`, after every store of the run.
             if self.ctl.sleepers.load(Ordering::Relaxed) != 0 {
-                let mut c = at;
-                for _ in 0..n {
-                    self.wake_slot(c.i);
-                    self.step(&mut c);
+                for (_, i0, len) in self.stretches(p, i, n) {
+                    for k in 0..len {
+                        self.wake_slot(Idx(i0 + k as usize));
+                    }
                 }
-            }
-        } else {
-            for _ in 0..n {
-                self.end_claim(c.i, next(c.q));
-                self.step(&mut c);
             }
         }
     }
@@ -728,14 +727,16 @@ impl<S: Slots> Ring<'_, S> {
         // Every message is written first, then all are published in order: a consumer
         // waiting on the run's first slot then finds the whole run at once, instead of
         // chasing the writes slot by slot on the lines they are being written to.
-        let mut c = at;
-        for k in 0..n {
-            self.slots.write(c.i, |w| write(k, w));
-            self.step(&mut c);
+        let mut k = 0;
+        for (_, i0, len) in self.stretches(p, at.i, n) {
+            for j in 0..len {
+                self.slots.write(Idx(i0 + j as usize), |w| write(k, w));
+                k += 1;
+            }
         }
         std::mem::forget(run);
         // Release publishes the payloads, as in `publish`.
-        self.end_run(at, n, |q| pack(q + 1, 0));
+        self.end_run(p, at.i, n, |q| pack(q + 1, 0));
         Attempt::Done(n)
     }
 
@@ -767,23 +768,24 @@ impl<S: Slots> Ring<'_, S> {
                 reading: true,
             };
             let mut got = 0;
-            let mut c = at;
-            for _ in 0..n {
-                // Ours since the claim: only helpers' marks and sleepers' WAITING bits
-                // change it, never the TOMB bit.
-                if owner(self.slots.state(c.i).load(Ordering::Relaxed)) & TOMB != 0 {
-                    self.settle(c.i, c.q);
-                    ipc_failpoints::failpoint!("queue.tombstone.published");
-                } else {
-                    self.slots.read(c.i, &mut *read);
-                    got += 1;
+            for (q0, i0, len) in self.stretches(p, at.i, n) {
+                for k in 0..len {
+                    let i = Idx(i0 + k as usize);
+                    // Ours since the claim: only helpers' marks and sleepers' WAITING bits
+                    // change it, never the TOMB bit.
+                    if owner(self.slots.state(i).load(Ordering::Relaxed)) & TOMB != 0 {
+                        self.settle(i, q0 + k);
+                        ipc_failpoints::failpoint!("queue.tombstone.published");
+                    } else {
+                        self.slots.read(i, &mut *read);
+                        got += 1;
+                    }
                 }
-                self.step(&mut c);
             }
             std::mem::forget(run);
             // Release orders our reads before the next lap's writes, as in `release`.
             let one_lap = self.one_lap;
-            self.end_run(at, n, |q| pack(q + one_lap, 0));
+            self.end_run(p, at.i, n, |q| pack(q + one_lap, 0));
             if got > 0 {
                 return Attempt::Done(got);
             }

@@ -633,7 +633,7 @@ fn live_run_is_never_reclaimed() {
                 .write(c.i, |mut w| assert!(w.store(0, &v.to_le_bytes())));
             r.step(&mut c);
         }
-        r.end_run(r.cursor(p).unwrap(), n, |q| pack(q + 1, 0));
+        r.end_run(p, r.index(p).unwrap(), n, |q| pack(q + 1, 0));
         let got: Vec<_> = (0..3).filter_map(|_| get(&r, me(3))).collect();
         assert_eq!(got, [11, 12, 21]);
         assert_eq!(r.messages(), 3);

@@ -306,6 +306,27 @@ impl<'a, S: Slots> Ring<'a, S> {
         }
     }
 
+    /// The `n` (at most the capacity) positions from `p` (slot `i`) as at most two stretches
+    /// of consecutive slots, split where the ring wraps: (first position, first index,
+    /// length). Within a stretch, position and index both go up by one per slot.
+    #[inline(always)]
+    fn stretches(&self, p: u64, i: Idx, n: u64) -> [(u64, usize, u64); 2] {
+        let first = n.min(self.cap - i.0 as u64);
+        let lap = ((p & !(self.one_lap - 1)).wrapping_add(self.one_lap)) & POS_MASK;
+        [(p, i.0, first), (lap, 0, n - first)]
+    }
+
+    /// The position `n` (at most the capacity) after `p` (slot `i`).
+    #[inline(always)]
+    fn advance(&self, p: u64, i: Idx, n: u64) -> u64 {
+        let [(_, _, first), (lap, _, rest)] = self.stretches(p, i, n);
+        if rest == 0 && first < self.cap - i.0 as u64 {
+            p + n
+        } else {
+            lap + rest
+        }
+    }
+
     /// The position after `p`.
     #[inline]
     fn next(&self, p: u64) -> u64 {

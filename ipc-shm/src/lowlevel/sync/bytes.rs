@@ -31,6 +31,24 @@ pub unsafe fn load_bytes(src: *const u8, dst: &mut [u8]) {
 /// that does not overlap the source.
 #[inline(always)]
 pub unsafe fn load_bytes_raw(src: *const u8, dst: *mut u8, n: usize) {
+    if n % WORD == 0 && (src as usize) % WORD == 0 {
+        // Whole aligned words only (a plain-data value in an aligned slot): with `n` known at
+        // the call site this is a fixed number of loads, no edge loops.
+        let mut i = 0;
+        while i < n {
+            // SAFETY: `src + i` is 8-byte aligned and its 8 bytes lie inside the range;
+            // AtomicU64 is valid for every bit pattern; the unaligned write stays inside the
+            // caller's buffer.
+            unsafe {
+                let w = (*src.add(i).cast::<AtomicU64>()).load(Ordering::Relaxed);
+                dst.add(i)
+                    .cast::<[u8; WORD]>()
+                    .write_unaligned(w.to_ne_bytes());
+            }
+            i += WORD;
+        }
+        return;
+    }
     let head = src.align_offset(WORD).min(n);
     let mut i = 0;
     while i < head {
@@ -73,6 +91,17 @@ pub unsafe fn load_bytes_raw(src: *const u8, dst: *mut u8, n: usize) {
 #[inline(always)]
 pub unsafe fn store_bytes(dst: *mut u8, src: &[u8]) {
     let len = src.len();
+    if len % WORD == 0 && (dst as usize) % WORD == 0 {
+        // Whole aligned words only, as in `load_bytes_raw`.
+        for (k, chunk) in src.chunks_exact(WORD).enumerate() {
+            let mut w = [0u8; WORD];
+            w.copy_from_slice(chunk);
+            // SAFETY: `dst + 8k` is 8-byte aligned and its 8 bytes lie inside the range.
+            unsafe { &*dst.add(k * WORD).cast::<AtomicU64>() }
+                .store(u64::from_ne_bytes(w), Ordering::Relaxed);
+        }
+        return;
+    }
     let head = dst.align_offset(WORD).min(len);
     let mut i = 0;
     while i < head {
