@@ -568,6 +568,19 @@ pub fn build(quick: bool) -> Registry {
         );
     }
 
+    for s in sizes.iter().copied().filter(|&s| s >= 32 << 10) {
+        let sl = size_label(s);
+        b.group(&format!("Q9@{sl}"));
+        b.ours(
+            &format!("Q9@{sl}"),
+            &format!("Queue<Vec<u8>> {sl} over 4 KiB slots"),
+            MBS,
+            sweep_n(s),
+            s as u64,
+            move |r| ours_queue::q_span_bytes(r, s),
+        );
+    }
+
     for (m, c) in [(2usize, 1usize), (4, 1), (4, 4)] {
         let p = format!("{m}x{c}");
         b.group(&format!("Q7@{p}"));
@@ -1153,6 +1166,7 @@ pub fn build(quick: bool) -> Registry {
     ]);
     // Q6@1MiB exists in both sweeps (full and --quick).
     targets.push(t("Q6@1MiB", "L5a", "memcpy (two copies)", Ge, 0.5, None));
+    targets.push(t("Q9@1MiB", "L5a", "memcpy (two copies)", Ge, 0.4, None));
     // Async rows: each against our blocking row of the same run.
     targets.extend([
         t(
@@ -1201,6 +1215,7 @@ pub fn build(quick: bool) -> Registry {
         }
         for (series, id) in [
             ("Q6 Queue", format!("Q6@{sl}")),
+            ("Q9 Queue, 4 KiB slots", format!("Q9@{sl}")),
             ("P3b ipc-channel", format!("P3b@{sl}")),
             ("Python Queue()", format!("py-Q4@{sl}")),
         ] {

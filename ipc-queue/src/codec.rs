@@ -12,6 +12,10 @@
 //!
 //! A get copies the message out of the slot while it holds the claim, and decodes only the
 //! copy, after releasing the slot: nothing a peer may write is decoded in place.
+//!
+//! A message larger than a slot (a queue whose `slot_size` is below its
+//! `max_message_size`) is the same bytes laid across consecutive slots (`ring::span`): the
+//! length word at the start of the first, the encoding continuing through the next ones.
 
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
@@ -20,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::ring::{SlotReader, SlotWriter};
+use crate::ring::{Sink, Source};
 
 /// Bytes of the length word before each encoded message.
 pub(crate) const LEN_WORD: usize = 4;
@@ -80,7 +84,7 @@ fn varint_len(n: usize) -> Result<usize, postcard::Error> {
     postcard::serialize_with_flavor(&(n as u64), postcard::ser_flavors::Size::default())
 }
 
-/// Writes `v`'s length word and encoding into the claimed slot. An encoding that does not
+/// Writes `v`'s length word and encoding into the claimed slot (or span of slots). An encoding that does not
 /// fit is an `Encode` error (the caller then publishes a tombstone). The slot is written
 /// with atomic stores only ([`SlotWriter::store`]): postcard encodes into a scratch buffer
 /// of the caller's (the stack up to [`INLINE`] bytes of room, else a per-thread buffer), and
@@ -88,11 +92,7 @@ fn varint_len(n: usize) -> Result<usize, postcard::Error> {
 ///
 /// `len` is the size of the encoding as [`encoded_len`] found it (the scratch buffer's size;
 /// a `Serialize` that writes more fails with `Encode`).
-pub(crate) fn encode_into<T: Serialize>(
-    v: &T,
-    len: usize,
-    mut w: SlotWriter<'_>,
-) -> Result<(), Error> {
+pub(crate) fn encode_into<T: Serialize>(v: &T, len: usize, mut w: impl Sink) -> Result<(), Error> {
     let room = w.len() - LEN_WORD;
     let full = || Error::encode(postcard::Error::SerializeBufferFull);
     let used = match ByteVec::<T>::check() {
@@ -206,7 +206,7 @@ pub(crate) struct ByteVecProof<T>(ByteVec<T>);
 /// byte vector's varint are untrusted: both must fit the slot, so nothing read here sizes an
 /// allocation beyond the slot.
 pub(crate) fn copy_out<T>(
-    r: SlotReader<'_>,
+    r: impl Source,
     inline: &mut [u8; INLINE],
     heap: &mut Vec<u8>,
 ) -> Result<Copied<T>, Error> {

@@ -11,6 +11,8 @@ use crate::error::{Error, GetTimeoutError, JoinTimeoutError, PutFail, Result, Tr
 use crate::ring::{
     DeathWatch, Me, OsLiveness, ShmRing, SlotReader, SlotWriter, Stop, MAX_CAPACITY, MIN_SLOT,
 };
+#[cfg(feature = "serde")]
+use crate::ring::{ShmSlots, SpanReader, SpanWriter};
 
 /// The largest slot (1 GiB).
 pub(crate) const MAX_SLOT: usize = 1 << 30;
@@ -63,14 +65,20 @@ fn check_geometry(cap: u64, slot: u64, min_slot: usize) -> Result<(usize, usize)
 }
 
 impl Handle {
-    /// Creates a ring for `layout` (its capacity and slot size), inherited or named.
-    pub(crate) fn create(layout: Layout, name: Option<&str>, min_slot: usize) -> Result<Handle> {
+    /// Creates a ring for `layout` (its capacity and slot size), inherited or named;
+    /// `max_message` is recorded for openers (see `Queue`; 0 for one slot's payload).
+    pub(crate) fn create(
+        layout: Layout,
+        name: Option<&str>,
+        min_slot: usize,
+        max_message: u64,
+    ) -> Result<Handle> {
         let (cap, slot) = check_geometry(layout.capacity, layout.slot_size, min_slot)
             .map_err(Error::InvalidConfig)?;
         let len = ShmRing::payload_len(cap, slot)
             .ok_or(Error::InvalidConfig("capacity times slot size overflows"))?;
         let seg = Segment::create(&layout, len, name, |seg| {
-            if ShmRing::init_segment(seg, cap, slot) {
+            if ShmRing::init_segment(seg, cap, slot, max_message) {
                 Ok(())
             } else {
                 Err(ipc_shm::Error::InvalidSize(len as u64, "ring geometry"))
@@ -110,6 +118,49 @@ impl Handle {
     #[cfg(feature = "serde")]
     pub(crate) fn slot_payload(&self) -> usize {
         self.ring.segment().layout().slot_size as usize
+    }
+
+    /// The largest message the creator recorded (0: one slot's payload); untrusted.
+    #[cfg(feature = "serde")]
+    pub(crate) fn max_message(&self) -> u64 {
+        self.ring.ring().max_message()
+    }
+
+    /// Puts a message spanning `k` slots with `write`, waiting until `deadline`.
+    #[cfg(feature = "serde")]
+    pub(crate) fn put_span<R, E>(
+        &self,
+        k: u64,
+        deadline: Deadline,
+        write: &mut impl FnMut(SpanWriter<'_, '_, ShmSlots>) -> Result<R, E>,
+    ) -> Result<Result<R, E>, Stop> {
+        let ring = self.ring.ring();
+        ring.put_with(
+            Me::current(),
+            deadline,
+            &self.watch,
+            &OsLiveness,
+            &mut |me| ring.try_put_span(me, k, write),
+        )
+    }
+
+    /// Gets a message that may span slots (`span` reads a head's slot count) with `read`,
+    /// waiting until `deadline`.
+    #[cfg(feature = "serde")]
+    pub(crate) fn get_message<R>(
+        &self,
+        deadline: Deadline,
+        span: &impl Fn(SlotReader<'_>) -> u64,
+        read: &mut impl FnMut(SpanReader<'_, '_, ShmSlots>) -> R,
+    ) -> Result<R, Stop> {
+        let ring = self.ring.ring();
+        ring.get_with(
+            Me::current(),
+            deadline,
+            &self.watch,
+            &OsLiveness,
+            &mut |me| ring.try_get_message(me, span, read),
+        )
     }
 
     /// Puts with `write`, waiting until `deadline`.
@@ -259,6 +310,36 @@ impl Handle {
             .ring()
             .get_async(deadline, &self.watch, &OsLiveness, read)
             .await
+    }
+
+    /// [`Handle::put_span`] as a future.
+    #[cfg(feature = "serde")]
+    pub(crate) async fn put_span_async<R, E>(
+        &self,
+        k: u64,
+        deadline: Deadline,
+        write: &mut impl FnMut(SpanWriter<'_, '_, ShmSlots>) -> Result<R, E>,
+    ) -> Result<Result<R, E>, Stop> {
+        let ring = self.ring.ring();
+        ring.put_async_with(deadline, &self.watch, &OsLiveness, &mut |me| {
+            ring.try_put_span(me, k, write)
+        })
+        .await
+    }
+
+    /// [`Handle::get_message`] as a future.
+    #[cfg(feature = "serde")]
+    pub(crate) async fn get_message_async<R>(
+        &self,
+        deadline: Deadline,
+        span: &impl Fn(SlotReader<'_>) -> u64,
+        read: &mut impl FnMut(SpanReader<'_, '_, ShmSlots>) -> R,
+    ) -> Result<R, Stop> {
+        let ring = self.ring.ring();
+        ring.get_async_with(deadline, &self.watch, &OsLiveness, &mut |me| {
+            ring.try_get_message(me, span, read)
+        })
+        .await
     }
 }
 

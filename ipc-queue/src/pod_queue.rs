@@ -17,7 +17,7 @@ use crate::handle::{put_fail, slot_size_for, GetFail, Handle};
 use crate::ring::{SlotReader, SlotWriter, MIN_SLOT};
 
 const KIND: &str = "ipc_queue::PodQueue";
-const KIND_VERSION: u32 = 6;
+const KIND_VERSION: u32 = 7;
 
 /// A bounded multi-producer multi-consumer queue of plain-data values in shared memory.
 ///
@@ -104,7 +104,7 @@ impl<T: Pod> PodQueueBuilder<T> {
     /// [`Error::InvalidConfig`] for a capacity out of range; [`Error::Shm`] if the memory
     /// cannot be allocated.
     pub fn build(self) -> Result<PodQueue<T>> {
-        let h = Handle::create(self.layout()?, None, MIN_SLOT)?;
+        let h = Handle::create(self.layout()?, None, MIN_SLOT, 0)?;
         Ok(PodQueue { h, _t: PhantomData })
     }
 
@@ -114,7 +114,7 @@ impl<T: Pod> PodQueueBuilder<T> {
     /// [`Error::InvalidConfig`] for a capacity out of range; [`Error::Shm`] if the segment
     /// cannot be created (`AlreadyExists` for a taken name).
     pub fn create_named(self, name: &str) -> Result<PodQueue<T>> {
-        let h = Handle::create(self.layout()?, Some(name), MIN_SLOT)?;
+        let h = Handle::create(self.layout()?, Some(name), MIN_SLOT, 0)?;
         Ok(PodQueue { h, _t: PhantomData })
     }
 

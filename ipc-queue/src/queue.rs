@@ -15,10 +15,10 @@ use crate::error::{
     Error, GetTimeoutError, PutError, PutFail, PutTimeoutError, Result, TryGetError, TryPutError,
 };
 use crate::handle::{put_fail, slot_size_for, GetFail, Handle};
-use crate::ring::{SlotReader, SlotWriter, MIN_SLOT};
+use crate::ring::{SlotReader, SlotWriter, SpanReader, SpanWriter, MIN_SLOT};
 
 const KIND: &str = "ipc_queue::Queue";
-const KIND_VERSION: u32 = 6;
+const KIND_VERSION: u32 = 7;
 const _: () = assert!(MIN_SLOT >= LEN_WORD);
 /// The default `max_message_size`.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256;
@@ -55,7 +55,12 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256;
 /// ```
 pub struct Queue<T> {
     h: Handle,
+    /// The largest encoded message.
     max: usize,
+    /// Bytes of payload per slot.
+    slot: usize,
+    /// Messages may be larger than a slot (`max` plus the length word exceeds `slot`).
+    spans: bool,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -64,6 +69,7 @@ impl<T> fmt::Debug for Queue<T> {
         f.debug_struct("Queue")
             .field("element", &std::any::type_name::<T>())
             .field("max_message_size", &self.max)
+            .field("slot_size", &self.slot)
             .field("queue", &self.h)
             .finish()
     }
@@ -91,6 +97,7 @@ impl<T> fmt::Debug for Queue<T> {
 pub struct QueueBuilder<T> {
     capacity: usize,
     max_message_size: usize,
+    slot_size: Option<usize>,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -101,20 +108,75 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
         self
     }
 
-    /// The largest encoded message a slot holds, in bytes (default 256). Slots are this plus
-    /// a 4-byte length word, rounded up to 8 bytes, so the real limit may be a few bytes more
+    /// The largest encoded message, in bytes (default 256). Without
+    /// [`slot_size`](Self::slot_size), every slot holds this plus a 4-byte length word,
+    /// rounded up to 8 bytes, so the real limit may be a few bytes more
     /// ([`Queue::max_message_size`] tells).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self
     }
 
+    /// Bytes of payload per slot (rounded up to 8), when messages may be larger than a slot:
+    /// a message whose encoding (plus a 4-byte length word) does not fit one slot spans as
+    /// many consecutive slots as it needs, claimed together, up to `max_message_size` (which
+    /// must fit in `capacity` slots). So a queue of small slots takes the occasional big
+    /// message without every slot being big. A spanning message costs a wait for that many
+    /// free slots in a row, and [`Queue::len`] counts the slots it takes.
+    ///
+    /// ```
+    /// use ipc_queue::Queue;
+    ///
+    /// // 64 slots of 4 KiB take messages up to 200 KiB.
+    /// let q = Queue::<Vec<u8>>::builder()
+    ///     .capacity(64)
+    ///     .slot_size(4096)
+    ///     .max_message_size(200 << 10)
+    ///     .build()?;
+    /// let big = vec![7u8; 100_000];
+    /// q.put(&big)?;
+    /// q.put(vec![1, 2, 3])?;
+    /// assert_eq!(q.get()?, big);
+    /// assert_eq!(q.get()?, [1, 2, 3]);
+    /// # Ok::<(), ipc_queue::Error>(())
+    /// ```
+    pub fn slot_size(mut self, bytes: usize) -> Self {
+        self.slot_size = Some(bytes);
+        self
+    }
+
+    /// The slot size in the header, and the largest message to record in the segment (0:
+    /// one slot's payload).
+    fn geometry(&self) -> Result<(usize, u64)> {
+        let too_large = Error::InvalidConfig("max_message_size too large");
+        match self.slot_size {
+            None => Ok((
+                self.max_message_size
+                    .checked_add(LEN_WORD)
+                    .and_then(slot_size_for)
+                    .ok_or(too_large)?,
+                0,
+            )),
+            Some(bytes) => {
+                let slot =
+                    slot_size_for(bytes).ok_or(Error::InvalidConfig("slot_size too large"))?;
+                let fits = self
+                    .max_message_size
+                    .checked_add(LEN_WORD)
+                    .zip(self.capacity.checked_mul(slot))
+                    .is_some_and(|(need, ring)| need <= ring);
+                if !fits || u32::try_from(self.max_message_size).is_err() {
+                    return Err(Error::InvalidConfig(
+                        "max_message_size must fit in capacity slots (and below 4 GiB)",
+                    ));
+                }
+                Ok((slot, self.max_message_size as u64))
+            }
+        }
+    }
+
     fn layout(&self) -> Result<Layout> {
-        let slot = self
-            .max_message_size
-            .checked_add(LEN_WORD)
-            .and_then(slot_size_for)
-            .ok_or(Error::InvalidConfig("max_message_size too large"))?;
+        let (slot, _) = self.geometry()?;
         Ok(Layout::of::<T>(KIND, KIND_VERSION)
             .with_capacity(self.capacity as u64)
             .with_slot_size(slot as u64))
@@ -127,7 +189,8 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
     /// [`Error::InvalidConfig`] for a capacity or message size out of range; [`Error::Shm`]
     /// if the memory cannot be allocated.
     pub fn build(self) -> Result<Queue<T>> {
-        Ok(Queue::wrap(Handle::create(self.layout()?, None, MIN_SLOT)?))
+        let (_, max) = self.geometry()?;
+        Queue::wrap(Handle::create(self.layout()?, None, MIN_SLOT, max)?)
     }
 
     /// Creates the named queue `name` (as [`Queue::create_named`]).
@@ -136,31 +199,64 @@ impl<T: Serialize + DeserializeOwned> QueueBuilder<T> {
     /// [`Error::InvalidConfig`] for a capacity or message size out of range; [`Error::Shm`]
     /// if the segment cannot be created (`AlreadyExists` for a taken name).
     pub fn create_named(self, name: &str) -> Result<Queue<T>> {
-        Ok(Queue::wrap(Handle::create(
-            self.layout()?,
-            Some(name),
-            MIN_SLOT,
-        )?))
+        let (_, max) = self.geometry()?;
+        Queue::wrap(Handle::create(self.layout()?, Some(name), MIN_SLOT, max)?)
     }
 
-    /// Opens the named queue `name`, checking that it has exactly this capacity and message
-    /// size (and element type).
+    /// Opens the named queue `name`, checking that it has exactly this capacity, slot size
+    /// and message size (and element type).
     ///
     /// # Errors
-    /// As [`Queue::open_named`]; `LayoutMismatch` also for another capacity or slot size.
+    /// As [`Queue::open_named`]; `LayoutMismatch` also for another capacity, slot size or
+    /// message size.
     pub fn open_named(self, name: &str) -> Result<Queue<T>> {
-        Ok(Queue::wrap(Handle::open(self.layout()?, name, MIN_SLOT)?))
+        let (slot, max) = self.geometry()?;
+        let q = Queue::wrap(Handle::open(self.layout()?, name, MIN_SLOT)?)?;
+        let expected = if max == 0 {
+            slot - LEN_WORD
+        } else {
+            self.max_message_size
+        };
+        if q.max != expected {
+            return Err(Error::Shm(ipc_shm::Error::LayoutMismatch {
+                field: "max_message_size",
+                expected: expected as u64,
+                found: q.max as u64,
+            }));
+        }
+        Ok(q)
     }
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
-    fn wrap(h: Handle) -> Queue<T> {
-        let max = h.slot_payload() - LEN_WORD;
-        Queue {
+    /// Wraps a ring, with the message size its creator recorded (checked: it must fit the
+    /// ring).
+    fn wrap(h: Handle) -> Result<Queue<T>> {
+        let slot = h.slot_payload();
+        let max = match usize::try_from(h.max_message()) {
+            Ok(0) => slot - LEN_WORD,
+            Ok(max)
+                if max
+                    .checked_add(LEN_WORD)
+                    .is_some_and(|need| need <= h.capacity().saturating_mul(slot))
+                    && u32::try_from(max).is_ok() =>
+            {
+                max
+            }
+            _ => return Err(Error::Corrupted("max_message_size larger than the ring")),
+        };
+        Ok(Queue {
             h,
             max,
+            slot,
+            spans: max + LEN_WORD > slot,
             _t: PhantomData,
-        }
+        })
+    }
+
+    /// The slots a message of `len` encoded bytes takes (at least one).
+    fn slots_for(&self, len: usize) -> u64 {
+        (len.saturating_add(LEN_WORD).div_ceil(self.slot)).max(1) as u64
     }
 
     /// A queue of `capacity` slots of the default message size, shared with processes forked
@@ -191,6 +287,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         QueueBuilder {
             capacity: 1024,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            slot_size: None,
             _t: PhantomData,
         }
     }
@@ -203,10 +300,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// is not a `Queue<T>`.
     pub fn open_named(name: &str) -> Result<Self> {
         let expected = Layout::of::<T>(KIND, KIND_VERSION);
-        Ok(Queue::wrap(Handle::open(expected, name, MIN_SLOT)?))
+        Queue::wrap(Handle::open(expected, name, MIN_SLOT)?)
     }
 
-    /// The largest encoded message a slot holds.
+    /// The largest encoded message the queue takes (one slot's payload, unless the queue
+    /// was built with a [`slot_size`](QueueBuilder::slot_size)).
     pub fn max_message_size(&self) -> usize {
         self.max
     }
@@ -218,9 +316,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if len > self.max {
             return Err(PutFail::Failed(Error::TooLarge { len, max: self.max }));
         }
-        match self.h.put(deadline, &mut |w: SlotWriter<'_>| {
-            codec::encode_into(value, len, w)
-        }) {
+        let put = if len + LEN_WORD <= self.slot {
+            self.h.put(deadline, &mut |w: SlotWriter<'_>| {
+                codec::encode_into(value, len, w)
+            })
+        } else {
+            let k = self.slots_for(len);
+            self.h
+                .put_span(k, deadline, &mut |w: SpanWriter<'_, '_, _>| {
+                    codec::encode_into(value, len, w)
+                })
+        };
+        match put {
             Ok(Ok(())) => Ok(()),
             // The slot became a tombstone that consumers skip.
             Ok(Err(e)) => Err(PutFail::Failed(e)),
@@ -273,12 +380,30 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .map_err(|f| f.put_timeout(value))
     }
 
+    /// The slots the message whose head is in `r` takes (1 for a length the queue does not
+    /// take: its copy then reports it).
+    fn span_of(&self, r: SlotReader<'_>) -> u64 {
+        match r.read_pod::<u32>(0).map(|len| len as usize) {
+            Some(len) if len <= self.max => self.slots_for(len),
+            _ => 1,
+        }
+    }
+
     fn get_until<E: GetFail>(&self, deadline: Deadline) -> Result<T, E> {
         let mut inline = [0u8; INLINE];
         let mut heap = Vec::new();
-        let copied = match self.h.get(deadline, &mut |r: SlotReader<'_>| {
-            codec::copy_out::<T>(r, &mut inline, &mut heap)
-        }) {
+        let got = if self.spans {
+            self.h.get_message(
+                deadline,
+                &|r: SlotReader<'_>| self.span_of(r),
+                &mut |r: SpanReader<'_, '_, _>| codec::copy_out::<T>(r, &mut inline, &mut heap),
+            )
+        } else {
+            self.h.get(deadline, &mut |r: SlotReader<'_>| {
+                codec::copy_out::<T>(r, &mut inline, &mut heap)
+            })
+        };
+        let copied = match got {
             Ok(Ok(copied)) => copied,
             Ok(Err(e)) => return Err(E::failed(e)),
             Err(stop) => return Err(E::stop(stop)),
@@ -338,8 +463,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if len > self.max {
             return Err(PutFail::Failed(Error::TooLarge { len, max: self.max }));
         }
-        let mut write = |w: SlotWriter<'_>| codec::encode_into(value, len, w);
-        match self.h.put_async(deadline, &mut write).await {
+        let put = if len + LEN_WORD <= self.slot {
+            let mut write = |w: SlotWriter<'_>| codec::encode_into(value, len, w);
+            self.h.put_async(deadline, &mut write).await
+        } else {
+            let mut write = |w: SpanWriter<'_, '_, _>| codec::encode_into(value, len, w);
+            self.h
+                .put_span_async(self.slots_for(len), deadline, &mut write)
+                .await
+        };
+        match put {
             Ok(Ok(())) => Ok(()),
             // The slot became a tombstone that consumers skip.
             Ok(Err(e)) => Err(PutFail::Failed(e)),
@@ -350,8 +483,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     async fn get_until_async<E: GetFail>(&self, deadline: Deadline) -> Result<T, E> {
         let mut inline = [0u8; INLINE];
         let mut heap = Vec::new();
-        let mut read = |r: SlotReader<'_>| codec::copy_out::<T>(r, &mut inline, &mut heap);
-        let copied = match self.h.get_async(deadline, &mut read).await {
+        let got = if self.spans {
+            let span = |r: SlotReader<'_>| self.span_of(r);
+            let mut read =
+                |r: SpanReader<'_, '_, _>| codec::copy_out::<T>(r, &mut inline, &mut heap);
+            self.h.get_message_async(deadline, &span, &mut read).await
+        } else {
+            let mut read = |r: SlotReader<'_>| codec::copy_out::<T>(r, &mut inline, &mut heap);
+            self.h.get_async(deadline, &mut read).await
+        };
+        let copied = match got {
             Ok(Ok(copied)) => copied,
             Ok(Err(e)) => return Err(E::failed(e)),
             Err(stop) => return Err(E::stop(stop)),
@@ -445,7 +586,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// geometry no creator writes. The descriptor is closed on error.
     pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Self> {
         let expected = Layout::of::<T>(KIND, KIND_VERSION);
-        Ok(Queue::wrap(Handle::from_fd(expected, fd, MIN_SLOT)?))
+        Queue::wrap(Handle::from_fd(expected, fd, MIN_SLOT)?)
     }
 
     /// Gives up this handle and returns its segment's descriptor (the same one, not a

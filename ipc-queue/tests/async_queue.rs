@@ -54,6 +54,38 @@ fn a_get_awaits_a_put_from_another_process() {
     assert_eq!(registered_waits(), 0);
 }
 
+/// Messages larger than a slot through the async forms: a spanning put awaits the room a
+/// consumer process makes, and a spanning get awaits a producer process.
+#[test]
+fn spanning_messages_await_room_and_arrival() {
+    let _leaks = leak_guard();
+    let q = Queue::<Vec<u8>>::builder()
+        .capacity(8)
+        .slot_size(64)
+        .max_message_size(500)
+        .build()
+        .unwrap();
+    q.put(vec![1u8; 300]).unwrap();
+    let child = fork(|| {
+        std::thread::sleep(Duration::from_millis(50));
+        let first = q.get().ok() == Some(vec![1u8; 300]);
+        // Waits, if need be, until the parent has taken its own message.
+        std::thread::sleep(Duration::from_millis(50));
+        let put = q.put(vec![3u8; 400]).is_ok();
+        i32::from(!(first && put))
+    });
+    let rt = runtime();
+    rt.block_on(async { q.put_async(vec![2u8; 400]).await })
+        .map_err(Error::from)
+        .unwrap();
+    assert_eq!(rt.block_on(q.get_async()).unwrap(), vec![2u8; 400]);
+    assert_eq!(
+        rt.block_on(q.get_timeout_async(WATCHDOG)).unwrap(),
+        vec![3u8; 400]
+    );
+    child.wait_success(WATCHDOG);
+}
+
 #[test]
 fn a_put_on_a_full_queue_awaits_a_get_from_another_process() {
     let _leaks = leak_guard();

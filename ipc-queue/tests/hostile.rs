@@ -115,6 +115,66 @@ proptest! {
     }
 }
 
+#[cfg(feature = "serde")]
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random words over the control block and the slots of a named `Queue<Vec<u8>>` whose
+    /// messages span 64-byte slots (inline layout: 32 bytes of words, then the payload, per
+    /// slot), holding spanning messages: every call ends within its deadline, and a plain
+    /// `get` on the closed queue ends.
+    #[test]
+    fn corrupted_words_under_spanning_calls(
+        writes in proptest::collection::vec((0usize..(CONTROL / 8 + 16 * 12), any::<u64>(), 0u8..5), 1..6),
+        messages in 0usize..4,
+    ) {
+        let _leaks = common::leak_guard();
+        let name = ipc_testkit::unique_name("hostile-span");
+        let q = Queue::<Vec<u8>>::builder()
+            .capacity(16)
+            .slot_size(64)
+            .max_message_size(600)
+            .create_named(&name)
+            .unwrap();
+        for m in 0..messages {
+            let _ = q.try_put(vec![m as u8; 100 + m * 70]);
+        }
+        let raw = ipc_testkit::Hostile::open(&name);
+        for (word, value, shape) in &writes {
+            let v = match shape {
+                0 => *value,
+                // Plausible states: published tombstones, messages, claims.
+                1 => ((value % 32) << 24) | (1 << 23),
+                2 => (value % 32) << 24,
+                3 => ((value % 32) << 24) | ((value >> 32) % 3),
+                // A length word.
+                _ => value % 2000,
+            };
+            raw.write_at(HEADER + word * 8, &v.to_le_bytes()).unwrap();
+        }
+        let child = fork(|| {
+            let r = (|| -> Result<(), i32> {
+                let _ = timed(WAIT, || q.get_timeout(WAIT))?;
+                let _ = timed(WAIT, || q.put_timeout(vec![1u8; 300], WAIT))?;
+                let _ = timed(WAIT, || q.put_timeout(vec![2u8; 10], WAIT))?;
+                let _ = timed(WAIT, || q.get_timeout(WAIT))?;
+                let _ = timed(WAIT, || q.join_timeout(WAIT))?;
+                q.close();
+                for _ in 0..8 {
+                    if q.get().is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            })();
+            r.err().unwrap_or(0)
+        });
+        prop_assert_eq!(child.wait(WATCHDOG), Exit::Code(0));
+        drop(raw);
+        drop(q);
+    }
+}
+
 /// A scribbler writes random bytes over a named `Queue<u64>` (everything after the header)
 /// while two producers and two consumers use it with 100 ms timeouts: every call returns a
 /// value or an error within its deadline plus slack, nobody panics, and after the scribbler

@@ -53,10 +53,10 @@ pub(super) fn holding_claim() -> bool {
 }
 
 /// Marks the calling thread as holding a claim while it lives (around a caller's `write`).
-struct Holding;
+pub(super) struct Holding;
 
 impl Holding {
-    fn new() -> Holding {
+    pub(super) fn new() -> Holding {
         HELD.with(|h| h.set(h.get().saturating_add(1)));
         Holding
     }
@@ -107,12 +107,12 @@ pub(super) enum ClaimedRun {
 /// Ends the rest of a claimed run if dropped, i.e. if a write or read into it unwinds:
 /// tombstones for the positions not yet published (a put), or releases (a get); forgotten
 /// once the run is over.
-struct EndRunOnUnwind<'r, 'a, S: Slots> {
-    ring: &'r Ring<'a, S>,
+pub(super) struct EndRunOnUnwind<'r, 'a, S: Slots> {
+    pub(super) ring: &'r Ring<'a, S>,
     /// The first position of the run not yet ended, and how many are left.
-    at: Cursor,
-    left: u64,
-    reading: bool,
+    pub(super) at: Cursor,
+    pub(super) left: u64,
+    pub(super) reading: bool,
 }
 
 impl<S: Slots> Drop for EndRunOnUnwind<'_, '_, S> {
@@ -303,7 +303,7 @@ impl<S: Slots> Ring<'_, S> {
     /// another id), which `OsLiveness` then ignores in favour of the id alone; a stamp with
     /// the winner's id is therefore always the winner's own.
     #[inline]
-    fn stamp_slot(&self, i: Idx, reading: bool, me: Me) {
+    pub(super) fn stamp_slot(&self, i: Idx, reading: bool, me: Me) {
         let w = self.slots.stamp(i, reading);
         if w.load(Ordering::Relaxed) != me.stamp {
             w.store(me.stamp, Ordering::Relaxed);
@@ -435,7 +435,7 @@ impl<S: Slots> Ring<'_, S> {
     ///   bit a sleeper set by its CAS: one of the two read-modify-writes sees the other, so
     ///   only the slot's own sleepers are woken.
     #[inline(always)]
-    fn end_claim(&self, i: Idx, next: u64) {
+    pub(super) fn end_claim(&self, i: Idx, next: u64) {
         let st = self.slots.state(i);
         if self.light && self.ctl.sleepers.load(Ordering::Relaxed) == 0 {
             // SYNC POINT: Release, as the swap below.
@@ -592,10 +592,11 @@ impl<S: Slots> Ring<'_, S> {
 
     /// Claims up to `max` consecutive positions of the enqueue word (`reading` false) or the
     /// dequeue word with one CAS: as many slots from the word's position on as are ready
-    /// (free for writing; published, message or tombstone, for reading), at least one. The
-    /// record names us with the `RUN` bit when the run has more than one position; the
-    /// helping step resolves the record it overwrites as every claim does.
-    pub(super) fn claim_run(&self, reading: bool, me: Me, max: u64) -> ClaimedRun {
+    /// (free for writing; published, message or tombstone, for reading), at least `min`
+    /// (else nothing is claimed and the first slot not ready is the blocker). The record
+    /// names us with the `RUN` bit when the run has more than one position; the helping step
+    /// resolves the record it overwrites as every claim does.
+    pub(super) fn claim_run(&self, reading: bool, me: Me, min: u64, max: u64) -> ClaimedRun {
         let word = if reading {
             &self.ctl.deq
         } else {
@@ -608,7 +609,7 @@ impl<S: Slots> Ring<'_, S> {
         if !reading && self.ctl.closed.load(Ordering::Relaxed) != 0 {
             return ClaimedRun::Closed;
         }
-        let max = max.clamp(1, self.cap);
+        let max = max.clamp(min.max(1), self.cap);
         // SYNC POINT: Acquire, as in `claim_put`.
         let mut e = word.load(Ordering::Acquire);
         for _ in 0..MAX_STEPS {
@@ -632,17 +633,36 @@ impl<S: Slots> Ring<'_, S> {
                 continue;
             }
             let mut n = 0;
+            let mut stop = None;
             'scan: for (q0, i0, len) in self.stretches(p, first, max) {
                 for k in 0..len {
                     let i = Idx(i0 + k as usize);
                     if n > 0 {
                         let s = self.slots.state(i).load(Ordering::Acquire);
                         if s & !ignored != pack(q0 + k + phase, 0) {
+                            stop = Some((i, s, q0 + k));
                             break 'scan;
                         }
                     }
                     self.stamp_slot(i, reading, me);
                     n += 1;
+                }
+            }
+            if n < min {
+                match stop {
+                    // Not ready yet (the previous lap's holder, or not published): wait for
+                    // it, with the word's position to re-check.
+                    Some((idx, state, q)) if diff(seq(state), q + phase) < 0 => {
+                        return ClaimedRun::Blocked(Some(Blocker { idx, state, pos: p }));
+                    }
+                    // Taken already: our view of the word is stale.
+                    Some(_) => {
+                        spin();
+                        e = word.load(Ordering::Acquire);
+                        continue;
+                    }
+                    // `min` is above the capacity: never.
+                    None => return ClaimedRun::Corrupted,
                 }
             }
             self.resolve_record(e, phase, me);
@@ -702,7 +722,7 @@ impl<S: Slots> Ring<'_, S> {
         max: u64,
         write: &mut impl FnMut(u64, SlotWriter<'_>),
     ) -> Attempt<u64> {
-        let (p, n) = match self.claim_run(false, me, max) {
+        let (p, n) = match self.claim_run(false, me, 1, max) {
             ClaimedRun::Run { p, n } => (p, n),
             ClaimedRun::Blocked(b) => return Attempt::Blocked(b),
             ClaimedRun::Closed => return Attempt::Closed,
@@ -751,7 +771,7 @@ impl<S: Slots> Ring<'_, S> {
         read: &mut impl FnMut(SlotReader<'_>),
     ) -> Attempt<u64> {
         for _ in 0..MAX_STEPS {
-            let (p, n) = match self.claim_run(true, me, max) {
+            let (p, n) = match self.claim_run(true, me, 1, max) {
                 ClaimedRun::Run { p, n } => (p, n),
                 ClaimedRun::Blocked(b) => return Attempt::Blocked(b),
                 ClaimedRun::Closed => return Attempt::Closed,

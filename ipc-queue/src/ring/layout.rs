@@ -54,12 +54,6 @@ pub(crate) struct SlotWriter<'a> {
 }
 
 impl SlotWriter<'_> {
-    /// The payload length in bytes.
-    #[cfg_attr(not(feature = "serde"), allow(dead_code))] // the codec's
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
     /// Writes `src` into the payload at `offset`; false (nothing written) if out of range.
     #[inline(always)]
     pub(crate) fn store(&mut self, offset: usize, src: &[u8]) -> bool {
@@ -133,6 +127,61 @@ impl SlotReader<'_> {
             }
             _ => false,
         }
+    }
+}
+
+/// Where a message is written: one slot ([`SlotWriter`]) or a span of them ([`SpanWriter`]).
+///
+/// [`SpanWriter`]: super::SpanWriter
+#[cfg_attr(not(feature = "serde"), allow(dead_code))] // the codec's
+pub(crate) trait Sink {
+    /// The bytes there are room for.
+    fn len(&self) -> usize;
+    /// Writes `src` at `offset`; false (nothing written) if out of range.
+    fn store(&mut self, offset: usize, src: &[u8]) -> bool;
+}
+
+/// Where a message is read from: one slot ([`SlotReader`]) or a span of them
+/// ([`SpanReader`]). Every method checks its range against [`Source::len`].
+///
+/// [`SpanReader`]: super::SpanReader
+#[cfg_attr(not(feature = "serde"), allow(dead_code))] // the codec's
+pub(crate) trait Source {
+    /// The bytes there are.
+    fn len(&self) -> usize;
+    /// Copies `dst.len()` bytes from `offset` into `dst`; false if out of range.
+    fn copy_out(&self, offset: usize, dst: &mut [u8]) -> bool;
+    /// Appends `n` bytes from `offset` to `dst`; false (`dst` unchanged) if out of range.
+    fn append_to(&self, offset: usize, n: usize, dst: &mut Vec<u8>) -> bool;
+    /// Copies a `T` out from `offset`, or `None` if it does not fit.
+    fn read_pod<T: bytemuck::Pod>(&self, offset: usize) -> Option<T> {
+        let mut v = T::zeroed();
+        self.copy_out(offset, bytemuck::bytes_of_mut(&mut v))
+            .then_some(v)
+    }
+}
+
+impl Sink for SlotWriter<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn store(&mut self, offset: usize, src: &[u8]) -> bool {
+        SlotWriter::store(self, offset, src)
+    }
+}
+
+impl Source for SlotReader<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn copy_out(&self, offset: usize, dst: &mut [u8]) -> bool {
+        SlotReader::copy_out(self, offset, dst)
+    }
+    fn append_to(&self, offset: usize, n: usize, dst: &mut Vec<u8>) -> bool {
+        SlotReader::append_to(self, offset, n, dst)
+    }
+    fn read_pod<T: bytemuck::Pod>(&self, offset: usize) -> Option<T> {
+        SlotReader::read_pod(self, offset)
     }
 }
 
@@ -326,6 +375,7 @@ impl ShmRing {
         seg: &ipc_shm::lowlevel::Segment,
         cap: usize,
         slot_size: usize,
+        max_message: u64,
     ) -> bool {
         let ok = cap > 0
             && cap <= MAX_CAPACITY
@@ -342,7 +392,9 @@ impl ShmRing {
         // SAFETY: the payload starts 128-byte aligned with CONTROL_LEN bytes for the control
         // block (atomics only, valid for any bits); `seg` outlives this call.
         let ctl = unsafe { base.cast::<Control>().as_ref() };
-        Ring::new(ctl, &slots, cap).init();
+        let ring = Ring::new(ctl, &slots, cap);
+        ring.init();
+        ring.set_max_message(max_message);
         true
     }
 

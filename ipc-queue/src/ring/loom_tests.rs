@@ -8,7 +8,9 @@ use loom::sync::atomic::AtomicBool;
 use loom::sync::Arc;
 
 use super::claim::{Attempt, Claimed, ClaimedRun};
+use super::layout::{Sink, Source};
 use super::recover::{Liveness, Reclaim};
+use super::span::{SpanReader, SpanWriter};
 use super::*;
 
 struct HeapSlot {
@@ -515,7 +517,7 @@ fn stopped_run_writer_is_reclaimed() {
         let m1 = Arc::clone(&m);
         let victim = loom::thread::spawn(move || {
             let r = m1.ring();
-            let n = match r.claim_run(false, me(1), 2) {
+            let n = match r.claim_run(false, me(1), 1, 2) {
                 ClaimedRun::Run { n, .. } => n,
                 _ => 0,
             };
@@ -554,7 +556,7 @@ fn stopped_run_reader_is_reclaimed_and_counted() {
         let m2 = Arc::clone(&m);
         let victim = loom::thread::spawn(move || {
             let r = m2.ring();
-            let n = match r.claim_run(true, me(2), 2) {
+            let n = match r.claim_run(true, me(2), 1, 2) {
                 ClaimedRun::Run { n, .. } => n,
                 _ => 0,
             };
@@ -615,7 +617,7 @@ fn live_run_is_never_reclaimed() {
     loom::model(|| {
         let m = Model::new(3);
         let r = m.ring();
-        let (p, n) = match r.claim_run(false, me(1), 2) {
+        let (p, n) = match r.claim_run(false, me(1), 1, 2) {
             ClaimedRun::Run { p, n } => (p, n),
             other => panic!("{other:?}"),
         };
@@ -637,5 +639,117 @@ fn live_run_is_never_reclaimed() {
         let got: Vec<_> = (0..3).filter_map(|_| get(&r, me(3))).collect();
         assert_eq!(got, [11, 12, 21]);
         assert_eq!(r.messages(), 3);
+    });
+}
+
+/// A message spanning two slots in the models: the head's word says how many slots, the
+/// continuation holds the value.
+fn put_span(r: &Ring<'_, HeapSlots>, who: Me, v: u64) -> bool {
+    let attempt = r.try_put_span(who, 2, &mut |mut w: SpanWriter<'_, '_, HeapSlots>| {
+        let ok =
+            Sink::store(&mut w, 0, &2u64.to_le_bytes()) && Sink::store(&mut w, 8, &v.to_le_bytes());
+        if ok {
+            Ok(())
+        } else {
+            Err(())
+        }
+    });
+    matches!(attempt, Attempt::Done(Ok(())))
+}
+
+/// A get of a message that may span slots: `(head word, continuation word or 0)`.
+fn get_message(r: &Ring<'_, HeapSlots>, who: Me) -> Option<(u64, u64)> {
+    let span = |rd: SlotReader<'_>| rd.read_pod::<u64>(0).unwrap_or(1);
+    match r.try_get_message(who, &span, &mut |rd: SpanReader<'_, '_, HeapSlots>| {
+        let head = Source::read_pod::<u64>(&rd, 0).unwrap_or(0);
+        let rest = if Source::len(&rd) >= 16 {
+            Source::read_pod::<u64>(&rd, 8).unwrap_or(0)
+        } else {
+            0
+        };
+        (head, rest)
+    }) {
+        Attempt::Done(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// A producer putting a message that spans two slots, another putting a one-slot message
+/// (its head word 1), and a consumer taking messages: each arrives whole and once, the
+/// spanning one never cut or taken as two.
+#[test]
+fn a_span_and_a_single_message_arrive_whole_once() {
+    loom::model(|| {
+        let m = Model::new(3);
+        let m1 = Arc::clone(&m);
+        let a = loom::thread::spawn(move || put_span(&m1.ring(), me(1), 77));
+        let m2 = Arc::clone(&m);
+        let b = loom::thread::spawn(move || {
+            let r = m2.ring();
+            matches!(
+                r.try_put(me(2), &mut |mut w: SlotWriter<'_>| {
+                    assert!(w.store(0, &1u64.to_le_bytes()));
+                    Ok::<(), ()>(())
+                }),
+                Attempt::Done(Ok(()))
+            )
+        });
+        let r = m.ring();
+        let mut got: Vec<(u64, u64)> = get_message(&r, me(3)).into_iter().collect();
+        let sent_span = a.join().unwrap();
+        let sent_single = b.join().unwrap();
+        while let Some(x) = get_message(&r, me(3)) {
+            got.push(x);
+        }
+        got.sort_unstable();
+        let mut want = Vec::new();
+        if sent_single {
+            want.push((1, 0));
+        }
+        if sent_span {
+            want.push((2, 77));
+        }
+        assert_eq!(got, want);
+        assert_eq!(r.messages(), want.len() as u64);
+        assert_eq!(r.len(), 0);
+    });
+}
+
+/// A producer stopped after claiming a two-slot span (never written): a consumer that sees
+/// it dead skips both slots, and another producer's message arrives once.
+#[test]
+fn stopped_span_writer_is_skipped() {
+    loom::model(|| {
+        let m = Model::new(4);
+        let m1 = Arc::clone(&m);
+        let victim = loom::thread::spawn(move || {
+            let r = m1.ring();
+            let n = match r.claim_run(false, me(1), 2, 2) {
+                ClaimedRun::Run { n, .. } => n,
+                _ => 0,
+            };
+            m1.deaths.0[1].store(true, Ordering::SeqCst);
+            n
+        });
+        let m2 = Arc::clone(&m);
+        let p = loom::thread::spawn(move || put_span(&m2.ring(), me(2), 5));
+        assert_eq!(victim.join().unwrap(), 2);
+        assert!(p.join().unwrap());
+        let r = m.ring();
+        let mut got = Vec::new();
+        for _ in 0..6 {
+            let span = |rd: SlotReader<'_>| rd.read_pod::<u64>(0).unwrap_or(1);
+            match r.try_get_message(me(3), &span, &mut |rd: SpanReader<'_, '_, HeapSlots>| {
+                Source::read_pod::<u64>(&rd, 8).unwrap_or(0)
+            }) {
+                Attempt::Done(v) => got.push(v),
+                Attempt::Blocked(Some(b)) => {
+                    r.reclaim(b, me(3), &m.deaths);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(got, vec![5]);
+        assert_eq!(r.len(), 0);
     });
 }

@@ -17,6 +17,9 @@
 //!   `membarrier(2)` when they go to sleep; no counter written per put or get), the
 //!   wake-ups of `close`, the backoff and death-check pacing of a blocked caller, and the
 //!   steps of a blocked put or get with their two drivers, blocking and async.
+//! - `span`: **messages larger than a slot** (a `Queue`'s): one claim of consecutive slots,
+//!   the continuation slots published as tombstones before the head, and the get that
+//!   claims a head with its continuations.
 //! - `layout`: where the words and payloads live in the segment (packed or inline slots), and
 //!   `ShmRing`, the segment with its checked geometry.
 //! - `loom_tests` (under `--cfg loom` only): models of the protocol, threads standing in for
@@ -47,11 +50,17 @@ mod layout;
 #[cfg(all(test, loom))]
 mod loom_tests;
 mod recover;
+#[cfg_attr(not(feature = "serde"), allow(dead_code))] // `Queue`'s
+mod span;
 mod wait;
 
 use layout::Slots;
 pub(crate) use layout::{ShmRing, SlotReader, SlotWriter, MIN_SLOT};
+#[cfg(feature = "serde")]
+pub(crate) use layout::{ShmSlots, Sink, Source};
 pub(crate) use recover::OsLiveness;
+#[cfg(feature = "serde")]
+pub(crate) use span::{SpanReader, SpanWriter};
 pub(crate) use wait::{DeathWatch, Stop};
 
 const POS_BITS: u32 = 40;
@@ -124,7 +133,10 @@ pub(crate) struct Control {
     tombstones: AtomicU64,
     done: AtomicU64,
     sys: AtomicU64,
-    _pad2: [Pad; 11],
+    /// The largest message a `Queue` takes (its encoding), when messages may span slots;
+    /// 0: one slot's payload. Written by the creator before the segment is ready.
+    max_message: AtomicU64,
+    _pad2: [Pad; 10],
     closed: AtomicU64,
     sleepers: AtomicU64,
     _pad3: [Pad; 14],
@@ -135,6 +147,7 @@ const _: () = {
     assert!(std::mem::size_of::<Control>() == CONTROL_LEN);
     assert!(std::mem::offset_of!(Control, deq) == 128);
     assert!(std::mem::offset_of!(Control, retired) == 256);
+    assert!(std::mem::offset_of!(Control, max_message) == 296);
     assert!(std::mem::offset_of!(Control, closed) == 384);
     assert!(std::mem::offset_of!(Control, sleepers) == 392);
 };
@@ -153,6 +166,7 @@ impl Control {
             tombstones: AtomicU64::new(0),
             done: AtomicU64::new(0),
             sys: AtomicU64::new(0),
+            max_message: AtomicU64::new(0),
             _pad2: std::array::from_fn(|_| Pad::new(0)),
             closed: AtomicU64::new(0),
             sleepers: AtomicU64::new(0),
@@ -273,11 +287,23 @@ impl<'a, S: Slots> Ring<'a, S> {
             &self.ctl.tombstones,
             &self.ctl.done,
             &self.ctl.sys,
+            &self.ctl.max_message,
             &self.ctl.closed,
             &self.ctl.sleepers,
         ] {
             w.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// The largest message recorded by the creator (0: one slot's payload); untrusted.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))] // `Queue`'s
+    pub(crate) fn max_message(&self) -> u64 {
+        self.ctl.max_message.load(Ordering::Relaxed)
+    }
+
+    /// Records the largest message (the creator, before the segment is ready).
+    pub(crate) fn set_max_message(&self, n: u64) {
+        self.ctl.max_message.store(n, Ordering::Relaxed);
     }
 
     /// The slot of position `p`, if its index is in range (positions come from shared memory).

@@ -262,6 +262,8 @@ impl Backoff {
     }
 
     /// One wait step.
+    // Under loom SPIN_LIMIT is 0, which makes the comparison below trivially true there.
+    #[cfg_attr(loom, allow(clippy::absurd_extreme_comparisons))]
     pub(crate) fn snooze(&mut self) {
         if self.step <= Self::SPIN_LIMIT {
             for _ in 0..1u32 << self.step {
@@ -526,6 +528,44 @@ impl<S: Slots> Ring<'_, S> {
         }
     }
 
+    /// A put made of `attempt`s (one attempt of some kind of put), waiting until `deadline`
+    /// as [`Ring::put_until`] does.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))] // `Queue`'s spans
+    pub(crate) fn put_with<R>(
+        &self,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        attempt: &mut impl FnMut(Me) -> Attempt<R>,
+    ) -> Result<R, Stop> {
+        match attempt(me) {
+            Attempt::Done(r) => Ok(r),
+            Attempt::Closed => Err(Stop::Closed),
+            Attempt::Corrupted => Err(Stop::Corrupted),
+            Attempt::Blocked(b) => self.put_blocked(b, me, deadline, watch, live, attempt),
+        }
+    }
+
+    /// A get made of `attempt`s, waiting until `deadline` as [`Ring::get_until`] does.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))] // `Queue`'s spans
+    pub(crate) fn get_with<R>(
+        &self,
+        me: Me,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        attempt: &mut impl FnMut(Me) -> Attempt<R>,
+    ) -> Result<R, Stop> {
+        let first = match attempt(me) {
+            Attempt::Done(r) => return Ok(r),
+            Attempt::Corrupted => return Err(Stop::Corrupted),
+            Attempt::Closed => None,
+            Attempt::Blocked(b) => b,
+        };
+        self.get_blocked(first, me, deadline, watch, live, attempt)
+    }
+
     /// A blocking put after a first attempt blocked on `first`; `attempt` makes one more.
     #[inline(never)]
     fn put_blocked<R>(
@@ -752,10 +792,21 @@ impl<S: Slots> Ring<'_, S> {
         live: &impl Liveness,
         write: &mut impl FnMut(SlotWriter<'_>) -> Result<R, E>,
     ) -> Result<Result<R, E>, Stop> {
+        self.put_async_with(deadline, watch, live, &mut |me| self.try_put(me, write))
+            .await
+    }
+
+    /// A put made of `attempt`s as a future (see [`Ring::put_async`]).
+    pub(crate) async fn put_async_with<R>(
+        &self,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        attempt: &mut impl FnMut(Me) -> Attempt<R>,
+    ) -> Result<R, Stop> {
         let mut op = Blocked::fresh();
         loop {
-            let mut attempt = |me| self.try_put(me, write);
-            match self.put_step(&mut op, Me::current(), deadline, watch, live, &mut attempt) {
+            match self.put_step(&mut op, Me::current(), deadline, watch, live, attempt) {
                 Step::Done(r) => return r,
                 Step::Wait(w) => self.wait_async(w).await,
             }
@@ -770,10 +821,21 @@ impl<S: Slots> Ring<'_, S> {
         live: &impl Liveness,
         read: &mut impl FnMut(SlotReader<'_>) -> R,
     ) -> Result<R, Stop> {
+        self.get_async_with(deadline, watch, live, &mut |me| self.try_get(me, read))
+            .await
+    }
+
+    /// A get made of `attempt`s as a future (see [`Ring::put_async`]).
+    pub(crate) async fn get_async_with<R>(
+        &self,
+        deadline: Deadline,
+        watch: &DeathWatch,
+        live: &impl Liveness,
+        attempt: &mut impl FnMut(Me) -> Attempt<R>,
+    ) -> Result<R, Stop> {
         let mut op = Blocked::fresh();
         loop {
-            let mut attempt = |me| self.try_get(me, read);
-            match self.get_step(&mut op, Me::current(), deadline, watch, live, &mut attempt) {
+            match self.get_step(&mut op, Me::current(), deadline, watch, live, attempt) {
                 Step::Done(r) => return r,
                 Step::Wait(w) => self.wait_async(w).await,
             }
