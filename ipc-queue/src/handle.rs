@@ -409,7 +409,8 @@ impl GetFail for GetTimeoutError {
 macro_rules! shared_methods {
     ($ty:ident) => {
         impl<T> $ty<T> {
-            /// Approximately how many messages are queued (like Python's `qsize`).
+            /// Approximately how many messages are queued (like Python's `qsize`); a `Queue`
+            /// message larger than a slot counts the slots it takes.
             pub fn len(&self) -> usize {
                 self.h.len()
             }
