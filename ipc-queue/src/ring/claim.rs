@@ -634,17 +634,22 @@ impl<S: Slots> Ring<'_, S> {
             }
             let mut n = 0;
             let mut stop = None;
+            let (states, stamps) = (self.slots.states(), self.slots.stamps(reading));
             'scan: for (q0, i0, len) in self.stretches(p, first, max) {
                 for k in 0..len {
                     let i = Idx(i0 + k as usize);
                     if n > 0 {
-                        let s = self.slots.state(i).load(Ordering::Acquire);
+                        let s = states.at(i).load(Ordering::Acquire);
                         if s & !ignored != pack(q0 + k + phase, 0) {
                             stop = Some((i, s, q0 + k));
                             break 'scan;
                         }
                     }
-                    self.stamp_slot(i, reading, me);
+                    // As `stamp_slot`.
+                    let w = stamps.at(i);
+                    if w.load(Ordering::Relaxed) != me.stamp {
+                        w.store(me.stamp, Ordering::Relaxed);
+                    }
                     n += 1;
                 }
             }
@@ -685,15 +690,16 @@ impl<S: Slots> Ring<'_, S> {
     #[inline(always)]
     pub(super) fn end_run(&self, p: u64, i: Idx, n: u64, next: impl Fn(u64) -> u64) {
         let light = self.light && self.ctl.sleepers.load(Ordering::Relaxed) == 0;
+        let states = self.slots.states();
         for (q0, i0, len) in self.stretches(p, i, n) {
             for k in 0..len {
                 let i = Idx(i0 + k as usize);
                 if light {
                     // SYNC POINT: Release, as in `end_claim` (a swap under loom, see there).
                     #[cfg(not(loom))]
-                    self.slots.state(i).store(next(q0 + k), Ordering::Release);
+                    states.at(i).store(next(q0 + k), Ordering::Release);
                     #[cfg(loom)]
-                    let _ = self.slots.state(i).swap(next(q0 + k), Ordering::Release);
+                    let _ = states.at(i).swap(next(q0 + k), Ordering::Release);
                 } else {
                     self.end_claim(i, next(q0 + k));
                 }
@@ -788,12 +794,13 @@ impl<S: Slots> Ring<'_, S> {
                 reading: true,
             };
             let mut got = 0;
+            let states = self.slots.states();
             for (q0, i0, len) in self.stretches(p, at.i, n) {
                 for k in 0..len {
                     let i = Idx(i0 + k as usize);
                     // Ours since the claim: only helpers' marks and sleepers' WAITING bits
                     // change it, never the TOMB bit.
-                    if owner(self.slots.state(i).load(Ordering::Relaxed)) & TOMB != 0 {
+                    if owner(states.at(i).load(Ordering::Relaxed)) & TOMB != 0 {
                         self.settle(i, q0 + k);
                         ipc_failpoints::failpoint!("queue.tombstone.published");
                     } else {

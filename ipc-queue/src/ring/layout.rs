@@ -185,8 +185,51 @@ impl Source for SlotReader<'_> {
     }
 }
 
+/// One kind of word (the states, or one phase's stamps) of every slot, for a loop over many
+/// slots: where the first is and how far apart they are, read once (a loop that asked the
+/// `Slots` for each word would reload its geometry after every atomic access).
+#[derive(Clone, Copy)]
+pub(crate) struct Words<'a> {
+    base: NonNull<u8>,
+    /// Bytes from one slot's word to the next slot's.
+    stride: usize,
+    _words: PhantomData<&'a AtomicU64>,
+}
+
+impl<'a> Words<'a> {
+    /// The words at `base`, `stride` bytes apart, one per slot.
+    ///
+    /// # Safety
+    /// For every index `i` a [`Ring`] of these slots makes (below its capacity),
+    /// `base + i * stride` is an `AtomicU64` that lives, unmoved, for `'a`.
+    pub(super) unsafe fn new(base: NonNull<u8>, stride: usize) -> Words<'a> {
+        Words {
+            base,
+            stride,
+            _words: PhantomData,
+        }
+    }
+
+    /// Slot `i`'s word.
+    #[inline(always)]
+    pub(crate) fn at(self, i: Idx) -> &'a AtomicU64 {
+        // SAFETY: `Idx` is below the ring's capacity, which is the slots' (see `Words::new`,
+        // whose contract the maker upheld).
+        unsafe {
+            self.base
+                .add(i.0 * self.stride)
+                .cast::<AtomicU64>()
+                .as_ref()
+        }
+    }
+}
+
 /// Where the slots live: shared memory, or the heap in loom models.
 pub(crate) trait Slots {
+    /// Every slot's state word (see [`Words`]).
+    fn states(&self) -> Words<'_>;
+    /// Every slot's stamp word for its writer (`reading` false) or its reader.
+    fn stamps(&self, reading: bool) -> Words<'_>;
     /// The state word of slot `i`.
     fn state(&self, i: Idx) -> &AtomicU64;
     /// The stamp word of slot `i` for its writer (`reading` false) or its reader.
@@ -244,7 +287,33 @@ impl ShmSlots {
     }
 }
 
+impl ShmSlots {
+    /// Word `k` of every slot.
+    #[inline(always)]
+    fn words_of(&self, k: usize) -> Words<'_> {
+        // SAFETY: as in `word`: slot `i`'s word `k` is at `words + i * word_step + k *
+        // kind_step` (in words) for every `i` below the capacity, in the mapping that outlives
+        // `&self`; the offset of `k` stays inside it.
+        unsafe {
+            Words::new(
+                self.words.add(k * self.kind_step).cast::<u8>(),
+                self.word_step * 8,
+            )
+        }
+    }
+}
+
 impl Slots for ShmSlots {
+    #[inline(always)]
+    fn states(&self) -> Words<'_> {
+        self.words_of(0)
+    }
+
+    #[inline(always)]
+    fn stamps(&self, reading: bool) -> Words<'_> {
+        self.words_of(if reading { 2 } else { 1 })
+    }
+
     #[inline]
     fn state(&self, i: Idx) -> &AtomicU64 {
         self.word(0, i)

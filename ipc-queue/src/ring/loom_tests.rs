@@ -1,6 +1,9 @@
 //! Models of the protocol with threads standing in for processes.
 
 use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use super::layout::Words;
 
 use ipc_shm::lowlevel::sync::Deadline;
 use loom::cell::UnsafeCell;
@@ -23,6 +26,25 @@ struct HeapSlot {
 struct HeapSlots(Vec<HeapSlot>);
 
 impl Slots for HeapSlots {
+    fn states(&self) -> Words<'_> {
+        // SAFETY: the slots are a Vec that `&self` keeps alive and unmoved; each slot's state
+        // sits at the same offset in its `HeapSlot`, `size_of::<HeapSlot>()` bytes apart.
+        unsafe {
+            Words::new(
+                NonNull::from(&self.0[0].state).cast::<u8>(),
+                std::mem::size_of::<HeapSlot>(),
+            )
+        }
+    }
+    fn stamps(&self, reading: bool) -> Words<'_> {
+        // SAFETY: as in `states`.
+        unsafe {
+            Words::new(
+                NonNull::from(&self.0[0].stamps[usize::from(reading)]).cast::<u8>(),
+                std::mem::size_of::<HeapSlot>(),
+            )
+        }
+    }
     fn state(&self, i: Idx) -> &AtomicU64 {
         &self.0[i.0].state
     }
