@@ -168,6 +168,11 @@ pub fn q_span_bytes(r: &Run, size: usize) -> Outcome {
         Ok(q) => q,
         Err(e) => return Outcome::Failed(q_err(e)),
     };
+    bytes_through(r, &q, size)
+}
+
+/// 1P→1C over `q`: `put(&msg)` of one prepared Vec of `size` bytes, checked `get`s.
+fn bytes_through(r: &Run, q: &Queue<Vec<u8>>, size: usize) -> Outcome {
     let plan = Plan::new(r.n, 1, 1);
     run_mxn(plan, r.pin, |g, role| {
         let mut msg = vec![0x5au8; size];
@@ -202,18 +207,7 @@ pub fn q_bytes(r: &Run, size: usize) -> Outcome {
         }
         Err(e) => return Outcome::Failed(q_err(e)),
     };
-    let plan = Plan::new(r.n, 1, 1);
-    run_mxn(plan, r.pin, |g, role| {
-        let mut msg = vec![0x5au8; size];
-        g.start();
-        match role {
-            Role::Producer(_) => produce_bytes(plan.per, &mut msg, |m| q.put(m).map_err(q_err)),
-            Role::Consumer(_) => {
-                consume_bytes(plan.per_consumer(), size, || q.get().map_err(q_err))
-            }
-        }
-    })
-    .into()
+    bytes_through(r, &q, size)
 }
 
 /// Q5: ping-pong over two `PodQueue<u64>`: A `q1.put(i)`, `q2.get()`; B `q1.get()`, `q2.put(v)`.

@@ -104,6 +104,18 @@ pub(super) enum ClaimedRun {
     Corrupted,
 }
 
+impl ClaimedRun {
+    /// The run's first position and length, or the outcome of an attempt that claimed none.
+    pub(super) fn run<R>(self) -> Result<(u64, u64), Attempt<R>> {
+        match self {
+            ClaimedRun::Run { p, n } => Ok((p, n)),
+            ClaimedRun::Blocked(b) => Err(Attempt::Blocked(b)),
+            ClaimedRun::Closed => Err(Attempt::Closed),
+            ClaimedRun::Corrupted => Err(Attempt::Corrupted),
+        }
+    }
+}
+
 /// Ends the rest of a claimed run if dropped, i.e. if a write or read into it unwinds:
 /// tombstones for the positions not yet published (a put), or releases (a get); forgotten
 /// once the run is over.
@@ -142,7 +154,7 @@ impl<S: Slots> Drop for TombstoneOnUnwind<'_, '_, S> {
     }
 }
 
-impl<S: Slots> Ring<'_, S> {
+impl<'a, S: Slots> Ring<'a, S> {
     /// The common case of [`Ring::claim_put`] in one straight pass, with no loop and no
     /// call: the ring is open, the enqueue word records no claim or our own (so no helping
     /// mark is due), the slot is exactly `FREE(p)` (no sleeper on it), and the CAS succeeds.
@@ -614,24 +626,15 @@ impl<S: Slots> Ring<'_, S> {
         let mut e = word.load(Ordering::Acquire);
         for _ in 0..MAX_STEPS {
             let p = seq(e);
-            let Some(first) = self.index(p) else {
-                return ClaimedRun::Corrupted;
-            };
-            // SYNC POINT: Acquire, as in `claim_put` and `claim_get` (for each slot).
-            let s = self.slots.state(first).load(Ordering::Acquire);
-            if s & !ignored != pack(p + phase, 0) {
-                if diff(seq(s), p + phase) < 0 {
-                    return ClaimedRun::Blocked(Some(Blocker {
-                        idx: first,
-                        state: s,
-                        pos: p,
-                    }));
+            let first = match self.ready_at(p, phase, ignored) {
+                Ok((first, _)) => first,
+                Err(Some(stop)) => return stop,
+                Err(None) => {
+                    spin();
+                    e = word.load(Ordering::Acquire);
+                    continue;
                 }
-                // Taken already: our view of the word is stale.
-                spin();
-                e = word.load(Ordering::Acquire);
-                continue;
-            }
+            };
             let mut n = 0;
             let mut stop = None;
             let (states, stamps) = (self.slots.states(), self.slots.stamps(reading));
@@ -683,6 +686,36 @@ impl<S: Slots> Ring<'_, S> {
         ClaimedRun::Blocked(None)
     }
 
+    /// The slot of position `p` of a position word and its state, if the state is ready for
+    /// a claim in `phase` (masked with `ignored`, exactly `pack(p + phase, 0)`); else
+    /// `Err(Some(_))` to end the claim (blocked on it, or a position out of range) or
+    /// `Err(None)`: taken already, our view of the word is stale.
+    #[inline(always)]
+    pub(super) fn ready_at(
+        &self,
+        p: u64,
+        phase: u64,
+        ignored: u64,
+    ) -> Result<(Idx, u64), Option<ClaimedRun>> {
+        let Some(i) = self.index(p) else {
+            return Err(Some(ClaimedRun::Corrupted));
+        };
+        // SYNC POINT: Acquire pairs with the Release end of the claim before (a consumer's
+        // release for writing, a producer's publish for reading).
+        let s = self.slots.state(i).load(Ordering::Acquire);
+        if s & !ignored == pack(p + phase, 0) {
+            Ok((i, s))
+        } else if diff(seq(s), p + phase) < 0 {
+            Err(Some(ClaimedRun::Blocked(Some(Blocker {
+                idx: i,
+                state: s,
+                pos: p,
+            }))))
+        } else {
+            Err(None)
+        }
+    }
+
     /// Ends the claims of the `n` positions from `p` (slot `i`) by storing `next(position)`
     /// in each slot, in order: [`Ring::end_claim`] for a run, with the second look at the
     /// sleeper count once after all the stores (it follows each of them, which is what the
@@ -718,6 +751,34 @@ impl<S: Slots> Ring<'_, S> {
         }
     }
 
+    /// Claims a run of `min..=max` slots for writing ([`Ring::claim_run`]) and checks that
+    /// the ring is still open: the guard over the whole run (it publishes a tombstone in
+    /// every slot of it if dropped), or the attempt's outcome (a run claimed after a close
+    /// is left all tombstones, and the put reports `Closed`).
+    pub(super) fn open_put_run<R>(
+        &self,
+        me: Me,
+        min: u64,
+        max: u64,
+    ) -> Result<EndRunOnUnwind<'_, 'a, S>, Attempt<R>> {
+        let (p, n) = self.claim_run(false, me, min, max).run()?;
+        // `claim_run` checked the index.
+        let at = self.cursor(p).ok_or(Attempt::Corrupted)?;
+        let run = EndRunOnUnwind {
+            ring: self,
+            at,
+            left: n,
+            reading: false,
+        };
+        // SYNC POINT: Acquire, after our claim CAS, as in `refused_by_close`.
+        if self.ctl.closed.load(Ordering::Acquire) != 0 {
+            // Dropping `run` publishes a tombstone in each slot.
+            return Err(Attempt::Closed);
+        }
+        ipc_failpoints::failpoint!("queue.put.claimed");
+        Ok(run)
+    }
+
     /// One attempt to put up to `max` messages with one claim: `write(k, slot)` writes the
     /// `k`-th into its slot; once all are written they are published in order. `Done(n)`:
     /// the first `n` were put. For writes that cannot fail (plain data); a write that
@@ -728,28 +789,11 @@ impl<S: Slots> Ring<'_, S> {
         max: u64,
         write: &mut impl FnMut(u64, SlotWriter<'_>),
     ) -> Attempt<u64> {
-        let (p, n) = match self.claim_run(false, me, 1, max) {
-            ClaimedRun::Run { p, n } => (p, n),
-            ClaimedRun::Blocked(b) => return Attempt::Blocked(b),
-            ClaimedRun::Closed => return Attempt::Closed,
-            ClaimedRun::Corrupted => return Attempt::Corrupted,
+        let run = match self.open_put_run(me, 1, max) {
+            Ok(run) => run,
+            Err(a) => return a,
         };
-        let Some(at) = self.cursor(p) else {
-            // `claim_run` checked the index.
-            return Attempt::Corrupted;
-        };
-        let run = EndRunOnUnwind {
-            ring: self,
-            at,
-            left: n,
-            reading: false,
-        };
-        // SYNC POINT: Acquire, after our claim CAS, as in `refused_by_close`.
-        if self.ctl.closed.load(Ordering::Acquire) != 0 {
-            // Dropping `run` publishes a tombstone in each slot.
-            return Attempt::Closed;
-        }
-        ipc_failpoints::failpoint!("queue.put.claimed");
+        let (p, at, n) = (run.at.q, run.at, run.left);
         // Every message is written first, then all are published in order: a consumer
         // waiting on the run's first slot then finds the whole run at once, instead of
         // chasing the writes slot by slot on the lines they are being written to.
@@ -777,11 +821,9 @@ impl<S: Slots> Ring<'_, S> {
         read: &mut impl FnMut(SlotReader<'_>),
     ) -> Attempt<u64> {
         for _ in 0..MAX_STEPS {
-            let (p, n) = match self.claim_run(true, me, 1, max) {
-                ClaimedRun::Run { p, n } => (p, n),
-                ClaimedRun::Blocked(b) => return Attempt::Blocked(b),
-                ClaimedRun::Closed => return Attempt::Closed,
-                ClaimedRun::Corrupted => return Attempt::Corrupted,
+            let (p, n) = match self.claim_run(true, me, 1, max).run() {
+                Ok(run) => run,
+                Err(a) => return a,
             };
             let Some(at) = self.cursor(p) else {
                 return Attempt::Corrupted;

@@ -96,27 +96,12 @@ impl<S: Slots> Ring<'_, S> {
         k: u64,
         write: &mut impl FnMut(SpanWriter<'_, '_, S>) -> Result<R, E>,
     ) -> Attempt<Result<R, E>> {
-        let (p, n) = match self.claim_run(false, me, k, k) {
-            ClaimedRun::Run { p, n } => (p, n),
-            ClaimedRun::Blocked(b) => return Attempt::Blocked(b),
-            ClaimedRun::Closed => return Attempt::Closed,
-            ClaimedRun::Corrupted => return Attempt::Corrupted,
+        // The guard publishes a tombstone in every slot if anything below unwinds.
+        let run = match self.open_put_run(me, k, k) {
+            Ok(run) => run,
+            Err(a) => return a,
         };
-        let Some(at) = self.cursor(p) else {
-            return Attempt::Corrupted;
-        };
-        // Publishes a tombstone in every slot if anything below unwinds (or returns early).
-        let run = EndRunOnUnwind {
-            ring: self,
-            at,
-            left: n,
-            reading: false,
-        };
-        // SYNC POINT: Acquire, after our claim CAS, as in `refused_by_close`.
-        if self.ctl.closed.load(Ordering::Acquire) != 0 {
-            return Attempt::Closed;
-        }
-        ipc_failpoints::failpoint!("queue.put.claimed");
+        let (p, at, n) = (run.at.q, run.at, run.left);
         let held = Holding::new();
         let r = write(SpanWriter {
             ring: self,
@@ -158,24 +143,16 @@ impl<S: Slots> Ring<'_, S> {
         let mut e = word.load(Ordering::Acquire);
         for _ in 0..MAX_STEPS {
             let p = seq(e);
-            let Some(first) = self.index(p) else {
-                return ClaimedRun::Corrupted;
-            };
-            // SYNC POINT: Acquire pairs with the producer's Release publish (of the head,
-            // which follows its continuations').
-            let s = self.slots.state(first).load(Ordering::Acquire);
-            if s & !(WAITING | TOMB) != pack(p + 1, 0) {
-                if diff(seq(s), p + 1) < 0 {
-                    return ClaimedRun::Blocked(Some(Blocker {
-                        idx: first,
-                        state: s,
-                        pos: p,
-                    }));
+            // The head's state (Acquire: its publish follows its continuations').
+            let (first, s) = match self.ready_at(p, 1, WAITING | TOMB) {
+                Ok(ready) => ready,
+                Err(Some(stop)) => return stop,
+                Err(None) => {
+                    spin();
+                    e = word.load(Ordering::Acquire);
+                    continue;
                 }
-                spin();
-                e = word.load(Ordering::Acquire);
-                continue;
-            }
+            };
             let k = if owner(s) & TOMB != 0 {
                 1
             } else {
@@ -235,11 +212,9 @@ impl<S: Slots> Ring<'_, S> {
         read: &mut impl FnMut(SpanReader<'_, '_, S>) -> R,
     ) -> Attempt<R> {
         for _ in 0..MAX_STEPS {
-            let (p, k) = match self.claim_message(me, span) {
-                ClaimedRun::Run { p, n } => (p, n),
-                ClaimedRun::Blocked(b) => return Attempt::Blocked(b),
-                ClaimedRun::Closed => return Attempt::Closed,
-                ClaimedRun::Corrupted => return Attempt::Corrupted,
+            let (p, k) = match self.claim_message(me, span).run() {
+                Ok(run) => run,
+                Err(a) => return a,
             };
             let Some(at) = self.cursor(p) else {
                 return Attempt::Corrupted;

@@ -200,6 +200,21 @@ impl Counters {
         &self.words()[k]
     }
 
+    /// Asserts that every message in `range` was delivered exactly once.
+    pub fn assert_exactly_once(&self, range: std::ops::Range<usize>) {
+        let (missing, dups) = self.missing_and_dups(range);
+        assert!(
+            missing.is_empty(),
+            "lost: {:?}",
+            &missing[..missing.len().min(10)]
+        );
+        assert!(
+            dups.is_empty(),
+            "duplicated: {:?}",
+            &dups[..dups.len().min(10)]
+        );
+    }
+
     /// (never delivered, delivered more than once) message indices in `range`.
     pub fn missing_and_dups(&self, range: std::ops::Range<usize>) -> (Vec<usize>, Vec<usize>) {
         let mut missing = Vec::new();
@@ -278,17 +293,7 @@ pub fn stress<Q: TestQueue>(mode: Mode, cap: usize, producers: u64, consumers: u
     for k in cons {
         k.wait_success(WATCHDOG);
     }
-    let (missing, dups) = c.missing_and_dups(0..(producers * per) as usize);
-    assert!(
-        missing.is_empty(),
-        "lost: {:?}",
-        &missing[..missing.len().min(10)]
-    );
-    assert!(
-        dups.is_empty(),
-        "duplicated: {:?}",
-        &dups[..dups.len().min(10)]
-    );
+    c.assert_exactly_once(0..(producers * per) as usize);
     assert_eq!(c.word(0).load(Ordering::SeqCst), producers * per);
     assert_eq!(s.q.len(), 0);
     assert_eq!(s.q.dropped(), 0);
