@@ -312,6 +312,34 @@ impl Handle {
             .await
     }
 
+    /// [`Handle::put_run`] as a future.
+    pub(crate) async fn put_run_async(
+        &self,
+        max: u64,
+        deadline: Deadline,
+        write: &mut impl FnMut(u64, SlotWriter<'_>),
+    ) -> Result<u64, Stop> {
+        let ring = self.ring.ring();
+        ring.put_async_with(deadline, &self.watch, &OsLiveness, &mut |me| {
+            ring.try_put_run(me, max, write)
+        })
+        .await
+    }
+
+    /// [`Handle::get_run`] as a future.
+    pub(crate) async fn get_run_async(
+        &self,
+        max: u64,
+        deadline: Deadline,
+        read: &mut impl FnMut(SlotReader<'_>),
+    ) -> Result<u64, Stop> {
+        let ring = self.ring.ring();
+        ring.get_async_with(deadline, &self.watch, &OsLiveness, &mut |me| {
+            ring.try_get_run(me, max, read)
+        })
+        .await
+    }
+
     /// [`Handle::put_span`] as a future.
     #[cfg(feature = "serde")]
     pub(crate) async fn put_span_async<R, E>(

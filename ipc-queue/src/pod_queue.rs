@@ -146,6 +146,31 @@ fn reader<T: Pod>(r: SlotReader<'_>) -> Option<T> {
     r.read_pod::<T>(0)
 }
 
+/// Writes the `k`-th value of `rest` into a run's slot.
+fn run_writer<T: Pod>(rest: &[T]) -> impl FnMut(u64, SlotWriter<'_>) + '_ {
+    move |k, w| {
+        if let Some(v) = usize::try_from(k).ok().and_then(|k| rest.get(k)) {
+            write_pod(v, w);
+        }
+    }
+}
+
+/// How many of the `rest` values a run of `n` put (a run is never longer than asked for).
+fn run_len(n: u64, rest: usize) -> usize {
+    usize::try_from(n).map_or(rest, |n| n.min(rest))
+}
+
+/// Appends each message of a run to `out`, noting a slot too small for a `T`.
+fn run_reader<'o, T: Pod>(
+    out: &'o mut Vec<T>,
+    corrupted: &'o mut bool,
+) -> impl FnMut(SlotReader<'_>) + 'o {
+    move |r| match reader::<T>(r) {
+        Some(v) => out.push(v),
+        None => *corrupted = true,
+    }
+}
+
 impl<T: Pod> PodQueue<T> {
     /// A queue of `capacity` slots, shared with processes forked after this call.
     ///
@@ -341,14 +366,11 @@ impl<T: Pod> PodQueue<T> {
         let mut done = 0;
         while done < values.len() {
             let rest = &values[done..];
-            let mut write = |k: u64, w: SlotWriter<'_>| {
-                if let Some(v) = usize::try_from(k).ok().and_then(|k| rest.get(k)) {
-                    write_pod(v, w);
-                }
-            };
-            match self.h.put_run(rest.len() as u64, deadline, &mut write) {
-                // A run is never longer than asked for.
-                Ok(n) => done += usize::try_from(n).map_or(rest.len(), |n| n.min(rest.len())),
+            match self
+                .h
+                .put_run(rest.len() as u64, deadline, &mut run_writer(rest))
+            {
+                Ok(n) => done += run_len(n, rest.len()),
                 Err(stop) => return (done, Some(put_fail(stop))),
             }
         }
@@ -438,12 +460,8 @@ impl<T: Pod> PodQueue<T> {
         out.reserve(max.min(self.capacity()));
         let before = out.len();
         let mut corrupted = false;
-        let mut read = |r: SlotReader<'_>| match reader::<T>(r) {
-            Some(v) => out.push(v),
-            None => corrupted = true,
-        };
         self.h
-            .get_run(max as u64, deadline, &mut read)
+            .get_run(max as u64, deadline, &mut run_reader(out, &mut corrupted))
             .map_err(E::stop)?;
         if corrupted {
             return Err(E::failed(Error::Corrupted("slot smaller than the element")));
@@ -594,6 +612,105 @@ impl<T: Pod> PodQueue<T> {
     /// As [`get_timeout`](Self::get_timeout).
     pub async fn get_timeout_async(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
         self.get_until_async(Deadline::after(timeout)).await
+    }
+
+    /// [`PodQueue::put_many_until`] as a future.
+    async fn put_many_until_async(
+        &self,
+        values: &[T],
+        deadline: Deadline,
+    ) -> (usize, Option<PutFail>) {
+        let mut done = 0;
+        while done < values.len() {
+            let rest = &values[done..];
+            match self
+                .h
+                .put_run_async(rest.len() as u64, deadline, &mut run_writer(rest))
+                .await
+            {
+                Ok(n) => done += run_len(n, rest.len()),
+                Err(stop) => return (done, Some(put_fail(stop))),
+            }
+        }
+        (done, None)
+    }
+
+    /// [`PodQueue::get_many_until`] as a future.
+    async fn get_many_until_async<E: GetFail>(
+        &self,
+        out: &mut Vec<T>,
+        max: usize,
+        deadline: Deadline,
+    ) -> Result<usize, E> {
+        if max == 0 {
+            return Ok(0);
+        }
+        out.reserve(max.min(self.capacity()));
+        let before = out.len();
+        let mut corrupted = false;
+        self.h
+            .get_run_async(max as u64, deadline, &mut run_reader(out, &mut corrupted))
+            .await
+            .map_err(E::stop)?;
+        if corrupted {
+            return Err(E::failed(Error::Corrupted("slot smaller than the element")));
+        }
+        Ok(out.len() - before)
+    }
+
+    /// [`put_many`](Self::put_many) as a future. Dropped before it completes, it may have
+    /// put a prefix of `values` (each run it claimed is put whole).
+    ///
+    /// # Errors
+    /// As [`put_many`](Self::put_many): the values not put come back.
+    pub async fn put_many_async<'v>(&self, values: &'v [T]) -> Result<(), PutError<&'v [T]>> {
+        match self.put_many_until_async(values, Deadline::never()).await {
+            (_, None) => Ok(()),
+            (done, Some(f)) => Err(f.put(&values[done..])),
+        }
+    }
+
+    /// [`put_many_timeout`](Self::put_many_timeout) as a future (see
+    /// [`put_many_async`](Self::put_many_async)).
+    ///
+    /// # Errors
+    /// As [`put_many_timeout`](Self::put_many_timeout).
+    pub async fn put_many_timeout_async<'v>(
+        &self,
+        values: &'v [T],
+        timeout: Duration,
+    ) -> Result<(), PutTimeoutError<&'v [T]>> {
+        match self
+            .put_many_until_async(values, Deadline::after(timeout))
+            .await
+        {
+            (_, None) => Ok(()),
+            (done, Some(f)) => Err(f.put_timeout(&values[done..])),
+        }
+    }
+
+    /// [`get_many`](Self::get_many) as a future: what it takes is in `out` as soon as it is
+    /// taken, so dropping the future loses nothing.
+    ///
+    /// # Errors
+    /// As [`get_many`](Self::get_many).
+    pub async fn get_many_async(&self, out: &mut Vec<T>, max: usize) -> Result<usize> {
+        self.get_many_until_async::<Error>(out, max, Deadline::never())
+            .await
+    }
+
+    /// [`get_many_timeout`](Self::get_many_timeout) as a future.
+    ///
+    /// # Errors
+    /// As [`get_many_timeout`](Self::get_many_timeout).
+    pub async fn get_many_timeout_async(
+        &self,
+        out: &mut Vec<T>,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<usize, GetTimeoutError> {
+        self.get_many_until_async(out, max, Deadline::after(timeout))
+            .await
     }
 }
 

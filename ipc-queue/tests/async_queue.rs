@@ -54,6 +54,43 @@ fn a_get_awaits_a_put_from_another_process() {
     assert_eq!(registered_waits(), 0);
 }
 
+/// Batches through the async forms: a `put_many_async` larger than the ring awaits the room
+/// a consumer process makes, and `get_many_async` awaits a producer process; nothing is
+/// lost, duplicated or reordered.
+#[test]
+fn batches_await_room_and_arrival() {
+    let _leaks = leak_guard();
+    let q = PodQueue::<u64>::new(8).unwrap();
+    let child = fork(|| {
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            if q.get_many(&mut got, 5).is_err() {
+                return 3;
+            }
+        }
+        let ok = got == (0..100).collect::<Vec<u64>>();
+        std::thread::sleep(Duration::from_millis(30));
+        i32::from(!(ok && q.put_many(&[7, 8, 9]).is_ok()))
+    });
+    let rt = runtime();
+    let values: Vec<u64> = (0..100).collect();
+    rt.block_on(q.put_many_async(&values))
+        .map_err(Error::from)
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        rt.block_on(q.get_many_timeout_async(&mut got, 8, WATCHDOG))
+            .unwrap();
+    }
+    assert_eq!(got, [7, 8, 9]);
+    child.wait_success(WATCHDOG);
+    let r = rt.block_on(q.put_many_timeout_async(&[1; 9], Duration::from_millis(20)));
+    match r {
+        Err(PutTimeoutError::Timeout(rest)) => assert_eq!(rest.len(), 1),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Messages larger than a slot through the async forms: a spanning put awaits the room a
 /// consumer process makes, and a spanning get awaits a producer process.
 #[test]
