@@ -521,8 +521,9 @@ crate::handle::shared_methods!(PodQueue);
 /// per process however many tasks wait (see [`ipc_shm::lowlevel::sync::FutexWait`]). Each returns the
 /// error type of the blocking form it mirrors.
 ///
-/// They are cancel-safe: a future dropped before it completes has put or taken nothing, and
-/// leaves no slot claimed and no waiter registered. So a runtime's timeout
+/// They are cancel-safe: a future dropped before it completes has put or taken nothing (a
+/// batch put: a prefix of its values, each run whole; a batch get: only what is already in
+/// its `Vec`), and leaves no slot claimed and no waiter registered. So a runtime's timeout
 /// (`tokio::time::timeout`) works around them as well as the `_timeout_async` forms, which
 /// need no runtime timer. Dead peers are detected as in the blocking calls.
 #[cfg(feature = "async")]
