@@ -94,10 +94,12 @@ pub(super) enum Claimed {
 /// The result of a run claim ([`Ring::claim_run`]).
 #[derive(Debug)]
 pub(super) enum ClaimedRun {
-    /// We own the `n` (at least one) positions from `p` on.
+    /// We own the `n` (at least one) positions from `p` on; `tombs`: some of them were
+    /// tombstones when claimed (for reading).
     Run {
         p: u64,
         n: u64,
+        tombs: bool,
     },
     Blocked(Option<Blocker>),
     Closed,
@@ -108,7 +110,7 @@ impl ClaimedRun {
     /// The run's first position and length, or the outcome of an attempt that claimed none.
     pub(super) fn run<R>(self) -> Result<(u64, u64), Attempt<R>> {
         match self {
-            ClaimedRun::Run { p, n } => Ok((p, n)),
+            ClaimedRun::Run { p, n, .. } => Ok((p, n)),
             ClaimedRun::Blocked(b) => Err(Attempt::Blocked(b)),
             ClaimedRun::Closed => Err(Attempt::Closed),
             ClaimedRun::Corrupted => Err(Attempt::Corrupted),
@@ -626,8 +628,8 @@ impl<'a, S: Slots> Ring<'a, S> {
         let mut e = word.load(Ordering::Acquire);
         for _ in 0..MAX_STEPS {
             let p = seq(e);
-            let first = match self.ready_at(p, phase, ignored) {
-                Ok((first, _)) => first,
+            let (first, first_state) = match self.ready_at(p, phase, ignored) {
+                Ok(ready) => ready,
                 Err(Some(stop)) => return stop,
                 Err(None) => {
                     spin();
@@ -637,6 +639,7 @@ impl<'a, S: Slots> Ring<'a, S> {
             };
             let mut n = 0;
             let mut stop = None;
+            let mut owners = 0;
             let (states, stamps) = (self.slots.states(), self.slots.stamps(reading));
             'scan: for (q0, i0, len) in self.stretches(p, first, max) {
                 for k in 0..len {
@@ -647,6 +650,7 @@ impl<'a, S: Slots> Ring<'a, S> {
                             stop = Some((i, s, q0 + k));
                             break 'scan;
                         }
+                        owners |= s;
                     }
                     // As `stamp_slot`.
                     let w = stamps.at(i);
@@ -679,7 +683,13 @@ impl<'a, S: Slots> Ring<'a, S> {
             // SYNC POINT: AcqRel, as in `claim_put`; the slots' states were ready when read
             // and only the claimer of their positions changes a ready state.
             match word.compare_exchange_weak(e, rec, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return ClaimedRun::Run { p, n },
+                Ok(_) => {
+                    return ClaimedRun::Run {
+                        p,
+                        n,
+                        tombs: reading && owner(owners | first_state) & TOMB != 0,
+                    }
+                }
                 Err(now) => e = now,
             }
         }
@@ -821,9 +831,12 @@ impl<'a, S: Slots> Ring<'a, S> {
         read: &mut impl FnMut(SlotReader<'_>),
     ) -> Attempt<u64> {
         for _ in 0..MAX_STEPS {
-            let (p, n) = match self.claim_run(true, me, 1, max).run() {
-                Ok(run) => run,
-                Err(a) => return a,
+            let (p, n, tombs) = match self.claim_run(true, me, 1, max) {
+                ClaimedRun::Run { p, n, tombs } => (p, n, tombs),
+                other => match other.run() {
+                    Ok(_) => return Attempt::Corrupted,
+                    Err(a) => return a,
+                },
             };
             let Some(at) = self.cursor(p) else {
                 return Attempt::Corrupted;
@@ -842,7 +855,7 @@ impl<'a, S: Slots> Ring<'a, S> {
                     let i = Idx(i0 + k as usize);
                     // Ours since the claim: only helpers' marks and sleepers' WAITING bits
                     // change it, never the TOMB bit.
-                    if owner(states.at(i).load(Ordering::Relaxed)) & TOMB != 0 {
+                    if tombs && owner(states.at(i).load(Ordering::Relaxed)) & TOMB != 0 {
                         self.settle(i, q0 + k);
                         ipc_failpoints::failpoint!("queue.tombstone.published");
                     } else {

@@ -640,7 +640,7 @@ fn live_run_is_never_reclaimed() {
         let m = Model::new(3);
         let r = m.ring();
         let (p, n) = match r.claim_run(false, me(1), 1, 2) {
-            ClaimedRun::Run { p, n } => (p, n),
+            ClaimedRun::Run { p, n, .. } => (p, n),
             other => panic!("{other:?}"),
         };
         assert_eq!((p, n), (0, 2));

@@ -195,7 +195,13 @@ impl<S: Slots> Ring<'_, S> {
             );
             // SYNC POINT: AcqRel, as in `claim_get`.
             match word.compare_exchange_weak(e, rec, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return ClaimedRun::Run { p, n: k },
+                Ok(_) => {
+                    return ClaimedRun::Run {
+                        p,
+                        n: k,
+                        tombs: owner(s) & TOMB != 0,
+                    }
+                }
                 Err(now) => e = now,
             }
         }
