@@ -160,6 +160,15 @@ fn run_len(n: u64, rest: usize) -> usize {
     usize::try_from(n).map_or(rest, |n| n.min(rest))
 }
 
+/// How many messages a batch get appended to `out` (from `before`), or `Corrupted` if a slot
+/// was too small for a `T`.
+fn many_taken<T, E: GetFail>(out: &[T], before: usize, corrupted: bool) -> Result<usize, E> {
+    if corrupted {
+        return Err(E::failed(Error::Corrupted("slot smaller than the element")));
+    }
+    Ok(out.len() - before)
+}
+
 /// Appends each message of a run to `out`, noting a slot too small for a `T`.
 fn run_reader<'o, T: Pod>(
     out: &'o mut Vec<T>,
@@ -457,16 +466,19 @@ impl<T: Pod> PodQueue<T> {
         if max == 0 {
             return Ok(0);
         }
-        out.reserve(max.min(self.capacity()));
-        let before = out.len();
+        let before = self.reserve_many(out, max);
         let mut corrupted = false;
         self.h
             .get_run(max as u64, deadline, &mut run_reader(out, &mut corrupted))
             .map_err(E::stop)?;
-        if corrupted {
-            return Err(E::failed(Error::Corrupted("slot smaller than the element")));
-        }
-        Ok(out.len() - before)
+        many_taken(out, before, corrupted)
+    }
+
+    /// Room in `out` for a batch get of up to `max` (bounded by the capacity); `out`'s
+    /// length before it.
+    fn reserve_many(&self, out: &mut Vec<T>, max: usize) -> usize {
+        out.reserve(max.min(self.capacity()));
+        out.len()
     }
 
     /// Takes up to `max` of the oldest messages with one claim, appending them to `out` in
@@ -646,17 +658,13 @@ impl<T: Pod> PodQueue<T> {
         if max == 0 {
             return Ok(0);
         }
-        out.reserve(max.min(self.capacity()));
-        let before = out.len();
+        let before = self.reserve_many(out, max);
         let mut corrupted = false;
         self.h
             .get_run_async(max as u64, deadline, &mut run_reader(out, &mut corrupted))
             .await
             .map_err(E::stop)?;
-        if corrupted {
-            return Err(E::failed(Error::Corrupted("slot smaller than the element")));
-        }
-        Ok(out.len() - before)
+        many_taken(out, before, corrupted)
     }
 
     /// [`put_many`](Self::put_many) as a future. Dropped before it completes, it may have
