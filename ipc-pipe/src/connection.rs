@@ -44,9 +44,10 @@ const BATCH_CHUNK: usize = 64 << 10;
 const BATCH_CHUNK_BOUNDED: usize = libc::PIPE_BUF;
 
 /// Reads that never sleep (`preadv2(RWF_NOWAIT)`) a blocking receive makes
-/// on an empty pipe before it blocks. A reader that sleeps on an empty pipe
-/// costs the writer a wake-up (an IPI when they run on different CPUs) and
-/// itself a context switch, several times the cost of a small message: with
+/// on an empty pipe before it blocks ([`COALESCE`] is for a busy one). A
+/// reader that sleeps on an empty pipe costs the writer a wake-up (an IPI
+/// when they run on different CPUs) and itself a context switch, several
+/// times the cost of a small message: with
 /// small messages a reader that drains the pipe in one read would otherwise
 /// sleep between most of them. Between retries the reader yields the CPU
 /// (`sched_yield`): a writer on the same CPU then runs and writes on without
@@ -55,6 +56,17 @@ const BATCH_CHUNK_BOUNDED: usize = libc::PIPE_BUF;
 /// microseconds) before it blocks as before. Bounded receives (deadline,
 /// `try_`, `O_NONBLOCK`) and reads inside a payload never spin.
 const SPIN_READS: u32 = 8;
+
+/// Shortest time between two reads of a busy pipe stream of small frames.
+/// A reader as fast as its writer takes one frame per read, and the writer,
+/// finding the pipe drained each time, pays for a fresh pipe buffer, a
+/// wake-up check and the pipe lock the reader holds: about half again the
+/// cost of a write into a pipe that already holds data. So when the last
+/// read found data waiting (the stream is busy), the next one waits until
+/// this long after it, and takes every frame that arrived meanwhile. A
+/// reader that finds the pipe empty is not busy (a request-reply exchange
+/// normally is not), and a stream delays a frame by at most this much.
+const COALESCE: Duration = Duration::from_micros(2);
 
 /// Largest payload after which a read between frames spins: past it the
 /// wake-up is a small part of a frame's cost, and a reader that yields the
@@ -128,6 +140,10 @@ pub(crate) struct Reader {
     /// Set once the fd refused a `RWF_NOWAIT` read (an old kernel's pipe, or
     /// an fd of another kind): its reads never spin then.
     nowait_refused: bool,
+    /// Whether the last spinning read found data at its first try (see
+    /// [`COALESCE`]), and when it returned.
+    busy: bool,
+    last_read: Instant,
     /// Receive buffer of the serde API.
     #[cfg(feature = "serde")]
     scratch: Vec<u8>,
@@ -154,6 +170,8 @@ impl Reader {
             nonblocking: false,
             last_small: true,
             nowait_refused: false,
+            busy: false,
+            last_read: Instant::now(),
             #[cfg(feature = "serde")]
             scratch: Vec::new(),
         }
@@ -241,6 +259,15 @@ impl Reader {
         } else {
             0
         };
+        let spinning = spin > 0;
+        if spinning && self.busy {
+            // A busy stream: let frames gather (see `COALESCE`). No system
+            // call, so nothing here slows the writer down.
+            while self.last_read.elapsed() < COALESCE {
+                std::hint::spin_loop();
+            }
+        }
+        let mut first = true;
         loop {
             if let Some(d) = deadline {
                 if !read_first && !sys::poll_one(fd, sys::POLLIN, Some(d))? {
@@ -279,10 +306,15 @@ impl Reader {
                     if r.n == 0 && self.state == RxState::Open {
                         self.state = RxState::Eof;
                     }
+                    if spinning {
+                        self.busy = first && r.n > 0;
+                        self.last_read = Instant::now();
+                    }
                     return Ok((r.n, r.direct));
                 }
                 Err(e) if spin > 0 && e.kind() == std::io::ErrorKind::WouldBlock => {
                     // Empty pipe: try again shortly, then block.
+                    first = false;
                     spin -= 1;
                     std::thread::yield_now();
                 }
@@ -570,6 +602,9 @@ pub(crate) struct Writer {
     /// it first, so frames stay in order and whole.
     tail: Vec<u8>,
     tail_start: usize,
+    /// Whether `SIGPIPE` is ignored, so a small pipe write may be a plain
+    /// `write` (see [`sys::SigpipeWatch`]).
+    sigpipe: sys::SigpipeWatch,
 }
 
 /// How a frame write ended without an error.
@@ -591,6 +626,7 @@ impl Writer {
             ends: Vec::new(),
             tail: Vec::new(),
             tail_start: 0,
+            sigpipe: sys::SigpipeWatch::default(),
         }
     }
 
@@ -711,7 +747,7 @@ impl Writer {
         deadline: Option<Instant>,
     ) -> Result<Wrote> {
         if deadline.is_none() && self.kind == sys::FdKind::Pipe && self.pending() == 0 {
-            match sys::write_pipe_fast(fd, buf) {
+            match sys::write_pipe_fast(fd, buf, &mut self.sigpipe) {
                 Some(n) if n == buf.len() => return Ok(Wrote::Whole),
                 Some(n) => {
                     // Cut (not for a frame within `PIPE_BUF`): the rest goes
@@ -1251,8 +1287,15 @@ macro_rules! send_methods {
         /// `MSG_NOSIGNAL`; pipe writes use `RWF_NOSIGNAL` or block `SIGPIPE`
         /// in the calling thread for the write and consume the one a closed
         /// pipe raises, so this holds even in a host that never ignored
-        /// `SIGPIPE`. A peer that is alive but never reads blocks this call;
-        /// use [`send_bytes_timeout`](Self::send_bytes_timeout) to bound it.
+        /// `SIGPIPE`. While `SIGPIPE` is ignored (as Rust programs and
+        /// CPython set it at startup) a small pipe message is a plain `write`,
+        /// which then raises nothing; each sender reads the disposition again
+        /// every 64 sends, so a program that restores `SIGPIPE`'s default
+        /// action while a pipe sender is in use has it honoured by that
+        /// sender within 64 sends (a send to a closed pipe in between would
+        /// raise the `SIGPIPE` just asked for). A peer that is alive but never
+        /// reads blocks this call; use
+        /// [`send_bytes_timeout`](Self::send_bytes_timeout) to bound it.
         pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
             blocking(self.tx.send_bytes(fd_of(&self.fd), bytes, None))
         }

@@ -571,16 +571,32 @@ fn writev_nonblock(fd: BorrowedFd<'_>, iovs: &[libc::iovec]) -> isize {
 /// [`write_all2`], which repeats the write and handles the failure (`EPIPE`
 /// again without a signal, `EAGAIN` on an `O_NONBLOCK` fd by `poll`,
 /// `EOPNOTSUPP` by falling back to the [`SigpipeGuard`]).
+///
+/// While `SIGPIPE` is ignored (see [`SigpipeWatch`]) the write is a plain
+/// `write`: a closed pipe then fails it with `EPIPE` and raises nothing, and
+/// `write` costs the kernel about 50 ns less than any vectored write (no
+/// iovec to import), a quarter of a small frame's whole cost.
 #[inline]
-pub(crate) fn write_pipe_fast(fd: BorrowedFd<'_>, buf: &[u8]) -> Option<usize> {
-    if NOSIGNAL_UNSUPPORTED.load(Ordering::Relaxed) {
+pub(crate) fn write_pipe_fast(
+    fd: BorrowedFd<'_>,
+    buf: &[u8],
+    sigpipe: &mut SigpipeWatch,
+) -> Option<usize> {
+    let plain = sigpipe.ignored();
+    if !plain && NOSIGNAL_UNSUPPORTED.load(Ordering::Relaxed) {
         return None;
     }
     let v = iov(buf);
     loop {
-        // SAFETY: one iovec over a live borrowed slice; the kernel only reads
-        // it. Offset -1 writes at the current position, as `writev`.
-        let r = unsafe { libc::pwritev2(fd.as_raw_fd(), &v, 1, -1, RWF_NOSIGNAL) };
+        let r = if plain {
+            // SAFETY: `buf` is a live borrowed slice of `buf.len()` bytes; the
+            // kernel only reads it.
+            unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) }
+        } else {
+            // SAFETY: one iovec over a live borrowed slice; the kernel only
+            // reads it. Offset -1 writes at the current position, as `writev`.
+            unsafe { libc::pwritev2(fd.as_raw_fd(), &v, 1, -1, RWF_NOSIGNAL) }
+        };
         if r >= 0 {
             return Some(r as usize);
         }
@@ -588,6 +604,54 @@ pub(crate) fn write_pipe_fast(fd: BorrowedFd<'_>, buf: &[u8]) -> Option<usize> {
             return None;
         }
     }
+}
+
+/// Sends between two reads of `SIGPIPE`'s disposition by a [`SigpipeWatch`].
+pub(crate) const SIGPIPE_RECHECK: u32 = 64;
+
+/// A pipe writer's knowledge of whether `SIGPIPE` is ignored (`SIG_IGN`, as
+/// Rust's runtime and CPython set it at startup), read with `sigaction` on
+/// the first send and again every [`SIGPIPE_RECHECK`] sends: one system call
+/// per 64 sends instead of a vectored write's extra cost on each.
+///
+/// The disposition is process-wide and a program may change it at any time:
+/// a change from ignored back to the default action is seen within
+/// [`SIGPIPE_RECHECK`] sends of each writer. Until then, a write to a pipe
+/// whose reader is gone would raise the `SIGPIPE` the program just asked
+/// for; that window, documented on the senders, is the price of the fast
+/// path. A thread that blocks `SIGPIPE` while it is ignored may find one
+/// pending after such a write (the kernel queues blocked signals even when
+/// ignored); it is discarded when unblocked.
+#[derive(Debug, Default)]
+pub(crate) struct SigpipeWatch {
+    /// Sends left before the disposition is read again (0: read it now).
+    left: u32,
+    /// What the last read said.
+    ignored: bool,
+}
+
+impl SigpipeWatch {
+    /// Whether `SIGPIPE` is ignored, as last read (reading it again when due).
+    #[inline]
+    pub(crate) fn ignored(&mut self) -> bool {
+        if self.left == 0 {
+            self.ignored = sigpipe_ignored();
+            self.left = SIGPIPE_RECHECK;
+        }
+        self.left -= 1;
+        self.ignored
+    }
+}
+
+/// Reads `SIGPIPE`'s disposition: `true` when it is `SIG_IGN`. A failing
+/// `sigaction` says `false` (the safe answer).
+fn sigpipe_ignored() -> bool {
+    let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: a null new action only queries; `old` is writable storage for
+    // one `sigaction`, zero-initialised and filled on success.
+    let r = unsafe { libc::sigaction(libc::SIGPIPE, ptr::null(), old.as_mut_ptr()) };
+    // SAFETY: zero-initialised, and filled by a successful call.
+    r == 0 && unsafe { old.assume_init() }.sa_sigaction == libc::SIG_IGN
 }
 
 /// Why [`write_all2`] stopped.

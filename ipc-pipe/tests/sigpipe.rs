@@ -108,3 +108,54 @@ fn sigpipe_not_left_pending_when_caller_blocks_it() {
     });
     assert_eq!(child.wait(), Exit::Code(0));
 }
+
+fn set_sigpipe(handler: libc::sighandler_t) {
+    // SAFETY: sets SIGPIPE's disposition in this (child) process.
+    unsafe { libc::signal(libc::SIGPIPE, handler) };
+}
+
+#[test]
+fn sigpipe_ignored_closed_peer_is_disconnected() {
+    // While SIGPIPE is ignored small pipe messages are plain `write`s: a
+    // closed peer must still be `Disconnected` on every form.
+    let _leaks = common::leak_guard();
+    let mut child = fork(|| {
+        set_sigpipe(libc::SIG_IGN);
+        writes_to_closed_peers()
+    });
+    assert_eq!(child.wait(), Exit::Code(0));
+}
+
+#[test]
+fn default_action_restored_midstream_is_honoured_within_64_sends() {
+    // The documented bound: a sender reads the disposition every 64 sends.
+    // Ignored at the first send, default from the second on: after 63 more
+    // sends to a live reader the sender must know, so a send to the closed
+    // pipe is `Disconnected` and the process lives.
+    let _leaks = common::leak_guard();
+    let mut child = fork(|| {
+        set_sigpipe(libc::SIG_IGN);
+        let (mut rx, mut tx) = simplex().map_err(s)?;
+        tx.send_bytes(b"first").map_err(s)?;
+        set_default_sigpipe();
+        for i in 0u32..63 {
+            tx.send_bytes(&i.to_le_bytes()).map_err(s)?;
+        }
+        let mut buf = Vec::new();
+        for _ in 0..64 {
+            rx.recv_bytes_into(&mut buf).map_err(s)?;
+        }
+        drop(rx);
+        for _ in 0..3 {
+            match tx.send_bytes(b"nobody reads") {
+                Err(Error::Disconnected) => {}
+                other => return Err(format!("expected Disconnected, got {other:?}")),
+            }
+        }
+        if sigpipe_pending() {
+            return Err("a SIGPIPE was left pending".into());
+        }
+        Ok(())
+    });
+    assert_eq!(child.wait(), Exit::Code(0));
+}
