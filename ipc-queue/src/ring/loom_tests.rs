@@ -357,10 +357,8 @@ fn stopped_writer_is_reclaimed() {
             for _ in 0..4 {
                 match r.try_get(me(3), &mut |rd: SlotReader<'_>| rd.read_pod::<u64>(0)) {
                     Attempt::Done(v) => return v,
-                    Attempt::Blocked(Some(b)) => {
-                        if m3.deaths.0[1].load(Ordering::SeqCst) {
-                            r.reclaim(b, me(3), &m3.deaths);
-                        }
+                    Attempt::Blocked(Some(b)) if m3.deaths.0[1].load(Ordering::SeqCst) => {
+                        r.reclaim(b, me(3), &m3.deaths);
                     }
                     _ => {}
                 }
