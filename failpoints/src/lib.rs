@@ -24,7 +24,13 @@ pub enum Action {
     Stop = 2,
     /// Panic with a message naming the point (unwinding code paths).
     Panic = 3,
+    /// The calling thread sleeps [`DELAY`], then goes on (a stall of one thread while the
+    /// others of the process run: stages a race window).
+    Delay = 4,
 }
+
+/// How long [`Action::Delay`] stalls the thread that hits the point.
+pub const DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Action {
     fn from_u8(v: u8) -> Option<Action> {
@@ -32,6 +38,7 @@ impl Action {
             1 => Some(Action::Kill),
             2 => Some(Action::Stop),
             3 => Some(Action::Panic),
+            4 => Some(Action::Delay),
             _ => None,
         }
     }
@@ -189,6 +196,7 @@ fn hit_armed(name: &'static str) {
                 sys::stop_self();
             }
             Some(Action::Panic) => panic!("failpoint {name} fired"),
+            Some(Action::Delay) => std::thread::sleep(DELAY),
             None => {}
         }
         return;
@@ -235,6 +243,11 @@ mod tests {
             assert_eq!(hits(), 3);
             // Fired: the countdown stays at 0, later hits do nothing.
             failpoint!("t.a");
+            arm("t.delay", 1, Action::Delay).unwrap();
+            let start = std::time::Instant::now();
+            failpoint!("t.delay");
+            assert!(start.elapsed() >= DELAY, "a delay stalls the caller");
+            disarm("t.delay");
         }
         disarm("t.a");
         failpoint!("t.a");

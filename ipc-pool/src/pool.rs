@@ -1467,17 +1467,24 @@ impl<R: DeserializeOwned> AsyncResult<R> {
             match got {
                 Ok(_) => {
                     w.lent = None;
+                    // The reply was all there is: the readiness it raised is cleared for the
+                    // next loan of this registration. Cleared here, under the state lock and
+                    // before the worker is idle again: once it is, another future may lend
+                    // it, write a job and get a reply whose readiness a later clear would
+                    // erase (that future, which waits for readiness first, then never wakes).
+                    // A clear only erases readiness up to the tick it saw, so an event still
+                    // to come for this reply merely leaves stale readiness, which the next
+                    // loan's poll clears and reads through.
+                    if let Poll::Ready(Ok(mut g)) = l.fd.poll_read_ready(cx) {
+                        g.clear_ready();
+                    }
                     let (wid, id) = (l.wid, l.id);
                     let shared = Arc::clone(&l.shared);
                     match parse_reply(&l.buf, id) {
                         Direct::Answer(status, bytes) => {
                             settle_answer(&shared, &mut st, wid, id);
                             drop(st);
-                            // The reply was all there is: the readiness it raised is
-                            // cleared for the next loan of this registration.
-                            if let Poll::Ready(Ok(mut g)) = l.fd.poll_read_ready(cx) {
-                                g.clear_ready();
-                            }
+                            ipc_failpoints::failpoint!("pool.lent.answered");
                             self.lent = None;
                             let mut c = self.coll.inner.lock();
                             c.waker = None;

@@ -648,6 +648,54 @@ mod direct {
         });
     }
 
+    /// A future that read its reply from a lent worker must not erase the readiness of the
+    /// next loan of that worker: here it stalls (`Delay` at `pool.lent.answered`) after the
+    /// worker is idle again, while another future lends the worker, the reply arrives and
+    /// the reactor records it before that future's first poll. Once cleared by the stalled
+    /// future, that readiness would never come again (the reply is already in the socket).
+    #[test]
+    fn a_finished_direct_await_does_not_erase_the_next_loans_readiness() {
+        let _leaks = common::leak_guard();
+        in_child_checked(60, || {
+            let pool = Arc::new(Pool::new(1).unwrap());
+            let rt = io_runtime_mt();
+            forbid_dispatching();
+            rt.block_on(async {
+                arm("pool.lent.answered", 1, Action::Delay).unwrap();
+                let p = Arc::clone(&pool);
+                let next = tokio::spawn(async move {
+                    // The first future has its reply (after ~30 ms) and stalls until
+                    // ~230 ms; lent at ~100 ms, this job's reply is in at once.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let r = p.apply_async(sq, 5).unwrap();
+                    // First polled after the stalled future went on, in a task of its own:
+                    // only the reactor can wake it (a timeout around `r` itself would poll
+                    // it again when the timer fires, and read the reply).
+                    let waiter = tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        r.await
+                    });
+                    tokio::time::timeout(Duration::from_secs(10), waiter).await
+                });
+                let start = Instant::now();
+                assert_eq!(pool.apply_async(nap, 30).unwrap().await.unwrap(), 30);
+                assert!(
+                    start.elapsed() >= ipc_failpoints::DELAY,
+                    "the point stalled the first future"
+                );
+                let got = next.await.unwrap();
+                assert!(
+                    matches!(got, Ok(Ok(Ok(25)))),
+                    "the next loan never woke: {got:?}"
+                );
+            });
+            drop(rt);
+            pool.join().unwrap();
+            drop(pool);
+            wait_no_children(10);
+        });
+    }
+
     #[test]
     fn concurrent_and_out_of_order_awaits_are_correct() {
         let _leaks = common::leak_guard();
