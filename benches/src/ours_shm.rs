@@ -96,16 +96,20 @@ pub fn v3(r: &Run) -> Outcome {
         ];
         let n = r.n;
         run_pair(n, r.pin, |g, writer| {
-            if !writer {
-                // Untimed: read one element per 4 KiB page of both slots.
-                for s in &slots {
-                    let guard = s.lock().map_err(shm_err)?;
-                    let mut acc = 0u64;
-                    for i in (0..guard.len()).step_by(512) {
+            // Untimed, as L5b: touch every 4 KiB page of both slots (the writer writes one
+            // element per page, the reader reads one), so neither role's timed loop takes the
+            // page faults of a mapping inherited without its page tables.
+            for s in &slots {
+                let mut guard = s.lock().map_err(shm_err)?;
+                let mut acc = 0u64;
+                for i in (0..guard.len()).step_by(512) {
+                    if writer {
+                        guard[i] = 0.0;
+                    } else {
                         acc = acc.wrapping_add(guard[i].to_bits());
                     }
-                    std::hint::black_box(acc);
                 }
+                std::hint::black_box(acc);
             }
             g.start();
             for k in 0..n {
