@@ -14,6 +14,7 @@ use ipc_queue::{
 
 #[test]
 fn runs_keep_fifo_order_across_the_ring_end() {
+    let _leaks = common::leak_guard();
     let q = PodQueue::<u64>::new(5).unwrap();
     let mut next = 0u64;
     let mut expect = 0u64;
@@ -39,6 +40,7 @@ fn runs_keep_fifo_order_across_the_ring_end() {
 
 #[test]
 fn try_put_many_puts_what_fits_and_reports_full() {
+    let _leaks = common::leak_guard();
     let q = PodQueue::<u32>::new(4).unwrap();
     assert_eq!(q.try_put_many(&[]).unwrap(), 0);
     assert_eq!(q.try_put_many(&[1, 2, 3]).unwrap(), 3);
@@ -59,6 +61,7 @@ fn try_put_many_puts_what_fits_and_reports_full() {
 
 #[test]
 fn put_many_timeout_hands_back_what_was_not_put() {
+    let _leaks = common::leak_guard();
     let q = PodQueue::<u64>::new(2).unwrap();
     let values = [1, 2, 3, 4];
     let start = Instant::now();
@@ -84,6 +87,7 @@ fn put_many_timeout_hands_back_what_was_not_put() {
 
 #[test]
 fn closed_queue_refuses_runs_and_drains() {
+    let _leaks = common::leak_guard();
     let q = PodQueue::<u64>::new(4).unwrap();
     q.put_many(&[1, 2]).unwrap();
     q.close();

@@ -191,13 +191,18 @@ fn scribbler_over_a_named_queue() {
         .create_named(&name)
         .unwrap();
     let run = Duration::from_millis(400);
+    // The users open the queue before the scribbling starts: an opener that finds the
+    // layout already scribbled refuses it (an error, as it must), which is not this test.
+    let opened = ipc_shm::AtomicValue::<std::sync::atomic::AtomicU64>::new(0).unwrap();
     let user = |producer: bool| {
         let name = name.clone();
+        let opened = &opened;
         fork(move || {
             let q = match Queue::<u64>::open_named(&name) {
                 Ok(q) => q,
                 Err(_) => return 6,
             };
+            opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let end = Instant::now() + run;
             let mut i = 0u64;
             while Instant::now() < end {
@@ -222,6 +227,10 @@ fn scribbler_over_a_named_queue() {
         })
     };
     let users: Vec<_> = [true, true, false, false].into_iter().map(user).collect();
+    let start = Instant::now();
+    while opened.load(std::sync::atomic::Ordering::SeqCst) < 4 && start.elapsed() < WATCHDOG {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let scribbler = {
         let name = name.clone();
         fork(move || {

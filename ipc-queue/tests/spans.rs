@@ -47,6 +47,7 @@ fn spanning(cap: usize) -> Queue<Vec<u8>> {
 
 #[test]
 fn every_size_around_the_slot_edges_round_trips_in_order() {
+    let _leaks = common::leak_guard();
     let q = spanning(400);
     assert_eq!(q.max_message_size(), 4000);
     let sizes: Vec<usize> = (0..200)
@@ -72,6 +73,7 @@ fn every_size_around_the_slot_edges_round_trips_in_order() {
 
 #[test]
 fn serde_types_span_slots_too() {
+    let _leaks = common::leak_guard();
     let q = Queue::<(String, Vec<u32>)>::builder()
         .capacity(16)
         .slot_size(32)
@@ -87,6 +89,7 @@ fn serde_types_span_slots_too() {
 
 #[test]
 fn spans_cross_the_ring_end() {
+    let _leaks = common::leak_guard();
     let q = Queue::<Vec<u8>>::builder()
         .capacity(7)
         .slot_size(64)
@@ -103,6 +106,7 @@ fn spans_cross_the_ring_end() {
 
 #[test]
 fn limits_are_checked() {
+    let _leaks = common::leak_guard();
     let q = spanning(80);
     match q.try_put(vec![0u8; 4001]) {
         Err(TryPutError::Failed(v, Error::TooLarge { max: 4000, .. })) => assert_eq!(v.len(), 4001),
@@ -121,6 +125,7 @@ fn limits_are_checked() {
 
 #[test]
 fn a_span_waits_for_enough_free_slots_in_a_row() {
+    let _leaks = common::leak_guard();
     let q = Queue::<Vec<u8>>::builder()
         .capacity(4)
         .slot_size(64)
@@ -144,6 +149,7 @@ fn a_span_waits_for_enough_free_slots_in_a_row() {
 
 #[test]
 fn join_counts_a_spanning_message_once() {
+    let _leaks = common::leak_guard();
     let q = spanning(600);
     for k in 0..10 {
         q.put(message(1, k)).unwrap();
